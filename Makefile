@@ -1,0 +1,42 @@
+# The two entry points: `make demo` runs the main job on the built-in data, `make test` runs the tests.
+# Each bootstraps everything it needs on a fresh machine: uv (in .tools/), then .venv from uv.lock.
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+VENV := .venv
+EHRSCALE := $(VENV)/bin/ehrscale
+DEMO := out/demo
+DEMO_PATIENTS ?= 2000
+
+.PHONY: demo test test-slow bench lock clean
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+demo: $(VENV)/.synced
+	@if [ -f $(DEMO)/mimic/hosp/patients.csv.gz ]; then echo "reusing the synthetic MIMIC-IV in $(DEMO)/mimic"; \
+	else $(EHRSCALE) data synth --out $(DEMO)/mimic --patients $(DEMO_PATIENTS) --seed 0; fi
+	@if [ -f $(DEMO)/prep/manifest.json ]; then echo "reusing the prepared dataset in $(DEMO)/prep"; \
+	else $(EHRSCALE) data prepare --mimic $(DEMO)/mimic --out $(DEMO)/prep; fi
+	@echo "demo: synthetic MIMIC-IV in $(DEMO)/mimic, MEDS events and manifest.json in $(DEMO)/prep"
+
+test: $(VENV)/.synced
+	$(VENV)/bin/pytest -q
+
+test-slow: $(VENV)/.synced
+	$(VENV)/bin/pytest -q -m slow
+
+bench: $(VENV)/.synced
+	$(VENV)/bin/python benchmarks/bench_synth.py
+	$(VENV)/bin/python benchmarks/bench_ingest.py
+
+lock: $(UV)
+	$(UV) lock
+
+clean:
+	rm -rf $(VENV) .tools out .pytest_cache

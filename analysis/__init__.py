@@ -1,0 +1,1 @@
+"""Scaling-law fits and figures from a results table. Imports no JAX."""

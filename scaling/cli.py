@@ -1,0 +1,131 @@
+"""The `ehrscale` command."""
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+)
+from rich.table import Table
+
+from scaling import __version__
+
+app = typer.Typer(help="Scaling-law experiments for EHR foundation models.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Synthesise, ingest and inspect datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+# Tables go to stdout; wide enough not to truncate names when stdout is a file or a pipe.
+out_console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+class UserError(typer.Exit):
+    """Print a one-line error for a user's mistake and exit 2 (no traceback)."""
+
+    def __init__(self, message: str):
+        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        super().__init__(code=2)
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False) -> None:
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@data_app.command("synth")
+def synth(
+    out: Annotated[Path, typer.Option(help="Folder to create (hosp/, icu/, oracle/).")],
+    patients: Annotated[int, typer.Option(min=1, help="Number of patients.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives byte-identical files.")] = 0,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
+) -> None:
+    """Write a synthetic MIMIC-IV: gzipped CSVs in MIMIC-IV's layout, plus oracle/ risks."""
+    from scaling.data.synthetic import write_synthetic_mimic
+
+    with _progress(counts_bytes=False) as progress:
+        task = progress.add_task("simulating patients", total=patients)
+        try:
+            summary = write_synthetic_mimic(out, patients, seed, workers, lambda n: progress.advance(task, n))
+        except (FileExistsError, ValueError) as error:
+            raise UserError(str(error)) from None
+    table = Table(title=f"synthetic MIMIC-IV in {out} ({patients:,} patients, seed {seed})")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, rows in summary.rows.items():
+        table.add_row(f"{name}.csv.gz", f"{rows:,}")
+    out_console.print(table)
+
+
+@data_app.command("prepare")
+def prepare(
+    out: Annotated[Path, typer.Option(help="Prepared-dataset folder to create.")],
+    mimic: Annotated[Path | None, typer.Option(help="MIMIC-IV folder holding hosp/ and icu/ (.csv or .csv.gz).")] = None,
+    meds: Annotated[Path | None, typer.Option(help="A MEDS dataset folder (data/, metadata/), used as is.")] = None,
+    split_seed: Annotated[int, typer.Option(help="Seed of the subject-level train/tuning/held_out split.")] = 0,
+    split: Annotated[str, typer.Option(help="Train,tuning,held_out fractions.")] = "0.8,0.1,0.1",
+    shards: Annotated[int | None, typer.Option(min=1, help="Event shards (default: from the source size).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Read a source into MEDS events under OUT/events, with a manifest of every row read and dropped."""
+    from scaling.data.csv_stream import SourceError
+    from scaling.data.prepare import PrepareConfig
+    from scaling.data.prepare import prepare as run_prepare
+
+    try:
+        fractions = tuple(float(x) for x in split.split(","))
+    except ValueError:
+        raise UserError(f"--split must be three numbers like 0.8,0.1,0.1, got {split!r}") from None
+    config = PrepareConfig(out=out, mimic=mimic, meds=meds, split_seed=split_seed, split_fractions=fractions,
+                           shards=shards, overwrite=overwrite)
+    with _progress() as progress:
+        try:
+            manifest = run_prepare(config, _ProgressReporter(progress))
+        except SourceError as error:
+            raise UserError(str(error)) from None
+    print_manifest(manifest, out)
+
+
+def print_manifest(manifest: dict, out: Path) -> None:
+    """The rows read, kept and dropped per table, and the dataset's counts."""
+    table = Table(title=f"prepared {out} from {manifest['source']['kind']} ({manifest['source']['path']})")
+    for column in ("table", "read", "kept", "dropped", "events", "drop reasons / warnings"):
+        table.add_column(column, justify="left" if column in ("table", "drop reasons / warnings") else "right")
+    for name, t in manifest["tables"].items():
+        reasons = ", ".join(f"{k}: {v:,}" for k, v in t["dropped"].items())
+        warnings = ", ".join(f"{k}: {v:,}" for k, v in t.get("warnings", {}).items())
+        table.add_row(name, f"{t['read']:,}", f"{t['kept']:,}", f"{sum(t['dropped'].values()):,}", f"{t['events']:,}",
+                      "; ".join(x for x in (reasons, warnings) if x))
+    out_console.print(table)
+    counts = manifest["counts"]
+    splits = ", ".join(f"{k} {v:,}" for k, v in counts["subjects_by_split"].items())
+    out_console.print(f"{counts['subjects']:,} subjects ({splits}); {counts['events']:,} events; "
+                      f"{counts['codes']:,} codes; {counts['shards']} shard(s); "
+                      f"{manifest.get('elapsed_seconds', 0):.1f} s", highlight=False)
+
+
+class _ProgressReporter:
+    """Feeds data.prepare's progress callbacks into a rich progress display."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+
+    def table(self, name: str, total_bytes: int):
+        task = self.progress.add_task(f"reading {name}", total=total_bytes)
+        return lambda n: self.progress.advance(task, n)
+
+    def done(self, name: str, count) -> None:
+        pass
+
+    def step(self, text: str) -> None:
+        self.progress.console.print(text, highlight=False)
+
+
+def _progress(counts_bytes: bool = True) -> Progress:
+    amount = DownloadColumn() if counts_bytes else MofNCompleteColumn()
+    return Progress(TextColumn("{task.description}"), BarColumn(), amount, TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console, transient=False)

@@ -1,0 +1,276 @@
+"""MIMIC-IV (v2.2, v3.x; .csv or .csv.gz) -> MEDS events, one table at a time, counting every row.
+
+Each table is a `TableRule`: the columns it needs, the checks that drop a row (first failing reason
+wins) and the events a kept row becomes. The mapping of every code is in docs/data.md.
+"""
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import polars as pl
+
+EVENT_SCHEMA = {
+    "subject_id": pl.Int64, "time": pl.Datetime("us"), "code": pl.String,
+    "numeric_value": pl.Float32, "text_value": pl.String, "hadm_id": pl.Int64,
+}
+HINT = "Pass --mimic the MIMIC-IV folder that holds hosp/ and icu/ (v2.2 or v3.x, .csv or .csv.gz)."
+UNKNOWN = "UNK"
+_TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S")
+
+
+@dataclass
+class TableCount:
+    """Rows of one source table: read = kept + sum(dropped); warnings are kept rows with a repaired field."""
+
+    read: int = 0
+    kept: int = 0
+    events: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    warnings: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict:
+        return {"read": self.read, "kept": self.kept, "dropped": dict(sorted(self.dropped.items())),
+                "events": self.events, "warnings": dict(sorted(self.warnings.items()))}
+
+
+def parse_time(column: str) -> pl.Expr:
+    """A MIMIC-IV timestamp text column as Datetime(us); null where it does not parse."""
+    text = pl.col(column).str.strip_chars()
+    return pl.coalesce([text.str.strptime(pl.Datetime("us"), f, strict=False) for f in _TIME_FORMATS])
+
+
+def parse_date_end(column: str) -> pl.Expr:
+    """A date column at 23:59:59 of its day, so a dated fact is never visible before it could be known."""
+    day = pl.col(column).str.strip_chars().str.slice(0, 10).str.strptime(pl.Date, "%Y-%m-%d", strict=False)
+    return day.cast(pl.Datetime("us")) + pl.duration(hours=23, minutes=59, seconds=59)
+
+
+def _finite(number: pl.Expr) -> pl.Expr:
+    return pl.when(number.is_finite()).then(number)
+
+
+def parse_int(column: str) -> pl.Expr:
+    return pl.col(column).str.strip_chars().cast(pl.Int64, strict=False)
+
+
+def time_checks(column: str, parsed: pl.Expr) -> list[tuple[str, pl.Expr]]:
+    return [(f"missing {column}", pl.col(column).is_null()), (f"unparseable {column}", parsed.is_null())]
+
+
+def subject_checks(known: pl.Series | None) -> list[tuple[str, pl.Expr]]:
+    checks = [("missing subject_id", pl.col("subject_id").is_null()),
+              ("unparseable subject_id", parse_int("subject_id").is_null())]
+    if known is not None:
+        checks.append(("unknown subject", ~parse_int("subject_id").is_in(known.implode())))
+    return checks
+
+
+def classify(frame: pl.DataFrame, checks: list[tuple[str, pl.Expr]], count: TableCount) -> pl.DataFrame:
+    """Count rows by their first failing check and return the rows that pass."""
+    count.read += frame.height
+    if not checks:
+        count.kept += frame.height
+        return frame
+    reason = pl.when(checks[0][1]).then(pl.lit(checks[0][0]))
+    for name, bad in checks[1:]:
+        reason = reason.when(bad).then(pl.lit(name))
+    frame = frame.with_columns(_drop=reason.otherwise(None))
+    for name, n in frame.group_by("_drop").len().iter_rows():
+        if name is not None:
+            count.dropped[name] += n
+    kept = frame.filter(pl.col("_drop").is_null()).drop("_drop")
+    count.kept += kept.height
+    return kept
+
+
+def events(frame: pl.DataFrame, time: pl.Expr, code: pl.Expr, numeric: pl.Expr | None = None,
+           text: pl.Expr | None = None, hadm: pl.Expr | None = None) -> pl.DataFrame:
+    """Rows -> MEDS events with the project's event columns."""
+    return frame.select(
+        subject_id=parse_int("subject_id"),
+        time=time,
+        code=code,
+        numeric_value=numeric if numeric is not None else pl.lit(None, pl.Float32),
+        text_value=text if text is not None else pl.lit(None, pl.String),
+        hadm_id=hadm if hadm is not None else pl.lit(None, pl.Int64),
+    ).cast(EVENT_SCHEMA)
+
+
+def code_of(*parts: str | pl.Expr) -> pl.Expr:
+    """`A//B//C` from literal and column parts; a null part becomes UNK."""
+    exprs = [pl.lit(p) if isinstance(p, str) else p.str.strip_chars().fill_null(UNKNOWN) for p in parts]
+    return pl.concat_str(exprs, separator="//")
+
+
+@dataclass(frozen=True)
+class TableRule:
+    """How one streamed MIMIC-IV table becomes events."""
+
+    name: str
+    columns: tuple[str, ...]
+    convert: Callable[[pl.DataFrame, TableCount], pl.DataFrame]
+
+
+@dataclass
+class Context:
+    """What the small tables tell the big ones: known subjects, admissions, lab items."""
+
+    subjects: pl.Series
+    admissions: pl.DataFrame  # hadm_id, admit, disch
+    lab_items: pl.Series
+
+
+def patient_events(patients: pl.DataFrame, count: TableCount, died_in_hospital: pl.Series) -> pl.DataFrame:
+    """patients -> GENDER//<g> (static), MEDS_BIRTH, MEDS_DEATH from dod (unless an admission gives deathtime)."""
+    year = (parse_int("anchor_year") - parse_int("anchor_age"))
+    checks = subject_checks(None) + [
+        ("unparseable anchor_age or anchor_year", year.is_null()),
+        ("duplicate subject", parse_int("subject_id").is_first_distinct().not_()),
+    ]
+    kept = classify(patients, checks, count)
+    dod = parse_date_end("dod")
+    bad_dod = kept.filter(pl.col("dod").is_not_null() & dod.is_null()).height
+    if bad_dod:
+        count.warnings["unparseable dod (no death event)"] += bad_dod
+    gender = events(kept.filter(pl.col("gender").is_not_null()), pl.lit(None, pl.Datetime("us")),
+                    code_of("GENDER", pl.col("gender")))
+    birth = events(kept, pl.datetime(year, 1, 1).cast(pl.Datetime("us")), pl.lit("MEDS_BIRTH"))
+    dead = kept.filter(dod.is_not_null() & ~parse_int("subject_id").is_in(died_in_hospital.implode()))
+    death = events(dead, dod, pl.lit("MEDS_DEATH"))
+    return pl.concat([gender, birth, death])
+
+
+def admission_events(admissions: pl.DataFrame, count: TableCount, subjects: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """admissions -> HOSPITAL_ADMISSION//<type>, HOSPITAL_DISCHARGE//<location>, MEDS_DEATH at deathtime."""
+    admit, disch, hadm = parse_time("admittime"), parse_time("dischtime"), parse_int("hadm_id")
+    checks = subject_checks(subjects) + [
+        ("missing hadm_id", pl.col("hadm_id").is_null()), ("unparseable hadm_id", hadm.is_null()),
+        ("duplicate hadm_id", hadm.is_first_distinct().not_()),
+        *time_checks("admittime", admit), *time_checks("dischtime", disch),
+    ]
+    kept = classify(admissions, checks, count)
+    backwards = kept.filter(disch < admit).height
+    if backwards:
+        count.warnings["dischtime before admittime (kept)"] += backwards
+    death_time = parse_time("deathtime")
+    out = pl.concat([
+        events(kept, admit, code_of("HOSPITAL_ADMISSION", pl.col("admission_type")), hadm=hadm),
+        events(kept, disch, code_of("HOSPITAL_DISCHARGE", pl.col("discharge_location")), hadm=hadm),
+        events(kept.filter(death_time.is_not_null()), death_time, pl.lit("MEDS_DEATH"), hadm=hadm),
+    ])
+    table = kept.select(hadm_id=hadm, subject_id=parse_int("subject_id"), admit=admit, disch=disch,
+                        died=death_time.is_not_null())
+    return out, table
+
+
+def rules(ctx: Context) -> list[TableRule]:
+    """The streamed tables, in the order they are read."""
+    known = subject_checks(ctx.subjects)
+    hadm_times = ctx.admissions.select("hadm_id", "disch")
+
+    def icustays(frame: pl.DataFrame, count: TableCount) -> pl.DataFrame:
+        intime, outtime = parse_time("intime"), parse_time("outtime")
+        kept = classify(frame, known + time_checks("intime", intime) + time_checks("outtime", outtime), count)
+        return pl.concat([
+            events(kept, intime, code_of("ICU_ADMISSION", pl.col("first_careunit")), hadm=parse_int("hadm_id")),
+            events(kept, outtime, pl.lit("ICU_DISCHARGE"), hadm=parse_int("hadm_id")),
+        ])
+
+    def transfers(frame: pl.DataFrame, count: TableCount) -> pl.DataFrame:
+        intime = parse_time("intime")
+        kept = classify(frame, known + time_checks("intime", intime), count)
+        return events(kept, intime, code_of("TRANSFER_TO", pl.col("eventtype"), pl.col("careunit")), hadm=parse_int("hadm_id"))
+
+    def diagnoses(frame: pl.DataFrame, count: TableCount) -> pl.DataFrame:
+        # MIMIC-IV gives diagnoses no time: they are billed at discharge, so they are timed there.
+        frame = frame.with_columns(_hadm=parse_int("hadm_id")).join(hadm_times, left_on="_hadm", right_on="hadm_id", how="left")
+        checks = known + [
+            ("missing hadm_id", pl.col("hadm_id").is_null()), ("unknown admission", pl.col("disch").is_null()),
+            ("missing icd_code", pl.col("icd_code").is_null()), ("missing icd_version", pl.col("icd_version").is_null()),
+        ]
+        kept = classify(frame, checks, count)
+        return events(kept, pl.col("disch"), code_of("DIAGNOSIS", "ICD", pl.col("icd_version"), pl.col("icd_code")), hadm=pl.col("_hadm"))
+
+    def procedures(frame: pl.DataFrame, count: TableCount) -> pl.DataFrame:
+        frame = frame.with_columns(_hadm=parse_int("hadm_id")).join(hadm_times, left_on="_hadm", right_on="hadm_id", how="left")
+        day_end = parse_date_end("chartdate")
+        checks = known + time_checks("chartdate", day_end) + [
+            ("missing icd_code", pl.col("icd_code").is_null()), ("missing icd_version", pl.col("icd_version").is_null()),
+        ]
+        kept = classify(frame, checks, count)
+        # End of the procedure's day, but never after the discharge of its admission.
+        time = pl.min_horizontal(day_end, pl.col("disch"))
+        return events(kept, time, code_of("PROCEDURE", "ICD", pl.col("icd_version"), pl.col("icd_code")), hadm=pl.col("_hadm"))
+
+    def prescriptions(frame: pl.DataFrame, count: TableCount) -> pl.DataFrame:
+        start = parse_time("starttime")
+        kept = classify(frame, known + time_checks("starttime", start) + [("missing drug", pl.col("drug").is_null())], count)
+        return events(kept, start, code_of("MEDICATION", pl.col("drug")), hadm=parse_int("hadm_id"))
+
+    def labevents(frame: pl.DataFrame, count: TableCount) -> pl.DataFrame:
+        chart, item = parse_time("charttime"), parse_int("itemid")
+        checks = known + time_checks("charttime", chart) + [
+            ("missing itemid", pl.col("itemid").is_null()), ("unparseable itemid", item.is_null()),
+            ("unknown itemid", ~item.is_in(ctx.lab_items.implode())),
+        ]
+        kept = classify(frame, checks, count)
+        number = _finite(pl.col("valuenum").str.strip_chars().cast(pl.Float32, strict=False))
+        garbled = pl.col("valuenum").is_not_null() & number.is_null()
+        bad_number = kept.filter(garbled).height
+        if bad_number:
+            count.warnings["valuenum not a number (value parsed instead)"] += bad_number
+        # A garbled valuenum falls back to `value` read as a number; text stays where there is no number.
+        number = pl.when(garbled).then(_finite(pl.col("value").str.strip_chars().cast(pl.Float32, strict=False))).otherwise(number)
+        text = pl.when(number.is_null()).then(pl.coalesce(pl.col("value"), pl.col("valuenum")))
+        return events(kept, chart, code_of("LAB", pl.col("itemid").str.strip_chars(), pl.col("valueuom")),
+                      numeric=number, text=text, hadm=parse_int("hadm_id"))
+
+    convert = {"icu/icustays": icustays, "hosp/transfers": transfers, "hosp/diagnoses_icd": diagnoses,
+               "hosp/procedures_icd": procedures, "hosp/prescriptions": prescriptions, "hosp/labevents": labevents}
+    return [TableRule(name, columns, convert[name]) for name, columns in STREAMED_COLUMNS.items()]
+
+
+# Streamed tables and the columns they need, in the order they are read.
+STREAMED_COLUMNS = {
+    "icu/icustays": ("subject_id", "hadm_id", "first_careunit", "intime", "outtime"),
+    "hosp/transfers": ("subject_id", "hadm_id", "eventtype", "careunit", "intime"),
+    "hosp/diagnoses_icd": ("subject_id", "hadm_id", "icd_code", "icd_version"),
+    "hosp/procedures_icd": ("subject_id", "hadm_id", "chartdate", "icd_code", "icd_version"),
+    "hosp/prescriptions": ("subject_id", "hadm_id", "starttime", "drug"),
+    "hosp/labevents": ("subject_id", "hadm_id", "itemid", "charttime", "value", "valuenum", "valueuom"),
+}
+# Small tables, read whole before the streamed ones.
+PATIENTS_COLUMNS = ("subject_id", "gender", "anchor_age", "anchor_year", "dod")
+ADMISSIONS_COLUMNS = ("subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "admission_type", "discharge_location")
+DICTIONARY_COLUMNS = {
+    "hosp/d_labitems": ("itemid", "label", "fluid", "category"),
+    "hosp/d_icd_diagnoses": ("icd_code", "icd_version", "long_title"),
+    "hosp/d_icd_procedures": ("icd_code", "icd_version", "long_title"),
+}
+
+
+def code_descriptions(dictionaries: dict[str, pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    """(code prefix, description, parent codes) frames from the d_ tables, matched to event codes later."""
+    labs = dictionaries["hosp/d_labitems"]
+    yield labs.select(
+        prefix=pl.concat_str([pl.lit("LAB//"), pl.col("itemid").str.strip_chars(), pl.lit("//")]),
+        description=pl.concat_str([pl.col("label"), pl.lit(" ("), pl.col("fluid").fill_null(""), pl.lit(", "),
+                                   pl.col("category").fill_null(""), pl.lit(")")]),
+        parent=pl.lit(None, pl.String),
+    )
+    for name, kind, system in (("hosp/d_icd_diagnoses", "DIAGNOSIS", "CM"), ("hosp/d_icd_procedures", "PROCEDURE", "PCS")):
+        table = dictionaries[name]
+        version = pl.col("icd_version").str.strip_chars()
+        code = pl.col("icd_code").str.strip_chars()
+        system_name = pl.when(version == "9").then(pl.lit("ICD9" + ("CM" if kind == "DIAGNOSIS" else "Proc"))).otherwise(pl.lit("ICD10" + system))
+        yield table.select(
+            prefix=pl.concat_str([pl.lit(f"{kind}//ICD//"), version, pl.lit("//"), code]),
+            description=pl.col("long_title"),
+            parent=pl.concat_str([system_name, pl.lit("/"), code]),
+        )
+
+
+def required_columns() -> dict[str, tuple[str, ...]]:
+    """Every table the reader needs and the columns it needs from each."""
+    return {**DICTIONARY_COLUMNS, "hosp/patients": PATIENTS_COLUMNS, "hosp/admissions": ADMISSIONS_COLUMNS, **STREAMED_COLUMNS}

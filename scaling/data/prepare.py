@@ -1,0 +1,253 @@
+"""`ehrscale data prepare`: a source (MIMIC-IV or MEDS) -> one prepared-dataset folder.
+
+Layout of PREP:
+    events/data/<shard>.parquet      MEDS events, sorted by subject then time
+    events/metadata/codes.parquet    descriptions, parent codes, counts
+    events/metadata/dataset.json
+    events/metadata/subject_splits.parquet
+    manifest.json                    source, content hash, split seed, counts, rows dropped by reason
+
+Everything is written to a temporary sibling folder and renamed at the end, so a failed run
+leaves no partial PREP behind.
+"""
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import meds
+import polars as pl
+import pyarrow.parquet as pq
+
+from scaling import __version__
+from scaling.data import csv_stream, meds_io, mimic
+from scaling.data.csv_stream import SourceError
+
+MANIFEST = "manifest.json"
+EVENTS = "events"
+TARGET_EVENTS_PER_SHARD = 4_000_000
+BYTES_PER_EVENT_GZ = 12  # about 12 bytes of gzipped CSV per lab row: sizes the shards up front
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """What `data prepare` was asked to do (recorded in the manifest)."""
+
+    out: Path
+    mimic: Path | None = None
+    meds: Path | None = None
+    split_seed: int = 0
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    shards: int | None = None
+    overwrite: bool = False
+    dataset_name: str = "MIMIC-IV"
+
+
+class Reporter:
+    """Progress callbacks; the CLI gives a rich progress bar, tests and library calls give nothing."""
+
+    def table(self, name: str, total_bytes: int) -> Callable[[int], None]:
+        return lambda n: None
+
+    def done(self, name: str, count: mimic.TableCount) -> None:
+        pass
+
+    def step(self, text: str) -> None:
+        pass
+
+
+def content_hash(files: list[Path], root: Path) -> str:
+    """sha256 over each file's relative name and bytes: identifies the exact source read."""
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_fractions(fractions: tuple[float, float, float]) -> None:
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise SourceError(f"--split fractions must be three non-negative numbers adding up to 1, got {fractions}")
+
+
+def prepare(config: PrepareConfig, reporter: Reporter | None = None) -> dict:
+    """Run the ingestion; return the manifest it wrote."""
+    reporter = reporter or Reporter()
+    if (config.mimic is None) == (config.meds is None):
+        raise SourceError("give exactly one source: --mimic DIR (MIMIC-IV csv/csv.gz) or --meds DIR (a MEDS dataset)")
+    _check_fractions(config.split_fractions)
+    out = Path(config.out)
+    if out.exists() and not config.overwrite:
+        raise SourceError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    started = time.perf_counter()
+    try:
+        if config.mimic is not None:
+            manifest = _from_mimic(config, tmp, reporter)
+        else:
+            manifest = _from_meds(config, tmp, reporter)
+        manifest["elapsed_seconds"] = round(time.perf_counter() - started, 2)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _read_whole(root: Path, name: str, columns: tuple[str, ...], reporter: Reporter, counts: dict) -> pl.DataFrame:
+    table = csv_stream.open_table(root, name, columns, mimic.HINT)
+    malformed = [0]
+    frames = list(csv_stream.stream(table, columns, malformed, reporter.table(name, table.path.stat().st_size)))
+    frame = pl.concat(frames) if frames else pl.DataFrame(schema={c: pl.String for c in columns})
+    count = counts.setdefault(name, mimic.TableCount())
+    count.read += malformed[0]
+    if malformed[0]:
+        count.dropped["malformed line"] += malformed[0]
+    return frame
+
+
+def _from_mimic(config: PrepareConfig, tmp: Path, reporter: Reporter) -> dict:
+    root = Path(config.mimic)
+    if not root.is_dir():
+        raise SourceError(f"--mimic {root}: no such folder. {mimic.HINT}")
+    counts: dict[str, mimic.TableCount] = {}
+    # Check every file and header before reading anything, so a wrong folder fails in a second.
+    tables = {rule_name: csv_stream.open_table(root, rule_name, cols, mimic.HINT)
+              for rule_name, cols in mimic.required_columns().items()}
+    reporter.step("hashing source files")
+    source_hash = content_hash([t.path for t in tables.values()], root)
+
+    dictionaries = {}
+    for name, cols in mimic.DICTIONARY_COLUMNS.items():
+        frame = _read_whole(root, name, cols, reporter, counts)
+        count = counts[name]
+        count.read += frame.height
+        count.kept += frame.height
+        dictionaries[name] = frame
+        reporter.done(name, count)
+    lab_items = dictionaries["hosp/d_labitems"].select(mimic.parse_int("itemid")).to_series().drop_nulls()
+
+    patients = _read_whole(root, "hosp/patients", mimic.PATIENTS_COLUMNS, reporter, counts)
+    subjects = patients.select(mimic.parse_int("subject_id")).to_series().drop_nulls().unique()
+    admissions_raw = _read_whole(root, "hosp/admissions", mimic.ADMISSIONS_COLUMNS, reporter, counts)
+    admission_events, admissions = mimic.admission_events(admissions_raw, counts["hosp/admissions"], subjects)
+    patient_events = mimic.patient_events(patients, counts["hosp/patients"],
+                                          admissions.filter("died")["subject_id"].unique())
+    del admissions_raw, patients
+
+    labs_size = tables["hosp/labevents"].path.stat().st_size
+    per_byte = BYTES_PER_EVENT_GZ if tables["hosp/labevents"].path.suffix == ".gz" else BYTES_PER_EVENT_GZ * 8
+    shards = config.shards or max(1, min(512, round(labs_size / per_byte / TARGET_EVENTS_PER_SHARD)))
+    writer = meds_io.ShardWriter(tmp / "parts", shards)
+    for name, frame in (("hosp/patients", patient_events), ("hosp/admissions", admission_events)):
+        writer.write(frame)
+        counts[name].events += frame.height
+        reporter.done(name, counts[name])
+    del patient_events, admission_events
+
+    ctx = mimic.Context(subjects=subjects, admissions=admissions, lab_items=lab_items)
+    for rule in mimic.rules(ctx):
+        table = tables[rule.name]
+        count = counts.setdefault(rule.name, mimic.TableCount())
+        malformed = [0]
+        try:
+            for batch in csv_stream.stream(table, rule.columns, malformed, reporter.table(rule.name, table.path.stat().st_size)):
+                out = rule.convert(batch, count)
+                count.events += out.height
+                writer.write(out)
+        except (OSError, EOFError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+            raise SourceError(f"{table.path}: cannot be read past row {count.read + malformed[0]:,}: {error}") from error
+        count.read += malformed[0]
+        if malformed[0]:
+            count.dropped["malformed line"] += malformed[0]
+        reporter.done(rule.name, count)
+
+    reporter.step(f"sorting {shards} shard(s) by subject and time")
+    shard_ids = writer.close()
+    events_root = tmp / EVENTS
+    code_counts, total_events = meds_io.finalize_shards(tmp / "parts", events_root / meds.data_subdirectory, shard_ids)
+    shutil.rmtree(tmp / "parts")
+    subject_ids = pl.concat([pl.scan_parquet(p).select("subject_id").unique() for p in (events_root / meds.data_subdirectory).glob("*.parquet")]).collect().to_series() if shard_ids else pl.Series("subject_id", [], pl.Int64)
+    split_counts = meds_io.write_subject_splits(events_root, subject_ids, config.split_seed, config.split_fractions)
+    descriptions = pl.concat(list(mimic.code_descriptions(dictionaries)))
+    n_codes = meds_io.write_codes(events_root, code_counts, descriptions)
+    meds_io.write_dataset_json(events_root, config.dataset_name, "unknown", __version__)
+    for name, count in counts.items():
+        assert count.read == count.kept + sum(count.dropped.values()), f"row accounting broken for {name}"
+    return {
+        "format": "ehrscale-prepared/1",
+        "source": {"kind": "mimic", "path": str(root.resolve()), "content_hash": f"sha256:{source_hash}",
+                   "files": {n: str(t.path.relative_to(root)) for n, t in tables.items()}},
+        "split": {"seed": config.split_seed, "fractions": dict(zip(meds_io.SPLITS, config.split_fractions, strict=True))},
+        "counts": {"subjects": len(subject_ids), "subjects_by_split": split_counts, "events": total_events,
+                   "codes": n_codes, "shards": len(shard_ids)},
+        "tables": {name: counts[name].as_dict() for name in sorted(counts)},
+        "ehrscale_version": __version__,
+    }
+
+
+def _from_meds(config: PrepareConfig, tmp: Path, reporter: Reporter) -> dict:
+    root = Path(config.meds)
+    if not root.is_dir():
+        raise SourceError(f"--meds {root}: no such folder (give the MEDS root that holds data/ and metadata/)")
+    reporter.step("validating the MEDS dataset")
+    try:
+        rows = meds_io.validate_meds(root)
+    except meds_io.MedsError as error:
+        raise SourceError(str(error)) from error
+    files = sorted((root / meds.data_subdirectory).rglob("*.parquet")) + sorted((root / "metadata").glob("*"))
+    source_hash = content_hash([f for f in files if f.is_file()], root)
+    events_root = tmp / EVENTS
+    meds_io.copy_meds(root, events_root)
+    notes = []
+    wrote_splits = False
+    data_files = sorted((events_root / meds.data_subdirectory).rglob("*.parquet"))
+    subject_ids = pl.concat([pl.scan_parquet(p).select("subject_id").unique() for p in data_files]).collect().to_series()
+    splits_path = events_root / meds.subject_splits_filepath
+    if splits_path.exists():
+        splits = pl.read_parquet(splits_path)
+        split_counts = {k: v for k, v in splits.group_by("split").len().iter_rows()}
+    else:
+        split_counts = meds_io.write_subject_splits(events_root, subject_ids, config.split_seed, config.split_fractions)
+        wrote_splits = True
+        notes.append("metadata/subject_splits.parquet was missing: written from the split seed")
+    if not (events_root / meds.code_metadata_filepath).exists():
+        counts = pl.concat([pl.scan_parquet(p).group_by("code").agg(count=pl.len(), subject_count=pl.col("subject_id").n_unique()) for p in data_files]).collect()
+        counts = counts.group_by("code").agg(pl.col("count").sum(), pl.col("subject_count").sum())
+        meds_io.write_codes(events_root, counts, pl.DataFrame(schema={"prefix": pl.String, "description": pl.String, "parent": pl.String}))
+        notes.append("metadata/codes.parquet was missing: written from the data")
+    if not (events_root / meds.dataset_metadata_filepath).exists():
+        meds_io.write_dataset_json(events_root, root.name, "unknown", __version__)
+        notes.append("metadata/dataset.json was missing: written")
+    n_codes = pq.read_metadata(events_root / meds.code_metadata_filepath).num_rows
+    return {
+        "format": "ehrscale-prepared/1",
+        "source": {"kind": "meds", "path": str(root.resolve()), "content_hash": f"sha256:{source_hash}"},
+        # A dataset's own splits are used as they are; ours only where it had none.
+        "split": {"seed": config.split_seed, "fractions": dict(zip(meds_io.SPLITS, config.split_fractions, strict=True))}
+        if wrote_splits else {"source": "the dataset's own metadata/subject_splits.parquet"},
+        "counts": {"subjects": len(subject_ids), "subjects_by_split": split_counts, "events": sum(rows.values()),
+                   "codes": n_codes, "shards": len(rows)},
+        "tables": {f"data/{name}": {"read": n, "kept": n, "dropped": {}, "events": n, "warnings": {}} for name, n in rows.items()},
+        "notes": notes,
+        "ehrscale_version": __version__,
+    }
+
+
+def load_manifest(prep: Path) -> dict:
+    path = Path(prep) / MANIFEST
+    if not path.exists():
+        raise SourceError(f"{prep}: no {MANIFEST}; is this a folder written by `ehrscale data prepare`?")
+    return json.loads(path.read_text())
+
