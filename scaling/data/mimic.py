@@ -16,7 +16,7 @@ EVENT_SCHEMA = {
 }
 HINT = "Pass --mimic the MIMIC-IV folder that holds hosp/ and icu/ (v2.2 or v3.x, .csv or .csv.gz)."
 UNKNOWN = "UNK"
-_TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S")
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # MIMIC-IV writes every timestamp this way
 
 
 @dataclass
@@ -36,13 +36,12 @@ class TableCount:
 
 def parse_time(column: str) -> pl.Expr:
     """A MIMIC-IV timestamp text column as Datetime(us); null where it does not parse."""
-    text = pl.col(column).str.strip_chars()
-    return pl.coalesce([text.str.strptime(pl.Datetime("us"), f, strict=False) for f in _TIME_FORMATS])
+    return pl.col(column).str.to_datetime(TIME_FORMAT, time_unit="us", strict=False)
 
 
 def parse_date_end(column: str) -> pl.Expr:
     """A date column at 23:59:59 of its day, so a dated fact is never visible before it could be known."""
-    day = pl.col(column).str.strip_chars().str.slice(0, 10).str.strptime(pl.Date, "%Y-%m-%d", strict=False)
+    day = pl.col(column).str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
     return day.cast(pl.Datetime("us")) + pl.duration(hours=23, minutes=59, seconds=59)
 
 
@@ -51,23 +50,27 @@ def _finite(number: pl.Expr) -> pl.Expr:
 
 
 def parse_int(column: str) -> pl.Expr:
-    return pl.col(column).str.strip_chars().cast(pl.Int64, strict=False)
+    return pl.col(column).cast(pl.Int64, strict=False)
 
 
-def time_checks(column: str, parsed: pl.Expr) -> list[tuple[str, pl.Expr]]:
-    return [(f"missing {column}", pl.col(column).is_null()), (f"unparseable {column}", parsed.is_null())]
+def time_checks(column: str) -> list[tuple[str, pl.Expr]]:
+    """Checks on a time column parsed into `_<column>`."""
+    return [(f"missing {column}", pl.col(column).is_null()), (f"unparseable {column}", pl.col(f"_{column}").is_null())]
 
 
 def subject_checks(known: pl.Series | None) -> list[tuple[str, pl.Expr]]:
+    """Checks on subject_id parsed into `_subject`."""
     checks = [("missing subject_id", pl.col("subject_id").is_null()),
-              ("unparseable subject_id", parse_int("subject_id").is_null())]
+              ("unparseable subject_id", pl.col("_subject").is_null())]
     if known is not None:
-        checks.append(("unknown subject", ~parse_int("subject_id").is_in(known.implode())))
+        checks.append(("unknown subject", ~pl.col("_subject").is_in(known.implode())))
     return checks
 
 
-def classify(frame: pl.DataFrame, checks: list[tuple[str, pl.Expr]], count: TableCount) -> pl.DataFrame:
-    """Count rows by their first failing check and return the rows that pass."""
+def classify(frame: pl.DataFrame, parsed: dict[str, pl.Expr], checks: list[tuple[str, pl.Expr]],
+             count: TableCount) -> pl.DataFrame:
+    """Parse columns once (`_subject`, `_<time column>`, ...), count rows by their first failing check, keep the rest."""
+    frame = frame.with_columns(_subject=parse_int("subject_id"), **parsed)
     count.read += frame.height
     if not checks:
         count.kept += frame.height
@@ -88,7 +91,7 @@ def events(frame: pl.DataFrame, time: pl.Expr, code: pl.Expr, numeric: pl.Expr |
            text: pl.Expr | None = None, hadm: pl.Expr | None = None) -> pl.DataFrame:
     """Rows -> MEDS events with the project's event columns."""
     return frame.select(
-        subject_id=parse_int("subject_id"),
+        subject_id=pl.col("_subject"),
         time=time,
         code=code,
         numeric_value=numeric if numeric is not None else pl.lit(None, pl.Float32),
@@ -99,7 +102,7 @@ def events(frame: pl.DataFrame, time: pl.Expr, code: pl.Expr, numeric: pl.Expr |
 
 def code_of(*parts: str | pl.Expr) -> pl.Expr:
     """`A//B//C` from literal and column parts; a null part becomes UNK."""
-    exprs = [pl.lit(p) if isinstance(p, str) else p.str.strip_chars().fill_null(UNKNOWN) for p in parts]
+    exprs = [pl.lit(p) if isinstance(p, str) else p.fill_null(UNKNOWN) for p in parts]
     return pl.concat_str(exprs, separator="//")
 
 
@@ -123,44 +126,43 @@ class Context:
 
 def patient_events(patients: pl.DataFrame, count: TableCount, died_in_hospital: pl.Series) -> pl.DataFrame:
     """patients -> GENDER//<g> (static), MEDS_BIRTH, MEDS_DEATH from dod (unless an admission gives deathtime)."""
-    year = (parse_int("anchor_year") - parse_int("anchor_age"))
+    parsed = {"_birth_year": parse_int("anchor_year") - parse_int("anchor_age"), "_dod": parse_date_end("dod")}
     checks = subject_checks(None) + [
-        ("unparseable anchor_age or anchor_year", year.is_null()),
-        ("duplicate subject", parse_int("subject_id").is_first_distinct().not_()),
+        ("unparseable anchor_age or anchor_year", pl.col("_birth_year").is_null()),
+        ("duplicate subject", pl.col("_subject").is_first_distinct().not_()),
     ]
-    kept = classify(patients, checks, count)
-    dod = parse_date_end("dod")
-    bad_dod = kept.filter(pl.col("dod").is_not_null() & dod.is_null()).height
+    kept = classify(patients, parsed, checks, count)
+    bad_dod = kept.filter(pl.col("dod").is_not_null() & pl.col("_dod").is_null()).height
     if bad_dod:
         count.warnings["unparseable dod (no death event)"] += bad_dod
     gender = events(kept.filter(pl.col("gender").is_not_null()), pl.lit(None, pl.Datetime("us")),
                     code_of("GENDER", pl.col("gender")))
-    birth = events(kept, pl.datetime(year, 1, 1).cast(pl.Datetime("us")), pl.lit("MEDS_BIRTH"))
-    dead = kept.filter(dod.is_not_null() & ~parse_int("subject_id").is_in(died_in_hospital.implode()))
-    death = events(dead, dod, pl.lit("MEDS_DEATH"))
-    return pl.concat([gender, birth, death])
+    birth = events(kept, pl.datetime(pl.col("_birth_year"), 1, 1).cast(pl.Datetime("us")), pl.lit("MEDS_BIRTH"))
+    dead = kept.filter(pl.col("_dod").is_not_null() & ~pl.col("_subject").is_in(died_in_hospital.implode()))
+    return pl.concat([gender, birth, events(dead, pl.col("_dod"), pl.lit("MEDS_DEATH"))])
 
 
 def admission_events(admissions: pl.DataFrame, count: TableCount, subjects: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
     """admissions -> HOSPITAL_ADMISSION//<type>, HOSPITAL_DISCHARGE//<location>, MEDS_DEATH at deathtime."""
-    admit, disch, hadm = parse_time("admittime"), parse_time("dischtime"), parse_int("hadm_id")
+    parsed = {"_hadm": parse_int("hadm_id"), "_admittime": parse_time("admittime"),
+              "_dischtime": parse_time("dischtime"), "_deathtime": parse_time("deathtime")}
     checks = subject_checks(subjects) + [
-        ("missing hadm_id", pl.col("hadm_id").is_null()), ("unparseable hadm_id", hadm.is_null()),
-        ("duplicate hadm_id", hadm.is_first_distinct().not_()),
-        *time_checks("admittime", admit), *time_checks("dischtime", disch),
+        ("missing hadm_id", pl.col("hadm_id").is_null()), ("unparseable hadm_id", pl.col("_hadm").is_null()),
+        ("duplicate hadm_id", pl.col("_hadm").is_first_distinct().not_()),
+        *time_checks("admittime"), *time_checks("dischtime"),
     ]
-    kept = classify(admissions, checks, count)
-    backwards = kept.filter(disch < admit).height
+    kept = classify(admissions, parsed, checks, count)
+    backwards = kept.filter(pl.col("_dischtime") < pl.col("_admittime")).height
     if backwards:
         count.warnings["dischtime before admittime (kept)"] += backwards
-    death_time = parse_time("deathtime")
+    hadm = pl.col("_hadm")
     out = pl.concat([
-        events(kept, admit, code_of("HOSPITAL_ADMISSION", pl.col("admission_type")), hadm=hadm),
-        events(kept, disch, code_of("HOSPITAL_DISCHARGE", pl.col("discharge_location")), hadm=hadm),
-        events(kept.filter(death_time.is_not_null()), death_time, pl.lit("MEDS_DEATH"), hadm=hadm),
+        events(kept, pl.col("_admittime"), code_of("HOSPITAL_ADMISSION", pl.col("admission_type")), hadm=hadm),
+        events(kept, pl.col("_dischtime"), code_of("HOSPITAL_DISCHARGE", pl.col("discharge_location")), hadm=hadm),
+        events(kept.filter(pl.col("_deathtime").is_not_null()), pl.col("_deathtime"), pl.lit("MEDS_DEATH"), hadm=hadm),
     ])
-    table = kept.select(hadm_id=hadm, subject_id=parse_int("subject_id"), admit=admit, disch=disch,
-                        died=death_time.is_not_null())
+    table = kept.select(hadm_id=hadm, subject_id=pl.col("_subject"), admit=pl.col("_admittime"),
+                        disch=pl.col("_dischtime"), died=pl.col("_deathtime").is_not_null())
     return out, table
 
 
@@ -168,19 +170,20 @@ def rules(ctx: Context) -> list[TableRule]:
     """The streamed tables, in the order they are read."""
     known = subject_checks(ctx.subjects)
     hadm_times = ctx.admissions.select("hadm_id", "disch")
+    hadm = pl.col("_hadm")
 
     def icustays(frame: pl.DataFrame, count: TableCount) -> pl.DataFrame:
-        intime, outtime = parse_time("intime"), parse_time("outtime")
-        kept = classify(frame, known + time_checks("intime", intime) + time_checks("outtime", outtime), count)
+        parsed = {"_hadm": parse_int("hadm_id"), "_intime": parse_time("intime"), "_outtime": parse_time("outtime")}
+        kept = classify(frame, parsed, known + time_checks("intime") + time_checks("outtime"), count)
         return pl.concat([
-            events(kept, intime, code_of("ICU_ADMISSION", pl.col("first_careunit")), hadm=parse_int("hadm_id")),
-            events(kept, outtime, pl.lit("ICU_DISCHARGE"), hadm=parse_int("hadm_id")),
+            events(kept, pl.col("_intime"), code_of("ICU_ADMISSION", pl.col("first_careunit")), hadm=hadm),
+            events(kept, pl.col("_outtime"), pl.lit("ICU_DISCHARGE"), hadm=hadm),
         ])
 
     def transfers(frame: pl.DataFrame, count: TableCount) -> pl.DataFrame:
-        intime = parse_time("intime")
-        kept = classify(frame, known + time_checks("intime", intime), count)
-        return events(kept, intime, code_of("TRANSFER_TO", pl.col("eventtype"), pl.col("careunit")), hadm=parse_int("hadm_id"))
+        parsed = {"_hadm": parse_int("hadm_id"), "_intime": parse_time("intime")}
+        kept = classify(frame, parsed, known + time_checks("intime"), count)
+        return events(kept, pl.col("_intime"), code_of("TRANSFER_TO", pl.col("eventtype"), pl.col("careunit")), hadm=hadm)
 
     def diagnoses(frame: pl.DataFrame, count: TableCount) -> pl.DataFrame:
         # MIMIC-IV gives diagnoses no time: they are billed at discharge, so they are timed there.
@@ -189,42 +192,43 @@ def rules(ctx: Context) -> list[TableRule]:
             ("missing hadm_id", pl.col("hadm_id").is_null()), ("unknown admission", pl.col("disch").is_null()),
             ("missing icd_code", pl.col("icd_code").is_null()), ("missing icd_version", pl.col("icd_version").is_null()),
         ]
-        kept = classify(frame, checks, count)
-        return events(kept, pl.col("disch"), code_of("DIAGNOSIS", "ICD", pl.col("icd_version"), pl.col("icd_code")), hadm=pl.col("_hadm"))
+        kept = classify(frame, {}, checks, count)
+        return events(kept, pl.col("disch"), code_of("DIAGNOSIS", "ICD", pl.col("icd_version"), pl.col("icd_code")), hadm=hadm)
 
     def procedures(frame: pl.DataFrame, count: TableCount) -> pl.DataFrame:
         frame = frame.with_columns(_hadm=parse_int("hadm_id")).join(hadm_times, left_on="_hadm", right_on="hadm_id", how="left")
-        day_end = parse_date_end("chartdate")
-        checks = known + time_checks("chartdate", day_end) + [
+        checks = known + time_checks("chartdate") + [
             ("missing icd_code", pl.col("icd_code").is_null()), ("missing icd_version", pl.col("icd_version").is_null()),
         ]
-        kept = classify(frame, checks, count)
+        kept = classify(frame, {"_chartdate": parse_date_end("chartdate")}, checks, count)
         # End of the procedure's day, but never after the discharge of its admission.
-        time = pl.min_horizontal(day_end, pl.col("disch"))
-        return events(kept, time, code_of("PROCEDURE", "ICD", pl.col("icd_version"), pl.col("icd_code")), hadm=pl.col("_hadm"))
+        time = pl.min_horizontal(pl.col("_chartdate"), pl.col("disch"))
+        return events(kept, time, code_of("PROCEDURE", "ICD", pl.col("icd_version"), pl.col("icd_code")), hadm=hadm)
 
     def prescriptions(frame: pl.DataFrame, count: TableCount) -> pl.DataFrame:
-        start = parse_time("starttime")
-        kept = classify(frame, known + time_checks("starttime", start) + [("missing drug", pl.col("drug").is_null())], count)
-        return events(kept, start, code_of("MEDICATION", pl.col("drug")), hadm=parse_int("hadm_id"))
+        parsed = {"_hadm": parse_int("hadm_id"), "_starttime": parse_time("starttime")}
+        checks = known + time_checks("starttime") + [("missing drug", pl.col("drug").is_null())]
+        kept = classify(frame, parsed, checks, count)
+        return events(kept, pl.col("_starttime"), code_of("MEDICATION", pl.col("drug")), hadm=hadm)
 
     def labevents(frame: pl.DataFrame, count: TableCount) -> pl.DataFrame:
-        chart, item = parse_time("charttime"), parse_int("itemid")
-        checks = known + time_checks("charttime", chart) + [
-            ("missing itemid", pl.col("itemid").is_null()), ("unparseable itemid", item.is_null()),
-            ("unknown itemid", ~item.is_in(ctx.lab_items.implode())),
+        parsed = {"_hadm": parse_int("hadm_id"), "_charttime": parse_time("charttime"), "_item": parse_int("itemid"),
+                  "_number": _finite(pl.col("valuenum").cast(pl.Float32, strict=False))}
+        checks = known + time_checks("charttime") + [
+            ("missing itemid", pl.col("itemid").is_null()), ("unparseable itemid", pl.col("_item").is_null()),
+            ("unknown itemid", ~pl.col("_item").is_in(ctx.lab_items.implode())),
         ]
-        kept = classify(frame, checks, count)
-        number = _finite(pl.col("valuenum").str.strip_chars().cast(pl.Float32, strict=False))
-        garbled = pl.col("valuenum").is_not_null() & number.is_null()
+        kept = classify(frame, parsed, checks, count)
+        garbled = pl.col("valuenum").is_not_null() & pl.col("_number").is_null()
         bad_number = kept.filter(garbled).height
         if bad_number:
             count.warnings["valuenum not a number (value parsed instead)"] += bad_number
-        # A garbled valuenum falls back to `value` read as a number; text stays where there is no number.
-        number = pl.when(garbled).then(_finite(pl.col("value").str.strip_chars().cast(pl.Float32, strict=False))).otherwise(number)
-        text = pl.when(number.is_null()).then(pl.coalesce(pl.col("value"), pl.col("valuenum")))
-        return events(kept, chart, code_of("LAB", pl.col("itemid").str.strip_chars(), pl.col("valueuom")),
-                      numeric=number, text=text, hadm=parse_int("hadm_id"))
+            # A garbled valuenum falls back to `value` read as a number.
+            kept = kept.with_columns(_number=pl.when(garbled).then(_finite(pl.col("value").cast(pl.Float32, strict=False)))
+                                     .otherwise(pl.col("_number")))
+        text = pl.when(pl.col("_number").is_null()).then(pl.coalesce(pl.col("value"), pl.col("valuenum")))
+        return events(kept, pl.col("_charttime"), code_of("LAB", pl.col("itemid"), pl.col("valueuom")),
+                      numeric=pl.col("_number"), text=text, hadm=hadm)
 
     convert = {"icu/icustays": icustays, "hosp/transfers": transfers, "hosp/diagnoses_icd": diagnoses,
                "hosp/procedures_icd": procedures, "hosp/prescriptions": prescriptions, "hosp/labevents": labevents}
@@ -254,15 +258,15 @@ def code_descriptions(dictionaries: dict[str, pl.DataFrame]) -> Iterator[pl.Data
     """(code prefix, description, parent codes) frames from the d_ tables, matched to event codes later."""
     labs = dictionaries["hosp/d_labitems"]
     yield labs.select(
-        prefix=pl.concat_str([pl.lit("LAB//"), pl.col("itemid").str.strip_chars(), pl.lit("//")]),
+        prefix=pl.concat_str([pl.lit("LAB//"), pl.col("itemid"), pl.lit("//")]),
         description=pl.concat_str([pl.col("label"), pl.lit(" ("), pl.col("fluid").fill_null(""), pl.lit(", "),
                                    pl.col("category").fill_null(""), pl.lit(")")]),
         parent=pl.lit(None, pl.String),
     )
     for name, kind, system in (("hosp/d_icd_diagnoses", "DIAGNOSIS", "CM"), ("hosp/d_icd_procedures", "PROCEDURE", "PCS")):
         table = dictionaries[name]
-        version = pl.col("icd_version").str.strip_chars()
-        code = pl.col("icd_code").str.strip_chars()
+        version = pl.col("icd_version")
+        code = pl.col("icd_code")
         system_name = pl.when(version == "9").then(pl.lit("ICD9" + ("CM" if kind == "DIAGNOSIS" else "Proc"))).otherwise(pl.lit("ICD10" + system))
         yield table.select(
             prefix=pl.concat_str([pl.lit(f"{kind}//ICD//"), version, pl.lit("//"), code]),

@@ -1,0 +1,46 @@
+"""Benchmark `ehrscale data prepare --mimic`: lab rows per second end to end and peak memory at two sizes.
+
+    .venv/bin/python benchmarks/bench_ingest.py [--patients 10750 21500] [--workdir DIR]
+
+Inputs are synthetic MIMIC-IV folders of about 5M and 10M lab rows (made first, or reused from
+--workdir). Goals on 2 cores: at least 500k lab rows/s end to end, peak RSS under 4 GB at 10M rows.
+"""
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from common import EHRSCALE, machine, measure
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--patients", type=int, nargs="+", default=[10_750, 21_500])
+    parser.add_argument("--workdir", type=Path, default=None, help="keep inputs here and reuse them (default: temporary)")
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_ingest."))
+    print(f"machine: {machine()}")
+    print("| patients | lab rows | events | shards | wall s | lab rows/s | events/s | peak RSS MiB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for patients in args.patients:
+        source = workdir / f"synth_{patients}"
+        if not (source / "hosp" / "patients.csv.gz").exists():
+            shutil.rmtree(source, ignore_errors=True)
+            measure([EHRSCALE, "data", "synth", "--out", str(source), "--patients", str(patients), "--seed", "0"])
+        out = workdir / f"prep_{patients}"
+        shutil.rmtree(out, ignore_errors=True)
+        result = measure([EHRSCALE, "data", "prepare", "--mimic", str(source), "--out", str(out)])
+        manifest = json.loads((out / "manifest.json").read_text())
+        labs = manifest["tables"]["hosp/labevents"]["read"]
+        events = manifest["counts"]["events"]
+        print(f"| {patients:,} | {labs:,} | {events:,} | {manifest['counts']['shards']} | {result.seconds:.1f} | "
+              f"{labs / result.seconds:,.0f} | {events / result.seconds:,.0f} | {result.peak_rss_mib:,.0f} |", flush=True)
+        shutil.rmtree(out)
+    if args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
