@@ -171,6 +171,18 @@ def test_plain_csv_and_upper_case_columns_are_read(synth, tmp_path, prepared):
     assert events(tmp_path / "prep").equals(events(prepared[0]))
 
 
+def test_column_order_and_extra_columns_do_not_matter(synth, tmp_path, prepared):
+    """Releases differ in extra columns and order (v2.2 vs v3.x): only the needed columns are read, by name."""
+    root = tmp_path / "v3"
+    shutil.copytree(synth, root)
+    admissions = read(synth, "hosp/admissions")
+    shuffled = admissions.select(list(reversed(admissions.columns))).with_columns(new_v3_column=pl.lit("x"))
+    with gzip.open(root / "hosp/admissions.csv.gz", "wb") as handle:
+        shuffled.write_csv(handle)
+    prepare(PrepareConfig(out=tmp_path / "prep", mimic=root, shards=2))
+    assert events(tmp_path / "prep").equals(events(prepared[0]))
+
+
 def test_missing_file_names_the_file_and_what_to_pass(synth, tmp_path):
     root = tmp_path / "m"
     shutil.copytree(synth, root)

@@ -359,8 +359,8 @@ def simulate_chunk(seed: int, chunk_index: int, first_subject: int, n_patients: 
             # Death after discharge: hazard per year from the burden (hospice: weeks).
             hazard = 6.0 if a.discharge_location == "HOSPICE" else 0.03 * math.exp(0.6 * a.burden + 0.04 * (a.age - 65))
             t_death = a.disch + r.expovariate(hazard) * 365
-            next_admit = queue[0] if queue else p.end
-            if t_death < max(next_admit, last + 1) or (not queue and t_death < p.end):
+            horizon = max(queue[0], a.disch + 1) if queue else p.end  # the next admission, or the record's end
+            if t_death < horizon:
                 stop = p.death_time = t_death
                 if t_death <= a.disch + 365:  # MIMIC-IV records out-of-hospital deaths up to a year after discharge
                     p.dod = t_death
