@@ -75,18 +75,30 @@ def prepare(
     split: Annotated[str, typer.Option(help="Train,tuning,held_out fractions.")] = "0.8,0.1,0.1",
     shards: Annotated[int | None, typer.Option(min=1, help="Event shards (default: from the source size).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    quantiles: Annotated[int, typer.Option(min=2, help="Value tokens per code (Q1..Qn), fitted on train.")] = 10,
+    min_code_count: Annotated[int, typer.Option(min=1, help="Train count below which a code becomes UNK//<category>.")] = 10,
+    bag_min_count: Annotated[int, typer.Option(min=1, help="Train rows a lab item needs to enter the bag vocabulary.")] = 500,
+    bag_min_labs: Annotated[int, typer.Option(min=1, help="Fewest labs in a bag.")] = 3,
+    bag_max_labs: Annotated[int, typer.Option(min=1, help="Most labs in a bag (longer bags are subsampled).")] = 90,
+    bag_max_missing: Annotated[float, typer.Option(min=0, max=1, help="Largest share of labs without a value.")] = 0.5,
+    bag_drop_subsets: Annotated[bool, typer.Option(help="Drop a bag whose labs are a subset of the previous bag's.")] = True,
 ) -> None:
-    """Read a source into MEDS events under OUT/events, with a manifest of every row read and dropped."""
+    """Read a source into MEDS events, then timelines, lab bags and task labels, all under OUT."""
     from scaling.data.csv_stream import SourceError
+    from scaling.data.labbags import BagConfig
     from scaling.data.prepare import PrepareConfig
     from scaling.data.prepare import prepare as run_prepare
+    from scaling.data.timelines import TokenizerConfig
 
     try:
         fractions = tuple(float(x) for x in split.split(","))
     except ValueError:
         raise UserError(f"--split must be three numbers like 0.8,0.1,0.1, got {split!r}") from None
-    config = PrepareConfig(out=out, mimic=mimic, meds=meds, split_seed=split_seed, split_fractions=fractions,
-                           shards=shards, overwrite=overwrite)
+    config = PrepareConfig(
+        out=out, mimic=mimic, meds=meds, split_seed=split_seed, split_fractions=fractions, shards=shards,
+        overwrite=overwrite, tokenizer=TokenizerConfig(quantiles=quantiles, min_code_count=min_code_count),
+        bags=BagConfig(min_code_count=bag_min_count, min_labs=bag_min_labs, max_labs=bag_max_labs,
+                       max_missing_fraction=bag_max_missing, drop_subsets=bag_drop_subsets))
     with _progress() as progress:
         try:
             manifest = run_prepare(config, _ProgressReporter(progress))
@@ -111,6 +123,33 @@ def print_manifest(manifest: dict, out: Path) -> None:
     out_console.print(f"{counts['subjects']:,} subjects ({splits}); {counts['events']:,} events; "
                       f"{counts['codes']:,} codes; {counts['shards']} shard(s); "
                       f"{manifest.get('elapsed_seconds', 0):.1f} s", highlight=False)
+    if "timelines" in manifest:
+        tokens = sum(s["tokens"] for s in manifest["timelines"].values())
+        bags = manifest["bags"]
+        out_console.print(
+            f"timelines: {tokens:,} tokens, vocabulary {manifest['tokenizer']['vocab_size']:,}; "
+            f"lab bags: {sum(bags['bags_by_split'].values()):,} of {bags['considered']:,} kept, {bags['items']} items; "
+            f"tasks: " + ", ".join(f"{name} {sum(v['n'] for v in t['by_split'].values()):,}"
+                                   for name, t in manifest["tasks"]["labels"].items()), highlight=False)
+
+
+@data_app.command("inspect")
+def inspect(
+    prep: Annotated[Path, typer.Argument(help="A prepared dataset folder.")],
+    split: Annotated[str, typer.Option(help="Split of the timeline to decode.")] = "held_out",
+    index: Annotated[int, typer.Option(min=0, help="Which subject of the split to decode (0 = first).")] = 0,
+    tokens: Annotated[int, typer.Option(min=1, help="How many tokens of the timeline to show.")] = 80,
+) -> None:
+    """Dataset statistics and one decoded timeline (codes with their descriptions)."""
+    from scaling.data.dataset import DatasetError, PreparedDataset
+    from scaling.data.inspect import describe, decode_timeline
+
+    try:
+        dataset = PreparedDataset.open(prep)
+        out_console.print(describe(dataset), highlight=False)
+        out_console.print(decode_timeline(dataset, split, index, tokens), highlight=False)
+    except (DatasetError, IndexError, ValueError) as error:
+        raise UserError(str(error)) from None
 
 
 class _ProgressReporter:

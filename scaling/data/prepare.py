@@ -14,7 +14,6 @@ leaves no partial PREP behind.
 import hashlib
 import json
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,9 +25,15 @@ import pyarrow.parquet as pq
 
 from scaling import __version__
 from scaling.data import csv_stream, meds_io, mimic
+from scaling.data.atomic import publish, temporary_sibling
+from scaling.data.dataset import FORMAT, MANIFEST
+from scaling.data.derive import derive
+from scaling.data.labbags import BagConfig
+from scaling.data.tasks import TaskConfig
+from scaling.data.timelines import TokenizerConfig
 from scaling.data.csv_stream import SourceError
 
-MANIFEST = "manifest.json"
+
 EVENTS = "events"
 TARGET_EVENTS_PER_SHARD = 4_000_000
 BYTES_PER_EVENT_GZ = 12  # about 12 bytes of gzipped CSV per lab row: sizes the shards up front
@@ -46,6 +51,9 @@ class PrepareConfig:
     shards: int | None = None
     overwrite: bool = False
     dataset_name: str = "MIMIC-IV"
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    bags: BagConfig = BagConfig()
+    tasks: TaskConfig = TaskConfig()
 
 
 class Reporter:
@@ -86,19 +94,17 @@ def prepare(config: PrepareConfig, reporter: Reporter | None = None) -> dict:
     out = Path(config.out)
     if out.exists() and not config.overwrite:
         raise SourceError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = temporary_sibling(out)
     started = time.perf_counter()
     try:
         if config.mimic is not None:
             manifest = _from_mimic(config, tmp, reporter)
         else:
             manifest = _from_meds(config, tmp, reporter)
+        manifest.update(derive(tmp / EVENTS, tmp, config.tokenizer, config.bags, config.tasks, reporter.step))
         manifest["elapsed_seconds"] = round(time.perf_counter() - started, 2)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -186,7 +192,7 @@ def _from_mimic(config: PrepareConfig, tmp: Path, reporter: Reporter) -> dict:
     for name, count in counts.items():
         assert count.read == count.kept + sum(count.dropped.values()), f"row accounting broken for {name}"
     return {
-        "format": "ehrscale-prepared/1",
+        "format": FORMAT,
         "source": {"kind": "mimic", "path": str(root.resolve()), "content_hash": f"sha256:{source_hash}",
                    "files": {n: str(t.path.relative_to(root)) for n, t in tables.items()}},
         "split": {"seed": config.split_seed, "fractions": dict(zip(meds_io.SPLITS, config.split_fractions, strict=True))},
@@ -232,7 +238,7 @@ def _from_meds(config: PrepareConfig, tmp: Path, reporter: Reporter) -> dict:
         notes.append("metadata/dataset.json was missing: written")
     n_codes = pq.read_metadata(events_root / meds.code_metadata_filepath).num_rows
     return {
-        "format": "ehrscale-prepared/1",
+        "format": FORMAT,
         "source": {"kind": "meds", "path": str(root.resolve()), "content_hash": f"sha256:{source_hash}"},
         # A dataset's own splits are used as they are; ours only where it had none.
         "split": {"seed": config.split_seed, "fractions": dict(zip(meds_io.SPLITS, config.split_fractions, strict=True))}
@@ -243,11 +249,3 @@ def _from_meds(config: PrepareConfig, tmp: Path, reporter: Reporter) -> dict:
         "notes": notes,
         "ehrscale_version": __version__,
     }
-
-
-def load_manifest(prep: Path) -> dict:
-    path = Path(prep) / MANIFEST
-    if not path.exists():
-        raise SourceError(f"{prep}: no {MANIFEST}; is this a folder written by `ehrscale data prepare`?")
-    return json.loads(path.read_text())
-

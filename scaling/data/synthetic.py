@@ -9,13 +9,13 @@ import gzip
 import io
 import multiprocessing
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
+from scaling.data.atomic import publish, temporary_sibling
 from scaling.data.synth_patients import simulate_chunk
 from scaling.data.synth_tables import COLUMNS, dictionary_tables, chunk_tables
 
@@ -67,8 +67,7 @@ def write_synthetic_mimic(out: Path, patients: int, seed: int = 0, workers: int 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose a new --out or delete it first")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = temporary_sibling(out)
     try:
         writers = {name: _GzipWriter(tmp / f"{name}.csv.gz") for name in TABLES}
         for name, writer in writers.items():
@@ -96,9 +95,7 @@ def write_synthetic_mimic(out: Path, patients: int, seed: int = 0, workers: int 
             with _GzipWriter(tmp / f"{name}.csv.gz") as writer:
                 writer.write(_csv(frame, header=True))
             rows[name] = frame.height
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
+        publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,0 +1,22 @@
+"""Write a folder atomically: build it in a temporary sibling, then rename it into place."""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def temporary_sibling(out: Path) -> Path:
+    """A new empty folder beside `out` (same file system, so the final rename is atomic)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+
+
+def publish(tmp: Path, out: Path) -> None:
+    """Move a finished temporary folder to `out`, replacing what was there, with a new folder's permissions."""
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp made it private (0700)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)

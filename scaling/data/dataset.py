@@ -1,0 +1,80 @@
+"""Open a prepared dataset (the folder `ehrscale data prepare` writes) and check it is whole."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import meds
+import polars as pl
+
+from scaling.data.labbags import BagSplit, LabVocabulary
+from scaling.data.timelines import Timelines, Vocabulary
+
+MANIFEST = "manifest.json"
+FORMAT = "ehrscale-prepared/1"
+# Each part and one file it cannot be without.
+PARTS = {
+    "events": f"events/{meds.subject_splits_filepath}",
+    "vocabulary": "vocab/vocab.parquet",
+    "timelines": "timelines/train/offsets.npy",
+    "lab bags": "labbags/train/codes.npy",
+    "tasks": "tasks/in_hospital_mortality.parquet",
+}
+
+
+class DatasetError(Exception):
+    """A prepared dataset that is missing a part or has another format; the message says how to rebuild."""
+
+
+def _rebuild(root: Path, manifest: dict | None) -> str:
+    source = (manifest or {}).get("source", {})
+    flag = {"mimic": "--mimic", "meds": "--meds"}.get(source.get("kind", ""), "--mimic")
+    return f"rebuild it with `ehrscale data prepare {flag} {source.get('path', 'SOURCE')} --out {root} --overwrite`"
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """A prepared dataset: its manifest and accessors for each part."""
+
+    root: Path
+    manifest: dict
+
+    @classmethod
+    def open(cls, root: Path) -> "PreparedDataset":
+        root = Path(root)
+        path = root / MANIFEST
+        if not path.exists():
+            raise DatasetError(f"{root}: no {MANIFEST}, so not a prepared dataset; {_rebuild(root, None)}")
+        manifest = json.loads(path.read_text())
+        if manifest.get("format") != FORMAT:
+            raise DatasetError(f"{root}: written in format {manifest.get('format')!r}, this ehrscale reads {FORMAT!r}; "
+                               f"{_rebuild(root, manifest)}")
+        for part, file in PARTS.items():
+            if not (root / file).exists():
+                raise DatasetError(f"{root}: the {part} part is missing ({root / file}); {_rebuild(root, manifest)}")
+        return cls(root=root, manifest=manifest)
+
+    def vocabulary(self) -> Vocabulary:
+        return Vocabulary.load(self.root / "vocab")
+
+    def timelines(self, split: str) -> Timelines:
+        return Timelines.open(self.root / "timelines", split, self.vocabulary().dtype)
+
+    def lab_vocabulary(self) -> LabVocabulary:
+        return LabVocabulary.load(self.root / "labbags")
+
+    def bags(self, split: str) -> BagSplit:
+        return BagSplit.open(self.root / "labbags", split)
+
+    def task(self, name: str) -> pl.DataFrame:
+        path = self.root / "tasks" / f"{name}.parquet"
+        if not path.exists():
+            known = sorted(p.stem for p in (self.root / "tasks").glob("*.parquet"))
+            raise DatasetError(f"{self.root}: no task {name!r} (tasks: {', '.join(known)})")
+        return pl.read_parquet(path)
+
+    def splits(self) -> pl.DataFrame:
+        return pl.read_parquet(self.root / "events" / meds.subject_splits_filepath)
+
+    def codes(self) -> pl.DataFrame:
+        return pl.read_parquet(self.root / "events" / meds.code_metadata_filepath)

@@ -1,0 +1,57 @@
+"""PREP/events -> the model-ready parts of a prepared dataset: vocabulary, timelines, lab bags, tasks.
+
+Fitting (vocabulary, quantiles, age bins, lab eCDFs) sees the train split only; everything else is
+applied shard by shard, so memory is bounded by one shard.
+"""
+
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+
+import meds
+import polars as pl
+
+from scaling.data import labbags, tasks, timelines
+from scaling.data.meds_io import SPLITS
+
+
+def derive(events_root: Path, prep: Path, tokenizer: timelines.TokenizerConfig, bags: labbags.BagConfig,
+           task_config: tasks.TaskConfig, step=lambda text: None) -> dict:
+    """Write PREP/vocab, PREP/timelines, PREP/labbags, PREP/tasks; return their manifest sections."""
+    shards = sorted((events_root / meds.data_subdirectory).rglob("*.parquet"))
+    splits = pl.read_parquet(events_root / meds.subject_splits_filepath)
+    train_ids = splits.filter(pl.col("split") == SPLITS[0]).select("subject_id")
+    all_events = pl.scan_parquet(shards)
+    train = all_events.join(train_ids.lazy(), on="subject_id", how="semi")
+
+    step("fitting the vocabulary, quantiles and lab eCDFs on the train split")
+    vocab = timelines.fit_vocabulary(train, tokenizer)
+    vocab.save(prep / "vocab")
+    lab_vocab = labbags.fit_lab_vocabulary(train, bags)
+    lab_vocab.save(prep / "labbags", bags)
+
+    split_of = dict(zip(splits["subject_id"].to_list(), splits["split"].to_list()))
+    timeline_writer = timelines.TimelineWriter(prep / "timelines", vocab.dtype)
+    bag_writer = labbags.BagWriter(prep / "labbags")
+    bag_drops: Counter = Counter()
+    for number, shard in enumerate(shards, start=1):
+        step(f"tokenising shard {number} of {len(shards)}")
+        events = pl.read_parquet(shard, columns=["subject_id", "time", "code", "numeric_value", "text_value"])
+        timeline_writer.write(*timelines.tokenize(events, vocab), split_of=split_of)
+        if lab_vocab.size:
+            bag_writer.write(labbags.make_bags(events, lab_vocab, bags, bag_drops), split_of)
+    timeline_stats = timeline_writer.close()
+    bag_stats = bag_writer.close()
+
+    step("building task labels")
+    labels, exclusions = tasks.build_tasks(all_events, task_config)
+    task_stats = tasks.write_tasks(prep / "tasks", labels, splits)
+    return {
+        "tokenizer": {**asdict(tokenizer), "vocab_size": vocab.size, "token_dtype": vocab.dtype.name},
+        "timelines": timeline_stats,
+        "bags": {"config": asdict(bags), "items": lab_vocab.size, "considered": bag_drops.pop("bags considered", 0),
+                 "bags_by_split": bag_stats, "subsampled_to_max_labs": bag_drops.pop("bags subsampled to max_labs (kept)", 0),
+                 "dropped": dict(sorted(bag_drops.items()))},
+        "tasks": {"config": asdict(task_config),
+                  "labels": {name: {"by_split": task_stats[name], "excluded": exclusions[name]} for name in labels}},
+    }

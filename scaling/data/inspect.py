@@ -1,0 +1,62 @@
+"""`ehrscale data inspect`: a prepared dataset's statistics and one timeline, readable."""
+
+import numpy as np
+from rich.table import Table
+
+from scaling.data.dataset import PreparedDataset
+from scaling.data.meds_io import SPLITS
+
+
+def describe(dataset: PreparedDataset) -> Table:
+    """Counts per split: subjects, events, tokens, bags, and each task's size and positives."""
+    m = dataset.manifest
+    table = Table(title=f"{dataset.root} ({m['source']['kind']}: {m['source']['path']})")
+    table.add_column("")
+    for split in SPLITS:
+        table.add_column(split, justify="right")
+    table.add_row("subjects", *(f"{m['counts']['subjects_by_split'].get(s, 0):,}" for s in SPLITS))
+    table.add_row("timeline tokens", *(f"{m['timelines'][s]['tokens']:,}" for s in SPLITS))
+    table.add_row("tokens per subject", *(f"{m['timelines'][s]['tokens'] / max(m['timelines'][s]['subjects'], 1):,.0f}" for s in SPLITS))
+    table.add_row("lab bags", *(f"{m['bags']['bags_by_split'][s]:,}" for s in SPLITS))
+    for name, task in m["tasks"]["labels"].items():
+        cells = []
+        for s in SPLITS:
+            c = task["by_split"].get(s, {"n": 0, "positives": 0})
+            cells.append(f"{c['n']:,} ({c['positives'] / max(c['n'], 1):.1%} +)")
+        table.add_row(f"task {name}", *cells)
+    vocab = dataset.vocabulary().frame()
+    kinds = vocab.group_by("kind").len().sort("kind")
+    table.caption = (f"{m['counts']['events']:,} events, {m['counts']['codes']:,} codes; vocabulary {vocab.height:,} tokens ("
+                     + ", ".join(f"{k} {n}" for k, n in kinds.iter_rows()) + f"); {m['bags']['items']} lab items in bags")
+    return table
+
+
+def decode_timeline(dataset: PreparedDataset, split: str, index: int, limit: int) -> str:
+    """One subject's first tokens: time gaps, codes with descriptions, value tokens, one event per line."""
+    if split not in SPLITS:
+        raise ValueError(f"--split must be one of {', '.join(SPLITS)}")
+    timelines = dataset.timelines(split)
+    if index >= len(timelines):
+        raise IndexError(f"--index {index}: the {split} split has {len(timelines)} subjects")
+    tokens, _ = timelines.subject(index)
+    vocab = dataset.vocabulary()
+    descriptions = dict(dataset.codes().select("code", "description").iter_rows())
+    kinds = vocab.kinds
+    lines, line = [], []
+    for token in np.asarray(tokens[:limit]).tolist():
+        text, kind = vocab.tokens[token], kinds[token]
+        if kind in ("code", "unknown", "age") and line:
+            lines.append(" ".join(line))
+            line = []
+        if kind == "code":
+            line.append(f"{text} ({descriptions.get(text, '')})" if descriptions.get(text) else text)
+        elif kind == "interval":
+            lines.append(" ".join(line)) if line else None
+            line = []
+            lines.append(f"  -- {text.removeprefix('TIME//')} later --")
+        else:
+            line.append(f"[{text}]")
+    if line:
+        lines.append(" ".join(line))
+    header = f"timeline of {split} subject #{index}: first {min(limit, len(tokens))} of {len(tokens):,} tokens"
+    return header + "\n" + "\n".join(lines)

@@ -1,0 +1,238 @@
+"""Lab bags: the labs of one subject at one identical time, as an unordered set (Labrador, BERT).
+
+Rules (Labrador's by default, each configurable, each drop counted): only lab items in the bag
+vocabulary (at least `min_code_count` train rows), at least `min_labs` labs, at most
+`max_missing_fraction` without a number, not a subset of the subject's previous bag; bags longer
+than `max_labs` are subsampled with a seeded shuffle. Values become their item's empirical CDF,
+fitted on the train split and stored compactly (unique sorted values per item, cumulative share).
+
+Storage, per split, in PREP/labbags/<split>/: `codes.npy` int32 [bags, L] (0 = padding, item index + 1),
+`values.npy` float32 [bags, L] (eCDF in [0, 1], NaN = no number), `lengths.npy`, `subject_ids.npy`,
+`times.npy` (int64 microseconds; kept in the data folder only).
+"""
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from scaling.data.meds_io import SPLITS
+
+PAD = 0
+
+
+@dataclass(frozen=True)
+class BagConfig:
+    """Every choice that makes a bag; recorded in the manifest."""
+
+    lab_prefix: str = "LAB//"
+    min_code_count: int = 500
+    min_labs: int = 3
+    max_missing_fraction: float = 0.5
+    drop_subsets: bool = True
+    max_labs: int = 90
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LabVocabulary:
+    """Bag item vocabulary (lab item codes) and the per-item eCDF, fitted on train."""
+
+    items: tuple[str, ...]  # e.g. "50912": the item id part of LAB//<itemid>//<unit>
+    counts: tuple[int, ...]
+    ecdf_values: np.ndarray  # float64, unique sorted values of all items, concatenated
+    ecdf_cdf: np.ndarray  # float32, share of train values <= each value
+    ecdf_offsets: np.ndarray  # int64 [items + 1]
+
+    @property
+    def size(self) -> int:
+        """Item codes 1..size; 0 is padding. Labrador's mask and null ids are size + 1 and size + 2."""
+        return len(self.items)
+
+    def ecdf(self, item_index: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """eCDF of each value within its item (item_index 0-based); NaN stays NaN."""
+        out = np.full(values.shape, np.nan, dtype=np.float32)
+        for i in np.unique(item_index):
+            rows = np.flatnonzero((item_index == i) & ~np.isnan(values))
+            lo, hi = self.ecdf_offsets[i], self.ecdf_offsets[i + 1]
+            if hi == lo or not rows.size:
+                continue
+            pos = np.searchsorted(self.ecdf_values[lo:hi], values[rows], side="right")
+            cdf = np.concatenate([[0.0], self.ecdf_cdf[lo:hi]])
+            out[rows] = cdf[pos]
+        return out
+
+    def save(self, folder: Path, config: BagConfig) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        pl.DataFrame({"item": self.items, "count": self.counts}).write_parquet(folder / "lab_vocab.parquet")
+        np.save(folder / "ecdf_values.npy", self.ecdf_values)
+        np.save(folder / "ecdf_cdf.npy", self.ecdf_cdf)
+        np.save(folder / "ecdf_offsets.npy", self.ecdf_offsets)
+        (folder / "bags.json").write_text(json.dumps({"config": asdict(config), "items": self.size}, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path) -> "LabVocabulary":
+        frame = pl.read_parquet(folder / "lab_vocab.parquet")
+        return cls(items=tuple(frame["item"]), counts=tuple(frame["count"]),
+                   ecdf_values=np.load(folder / "ecdf_values.npy"), ecdf_cdf=np.load(folder / "ecdf_cdf.npy"),
+                   ecdf_offsets=np.load(folder / "ecdf_offsets.npy"))
+
+
+def lab_rows(events: pl.LazyFrame, config: BagConfig) -> pl.LazyFrame:
+    """Lab events as (subject_id, time, item, numeric_value); item = the part after the prefix, before the unit."""
+    return events.filter(pl.col("code").str.starts_with(config.lab_prefix) & pl.col("time").is_not_null()).select(
+        "subject_id", "time", item=pl.col("code").str.slice(len(config.lab_prefix)).str.split("//").list.first(),
+        value=pl.col("numeric_value").cast(pl.Float64))
+
+
+def fit_lab_vocabulary(train: pl.LazyFrame, config: BagConfig) -> LabVocabulary:
+    labs = lab_rows(train, config)
+    counts = labs.group_by("item").agg(count=pl.len()).filter(pl.col("count") >= config.min_code_count).collect().sort("item")
+    items = counts["item"].to_list()
+    distinct = (labs.filter(pl.col("item").is_in(items) & pl.col("value").is_not_null() & pl.col("value").is_finite())
+                .group_by("item", "value").agg(n=pl.len()).collect().sort("item", "value"))
+    values, cdf, offsets = [], [], [0]
+    for item in items:
+        part = distinct.filter(pl.col("item") == item)
+        n = part["n"].to_numpy()
+        values.append(part["value"].to_numpy())
+        cdf.append((np.cumsum(n) / max(n.sum(), 1)).astype(np.float32))
+        offsets.append(offsets[-1] + part.height)
+    return LabVocabulary(items=tuple(items), counts=tuple(counts["count"].to_list()),
+                         ecdf_values=np.concatenate(values) if values else np.zeros(0),
+                         ecdf_cdf=np.concatenate(cdf) if cdf else np.zeros(0, np.float32),
+                         ecdf_offsets=np.asarray(offsets, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class Bags:
+    """Bags of one batch of subjects, padded to the longest bag (at most max_labs)."""
+
+    codes: np.ndarray
+    values: np.ndarray
+    lengths: np.ndarray
+    subject_ids: np.ndarray
+    times: np.ndarray
+
+
+def make_bags(events: pl.DataFrame, vocab: LabVocabulary, config: BagConfig, drops: Counter) -> Bags:
+    """Events of whole subjects -> bags after every rule; drop counts added to `drops`."""
+    index = pl.DataFrame({"item": list(vocab.items), "code": np.arange(1, vocab.size + 1, dtype=np.int32)})
+    labs = lab_rows(events.lazy(), config).collect()
+    drops["labs outside the bag vocabulary"] += labs.height - labs.join(index, on="item", how="semi").height
+    labs = labs.join(index, on="item", how="inner")
+    # One lab per item within a bag (a repeated item keeps its first row).
+    before = labs.height
+    labs = labs.unique(["subject_id", "time", "code"], keep="first", maintain_order=True)
+    drops["repeated item within a bag"] += before - labs.height
+    bags = (labs.sort("subject_id", "time", "code").group_by("subject_id", "time", maintain_order=True)
+            .agg("code", "value", n=pl.len(), missing=pl.col("value").is_null().sum()))
+    total = bags.height
+    keep = bags["n"].to_numpy() >= config.min_labs
+    drops["fewer than min_labs"] += int((~keep).sum())
+    too_missing = bags["missing"].to_numpy() > config.max_missing_fraction * bags["n"].to_numpy()
+    drops["more than max_missing_fraction without a value"] += int((keep & too_missing).sum())
+    keep &= ~too_missing
+    bags = bags.filter(pl.Series(keep))
+    if config.drop_subsets and bags.height:
+        subset = _subset_of_previous(bags, vocab.size)
+        drops["subset of the previous bag"] += int(subset.sum())
+        bags = bags.filter(pl.Series(~subset))
+    drops["bags considered"] += total
+    lengths = bags["n"].to_numpy().astype(np.int32)
+    over = lengths > config.max_labs
+    drops["bags subsampled to max_labs (kept)"] += int(over.sum())
+    width = int(min(config.max_labs, lengths.max())) if len(lengths) else 0
+    codes = np.zeros((bags.height, width), dtype=np.int32)
+    values = np.full((bags.height, width), np.nan, dtype=np.float32)
+    flat_codes = bags["code"].explode().to_numpy().astype(np.int32)
+    flat_values = vocab.ecdf(flat_codes - 1, bags["value"].explode().fill_null(np.nan).to_numpy().astype(np.float64))
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    rng = np.random.default_rng([config.seed, int(bags["subject_id"][0]) if bags.height else 0])
+    for row in np.flatnonzero(~over):
+        s, n = starts[row], lengths[row]
+        codes[row, :n] = flat_codes[s:s + n]
+        values[row, :n] = flat_values[s:s + n]
+    for row in np.flatnonzero(over):
+        pick = np.sort(rng.permutation(lengths[row])[: config.max_labs]) + starts[row]
+        codes[row] = flat_codes[pick]
+        values[row] = flat_values[pick]
+    lengths = np.minimum(lengths, config.max_labs).astype(np.int32)
+    return Bags(codes=codes, values=values, lengths=lengths, subject_ids=bags["subject_id"].to_numpy(),
+                times=bags["time"].dt.epoch("us").to_numpy())
+
+
+def _subset_of_previous(bags: pl.DataFrame, n_items: int) -> np.ndarray:
+    """Whether each bag's item set is a subset of the same subject's previous bag, with item bitsets."""
+    words = (n_items + 64) // 64
+    bits = np.zeros((bags.height, words), dtype=np.uint64)
+    rows = np.repeat(np.arange(bags.height), bags["n"].to_numpy())
+    codes = bags["code"].explode().to_numpy().astype(np.int64)
+    np.bitwise_or.at(bits, (rows, codes // 64), np.left_shift(np.uint64(1), (codes % 64).astype(np.uint64)))
+    subject = bags["subject_id"].to_numpy()
+    same = np.concatenate([[False], subject[1:] == subject[:-1]])
+    previous = np.roll(bits, 1, axis=0)
+    return same & np.all((bits & ~previous) == 0, axis=1)
+
+
+class BagWriter:
+    """Collects bags per split and writes padded arrays at the end."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._parts: dict[str, list[Bags]] = {s: [] for s in SPLITS}
+
+    def write(self, bags: Bags, split_of: dict[int, str]) -> None:
+        splits = np.array([split_of.get(int(s), SPLITS[0]) for s in bags.subject_ids])
+        for split in SPLITS:
+            rows = splits == split
+            if rows.any():
+                self._parts[split].append(Bags(bags.codes[rows], bags.values[rows], bags.lengths[rows],
+                                               bags.subject_ids[rows], bags.times[rows]))
+
+    def close(self) -> dict[str, int]:
+        stats = {}
+        for split, parts in self._parts.items():
+            out = self.folder / split
+            out.mkdir(parents=True, exist_ok=True)
+            width = max((p.codes.shape[1] for p in parts), default=0)
+            pad = lambda a, fill: np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=fill)  # noqa: E731
+            codes = np.concatenate([pad(p.codes, PAD) for p in parts]) if parts else np.zeros((0, 0), np.int32)
+            values = np.concatenate([pad(p.values, np.nan) for p in parts]) if parts else np.zeros((0, 0), np.float32)
+            np.save(out / "codes.npy", codes.astype(np.int32))
+            np.save(out / "values.npy", values.astype(np.float32))
+            for name in ("lengths", "subject_ids", "times"):
+                arrays = [getattr(p, name) for p in parts]
+                np.save(out / f"{name}.npy", np.concatenate(arrays) if arrays else np.zeros(0, np.int64))
+            stats[split] = int(len(codes))
+        return stats
+
+
+@dataclass(frozen=True)
+class BagSplit:
+    """One split's bags, loaded (memory-mapped)."""
+
+    codes: np.ndarray
+    values: np.ndarray
+    lengths: np.ndarray
+    subject_ids: np.ndarray
+    times: np.ndarray
+
+    @classmethod
+    def open(cls, folder: Path, split: str) -> "BagSplit":
+        base = folder / split
+        return cls(**{name: np.load(base / f"{name}.npy", mmap_mode="r") for name in ("codes", "values", "lengths", "subject_ids", "times")})
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+def bert_tokens(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """BERT baseline tokens: (code, decile of eCDF) -> 1 + (code - 1) * 11 + decile; a missing value -> decile slot 10.
+
+    0 stays padding. The vocabulary size is 1 + items * 11 (+ a mask token at that index)."""
+    decile = np.where(np.isnan(values), 10, np.minimum((np.nan_to_num(values) * 10).astype(np.int64), 9))
+    return np.where(codes > 0, 1 + (codes.astype(np.int64) - 1) * 11 + decile, 0).astype(np.int32)
