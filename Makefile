@@ -23,7 +23,8 @@ demo: $(VENV)/.synced
 	else $(EHRSCALE) data synth --out $(DEMO)/mimic --patients $(DEMO_PATIENTS) --seed 0; fi
 	@if [ -f $(DEMO)/prep/manifest.json ]; then echo "reusing the prepared dataset in $(DEMO)/prep"; \
 	else $(EHRSCALE) data prepare --mimic $(DEMO)/mimic --out $(DEMO)/prep; fi
-	@echo "demo: synthetic MIMIC-IV in $(DEMO)/mimic, MEDS events and manifest.json in $(DEMO)/prep"
+	$(EHRSCALE) data inspect $(DEMO)/prep --tokens 40
+	@echo "demo: synthetic MIMIC-IV in $(DEMO)/mimic; events, timelines, lab bags, task labels and manifest.json in $(DEMO)/prep"
 
 test: $(VENV)/.synced
 	$(VENV)/bin/pytest -q
@@ -32,8 +33,9 @@ test-slow: $(VENV)/.synced
 	$(VENV)/bin/pytest -q -m slow
 
 bench: $(VENV)/.synced
-	$(VENV)/bin/python benchmarks/bench_synth.py
-	$(VENV)/bin/python benchmarks/bench_ingest.py
+	$(VENV)/bin/python benchmarks/bench_synth.py --workdir out/bench
+	$(VENV)/bin/python benchmarks/bench_ingest.py --workdir out/bench
+	$(VENV)/bin/python benchmarks/bench_tokenize.py --prep out/bench/prep_10750 out/bench/prep_21500
 
 lock: $(UV)
 	$(UV) lock

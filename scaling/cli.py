@@ -82,6 +82,7 @@ def prepare(
     bag_max_labs: Annotated[int, typer.Option(min=1, help="Most labs in a bag (longer bags are subsampled).")] = 90,
     bag_max_missing: Annotated[float, typer.Option(min=0, max=1, help="Largest share of labs without a value.")] = 0.5,
     bag_drop_subsets: Annotated[bool, typer.Option(help="Drop a bag whose labs are a subset of the previous bag's.")] = True,
+    events_only: Annotated[bool, typer.Option(help="Stop after the MEDS events (no timelines, bags or tasks).")] = False,
 ) -> None:
     """Read a source into MEDS events, then timelines, lab bags and task labels, all under OUT."""
     from scaling.data.csv_stream import SourceError
@@ -96,7 +97,7 @@ def prepare(
         raise UserError(f"--split must be three numbers like 0.8,0.1,0.1, got {split!r}") from None
     config = PrepareConfig(
         out=out, mimic=mimic, meds=meds, split_seed=split_seed, split_fractions=fractions, shards=shards,
-        overwrite=overwrite, tokenizer=TokenizerConfig(quantiles=quantiles, min_code_count=min_code_count),
+        overwrite=overwrite, events_only=events_only, tokenizer=TokenizerConfig(quantiles=quantiles, min_code_count=min_code_count),
         bags=BagConfig(min_code_count=bag_min_count, min_labs=bag_min_labs, max_labs=bag_max_labs,
                        max_missing_fraction=bag_max_missing, drop_subsets=bag_drop_subsets))
     with _progress() as progress:

@@ -22,3 +22,8 @@ def test_ingestion_at_scale_is_valid_complete_and_deterministic(tmp_path):
     for shard in sorted((tmp_path / "a" / "events" / "data").glob("*.parquet")):
         assert pl.read_parquet(shard).equals(pl.read_parquet(tmp_path / "b" / "events" / "data" / shard.name))
     assert first["source"]["content_hash"] == second["source"]["content_hash"]
+    # Timelines, bags and labels are the same too.
+    for part in ("timelines/train/tokens.bin", "timelines/held_out/times.bin", "labbags/train/codes.npy",
+                 "labbags/tuning/values.npy", "tasks/abnormal_creatinine.parquet", "vocab/quantiles.parquet"):
+        assert (tmp_path / "a" / part).read_bytes() == (tmp_path / "b" / part).read_bytes(), part
+    assert first["timelines"] == second["timelines"] and first["bags"] == second["bags"]

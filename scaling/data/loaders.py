@@ -120,6 +120,16 @@ class TimelineLoader:
             step += 1
 
 
+def _uniform(seed: int, epoch: int, index: np.ndarray) -> np.ndarray:
+    """A uniform number in [0, 1) per index, a pure function of (seed, epoch, index): splitmix64 finalizer."""
+    offset = (seed * 0x9E3779B97F4A7C15 + epoch * 0xD1B54A32D192ED03) % 2**64  # Python ints: no overflow
+    x = np.asarray(index, dtype=np.uint64) + np.uint64(offset)  # array arithmetic wraps modulo 2**64
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
 @dataclass(frozen=True)
 class BagBatch:
     """Labrador view: codes int32 [B, L] (masked slot = mask id), values float32 [B, L] (eCDF; 0 where null or
@@ -174,7 +184,7 @@ class BagLoader:
         is_null = np.isnan(values) & (codes > 0)
         # One uniformly drawn non-null lab per bag, from a generator keyed by the bag (and the epoch unless fixed).
         draw_epoch = 0 if self.mask == "fixed" else epoch + 1
-        u = np.array([np.random.default_rng([self.seed, draw_epoch, int(i)]).random() for i in index])
+        u = _uniform(self.seed, draw_epoch, index)
         candidates = (~np.isnan(values)) & (codes > 0)
         rank = np.floor(u * candidates.sum(axis=1)).astype(np.int64)
         position = np.argmax(np.cumsum(candidates, axis=1) > rank[:, None], axis=1)

@@ -54,6 +54,7 @@ class PrepareConfig:
     tokenizer: TokenizerConfig = TokenizerConfig()
     bags: BagConfig = BagConfig()
     tasks: TaskConfig = TaskConfig()
+    events_only: bool = False  # stop after the MEDS events (no timelines, bags or tasks)
 
 
 class Reporter:
@@ -101,7 +102,8 @@ def prepare(config: PrepareConfig, reporter: Reporter | None = None) -> dict:
             manifest = _from_mimic(config, tmp, reporter)
         else:
             manifest = _from_meds(config, tmp, reporter)
-        manifest.update(derive(tmp / EVENTS, tmp, config.tokenizer, config.bags, config.tasks, reporter.step))
+        if not config.events_only:
+            manifest.update(derive(tmp / EVENTS, tmp, config.tokenizer, config.bags, config.tasks, reporter.step))
         manifest["elapsed_seconds"] = round(time.perf_counter() - started, 2)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         publish(tmp, out)

@@ -1,0 +1,92 @@
+"""Lab bags: each rule, the eCDF, BERT tokens, and masking in the loader."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from scaling.data.dataset import PreparedDataset
+from scaling.data.labbags import BagConfig, bert_tokens, fit_lab_vocabulary, make_bags
+from scaling.data.loaders import BagLoader
+from tests.helpers import at, event_frame
+
+CONFIG = BagConfig(min_code_count=1, max_labs=4, seed=3)
+
+
+def labs(subject, minutes, values):
+    """One bag: items 1, 2, 3, ... with these values (None = no number) at a time."""
+    return [(subject, at(minutes=minutes), f"LAB//{i + 1}//u", v, None if v is not None else "___") for i, v in enumerate(values)]
+
+
+def build(rows, config=CONFIG):
+    events = event_frame(rows)
+    vocab = fit_lab_vocabulary(events.lazy(), config)
+    drops = Counter()
+    return make_bags(events, vocab, config, drops), drops, vocab
+
+
+def test_each_rule_drops_and_counts():
+    rows = (labs(1, 0, [1.0, 2.0])  # two labs: too few
+            + labs(1, 10, [1.0, None, None, 4.0])  # half missing: kept (at most 50%)
+            + labs(1, 20, [1.0, None, None])  # two thirds missing: dropped
+            + labs(1, 30, [5.0, 6.0, 7.0])  # items 1-3: a subset of the previous kept bag (items 1-4): dropped
+            + labs(1, 40, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])  # six labs: subsampled to four
+            + labs(2, 0, [1.0, 2.0, 3.0]))  # another subject: no previous bag
+    bags, drops, _ = build(rows)
+    assert drops == {"fewer than min_labs": 1, "more than max_missing_fraction without a value": 1,
+                     "subset of the previous bag": 1, "bags considered": 6, "bags subsampled to max_labs (kept)": 1,
+                     "labs outside the bag vocabulary": 0, "repeated item within a bag": 0}
+    assert bags.lengths.tolist() == [4, 4, 3]
+    assert bags.subject_ids.tolist() == [1, 1, 2]
+    assert bags.codes.shape == (3, 4)
+    assert len(set(bags.codes[1].tolist())) == 4 and set(bags.codes[1].tolist()) <= set(range(1, 7))
+
+
+def test_rules_can_be_turned_off():
+    rows = labs(1, 0, [1.0, 2.0, 3.0, 4.0]) + labs(1, 10, [1.0, 2.0, 3.0])
+    bags, drops, _ = build(rows, BagConfig(min_code_count=1, drop_subsets=False))
+    assert len(bags.lengths) == 2 and drops["subset of the previous bag"] == 0
+
+
+def test_ecdf_is_in_unit_interval_and_monotone():
+    rows = [(s, at(minutes=s), "LAB//7//u", float(v), None) for s, v in enumerate([5, 1, 3, 3, 9, 7, 2, 3])]
+    vocab = fit_lab_vocabulary(event_frame(rows).lazy(), CONFIG)
+    grid = np.linspace(-5, 15, 200)
+    cdf = vocab.ecdf(np.zeros(len(grid), dtype=np.int64), grid)
+    assert (cdf >= 0).all() and (cdf <= 1).all() and (np.diff(cdf) >= 0).all()
+    assert vocab.ecdf(np.zeros(3, np.int64), np.array([0.5, 3.0, 9.0])).tolist() == pytest.approx([0.0, 5 / 8, 1.0])
+    assert np.isnan(vocab.ecdf(np.zeros(1, np.int64), np.array([np.nan]))[0])
+
+
+def test_bert_tokens_are_code_and_decile():
+    codes = np.array([[1, 2, 2, 0]])
+    values = np.array([[0.05, 0.95, np.nan, np.nan]], dtype=np.float32)
+    assert bert_tokens(codes, values).tolist() == [[1 + 0, 1 + 11 + 9, 1 + 11 + 10, 0]]
+    assert bert_tokens(np.array([[3]]), np.array([[1.0]])).tolist() == [[1 + 22 + 9]]  # eCDF 1.0 is the top decile
+
+
+def test_loader_masks_exactly_one_non_null_lab(prepared):
+    dataset = PreparedDataset.open(prepared[0])
+    bags = dataset.bags("train")
+    n_items = dataset.lab_vocabulary().size
+    loader = BagLoader(bags, n_items, batch_size=32, seed=0)
+    batch = loader.batch(0)
+    assert (batch.is_masked.sum(axis=1) == 1).all()
+    assert not (batch.is_masked & batch.is_null).any()
+    assert (batch.codes[batch.is_masked] == n_items + 1).all()
+    assert (batch.tokens[batch.is_masked] == 1 + n_items * 11).all()
+    assert (batch.values[batch.is_masked] == 0).all() and (batch.values[batch.is_null] == 0).all()
+    assert ((batch.target_value >= 0) & (batch.target_value <= 1)).all()
+    assert (batch.target_code >= 1).all() and (batch.target_code <= n_items).all()
+    assert np.array_equal(loader.batch(5).codes, BagLoader(bags, n_items, 32, seed=0).batch(5).codes)  # resumable
+
+
+def test_fixed_mask_stays_epoch_mask_moves(prepared):
+    dataset = PreparedDataset.open(prepared[0])
+    bags, n_items = dataset.bags("train"), dataset.lab_vocabulary().size
+    for mode, same in (("fixed", True), ("epoch", False)):
+        loader = BagLoader(bags, n_items, batch_size=64, seed=0, mask=mode, shuffle=False)
+        first, later = loader.batch(0), loader.batch(loader.steps_per_epoch)
+        assert np.array_equal(first.is_masked, later.is_masked) == same
+    with pytest.raises(ValueError, match="mask must be"):
+        BagLoader(bags, n_items, 8, mask="sometimes")
