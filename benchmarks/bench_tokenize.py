@@ -46,11 +46,35 @@ def loader_rates(prep: Path, context: int = 256, batch: int = 16, steps: int = 2
     return tokens_per_s, bags_per_s
 
 
+def matmul_peak_flops(n: int = 2048, repeats: int = 10) -> float:
+    """This machine's measured f32 matmul rate (FLOP/s) with JAX: no model step can beat it."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    matmul = jax.jit(lambda x: x @ x)
+    matmul(a).block_until_ready()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        matmul(a).block_until_ready()
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+def model_bound_tokens_per_s(peak: float, d_model: int = 256, layers: int = 4, context: int = 256, vocab: int = 400) -> float:
+    """Upper bound on training tokens/s of a d_model 256 decoder here: peak / (6 N + 6 layers context d_model)."""
+    params = 12 * layers * d_model**2 + 2 * vocab * d_model
+    return peak / (6 * params + 6 * layers * context * d_model)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prep", type=Path, nargs="+", required=True)
     args = parser.parse_args()
     print(f"machine: {machine()}")
+    peak = matmul_peak_flops()
+    bound = model_bound_tokens_per_s(peak)
+    print(f"f32 matmul peak {peak / 1e9:.0f} GFLOP/s; a d_model 256, 4-layer decoder (context 256) trains at most "
+          f"{bound:,.0f} tokens/s here (at 100% of that peak); a loader must beat 20x that: {20 * bound:,.0f} tokens/s")
     print("| events | tokens | bags | derive wall s | events/s | peak RSS MiB | timeline loader tokens/s (ctx 256, batch 16) | bag loader bags/s (batch 256) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for prep in args.prep:
