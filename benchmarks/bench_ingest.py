@@ -6,20 +6,16 @@ Inputs are synthetic MIMIC-IV folders of about 5M and 10M lab rows (made first, 
 --workdir). Goals on 2 cores: at least 500k lab rows/s end to end, peak RSS under 4 GB at 10M rows.
 """
 
-import argparse
 import json
 import shutil
 import tempfile
 from pathlib import Path
 
-from common import EHRSCALE, machine, measure
+from common import EHRSCALE, machine, measure, size_arguments
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--patients", type=int, nargs="+", default=[10_750, 21_500])
-    parser.add_argument("--workdir", type=Path, default=None, help="keep inputs here and reuse them (default: temporary)")
-    args = parser.parse_args()
+    args = size_arguments(__doc__).parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_ingest."))
     print(f"machine: {machine()}")
     print("| patients | lab rows | events | shards | wall s | lab rows/s | events/s | peak RSS MiB |")

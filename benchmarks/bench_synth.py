@@ -5,14 +5,13 @@
 About 465 lab rows per patient: 21,500 patients give about 10M lab rows (goal: 3 minutes or less here).
 """
 
-import argparse
 import shutil
 import tempfile
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from common import EHRSCALE, machine, measure, size_of
+from common import EHRSCALE, machine, measure, size_arguments, size_of
 
 
 def count_rows(path: Path) -> int:
@@ -24,10 +23,7 @@ def count_rows(path: Path) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--patients", type=int, nargs="+", default=[10_750, 21_500])
-    parser.add_argument("--workdir", type=Path, default=None, help="where to write (default: a temporary folder, removed)")
-    args = parser.parse_args()
+    args = size_arguments(__doc__).parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_synth."))
     print(f"machine: {machine()}")
     print("| patients | lab rows | wall s | lab rows/s | peak RSS MiB | output MiB |")

@@ -1,5 +1,6 @@
 """Helpers shared by the benchmarks: run a command, measure wall time and peak memory."""
 
+import argparse
 import os
 import platform
 import subprocess
@@ -46,3 +47,11 @@ def machine() -> str:
 def size_of(path: Path) -> float:
     """MiB under a folder."""
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+
+
+def size_arguments(doc: str) -> argparse.ArgumentParser:
+    """The options every size-sweeping benchmark takes: patient counts and a folder to keep inputs in."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--patients", type=int, nargs="+", default=[10_750, 21_500])
+    parser.add_argument("--workdir", type=Path, default=None, help="keep inputs here and reuse them (default: temporary, removed)")
+    return parser

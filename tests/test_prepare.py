@@ -247,3 +247,14 @@ def test_invalid_meds_is_refused_with_the_file(prepared, tmp_path):
     pl.read_parquet(prepared[0] / "events" / "data" / "0.parquet").reverse().write_parquet(unsorted / "data" / "0.parquet")
     with pytest.raises(SourceError, match="sorted by subject_id then time"):
         prepare(PrepareConfig(out=tmp_path / "o2", meds=unsorted))
+
+
+def test_truncated_gzip_is_a_clear_error(synth, tmp_path):
+    root = tmp_path / "cut"
+    shutil.copytree(synth, root)
+    path = root / "hosp/labevents.csv.gz"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SourceError, match=r"labevents.csv.gz: cannot be read past row [\d,]+"):
+        prepare(PrepareConfig(out=tmp_path / "out", mimic=root))
+    assert not (tmp_path / "out").exists()

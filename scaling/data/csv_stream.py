@@ -106,25 +106,28 @@ def stream(table: SourceTable, columns: tuple[str, ...], malformed: list[int],
         return "skip"
 
     raw = _CountingFile(table.path, on_bytes)
-    source = pa.PythonFile(raw, mode="r")
-    if table.path.suffix == ".gz":
-        source = pa.CompressedInputStream(source, "gzip")
-    reader = pacsv.open_csv(
-        source,
-        read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES),
-        # Free-text columns (lab comments) hold quoted newlines in the real files.
-        parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=skip),
-        convert_options=pacsv.ConvertOptions(
-            include_columns=actual,
-            column_types={c: pa.string() for c in table.header},
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=True,
-        ),
-    )
+    rows = 0
     try:
+        source = pa.PythonFile(raw, mode="r")
+        if table.path.suffix == ".gz":
+            source = pa.CompressedInputStream(source, "gzip")
+        reader = pacsv.open_csv(
+            source,
+            read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES),
+            # Free-text columns (lab comments) hold quoted newlines in the real files.
+            parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=skip),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=actual,
+                column_types={c: pa.string() for c in table.header},
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+            ),
+        )
         for batch in reader:
+            rows += batch.num_rows
             frame = pl.from_arrow(pa.Table.from_batches([batch]))
             yield frame.rename({a: c.lower() for a, c in zip(actual, columns, strict=True)})
+    except (OSError, EOFError, pa.ArrowInvalid) as error:  # a corrupt or truncated gzip, an undecodable byte
+        raise SourceError(f"{table.path}: cannot be read past row {rows + malformed[0]:,}: {error}") from error
     finally:
-        reader.close()
         raw.close()

@@ -163,7 +163,10 @@ def lab_rows(chunk: Chunk, seed: int, chunk_index: int) -> tuple[pl.DataFrame, d
     priority = np.asarray(chunk.draw_priority, dtype=object)[draw]
     subject = np.array([p.subject_id for p in chunk.patients])[patient]
     specimen = chunk_index * 200_000 + draw
-    fmt_ref = lambda x: _num_text(np.nan_to_num(x), _DECIMALS[item]).set(pl.Series(np.isnan(x) | ~ref_shown), None)  # noqa: E731
+
+    def range_text(bound: np.ndarray) -> pl.Series:
+        return _num_text(np.nan_to_num(bound), decimals).set(pl.Series(np.isnan(bound) | ~ref_shown), None)
+
     frame = pl.DataFrame({
         "labevent_id": chunk_index * 1_000_000 + np.arange(n),
         "subject_id": subject,
@@ -176,8 +179,8 @@ def lab_rows(chunk: Chunk, seed: int, chunk_index: int) -> tuple[pl.DataFrame, d
         "value": _strings(text),
         "valuenum": _strings(text).set(pl.Series(np.isnan(valuenum)), None),
         "valueuom": _strings(units).replace("", None),
-        "ref_range_lower": fmt_ref(ref_lo),
-        "ref_range_upper": fmt_ref(ref_hi),
+        "ref_range_lower": range_text(ref_lo),
+        "ref_range_upper": range_text(ref_hi),
         "flag": _strings(np.where(abnormal, "abnormal", None)),
         "priority": _strings(priority).replace("", None),
         "comments": _strings(comments),
