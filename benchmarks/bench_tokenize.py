@@ -16,6 +16,8 @@ from pathlib import Path
 
 from common import machine, measure
 
+from scaling.hardware import matmul_peak_flops
+
 CHILD = """
 import sys
 from pathlib import Path
@@ -44,20 +46,6 @@ def loader_rates(prep: Path, context: int = 256, batch: int = 16, steps: int = 2
         bags.batch(step)
     bags_per_s = steps * 256 / (time.perf_counter() - start)
     return tokens_per_s, bags_per_s
-
-
-def matmul_peak_flops(n: int = 2048, repeats: int = 10) -> float:
-    """This machine's measured f32 matmul rate (FLOP/s) with JAX: no model step can beat it."""
-    import jax
-    import jax.numpy as jnp
-
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    matmul = jax.jit(lambda x: x @ x)
-    matmul(a).block_until_ready()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        matmul(a).block_until_ready()
-    return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
 def model_bound_tokens_per_s(peak: float, d_model: int = 256, layers: int = 4, context: int = 256, vocab: int = 400) -> float:

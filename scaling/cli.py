@@ -1,5 +1,6 @@
 """The `ehrscale` command."""
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -174,3 +175,24 @@ def _progress(counts_bytes: bool = True) -> Progress:
     amount = DownloadColumn() if counts_bytes else MofNCompleteColumn()
     return Progress(TextColumn("{task.description}"), BarColumn(), amount, TimeElapsedColumn(),
                     TimeRemainingColumn(), console=console, transient=False)
+
+
+@app.command("train")
+def train_command(
+    spec: Annotated[Path, typer.Argument(help="The run's TOML spec (see docs/models.md).")],
+    out: Annotated[Path, typer.Option(help="Run folder: spec.json, metrics.jsonl, checkpoints/, result.json.")],
+) -> None:
+    """Train one run; run it again to resume from its last checkpoint."""
+    from scaling.data.dataset import DatasetError
+    from scaling.runspec import SpecError, load_spec
+    from scaling.train import RunError, enable_compilation_cache, train
+
+    try:
+        run = load_spec(spec)
+        enable_compilation_cache(out.resolve().parent / ".jax_cache")
+        result = train(run, out, log=lambda text: console.print(text, highlight=False, soft_wrap=True))
+    except (SpecError, DatasetError, RunError) as error:
+        raise UserError(str(error)) from None
+    out_console.print(json.dumps(result, indent=2), highlight=False)
+    if result["status"] != "ok":
+        raise typer.Exit(code=1)

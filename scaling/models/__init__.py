@@ -1,0 +1,1 @@
+"""Models: the timeline decoder, Labrador and the BERT baseline (flax.nnx)."""

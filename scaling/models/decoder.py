@@ -1,0 +1,87 @@
+"""The timeline decoder: a Llama-style causal transformer over patient timelines.
+
+Embedding -> BlockStack (causal, rotary, within-segment attention) -> RMSNorm -> logits through
+an unembedding matrix (or the embedding, tied). Packed rows carry `segment_ids`: a token attends
+only to earlier tokens of its own segment, so no patient sees another.
+"""
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from scaling.models.transformer import INIT_STD, BlockStack, StackConfig, rms_norm
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Everything that fixes the decoder's parameter tree and compute."""
+
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_ff: int
+    context: int
+    tie_embeddings: bool = False
+
+    @property
+    def stack(self) -> StackConfig:
+        return StackConfig(d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, d_ff=self.d_ff, rotary=True)
+
+    def params(self) -> int:
+        """All weights: embedding, blocks, final norm, unembedding unless tied."""
+        unembed = 0 if self.tie_embeddings else self.vocab_size * self.d_model
+        return self.vocab_size * self.d_model + self.stack.params() + self.d_model + unembed
+
+    def params_nonembed(self) -> int:
+        """Weights outside the embedding and unembedding matrices (Kaplan's N)."""
+        return self.stack.params() + self.d_model
+
+
+def causal_segment_mask(segment_ids: jax.Array) -> jax.Array:
+    """[b, t, s]: s <= t and both in the same non-padding segment (padding attends to itself only)."""
+    t = segment_ids.shape[1]
+    causal = jnp.tril(jnp.ones((t, t), dtype=bool))
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    return (causal[None] & same) | jnp.eye(t, dtype=bool)[None]
+
+
+class Decoder(nnx.Module):
+    """Next-token model over timelines."""
+
+    def __init__(self, config: DecoderConfig, rngs: nnx.Rngs):
+        self.config = config
+        self.embedding = nnx.Param(INIT_STD * jax.random.normal(rngs.params(), (config.vocab_size, config.d_model)))
+        self.blocks = BlockStack(config.stack, rngs)
+        self.final_norm = nnx.Param(jnp.ones((config.d_model,)))
+        if not config.tie_embeddings:
+            self.unembedding = nnx.Param(INIT_STD * jax.random.normal(rngs.params(), (config.d_model, config.vocab_size)))
+
+    def hidden(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array, dtype=jnp.float32,
+               unroll: bool = False) -> jax.Array:
+        """Final-norm hidden states [b, t, d]."""
+        x = self.embedding[...][tokens]
+        x = self.blocks(x, causal_segment_mask(segment_ids), positions, dtype, unroll)
+        return rms_norm(x, self.final_norm[...])
+
+    def __call__(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array, dtype=jnp.float32,
+                 unroll: bool = False) -> jax.Array:
+        """Logits [b, t, vocab] in float32."""
+        h = self.hidden(tokens, positions, segment_ids, dtype, unroll)
+        out = self.embedding[...].T if self.config.tie_embeddings else self.unembedding[...]
+        return jnp.einsum("btd,dv->btv", h, out.astype(h.dtype)).astype(jnp.float32)
+
+    def embed(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array, last: jax.Array) -> jax.Array:
+        """One vector per sequence: the hidden state at index `last` [b] (the end of the history)."""
+        h = self.hidden(tokens, positions, segment_ids)
+        return h[jnp.arange(h.shape[0]), last]
+
+
+def next_token_loss(logits: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean cross-entropy (nats per token) over positions where mask is True."""
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    mask = mask.astype(jnp.float32)
+    return jnp.sum(nll * mask) / jnp.maximum(jnp.sum(mask), 1.0)

@@ -1,0 +1,147 @@
+"""Labrador and the BERT baseline: bidirectional encoders over lab bags (no positions: a bag is a set).
+
+Labrador (Bellamy et al. 2024) embeds each lab as code embedding + Dense(1 -> d)(eCDF value), then
+Dense(d) + ReLU and LayerNorm; a masked or null lab's value part is a learned vector instead. Two
+heads read the masked slot: a categorical head over lab items and a continuous head (sigmoid) that
+also sees the categorical probabilities. Loss = CE(code) + mse_weight x MSE(value).
+
+Where we depart from the paper, on purpose: pre-norm RMSNorm blocks with SwiGLU (the same block
+stack as the decoder, so the two families scale alike) instead of post-LN with a ReLU MLP; no
+dropout (the scaling runs see each bag about once). Everything else follows the paper.
+
+BERT embeds (code, decile) tokens and predicts the masked token with one cross-entropy head.
+"""
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from scaling.models.transformer import INIT_STD, BlockStack, StackConfig, rms_norm
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """An encoder over bags: `n_items` lab items (Labrador) or BERT tokens, and the longest bag."""
+
+    n_items: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_ff: int
+    context: int  # the longest bag
+    mse_weight: float = 1.0
+
+    @property
+    def stack(self) -> StackConfig:
+        return StackConfig(d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, d_ff=self.d_ff, rotary=False)
+
+
+def labrador_params(c: EncoderConfig) -> tuple[int, int]:
+    """(all, non-embedding) parameters of Labrador; the code embedding table is the embedding."""
+    d = c.d_model
+    table = (c.n_items + 3) * d  # padding, items, mask, null
+    value = d + d + 2 * d  # Dense(1 -> d) weight and bias, the mask and null vectors
+    project = d * d + d + 2 * d  # Dense(d) + bias, LayerNorm scale and bias
+    heads = d + d * c.n_items + c.n_items + (d + c.n_items) + 1  # final norm, categorical, continuous
+    nonembed = value + project + c.stack.params() + heads
+    return table + nonembed, nonembed
+
+
+def bert_params(c: EncoderConfig) -> tuple[int, int]:
+    """(all, non-embedding) parameters of BERT on bag tokens; `n_items` is the token vocabulary here."""
+    d = c.d_model
+    table = c.n_items * d
+    nonembed = c.stack.params() + d + d * c.n_items
+    return table + nonembed, nonembed
+
+
+def padding_mask(valid: jax.Array) -> jax.Array:
+    """[b, t, s]: attend to real labs only; a padding slot attends to itself so its row stays finite."""
+    t = valid.shape[1]
+    return (valid[:, None, :] & valid[:, :, None]) | jnp.eye(t, dtype=bool)[None]
+
+
+class Labrador(nnx.Module):
+    """Masked-lab model with a categorical and a continuous head."""
+
+    def __init__(self, config: EncoderConfig, rngs: nnx.Rngs):
+        d = config.d_model
+        self.config = config
+        self.code_embedding = nnx.Param(INIT_STD * jax.random.normal(rngs.params(), (config.n_items + 3, d)))
+        self.value_in = nnx.Linear(1, d, rngs=rngs)
+        self.mask_vector = nnx.Param(INIT_STD * jax.random.normal(rngs.params(), (d,)))
+        self.null_vector = nnx.Param(INIT_STD * jax.random.normal(rngs.params(), (d,)))
+        self.project = nnx.Linear(d, d, rngs=rngs)
+        self.project_norm = nnx.LayerNorm(d, rngs=rngs)
+        self.blocks = BlockStack(config.stack, rngs)
+        self.final_norm = nnx.Param(jnp.ones((d,)))
+        self.categorical = nnx.Linear(d, config.n_items, rngs=rngs)
+        self.continuous = nnx.Linear(d + config.n_items, 1, rngs=rngs)
+
+    def hidden(self, codes, values, is_null, is_masked, dtype=jnp.float32, unroll: bool = False) -> jax.Array:
+        """[b, t, d] for codes [b, t] (0 padding), eCDF values [b, t], null and mask flags [b, t]."""
+        value_part = self.value_in(values[..., None].astype(jnp.float32))
+        value_part = jnp.where(is_null[..., None], self.null_vector[...], value_part)
+        value_part = jnp.where(is_masked[..., None], self.mask_vector[...], value_part)
+        x = self.code_embedding[...][codes] + value_part
+        x = self.project_norm(jax.nn.relu(self.project(x)))
+        x = self.blocks(x, padding_mask(codes > 0), None, dtype, unroll)
+        return rms_norm(x, self.final_norm[...])
+
+    def __call__(self, codes, values, is_null, is_masked, dtype=jnp.float32, unroll: bool = False):
+        """Per slot: item logits [b, t, items] (item k is code k + 1) and the predicted eCDF value [b, t]."""
+        h = self.hidden(codes, values, is_null, is_masked, dtype, unroll).astype(jnp.float32)
+        logits = self.categorical(h)
+        value = jax.nn.sigmoid(self.continuous(jnp.concatenate([h, jax.nn.softmax(logits, axis=-1)], axis=-1)))[..., 0]
+        return logits, value
+
+    def embed(self, codes, values, is_null) -> jax.Array:
+        """One vector per bag: the mean over its labs."""
+        h = self.hidden(codes, values, is_null, jnp.zeros_like(is_null))
+        valid = (codes > 0)[..., None].astype(h.dtype)
+        return jnp.sum(h * valid, axis=1) / jnp.maximum(jnp.sum(valid, axis=1), 1.0)
+
+
+def labrador_loss(logits, value, is_masked, target_code, target_value, mse_weight: float = 1.0):
+    """CE on the masked lab's item + mse_weight x MSE on its eCDF value, averaged over bags."""
+    slot = jnp.argmax(is_masked, axis=1)
+    rows = jnp.arange(logits.shape[0])
+    logp = jax.nn.log_softmax(logits[rows, slot], axis=-1)
+    ce = -jnp.mean(logp[rows, target_code - 1])
+    mse = jnp.mean((value[rows, slot] - target_value) ** 2)
+    return ce + mse_weight * mse, (ce, mse)
+
+
+class Bert(nnx.Module):
+    """BERT baseline on (code, decile) tokens; `n_items` is the token vocabulary (mask token included)."""
+
+    def __init__(self, config: EncoderConfig, rngs: nnx.Rngs):
+        self.config = config
+        self.embedding = nnx.Param(INIT_STD * jax.random.normal(rngs.params(), (config.n_items, config.d_model)))
+        self.blocks = BlockStack(config.stack, rngs)
+        self.final_norm = nnx.Param(jnp.ones((config.d_model,)))
+        self.head = nnx.Param(INIT_STD * jax.random.normal(rngs.params(), (config.d_model, config.n_items)))
+
+    def hidden(self, tokens, dtype=jnp.float32, unroll: bool = False) -> jax.Array:
+        x = self.embedding[...][tokens]
+        x = self.blocks(x, padding_mask(tokens > 0), None, dtype, unroll)
+        return rms_norm(x, self.final_norm[...])
+
+    def __call__(self, tokens, dtype=jnp.float32, unroll: bool = False) -> jax.Array:
+        h = self.hidden(tokens, dtype, unroll)
+        return jnp.einsum("btd,dv->btv", h, self.head[...].astype(h.dtype)).astype(jnp.float32)
+
+    def embed(self, tokens) -> jax.Array:
+        h = self.hidden(tokens)
+        valid = (tokens > 0)[..., None].astype(h.dtype)
+        return jnp.sum(h * valid, axis=1) / jnp.maximum(jnp.sum(valid, axis=1), 1.0)
+
+
+def bert_loss(logits, is_masked, target_token):
+    """Cross-entropy of the masked token, averaged over bags."""
+    slot = jnp.argmax(is_masked, axis=1)
+    rows = jnp.arange(logits.shape[0])
+    logp = jax.nn.log_softmax(logits[rows, slot], axis=-1)
+    return -jnp.mean(logp[rows, target_token])

@@ -1,0 +1,111 @@
+"""A stack of pre-norm transformer blocks with stacked weights, run with `jax.lax.scan`.
+
+Every block's weights carry a leading layer axis, so one block is traced and compiled whatever the
+depth. Blocks: RMSNorm -> multi-head attention (rotary positions optional) -> residual, RMSNorm ->
+SwiGLU MLP -> residual. No biases. Axis names in einsums: b batch, t/s positions, d model,
+h heads, k head dim, f MLP hidden, l layers.
+"""
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+INIT_STD = 0.02
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Shape of a block stack."""
+
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_ff: int
+    rotary: bool = True
+    rope_theta: float = 10_000.0
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not a multiple of n_heads {self.n_heads}")
+        if self.rotary and self.head_dim % 2:
+            raise ValueError(f"rotary positions need an even head dim, got {self.head_dim}")
+
+    def params(self) -> int:
+        """Weights of the stack: per layer two norms, Q K V O, three MLP matrices."""
+        d, f = self.d_model, self.d_ff
+        return self.n_layers * (2 * d + 4 * d * d + 3 * d * f)
+
+
+def rms_norm(x: jax.Array, scale: jax.Array, eps: float = 1e-6) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return (normed * scale).astype(x.dtype)
+
+
+def rotary(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+    """Rotate pairs of the head dim by position-dependent angles. x: [b, t, h, k], positions: [b, t]."""
+    half = x.shape[-1] // 2
+    freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angle = positions[..., None, None].astype(jnp.float32) * freq  # [b, t, 1, half]
+    cos, sin = jnp.cos(angle), jnp.sin(angle)
+    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+    return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1).astype(x.dtype)
+
+
+def _normal(rngs: nnx.Rngs, shape: tuple[int, ...], std: float) -> nnx.Param:
+    return nnx.Param(std * jax.random.normal(rngs.params(), shape, jnp.float32))
+
+
+class BlockStack(nnx.Module):
+    """n_layers pre-norm blocks; weights stacked on a leading layer axis."""
+
+    def __init__(self, config: StackConfig, rngs: nnx.Rngs):
+        c, n = config, config.n_layers
+        self.config = config
+        self.attn_norm = nnx.Param(jnp.ones((n, c.d_model)))
+        self.wq = _normal(rngs, (n, c.d_model, c.n_heads, c.head_dim), INIT_STD)
+        self.wk = _normal(rngs, (n, c.d_model, c.n_heads, c.head_dim), INIT_STD)
+        self.wv = _normal(rngs, (n, c.d_model, c.n_heads, c.head_dim), INIT_STD)
+        # Output projections start smaller with depth (GPT-2's residual scaling).
+        out_std = INIT_STD / (2 * n) ** 0.5
+        self.wo = _normal(rngs, (n, c.n_heads, c.head_dim, c.d_model), out_std)
+        self.mlp_norm = nnx.Param(jnp.ones((n, c.d_model)))
+        self.w_gate = _normal(rngs, (n, c.d_model, c.d_ff), INIT_STD)
+        self.w_up = _normal(rngs, (n, c.d_model, c.d_ff), INIT_STD)
+        self.w_down = _normal(rngs, (n, c.d_ff, c.d_model), out_std)
+
+    def __call__(self, x: jax.Array, mask: jax.Array, positions: jax.Array | None = None,
+                 dtype: jnp.dtype = jnp.float32, unroll: bool = False) -> jax.Array:
+        """x: [b, t, d]; mask: [b, t, s] True where position t may attend to s.
+
+        `unroll=True` inlines every layer: compile time grows with depth, but XLA's cost analysis
+        (which counts a loop body once) then sees every layer; used to check the FLOP count."""
+        c = self.config
+        weights = {name: getattr(self, name)[...] for name in
+                   ("attn_norm", "wq", "wk", "wv", "wo", "mlp_norm", "w_gate", "w_up", "w_down")}
+        bias = jnp.where(mask, 0.0, -1e30)[:, None, :, :]  # [b, 1, t, s]
+
+        def block(x, w):
+            w = {k: v.astype(dtype) if k not in ("attn_norm", "mlp_norm") else v for k, v in w.items()}
+            h = rms_norm(x, w["attn_norm"])
+            q = jnp.einsum("btd,dhk->bthk", h, w["wq"])
+            k = jnp.einsum("btd,dhk->bthk", h, w["wk"])
+            v = jnp.einsum("btd,dhk->bthk", h, w["wv"])
+            if c.rotary:
+                q, k = rotary(q, positions, c.rope_theta), rotary(k, positions, c.rope_theta)
+            scores = jnp.einsum("bthk,bshk->bhts", q, k).astype(jnp.float32) / jnp.sqrt(c.head_dim)
+            probs = jax.nn.softmax(scores + bias, axis=-1).astype(dtype)
+            attended = jnp.einsum("bhts,bshk->bthk", probs, v)
+            x = x + jnp.einsum("bthk,hkd->btd", attended, w["wo"])
+            h = rms_norm(x, w["mlp_norm"])
+            gated = jax.nn.silu(jnp.einsum("btd,df->btf", h, w["w_gate"])) * jnp.einsum("btd,df->btf", h, w["w_up"])
+            return x + jnp.einsum("btf,fd->btd", gated, w["w_down"]), None
+
+        x, _ = jax.lax.scan(block, x.astype(dtype), weights, unroll=c.n_layers if unroll else 1)
+        return x

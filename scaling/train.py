@@ -1,0 +1,265 @@
+"""Train one run: `ehrscale train RUN.toml --out RUN_DIR` (and the same function for sweeps).
+
+The run folder holds `spec.json` (the resolved spec and its fingerprint), `metrics.jsonl`,
+`checkpoints/` (orbax, asynchronous, last k kept) and `result.json`, written last and atomically,
+after the final checkpoint. Run it again and it resumes from the last checkpoint: batches are a
+pure function of (seed, step) and the optimiser state is restored, so the resumed run ends where an
+uninterrupted one would. A finished run is not trained again; a changed spec under the same folder
+is refused with the fields that differ. A NaN or infinite loss stops the run as `diverged`.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from scaling.data.dataset import PreparedDataset
+from scaling.data.loaders import BagLoader, TimelineLoader
+from scaling.flops import train_flops_per_token
+from scaling.hardware import matmul_peak_flops
+from scaling.models.decoder import Decoder, next_token_loss
+from scaling.models.labrador import Bert, Labrador, bert_loss, labrador_loss
+from scaling.recipe import Recipe
+from scaling.runspec import RunSpec
+
+EVAL_ROWS = 16  # rows per evaluation batch: with eval_batches, fixes the evaluation set of a dataset
+
+
+class RunError(Exception):
+    """A run that cannot start as asked; the message says why."""
+
+
+def enable_compilation_cache(folder: Path) -> None:
+    """JAX's persistent compilation cache: runs of a sweep that share a shape compile once."""
+    folder.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def schedule(recipe: Recipe, peak_lr: float, steps: int) -> optax.Schedule:
+    """Linear warmup then cosine decay that reaches final_lr_fraction x peak exactly at the last step.
+
+    optax's `decay_steps` counts the warmup too: it is the total number of steps."""
+    warmup = max(1, round(recipe.warmup_fraction * steps))
+    return optax.warmup_cosine_decay_schedule(init_value=0.0, peak_value=peak_lr, warmup_steps=min(warmup, steps - 1) if steps > 1 else 0,
+                                              decay_steps=steps, end_value=peak_lr * recipe.final_lr_fraction)
+
+
+def optimizer(recipe: Recipe, lr: optax.Schedule) -> optax.GradientTransformation:
+    """AdamW (decay on matrices only) after global-norm clipping."""
+    decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
+    return optax.chain(optax.clip_by_global_norm(recipe.grad_clip),
+                       optax.adamw(lr, b1=recipe.beta1, b2=recipe.beta2, weight_decay=recipe.weight_decay, mask=decay_mask))
+
+
+@dataclass
+class Task:
+    """A family's model, loss and data, behind one interface for the loop."""
+
+    model: nnx.Module
+    loss: Callable  # (model, batch dict, dtype) -> scalar
+    train_batch: Callable[[int], dict]
+    eval_batches: list[dict]
+    tokens_per_step: int
+    vocab_size: int
+    context: int
+
+
+def _timeline_task(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> Task:
+    recipe = spec.recipe
+    vocab = dataset.vocabulary().size
+    train = TimelineLoader(dataset.timelines("train"), recipe.context, recipe.batch_rows, seed=spec.seed)
+    evaluation = TimelineLoader(dataset.timelines("tuning"), recipe.context, EVAL_ROWS, seed=0, shuffle=False)
+    as_dict = lambda b: {"inputs": b.inputs, "targets": b.targets, "segment_ids": b.segment_ids,  # noqa: E731
+                         "positions": b.positions, "loss_mask": b.loss_mask}
+
+    def loss(model, batch, dtype):
+        logits = model(batch["inputs"], batch["positions"], batch["segment_ids"], dtype)
+        return next_token_loss(logits, batch["targets"], batch["loss_mask"])
+
+    batches = [as_dict(evaluation.batch(i)) for i in range(min(spec.train.eval_batches, evaluation.steps_per_epoch))]
+    return Task(model=Decoder(recipe.model_config(spec.width, vocab), rngs), loss=loss,
+                train_batch=lambda step: as_dict(train.batch(step)), eval_batches=batches,
+                tokens_per_step=recipe.tokens_per_step, vocab_size=vocab, context=recipe.context)
+
+
+def _bag_task(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> Task:
+    recipe = spec.recipe
+    items = dataset.lab_vocabulary().size
+    bags = dataset.bags("train")
+    width = bags.codes.shape[1]  # the longest bag of this dataset: the encoder's context
+    train = BagLoader(bags, items, recipe.batch_rows, seed=spec.seed)
+    evaluation = BagLoader(dataset.bags("tuning"), items, EVAL_ROWS, seed=0, mask="fixed", shuffle=False)
+    fields = ("codes", "values", "is_null", "is_masked", "target_code", "target_value", "tokens", "target_token")
+    as_dict = lambda b: {f: getattr(b, f) for f in fields}  # noqa: E731
+    sized = dataclasses.replace(recipe, context=width)
+    if spec.family == "labrador":
+        model = Labrador(sized.model_config(spec.width, items), rngs)
+
+        def loss(model, batch, dtype):
+            logits, value = model(batch["codes"], batch["values"], batch["is_null"], batch["is_masked"], dtype)
+            return labrador_loss(logits, value, batch["is_masked"], batch["target_code"], batch["target_value"])[0]
+        vocab = items
+    else:
+        vocab = 1 + items * 11 + 1  # padding, 11 tokens per item, the mask
+        model = Bert(sized.model_config(spec.width, vocab), rngs)
+
+        def loss(model, batch, dtype):
+            return bert_loss(model(batch["tokens"], dtype), batch["is_masked"], batch["target_token"])
+    batches = [as_dict(evaluation.batch(i)) for i in range(min(spec.train.eval_batches, evaluation.steps_per_epoch))]
+    return Task(model=model, loss=loss, train_batch=lambda step: as_dict(train.batch(step)), eval_batches=batches,
+                tokens_per_step=recipe.batch_rows * width, vocab_size=vocab, context=width)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Atomically: a temporary file renamed over the target."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _check_spec(out: Path, spec_record: dict) -> None:
+    path = out / "spec.json"
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    if old["fingerprint"] != spec_record["fingerprint"]:
+        new = json.loads(json.dumps(spec_record["result_fields"]))  # tuples as lists, as stored
+        differ = sorted(k for k in set(old["result_fields"]) | set(new) if old["result_fields"].get(k) != new.get(k))
+        raise RunError(f"{out} holds a run with another spec (fields that differ: {', '.join(differ)}); "
+                       f"use a new --out or delete {out}")
+
+
+def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flops: float | None = None) -> dict:
+    """Train (or resume, or skip if finished) one run; return its result."""
+    out = Path(out)
+    dataset = PreparedDataset.open(spec.data)
+    data_hash = dataset.manifest["source"]["content_hash"] + "/" + json.dumps(dataset.manifest.get("tokenizer"), sort_keys=True)
+    record = {"spec": spec.to_dict(), "result_fields": spec.result_fields(data_hash), "fingerprint": spec.fingerprint(data_hash)}
+    out.mkdir(parents=True, exist_ok=True)
+    _check_spec(out, record)
+    if (out / "result.json").exists():
+        log(f"{out}: finished already; nothing to do")
+        return json.loads((out / "result.json").read_text())
+
+    rngs = nnx.Rngs(spec.seed)
+    task = _timeline_task(spec, dataset, rngs) if spec.family == "timeline" else _bag_task(spec, dataset, rngs)
+    recipe = spec.recipe
+    steps = spec.tokens // task.tokens_per_step
+    if steps < 1:
+        raise RunError(f"tokens {spec.tokens:,} is less than one step of {task.tokens_per_step:,} tokens")
+    shape = dataclasses.replace(recipe, context=task.context).shape(spec.width, task.vocab_size)
+    flops_per_token = train_flops_per_token(shape, spec.convention)
+    exact_per_token = train_flops_per_token(shape, "exact")
+    record.update({"steps": steps, "tokens_per_step": task.tokens_per_step, "params": shape.params,
+                   "params_nonembed": shape.params_nonembed, "flops_per_token": flops_per_token,
+                   "convention": spec.convention, "flops": flops_per_token * steps * task.tokens_per_step})
+    _write_json(out / "spec.json", record)
+
+    devices = jax.devices()
+    if recipe.batch_rows % len(devices):
+        raise RunError(f"batch_rows {recipe.batch_rows} is not divisible by the {len(devices)} devices")
+    mesh = jax.sharding.Mesh(np.array(devices), ("data",))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    sharded = NamedSharding(mesh, PartitionSpec("data"))
+    dtype = jnp.bfloat16 if spec.dtype == "bfloat16" else jnp.float32
+    graphdef, state = nnx.split(task.model)
+    params = jax.device_put(nnx.to_pure_dict(state), replicated)
+    peak_lr = recipe.learning_rate(spec.width)
+    lr = schedule(recipe, peak_lr, steps)
+    tx = optimizer(recipe, lr)
+    opt_state = jax.device_put(tx.init(params), replicated)
+
+    def loss_of(p, batch):
+        return task.loss(nnx.merge(graphdef, nnx.State(p)), batch, dtype)
+
+    @jax.jit
+    def train_step(p, o, batch):
+        loss, grads = jax.value_and_grad(loss_of)(p, batch)
+        updates, o = tx.update(grads, o, p)
+        return optax.apply_updates(p, updates), o, loss, optax.tree.norm(grads)
+
+    eval_loss = jax.jit(loss_of)
+
+    manager = ocp.CheckpointManager(out / "checkpoints", options=ocp.CheckpointManagerOptions(
+        max_to_keep=spec.train.keep_checkpoints, enable_async_checkpointing=True))
+    start = 0
+    latest = manager.latest_step()
+    if latest is not None:
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"params": params, "opt_state": opt_state})
+        restored = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
+        params = jax.device_put(restored["params"], replicated)
+        opt_state = jax.device_put(restored["opt_state"], replicated)
+        start = latest
+        log(f"{out}: resuming from step {latest:,} of {steps:,}")
+    metrics_path = out / "metrics.jsonl"
+    _truncate_metrics(metrics_path, start)
+
+    def evaluate() -> float:
+        losses = [float(eval_loss(params, jax.device_put(b, sharded if len(b[next(iter(b))]) % len(devices) == 0 else replicated)))
+                  for b in task.eval_batches]
+        return float(np.mean(losses)) if losses else float("nan")
+
+    peak = peak_flops or matmul_peak_flops()
+    status, train_loss, held_out = "ok", float("nan"), float("nan")
+    started = time.perf_counter()
+    window_start, window_tokens = time.perf_counter(), 0
+    with open(metrics_path, "a") as metrics:
+        for step in range(start, steps):
+            batch = jax.device_put(task.train_batch(step), sharded)
+            params, opt_state, loss, grad_norm = train_step(params, opt_state, batch)
+            window_tokens += task.tokens_per_step
+            done = step + 1
+            last = done == steps
+            if done % spec.train.log_every == 0 or last:
+                train_loss = float(loss)
+                elapsed = time.perf_counter() - window_start
+                tokens_per_s = window_tokens / elapsed
+                row = {"step": done, "tokens": done * task.tokens_per_step, "loss": train_loss, "lr": float(lr(step)),
+                       "grad_norm": float(grad_norm), "step_time": elapsed / (window_tokens / task.tokens_per_step),
+                       "tokens_per_s": tokens_per_s, "mfu": tokens_per_s * exact_per_token / peak}
+                if not math.isfinite(train_loss):
+                    status = "diverged"
+                    metrics.write(json.dumps(row) + "\n")
+                    log(f"{out}: loss {train_loss} at step {done:,}: diverged")
+                    break
+                if done % spec.train.eval_every == 0 or last:
+                    row["held_out_loss"] = held_out = evaluate()
+                metrics.write(json.dumps(row) + "\n")
+                metrics.flush()
+                window_start, window_tokens = time.perf_counter(), 0
+            if done % spec.train.checkpoint_every == 0 or last:
+                manager.save(done, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state}))
+    manager.wait_until_finished()
+    manager.close()
+    wall = time.perf_counter() - started
+    trained_tokens = (steps - start) * task.tokens_per_step
+    result = {"status": status, "family": spec.family, "width": spec.width, "params": shape.params,
+              "params_nonembed": shape.params_nonembed, "tokens": steps * task.tokens_per_step, "steps": steps,
+              "flops": record["flops"], "convention": spec.convention, "flops_per_token": flops_per_token,
+              "train_loss": train_loss, "held_out_loss": held_out, "loss": held_out,
+              "wall_seconds": wall, "tokens_per_s": trained_tokens / wall if wall else 0.0,
+              "mfu": (trained_tokens / wall) * exact_per_token / peak if wall else 0.0, "fingerprint": record["fingerprint"]}
+    _write_json(out / "result.json", result)
+    log(f"{out}: {status}; held-out loss {held_out:.4f} after {steps:,} steps ({result['tokens']:,} tokens)")
+    return result
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines past the step a resumed run restarts from (they will be written again)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))

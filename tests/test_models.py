@@ -1,0 +1,116 @@
+"""Models: parameter counts against the real tree, FLOPs against XLA, causality, permutation invariance."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from scaling.flops import Shape, forward_components, train_flops_per_token
+from scaling.models.decoder import Decoder, DecoderConfig, next_token_loss
+from scaling.models.labrador import Bert, EncoderConfig, Labrador, bert_params, labrador_params
+from scaling.recipe import Recipe
+from scaling.train import schedule
+
+
+def tree_size(module) -> int:
+    return sum(x.size for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
+
+
+@pytest.mark.parametrize("d,layers,heads,ff,vocab,tied", [(16, 1, 1, 48, 30, False), (32, 2, 2, 88, 374, True),
+                                                          (48, 3, 3, 128, 500, False), (64, 1, 4, 176, 7, True)])
+def test_parameter_counts_match_the_tree(d, layers, heads, ff, vocab, tied):
+    config = DecoderConfig(vocab_size=vocab, d_model=d, n_layers=layers, n_heads=heads, d_ff=ff, context=16, tie_embeddings=tied)
+    model = Decoder(config, nnx.Rngs(0))
+    assert tree_size(model) == config.params()
+    embed = vocab * d * (1 if tied else 2)
+    assert config.params() - config.params_nonembed() == embed
+    encoder = EncoderConfig(n_items=vocab, d_model=d, n_layers=layers, n_heads=heads, d_ff=ff, context=12)
+    assert tree_size(Labrador(encoder, nnx.Rngs(0))) == labrador_params(encoder)[0]
+    assert tree_size(Bert(encoder, nnx.Rngs(0))) == bert_params(encoder)[0]
+
+
+def xla_train_flops_per_token(config: DecoderConfig, batch: int) -> float:
+    """XLA's count for one compiled AdamW train step (layers unrolled so the count sees each), per token."""
+    graphdef, params = nnx.split(Decoder(config, nnx.Rngs(0)))
+    tx = optax.adamw(1e-3)
+
+    def step(p, o, tokens):
+        def loss(p):
+            model = nnx.merge(graphdef, p)
+            return next_token_loss(model(tokens, tokens * 0, tokens * 0 + 1, unroll=True), tokens, tokens > -1)
+        value, grads = jax.value_and_grad(loss)(p)
+        updates, o = tx.update(grads, o, p)
+        return optax.apply_updates(p, updates), o, value
+
+    tokens = jnp.zeros((batch, config.context), jnp.int32)
+    cost = jax.jit(step).lower(params, tx.init(params), tokens).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return cost["flops"] / (batch * config.context)
+
+
+@pytest.mark.parametrize("d,layers,context,vocab", [
+    (32, 1, 64, 300), (64, 2, 128, 400),
+    pytest.param(128, 3, 64, 400, marks=pytest.mark.slow), pytest.param(48, 4, 256, 200, marks=pytest.mark.slow)])
+def test_exact_flops_match_xla_within_10_percent(d, layers, context, vocab):
+    config = DecoderConfig(vocab_size=vocab, d_model=d, n_layers=layers, n_heads=max(1, d // 16), d_ff=d * 8 // 3 // 8 * 8, context=context)
+    shape = Shape(d, layers, config.n_heads, config.d_ff, context, vocab, config.params(), config.params_nonembed())
+    exact = train_flops_per_token(shape, "exact")
+    assert exact == pytest.approx(xla_train_flops_per_token(config, batch=8), rel=0.10)
+    assert exact == pytest.approx(3 * sum(forward_components(shape).values()))
+    assert train_flops_per_token(shape, "6N") == 6 * config.params()
+    assert train_flops_per_token(shape, "6N+attn") == 6 * config.params_nonembed() + 6 * layers * context * d
+    with pytest.raises(ValueError, match="unknown FLOP convention"):
+        train_flops_per_token(shape, "5N")
+
+
+def test_decoder_is_causal_and_segments_do_not_see_each_other():
+    config = DecoderConfig(vocab_size=40, d_model=32, n_layers=2, n_heads=2, d_ff=64, context=12)
+    model = Decoder(config, nnx.Rngs(1))
+    tokens = jnp.asarray(np.random.default_rng(0).integers(1, 40, (1, 12)), jnp.int32)
+    positions = jnp.arange(12)[None]
+    segments = jnp.ones((1, 12), jnp.int32)
+    base = model(tokens, positions, segments)
+    changed = model(tokens.at[0, 7].set(3 if int(tokens[0, 7]) != 3 else 4), positions, segments)
+    assert np.allclose(base[0, :7], changed[0, :7], atol=1e-6)  # a later token never changes an earlier logit
+    assert not np.allclose(base[0, 7:], changed[0, 7:], atol=1e-6)
+    # Two packed segments: the second does not depend on the first.
+    packed = jnp.concatenate([jnp.ones((1, 5), jnp.int32), 2 * jnp.ones((1, 7), jnp.int32)], axis=1)
+    pos2 = jnp.concatenate([jnp.arange(5), jnp.arange(7)])[None]
+    a = model(tokens, pos2, packed)
+    b = model(tokens.at[0, :5].set(9), pos2, packed)
+    assert np.allclose(a[0, 5:], b[0, 5:], atol=1e-6)
+    alone = model(tokens[:, 5:], jnp.arange(7)[None], jnp.ones((1, 7), jnp.int32))
+    assert np.allclose(a[0, 5:], alone[0], atol=1e-5)
+
+
+def test_bag_encoders_are_permutation_invariant():
+    rng = np.random.default_rng(0)
+    codes = jnp.asarray([[3, 7, 1, 5, 0, 0]], jnp.int32)
+    values = jnp.asarray(rng.random((1, 6)), jnp.float32)
+    null = jnp.asarray([[False, True, False, False, False, False]])
+    masked = jnp.asarray([[False, False, True, False, False, False]])
+    perm = jnp.asarray([3, 0, 2, 1, 5, 4])
+    real = np.asarray(codes[0, perm]) > 0  # compare real labs; padding slots carry no output
+    labrador = Labrador(EncoderConfig(n_items=8, d_model=32, n_layers=2, n_heads=2, d_ff=64, context=6), nnx.Rngs(0))
+    logits, value = labrador(codes, values, null, masked)
+    logits_p, value_p = labrador(codes[:, perm], values[:, perm], null[:, perm], masked[:, perm])
+    assert np.allclose(np.asarray(logits[0, perm])[real], np.asarray(logits_p[0])[real], atol=1e-5)
+    assert np.allclose(np.asarray(value[0, perm])[real], np.asarray(value_p[0])[real], atol=1e-5)
+    assert np.allclose(labrador.embed(codes, values, null), labrador.embed(codes[:, perm], values[:, perm], null[:, perm]), atol=1e-5)
+    bert = Bert(EncoderConfig(n_items=20, d_model=32, n_layers=2, n_heads=2, d_ff=64, context=6), nnx.Rngs(0))
+    tokens = jnp.asarray([[4, 9, 2, 11, 0, 0]], jnp.int32)
+    out, out_p = bert(tokens), bert(tokens[:, perm])
+    real = np.asarray(tokens[0, perm]) > 0
+    assert np.allclose(np.asarray(out[0, perm])[real], np.asarray(out_p[0])[real], atol=1e-5)
+    assert np.allclose(bert.embed(tokens), bert.embed(tokens[:, perm]), atol=1e-5)
+
+
+def test_schedule_warms_up_and_ends_at_the_planned_step():
+    recipe = Recipe(warmup_fraction=0.1, final_lr_fraction=0.1)
+    lr = schedule(recipe, 0.01, 200)
+    assert float(lr(0)) == 0.0
+    assert float(lr(20)) == pytest.approx(0.01)
+    assert float(lr(200)) == pytest.approx(0.001)
+    assert float(lr(110)) == pytest.approx(0.001 + 0.009 * 0.5, rel=1e-4)  # half-way down the cosine

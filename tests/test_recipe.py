@@ -1,0 +1,66 @@
+"""The size recipe: a snapshot of the grid it makes for one budget, and its rules."""
+
+import pytest
+
+from scaling.recipe import Recipe, candidates, override
+from scaling.runspec import SpecError, parse_spec
+
+# Recipe() at 1e12 FLOPs, vocabulary 374 (the demo's), exact convention:
+# (width, layers, heads, params, params_nonembed, steps, tokens, learning rate)
+SNAPSHOT_1E12 = [
+    (16, 1, 1, 15344, 3376, 5472, 11206656, 0.0625),
+    (24, 1, 1, 24936, 6984, 3451, 7067648, 0.041667),
+    (32, 1, 2, 36576, 12640, 2347, 4806656, 0.03125),
+    (48, 1, 3, 63696, 27792, 1348, 2760704, 0.020833),
+    (64, 1, 4, 98240, 50368, 870, 1781760, 0.015625),
+    (96, 2, 6, 293472, 221664, 260, 532480, 0.010417),
+    (128, 3, 8, 689536, 593792, 108, 221184, 0.007812),
+]
+
+
+def test_grid_snapshot_for_one_budget():
+    accepted, rejected = candidates(Recipe(), 1e12, 374)
+    got = [(c.width, c.layers, c.heads, c.params, c.params_nonembed, c.steps, c.tokens, round(c.learning_rate, 6)) for c in accepted]
+    assert got == SNAPSHOT_1E12
+    assert [r.width for r in rejected] == [192, 256, 384, 512, 768, 1024]
+    assert rejected[0].reason == "too few steps: 39 < 50"
+
+
+@pytest.mark.parametrize("convention", ["6N", "6N_nonembed", "6N+attn", "exact"])
+def test_every_candidate_hits_the_budget_in_whole_steps(convention):
+    recipe = Recipe()
+    for budget in (3e11, 1e12, 3e12, 1e13):
+        accepted, _ = candidates(recipe, budget, 374, convention)
+        assert accepted
+        for c in accepted:
+            assert c.tokens == c.steps * recipe.tokens_per_step
+            assert abs(c.flops - budget) <= 0.05 * budget
+            assert c.steps >= recipe.min_steps
+
+
+def test_too_small_models_are_rejected():
+    accepted, rejected = candidates(Recipe(min_params_nonembed=20_000), 1e12, 374)
+    assert {r.width for r in rejected if r.reason.startswith("too small")} == {16, 24, 32}
+    assert min(c.width for c in accepted) == 48
+
+
+def test_overrides_and_their_errors():
+    recipe = override(Recipe(), {"context": 64, "widths": [32, 64]})
+    assert recipe.context == 64 and recipe.widths == (32, 64) and recipe.tokens_per_step == 16 * 64
+    with pytest.raises(ValueError, match="unknown recipe field\\(s\\): contxt"):
+        override(Recipe(), {"contxt": 64})
+
+
+def test_run_spec_errors_name_the_file_and_key():
+    good = {"name": "r", "data": "p", "width": 32, "tokens": 1000}
+    assert parse_spec(good, "run.toml").width == 32
+    with pytest.raises(SpecError, match="run.toml: unknown key\\(s\\) widht"):
+        parse_spec({**good, "widht": 3}, "run.toml")
+    with pytest.raises(SpecError, match="run.toml: 'width' must be int"):
+        parse_spec({**good, "width": "32"}, "run.toml")
+    with pytest.raises(SpecError, match="run.toml: \\[recipe\\]: unknown recipe field"):
+        parse_spec({**good, "recipe": {"depth": 3}}, "run.toml")
+    with pytest.raises(SpecError, match="run.toml: 'family' must be one of"):
+        parse_spec({**good, "family": "gpt"}, "run.toml")
+    with pytest.raises(SpecError, match="run.toml: missing key 'tokens'"):
+        parse_spec({k: v for k, v in good.items() if k != "tokens"}, "run.toml")

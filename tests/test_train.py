@@ -1,0 +1,138 @@
+"""Training one run: loss falls, results and metrics, idempotence, resume after kill -9, divergence, data parallel."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scaling.runspec import RunSpec, parse_spec
+from scaling.train import RunError, train
+
+EHRSCALE = str(Path(sys.executable).with_name("ehrscale"))
+
+
+def spec_dict(prep, **changes) -> dict:
+    base = {"name": "tiny", "data": str(prep), "family": "timeline", "width": 32, "tokens": 60 * 16 * 32,
+            "recipe": {"context": 32, "batch_rows": 16},
+            "train": {"eval_every": 20, "eval_batches": 2, "checkpoint_every": 10, "log_every": 5}}
+    for key, value in changes.items():
+        if isinstance(value, dict):
+            base[key] = {**base.get(key, {}), **value}
+        else:
+            base[key] = value
+    return base
+
+
+def make_spec(prep, **changes) -> RunSpec:
+    return parse_spec(spec_dict(prep, **changes), "test")
+
+
+def write_toml(path: Path, data: dict) -> Path:
+    lines = []
+    for key, value in data.items():
+        if not isinstance(value, dict):
+            lines.append(f"{key} = {json.dumps(value)}")
+    for key, value in data.items():
+        if isinstance(value, dict):
+            lines.append(f"[{key}]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in value.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_loss_falls_and_the_run_folder_holds_what_it_promises(prepared, tmp_path):
+    out = tmp_path / "run"
+    result = train(make_spec(prepared[0]), out, log=lambda _: None, peak_flops=1e11)
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[0]["loss"] > metrics[-1]["loss"] + 1.0  # from about ln(vocab) down
+    assert result["status"] == "ok" and result["steps"] == 60 and result["tokens"] == 60 * 16 * 32
+    for key in ("params", "params_nonembed", "flops", "convention", "train_loss", "held_out_loss", "wall_seconds", "tokens_per_s", "mfu"):
+        assert key in result
+    assert result["convention"] == "exact" and result["flops"] == pytest.approx(result["flops_per_token"] * result["tokens"])
+    for key in ("step", "tokens", "loss", "lr", "grad_norm", "step_time", "tokens_per_s", "mfu"):
+        assert key in metrics[-1]
+    assert metrics[-1]["step"] == 60 and "held_out_loss" in metrics[-1]
+    spec = json.loads((out / "spec.json").read_text())
+    assert spec["fingerprint"] == result["fingerprint"] and spec["steps"] == 60
+    # Patient data stays in the data folder: no subject ids in the run folder.
+    text = "".join(p.read_text() for p in out.glob("*.json*"))
+    assert "subject" not in text
+
+
+def test_finished_run_is_not_trained_again_and_a_changed_spec_is_refused(prepared, tmp_path):
+    out = tmp_path / "run"
+    first = train(make_spec(prepared[0], tokens=20 * 16 * 32), out, log=lambda _: None, peak_flops=1e11)
+    stamp = (out / "result.json").stat().st_mtime_ns
+    assert train(make_spec(prepared[0], tokens=20 * 16 * 32), out, log=lambda _: None) == first
+    assert (out / "result.json").stat().st_mtime_ns == stamp
+    with pytest.raises(RunError, match="another spec \\(fields that differ: recipe, width\\)"):
+        train(make_spec(prepared[0], tokens=20 * 16 * 32, width=48, recipe={"lr_width_product": 2.0}), out, log=lambda _: None)
+
+
+def test_divergence_stops_the_run(prepared, tmp_path):
+    result = train(make_spec(prepared[0], recipe={"lr_width_product": 1e12, "grad_clip": 1e12, "weight_decay": 0.0}),
+                   tmp_path / "run", log=lambda _: None, peak_flops=1e11)
+    assert result["status"] == "diverged"
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "diverged"
+
+
+def _run(args, env=None, **kwargs):
+    return subprocess.run([EHRSCALE, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, **kwargs)
+
+
+def test_kill_minus_nine_then_resume_ends_with_the_same_loss(prepared, tmp_path):
+    spec = write_toml(tmp_path / "run.toml", spec_dict(prepared[0], tokens=80 * 16 * 32, train={"checkpoint_every": 10}))
+    reference = _run(["train", str(spec), "--out", str(tmp_path / "whole")])
+    assert reference.returncode == 0, reference.stderr
+    process = subprocess.Popen([EHRSCALE, "train", str(spec), "--out", str(tmp_path / "cut")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "cut" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        steps = [int(p.name) for p in checkpoints.glob("*") if p.name.isdigit()] if checkpoints.exists() else []
+        if steps and max(steps) >= 20:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "cut" / "result.json").exists()
+    resumed = _run(["train", str(spec), "--out", str(tmp_path / "cut")])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from step" in resumed.stderr
+    whole = json.loads((tmp_path / "whole" / "result.json").read_text())
+    cut = json.loads((tmp_path / "cut" / "result.json").read_text())
+    assert cut["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-5)
+    assert cut["held_out_loss"] == pytest.approx(whole["held_out_loss"], rel=1e-5)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # no step logged twice after the resume
+
+
+def test_two_devices_match_one(prepared, tmp_path):
+    spec = write_toml(tmp_path / "run.toml", spec_dict(prepared[0], tokens=30 * 16 * 32))
+    one = _run(["train", str(spec), "--out", str(tmp_path / "one")])
+    two = _run(["train", str(spec), "--out", str(tmp_path / "two")], env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    a = json.loads((tmp_path / "one" / "result.json").read_text())
+    b = json.loads((tmp_path / "two" / "result.json").read_text())
+    assert b["held_out_loss"] == pytest.approx(a["held_out_loss"], rel=1e-4)
+    assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize("family", ["labrador", "bert"])
+def test_bag_families_train(prepared, tmp_path, family):
+    result = train(make_spec(prepared[0], family=family, tokens=40 * 16 * 64, recipe={"batch_rows": 16}),
+                   tmp_path / family, log=lambda _: None, peak_flops=1e11)
+    metrics = [json.loads(line) for line in (tmp_path / family / "metrics.jsonl").read_text().splitlines()]
+    assert result["status"] == "ok" and metrics[-1]["loss"] < metrics[0]["loss"]
+
+
+def test_cli_reports_spec_errors(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\ndata = "nowhere"\nwidth = 32\ntokens = 10\nwidht = 3\n')
+    result = _run(["train", str(bad), "--out", str(tmp_path / "o")])
+    assert result.returncode == 2 and "bad.toml: unknown key(s) widht" in result.stderr and "Traceback" not in result.stderr
