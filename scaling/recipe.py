@@ -26,7 +26,9 @@ class Recipe:
     widths: tuple[int, ...] = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
     width_per_layer: int = 48  # depth = max(1, round(width / width_per_layer))
     max_layers: int = 48
-    head_dim: int = 16  # heads = width / head_dim (at least one)
+    target_heads: int = 4  # head size = width / target_heads, kept within [min_head_dim, max_head_dim]
+    min_head_dim: int = 16
+    max_head_dim: int = 64  # wider heads keep the attention einsums efficient (46% vs 37% MFU at width 256 here)
     mlp_ratio: float = 8 / 3  # SwiGLU hidden size = mlp_ratio x width, rounded up to a multiple of 8
     context: int = 128  # timeline window, or the longest bag for lab-bag families
     batch_rows: int = 16  # sequences (or bags) per step
@@ -54,8 +56,11 @@ class Recipe:
     def layers(self, width: int) -> int:
         return int(min(self.max_layers, max(1, round(width / self.width_per_layer))))
 
+    def head_dim(self, width: int) -> int:
+        return int(min(self.max_head_dim, max(self.min_head_dim, width // self.target_heads)))
+
     def heads(self, width: int) -> int:
-        return max(1, width // self.head_dim)
+        return max(1, width // self.head_dim(width))
 
     def d_ff(self, width: int) -> int:
         return int(math.ceil(self.mlp_ratio * width / 8) * 8)

@@ -13,8 +13,8 @@ SNAPSHOT_1E12 = [
     (32, 1, 2, 36576, 12640, 2347, 4806656, 0.03125),
     (48, 1, 3, 63696, 27792, 1348, 2760704, 0.020833),
     (64, 1, 4, 98240, 50368, 870, 1781760, 0.015625),
-    (96, 2, 6, 293472, 221664, 260, 532480, 0.010417),
-    (128, 3, 8, 689536, 593792, 108, 221184, 0.007812),
+    (96, 2, 4, 293472, 221664, 261, 534528, 0.010417),
+    (128, 3, 4, 689536, 593792, 109, 223232, 0.007812),
 ]
 
 
@@ -23,7 +23,7 @@ def test_grid_snapshot_for_one_budget():
     got = [(c.width, c.layers, c.heads, c.params, c.params_nonembed, c.steps, c.tokens, round(c.learning_rate, 6)) for c in accepted]
     assert got == SNAPSHOT_1E12
     assert [r.width for r in rejected] == [192, 256, 384, 512, 768, 1024]
-    assert rejected[0].reason == "too few steps: 39 < 50"
+    assert rejected[0].reason == "too few steps: 40 < 50"
 
 
 @pytest.mark.parametrize("convention", ["6N", "6N_nonembed", "6N+attn", "exact"])

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import jax
+import orbax.checkpoint as ocp
 import pytest
 
 from scaling.runspec import RunSpec, parse_spec
@@ -136,3 +138,12 @@ def test_cli_reports_spec_errors(tmp_path):
     bad.write_text('name = "x"\ndata = "nowhere"\nwidth = 32\ntokens = 10\nwidht = 3\n')
     result = _run(["train", str(bad), "--out", str(tmp_path / "o")])
     assert result.returncode == 2 and "bad.toml: unknown key(s) widht" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bfloat16_compute_keeps_float32_weights(prepared, tmp_path):
+    result = train(make_spec(prepared[0], dtype="bfloat16", tokens=20 * 16 * 32), tmp_path / "bf16", log=lambda _: None, peak_flops=1e11)
+    metrics = [json.loads(line) for line in (tmp_path / "bf16" / "metrics.jsonl").read_text().splitlines()]
+    assert result["status"] == "ok" and metrics[-1]["loss"] < metrics[0]["loss"]
+    manager = ocp.CheckpointManager(tmp_path / "bf16" / "checkpoints")
+    restored = manager.restore(manager.latest_step())
+    assert {str(x.dtype) for x in jax.tree.leaves(restored["params"])} == {"float32"}
