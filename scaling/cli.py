@@ -182,17 +182,35 @@ def train_command(
     spec: Annotated[Path, typer.Argument(help="The run's TOML spec (see docs/models.md).")],
     out: Annotated[Path, typer.Option(help="Run folder: spec.json, metrics.jsonl, checkpoints/, result.json.")],
 ) -> None:
-    """Train one run; run it again to resume from its last checkpoint."""
+    """Train one run (then evaluate the tasks its spec lists); run it again to resume from its last checkpoint."""
     from scaling.data.dataset import DatasetError
+    from scaling.run import run
     from scaling.runspec import SpecError, load_spec
-    from scaling.train import RunError, enable_compilation_cache, train
+    from scaling.train import RunError, enable_compilation_cache
 
     try:
-        run = load_spec(spec)
+        run_spec = load_spec(spec)
         enable_compilation_cache(out.resolve().parent / ".jax_cache")
-        result = train(run, out, log=lambda text: console.print(text, highlight=False, soft_wrap=True))
+        result = run(run_spec, out, log=lambda text: console.print(text, highlight=False, soft_wrap=True))
     except (SpecError, DatasetError, RunError) as error:
         raise UserError(str(error)) from None
     out_console.print(json.dumps(result, indent=2), highlight=False)
     if result["status"] != "ok":
         raise typer.Exit(code=1)
+
+
+@app.command("eval")
+def eval_command(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    tasks: Annotated[str | None, typer.Option(help="Comma-separated tasks (default: the spec's, else all).")] = None,
+) -> None:
+    """Linear-probe AUROC of a trained model on downstream tasks, beside XGBoost and the oracle."""
+    from scaling.data.dataset import DatasetError
+    from scaling.evaluate import evaluate
+    from scaling.runspec import SpecError
+    from scaling.train import RunError
+
+    try:
+        evaluate(run_dir, tuple(tasks.split(",")) if tasks else None, log=lambda text: out_console.print(text, highlight=False, soft_wrap=True))
+    except (SpecError, DatasetError, RunError) as error:
+        raise UserError(str(error)) from None

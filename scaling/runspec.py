@@ -7,6 +7,7 @@ family = "timeline"           # timeline | labrador | bert
 width = 32
 tokens = 200_000              # planned training tokens (whole steps; the schedule ends there)
 seed = 0
+tasks = ["in_hospital_mortality"]  # evaluated when the run ends (docs/evaluation.md)
 convention = "exact"          # FLOP convention recorded with the run
 dtype = "float32"             # compute dtype; "bfloat16" keeps float32 master weights (GPU/TPU)
 
@@ -32,6 +33,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scaling.data.tasks import TASKS
 from scaling.flops import CONVENTIONS
 from scaling.recipe import FAMILIES, Recipe, override
 
@@ -61,6 +63,7 @@ class RunSpec:
     seed: int = 0
     convention: str = "exact"
     dtype: str = "float32"
+    tasks: tuple[str, ...] = ()  # downstream tasks evaluated when the run ends
     recipe: Recipe = field(default_factory=Recipe)
     train: TrainSettings = field(default_factory=TrainSettings)
 
@@ -78,7 +81,8 @@ class RunSpec:
         return dataclasses.asdict(self)
 
 
-_TOP = {"name": str, "data": str, "width": int, "tokens": int, "family": str, "seed": int, "convention": str, "dtype": str}
+_TOP = {"name": str, "data": str, "width": int, "tokens": int, "family": str, "seed": int, "convention": str, "dtype": str,
+        "tasks": list}
 
 
 def parse_spec(source: dict, where: str) -> RunSpec:
@@ -112,7 +116,10 @@ def parse_spec(source: dict, where: str) -> RunSpec:
     for key, value in source.get("train", {}).items():
         if not isinstance(value, int) or value < 1:
             raise SpecError(f"{where}: [train] '{key}' must be a positive integer, got {value!r}")
-    top = {k: v for k, v in source.items() if k in _TOP}
+    unknown_tasks = sorted(set(source.get("tasks", [])) - set(TASKS))
+    if unknown_tasks:
+        raise SpecError(f"{where}: unknown task(s) {', '.join(unknown_tasks)} (tasks: {', '.join(TASKS)})")
+    top = {k: tuple(v) if isinstance(v, list) else v for k, v in source.items() if k in _TOP}
     return RunSpec(**top, recipe=recipe, train=TrainSettings(**source.get("train", {})))
 
 

@@ -77,9 +77,24 @@ class Task:
     context: int
 
 
+def build_model(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> tuple[nnx.Module, int, int]:
+    """The run's model, its vocabulary (or lab items, or BERT tokens) and its context."""
+    recipe = spec.recipe
+    if spec.family == "timeline":
+        vocab = dataset.vocabulary().size
+        return Decoder(recipe.model_config(spec.width, vocab), rngs), vocab, recipe.context
+    items = dataset.lab_vocabulary().size
+    width = dataset.bags("train").codes.shape[1]  # the longest bag of this dataset: the encoder's context
+    sized = dataclasses.replace(recipe, context=width)
+    if spec.family == "labrador":
+        return Labrador(sized.model_config(spec.width, items), rngs), items, width
+    vocab = 1 + items * 11 + 1  # padding, 11 tokens per item, the mask
+    return Bert(sized.model_config(spec.width, vocab), rngs), vocab, width
+
+
 def _timeline_task(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> Task:
     recipe = spec.recipe
-    vocab = dataset.vocabulary().size
+    model, vocab, context = build_model(spec, dataset, rngs)
     train = TimelineLoader(dataset.timelines("train"), recipe.context, recipe.batch_rows, seed=spec.seed)
     evaluation = TimelineLoader(dataset.timelines("tuning"), recipe.context, EVAL_ROWS, seed=0, shuffle=False)
     as_dict = lambda b: {"inputs": b.inputs, "targets": b.targets, "segment_ids": b.segment_ids,  # noqa: E731
@@ -90,32 +105,24 @@ def _timeline_task(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> T
         return next_token_loss(logits, batch["targets"], batch["loss_mask"])
 
     batches = [as_dict(evaluation.batch(i)) for i in range(min(spec.train.eval_batches, evaluation.steps_per_epoch))]
-    return Task(model=Decoder(recipe.model_config(spec.width, vocab), rngs), loss=loss,
-                train_batch=lambda step: as_dict(train.batch(step)), eval_batches=batches,
-                tokens_per_step=recipe.tokens_per_step, vocab_size=vocab, context=recipe.context)
+    return Task(model=model, loss=loss, train_batch=lambda step: as_dict(train.batch(step)), eval_batches=batches,
+                tokens_per_step=recipe.tokens_per_step, vocab_size=vocab, context=context)
 
 
 def _bag_task(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> Task:
     recipe = spec.recipe
+    model, vocab, width = build_model(spec, dataset, rngs)
     items = dataset.lab_vocabulary().size
-    bags = dataset.bags("train")
-    width = bags.codes.shape[1]  # the longest bag of this dataset: the encoder's context
-    train = BagLoader(bags, items, recipe.batch_rows, seed=spec.seed)
+    train = BagLoader(dataset.bags("train"), items, recipe.batch_rows, seed=spec.seed)
     evaluation = BagLoader(dataset.bags("tuning"), items, EVAL_ROWS, seed=0, mask="fixed", shuffle=False)
     fields = ("codes", "values", "is_null", "is_masked", "target_code", "target_value", "tokens", "target_token")
     as_dict = lambda b: {f: getattr(b, f) for f in fields}  # noqa: E731
-    sized = dataclasses.replace(recipe, context=width)
     if spec.family == "labrador":
-        model = Labrador(sized.model_config(spec.width, items), rngs)
-
         def loss(model, batch, dtype):
             logits, value = model(batch["codes"], batch["values"], batch["is_null"], batch["is_masked"], dtype)
-            return labrador_loss(logits, value, batch["is_masked"], batch["target_code"], batch["target_value"])[0]
-        vocab = items
+            return labrador_loss(logits, value, batch["is_masked"], batch["target_code"], batch["target_value"],
+                                 model.config.mse_weight)[0]
     else:
-        vocab = 1 + items * 11 + 1  # padding, 11 tokens per item, the mask
-        model = Bert(sized.model_config(spec.width, vocab), rngs)
-
         def loss(model, batch, dtype):
             return bert_loss(model(batch["tokens"], dtype), batch["is_masked"], batch["target_token"])
     batches = [as_dict(evaluation.batch(i)) for i in range(min(spec.train.eval_batches, evaluation.steps_per_epoch))]
@@ -263,3 +270,20 @@ def _truncate_metrics(path: Path, step: int) -> None:
         return
     keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
     path.write_text("".join(line + "\n" for line in keep))
+
+
+def restore_model(out: Path, spec: RunSpec, dataset: PreparedDataset) -> nnx.Module:
+    """The run's model with the weights of its last checkpoint."""
+    model, _, _ = build_model(spec, dataset, nnx.Rngs(spec.seed))
+    graphdef, state = nnx.split(model)
+    params = nnx.to_pure_dict(state)
+    steps = json.loads((Path(out) / "spec.json").read_text())["steps"]
+    tx = optimizer(spec.recipe, schedule(spec.recipe, spec.recipe.learning_rate(spec.width), steps))
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"params": params, "opt_state": tx.init(params)})
+    manager = ocp.CheckpointManager(Path(out).resolve() / "checkpoints")
+    latest = manager.latest_step()
+    if latest is None:
+        raise RunError(f"{out}: no checkpoint to evaluate")
+    restored = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
+    manager.close()
+    return nnx.merge(graphdef, nnx.State(restored["params"]))

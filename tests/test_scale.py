@@ -27,3 +27,25 @@ def test_ingestion_at_scale_is_valid_complete_and_deterministic(tmp_path):
                  "labbags/tuning/values.npy", "tasks/abnormal_creatinine.parquet", "vocab/quantiles.parquet"):
         assert (tmp_path / "a" / part).read_bytes() == (tmp_path / "b" / part).read_bytes(), part
     assert first["timelines"] == second["timelines"] and first["bags"] == second["bags"]
+
+
+@pytest.mark.slow
+def test_train_then_evaluate_on_two_thousand_patients(tmp_path):
+    """A run whose spec lists tasks ends with AUROCs in result.json, beside XGBoost and the oracle."""
+    import json
+
+    from scaling.run import run
+    from scaling.runspec import parse_spec
+
+    write_synthetic_mimic(tmp_path / "m", 2000, seed=5)
+    prepare(PrepareConfig(out=tmp_path / "p", mimic=tmp_path / "m"))
+    spec = parse_spec({"name": "e2e", "data": str(tmp_path / "p"), "width": 32, "tokens": 150 * 16 * 64,
+                       "tasks": ["in_hospital_mortality", "long_stay"], "recipe": {"context": 64},
+                       "train": {"eval_every": 50, "checkpoint_every": 50}}, "test")
+    result = run(spec, tmp_path / "run", log=lambda _: None)
+    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    for task in ("in_hospital_mortality", "long_stay"):
+        assert result[f"auroc_{task}_lo"] <= result[f"auroc_{task}"] <= result[f"auroc_{task}_hi"]
+        assert 0 < result[f"auprc_{task}"] < 1
+        assert 0.5 < report[task]["baselines"]["xgboost"]["auroc"] <= 1
+        assert report[task]["oracle"]["auroc"] > 0.7

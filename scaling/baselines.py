@@ -1,0 +1,125 @@
+"""Baselines on the same inputs as the models: count and last-value features, XGBoost and logistic regression.
+
+For each task row, every event strictly before the prediction time is summarised per code among the
+`TOP_CODES` most frequent train codes: how often it occurred, and, for codes with numbers, its last
+value. Computed once per dataset and task and cached in PREP/baselines/<task>.json (aggregates only).
+Also here: the oracle, the true risks the synthetic MIMIC-IV keeps in `oracle/`.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from xgboost import XGBClassifier
+
+from scaling.data.dataset import PreparedDataset
+from scaling.data.meds_io import SPLITS
+from scaling.probe import Split, class_counts, score, too_small
+
+TOP_CODES = 200
+
+
+def features(dataset: PreparedDataset, labels: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
+    """Per label row: count per top code and last value per numeric top code, from events before the prediction time."""
+    events = pl.scan_parquet(sorted((dataset.root / "events" / "data").glob("*.parquet")))
+    train = dataset.splits().filter(pl.col("split") == SPLITS[0]).select("subject_id").lazy()
+    top = (events.join(train, on="subject_id", how="semi").filter(pl.col("time").is_not_null())
+           .group_by("code").agg(n=pl.len(), numeric=pl.col("numeric_value").is_not_null().any())
+           .sort(["n", "code"], descending=[True, False]).head(TOP_CODES).collect())
+    rows = labels.with_row_index("row").lazy()
+    past = (rows.join(events.filter(pl.col("code").is_in(top["code"].implode())), on="subject_id", how="inner")
+            .filter(pl.col("time") < pl.col("prediction_time")).sort("time"))
+    agg = past.group_by("row", "code").agg(count=pl.len(), last=pl.col("numeric_value").drop_nulls().last()).collect()
+    counts = agg.pivot(on="code", index="row", values="count")
+    numeric_codes = top.filter("numeric")["code"].to_list()
+    last = agg.filter(pl.col("code").is_in(numeric_codes)).pivot(on="code", index="row", values="last")
+    last = last.rename({c: f"last:{c}" for c in last.columns if c != "row"})
+    frame = labels.with_row_index("row").join(counts, on="row", how="left").join(last, on="row", how="left")
+    columns = [c for c in frame.columns if c not in ("row", "subject_id", "prediction_time", "boolean_value")]
+    count_columns = [c for c in columns if not c.startswith("last:")]
+    frame = frame.with_columns([pl.col(c).fill_null(0) for c in count_columns])
+    return frame, columns
+
+
+def _splits(dataset: PreparedDataset, frame: pl.DataFrame, columns: list[str]) -> dict[str, Split]:
+    joined = frame.join(dataset.splits(), on="subject_id", how="left")
+    out = {}
+    for split in SPLITS:
+        part = joined.filter(pl.col("split") == split)
+        out[split] = Split(x=part.select(columns).to_numpy().astype(np.float64), y=part["boolean_value"].to_numpy().astype(np.int64))
+    return out
+
+
+def _fit_score(model_name: str, splits: dict[str, Split], seed: int) -> dict:
+    train, held_out = splits["train"], splits["held_out"]
+    if model_name == "xgboost":
+        model = XGBClassifier(n_estimators=300, max_depth=4, learning_rate=0.05, subsample=0.8, colsample_bytree=0.8,
+                              random_state=seed, n_jobs=2, eval_metric="logloss")
+        model.fit(train.x, train.y)
+        return score(held_out.y, model.predict_proba(held_out.x)[:, 1], seed)
+    # Logistic regression: missing last values take the train median, plus a missing indicator.
+    median = np.nan_to_num(np.nanmedian(np.where(np.isnan(train.x), np.nan, train.x), axis=0))
+
+    def prepare(x):
+        missing = np.isnan(x)
+        return np.hstack([np.where(missing, median, x), missing.astype(np.float64)])
+
+    best = None
+    for c in (1e-3, 1e-2, 1e-1, 1.0):
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000))
+        model.fit(prepare(train.x), train.y)
+        tuning = score(splits["tuning"].y, model.predict_proba(prepare(splits["tuning"].x))[:, 1], seed)["auroc"]
+        if best is None or tuning > best[0]:
+            best = (tuning, model)
+    return score(held_out.y, best[1].predict_proba(prepare(held_out.x))[:, 1], seed)
+
+
+def baselines(dataset: PreparedDataset, task: str, seed: int = 0) -> dict:
+    """XGBoost and logistic regression on count and last-value features; cached per dataset and task."""
+    cache = dataset.root / "baselines" / f"{task}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    frame, columns = features(dataset, dataset.task(task))
+    splits = _splits(dataset, frame, columns)
+    reason = too_small(splits)
+    if reason:
+        result = {"status": "too small", "reason": reason, "counts": class_counts(splits)}
+    else:
+        result = {"status": "ok", "features": len(columns),
+                  "xgboost": _fit_score("xgboost", splits, seed), "logistic": _fit_score("logistic", splits, seed)}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+ORACLE = {  # task -> (oracle file, risk column, the time the prediction hours count from)
+    "in_hospital_mortality": ("admissions", "risk_in_hospital_mortality", "admittime"),
+    "long_stay": ("admissions", "risk_long_stay", "admittime"),
+    "abnormal_creatinine": ("admissions", "risk_abnormal_creatinine", "admittime"),
+    "icu_mortality": ("icustays", "risk_icu_mortality", "intime"),
+}
+
+
+def oracle(dataset: PreparedDataset, task: str, seed: int = 0) -> dict | None:
+    """AUROC of the synthetic data's true risks on held_out (None when the source has no oracle/)."""
+    source = Path(dataset.manifest["source"]["path"])
+    if task not in ORACLE or dataset.manifest["source"]["kind"] != "mimic":
+        return None
+    name, column, start = ORACLE[task]
+    path = source / "oracle" / f"{name}.csv.gz"
+    if not path.exists():
+        return None
+    hours = dataset.manifest["tasks"]["config"]["prediction_hours"]
+    risks = pl.read_csv(path, columns=["subject_id", start, column], schema_overrides={start: pl.String}).select(
+        pl.col("subject_id").cast(pl.Int64),
+        prediction_time=pl.col(start).str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="us") + pl.duration(hours=hours),
+        risk=pl.col(column).cast(pl.Float64))
+    held_out = dataset.task(task).join(dataset.splits().filter(pl.col("split") == "held_out"), on="subject_id")
+    joined = held_out.join(risks, on=["subject_id", "prediction_time"], how="inner")
+    if joined.height < held_out.height or min(joined["boolean_value"].sum(), joined.height - joined["boolean_value"].sum()) < 1:
+        return None
+    return score(joined["boolean_value"].to_numpy().astype(np.int64), joined["risk"].to_numpy(), seed)

@@ -1,0 +1,153 @@
+"""Downstream evaluation of a trained run: `ehrscale eval RUN_DIR [--tasks ...]`.
+
+For each task the frozen model gives one vector per cohort row from inputs strictly before the
+prediction time: timeline models the hidden state at the last token of the history (a long history
+keeps the static context and the most recent tokens that fit the context window); lab-bag models the
+mean of the embeddings of the subject's bags in the 24 h before the prediction time (rows with no such
+bag are counted and reported, and left out of that model's probe). A linear probe is then fitted
+and scored (`scaling.probe`), beside the baselines and the oracle (`scaling.baselines`).
+Results go into the run's result.json (`auroc_<task>`, `_lo`, `_hi`, `auprc_<task>`) and, whole,
+into eval.json.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import polars as pl
+from flax import nnx
+
+from scaling.baselines import baselines, oracle
+from scaling.data.dataset import PreparedDataset
+from scaling.data.labbags import bert_tokens
+from scaling.data.meds_io import SPLITS
+from scaling.data.tasks import TASKS
+from scaling.probe import Split, linear_probe
+from scaling.runspec import RunSpec, parse_spec
+from scaling.train import RunError, _write_json, restore_model
+
+BATCH = 128
+BAG_WINDOW_US = 24 * 3600 * 1_000_000
+
+
+def _timeline_vectors(model, dataset: PreparedDataset, split: str, rows: pl.DataFrame, context: int) -> tuple[np.ndarray, np.ndarray]:
+    timelines = dataset.timelines(split)
+    index = {int(s): i for i, s in enumerate(timelines.subject_ids)}
+    embed = nnx.jit(lambda m, t, p, s, last: m.embed(t, p, s, last))
+    cuts = rows["prediction_time"].dt.epoch("us").to_numpy()
+    keep = np.array([int(s) in index for s in rows["subject_id"]], dtype=bool)
+    sequences = []
+    for subject, cut in zip(rows["subject_id"].to_numpy()[keep], cuts[keep]):
+        i = index[int(subject)]
+        history = timelines.history(i, int(cut))
+        prefix = int(timelines.prefix_lengths[i])
+        if len(history) > context:  # keep the static context and the most recent tokens
+            history = np.concatenate([history[:prefix], history[len(history) - (context - prefix):]])
+        sequences.append(history)
+    vectors = []
+    for start in range(0, len(sequences), BATCH):
+        chunk = sequences[start:start + BATCH]
+        tokens = np.zeros((BATCH, context), np.int32)
+        segments = np.zeros((BATCH, context), np.int32)
+        last = np.zeros(BATCH, np.int32)
+        for r, seq in enumerate(chunk):
+            tokens[r, :len(seq)] = seq
+            segments[r, :len(seq)] = 1
+            last[r] = max(len(seq) - 1, 0)
+        positions = np.tile(np.arange(context, dtype=np.int32), (BATCH, 1))
+        out = embed(model, jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(segments), jnp.asarray(last))
+        vectors.append(np.asarray(out)[:len(chunk)])
+    return (np.concatenate(vectors) if vectors else np.zeros((0, model.config.d_model))), keep
+
+
+def _bag_vectors(model, family: str, dataset: PreparedDataset, split: str, rows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    bags = dataset.bags(split)
+    subjects = np.asarray(bags.subject_ids)
+    times = np.asarray(bags.times)
+    order = np.lexsort((times, subjects))
+    subjects, times = subjects[order], times[order]
+    picks, keep = [], []
+    for subject, cut in zip(rows["subject_id"].to_numpy(), rows["prediction_time"].dt.epoch("us").to_numpy()):
+        lo, hi = np.searchsorted(subjects, subject, "left"), np.searchsorted(subjects, subject, "right")
+        window = order[lo:hi][(times[lo:hi] < cut) & (times[lo:hi] >= cut - BAG_WINDOW_US)]
+        keep.append(len(window) > 0)
+        if len(window):
+            picks.append(window)
+    needed = np.unique(np.concatenate(picks)) if picks else np.zeros(0, np.int64)
+    if family == "labrador":
+        embed = nnx.jit(lambda m, c, v, n: m.embed(c, v, n))
+    else:
+        embed = nnx.jit(lambda m, t: m.embed(t))
+    vectors = {}
+    for start in range(0, len(needed), BATCH):
+        chunk = needed[start:start + BATCH]
+        codes = np.zeros((BATCH, bags.codes.shape[1]), np.int32)
+        values = np.full((BATCH, bags.codes.shape[1]), np.nan, np.float32)
+        codes[:len(chunk)] = bags.codes[chunk]
+        values[:len(chunk)] = bags.values[chunk]
+        null = np.isnan(values) & (codes > 0)
+        if family == "labrador":
+            out = embed(model, jnp.asarray(codes), jnp.asarray(np.nan_to_num(values)), jnp.asarray(null))
+        else:
+            out = embed(model, jnp.asarray(bert_tokens(codes, values)))
+        for k, bag in enumerate(chunk):
+            vectors[int(bag)] = np.asarray(out[k])
+    rows_out = [np.mean([vectors[int(b)] for b in window], axis=0) for window in picks]
+    return (np.stack(rows_out) if rows_out else np.zeros((0, model.config.d_model))), np.asarray(keep, bool)
+
+
+def representations(model, spec: RunSpec, dataset: PreparedDataset, task: str) -> tuple[dict[str, Split], dict[str, int]]:
+    """Probe inputs per split, and how many cohort rows had no input (lab-bag models without a recent bag)."""
+    labels = dataset.task(task).join(dataset.splits(), on="subject_id", how="left")
+    splits, missing = {}, {}
+    for split in SPLITS:
+        rows = labels.filter(pl.col("split") == split)
+        if spec.family == "timeline":
+            x, keep = _timeline_vectors(model, dataset, split, rows, spec.recipe.context)
+        else:
+            x, keep = _bag_vectors(model, spec.family, dataset, split, rows)
+        y = rows["boolean_value"].to_numpy().astype(np.int64)[keep]
+        splits[split] = Split(x=x.astype(np.float64), y=y)
+        missing[split] = int((~keep).sum())
+    return splits, missing
+
+
+def evaluate(out: Path, tasks: tuple[str, ...] | None = None, log=print) -> dict:
+    """Probe a finished run on its tasks; update result.json and write eval.json."""
+    out = Path(out)
+    if not (out / "result.json").exists():
+        raise RunError(f"{out}: no result.json, so the run has not finished; train it first")
+    record = json.loads((out / "spec.json").read_text())
+    spec = parse_spec(record["spec"], str(out / "spec.json"))
+    tasks = tuple(tasks or spec.tasks or TASKS)
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        raise RunError(f"unknown task(s) {', '.join(unknown)} (tasks: {', '.join(TASKS)})")
+    result = json.loads((out / "result.json").read_text())
+    if result["status"] != "ok":
+        raise RunError(f"{out}: the run is {result['status']}; nothing to evaluate")
+    dataset = PreparedDataset.open(spec.data)
+    model = restore_model(out, spec, dataset)
+    report = json.loads((out / "eval.json").read_text()) if (out / "eval.json").exists() else {}
+    for task in tasks:
+        started = time.perf_counter()
+        splits, missing = representations(model, spec, dataset, task)
+        probe = linear_probe(splits, seed=spec.seed)
+        entry = {"probe": probe, "rows_without_input": missing, "baselines": baselines(dataset, task),
+                 "oracle": oracle(dataset, task), "seconds": round(time.perf_counter() - started, 2)}
+        report[task] = entry
+        if probe["status"] == "ok":
+            result.update({f"auroc_{task}": probe["auroc"], f"auroc_{task}_lo": probe["auroc_lo"],
+                           f"auroc_{task}_hi": probe["auroc_hi"], f"auprc_{task}": probe["auprc"]})
+            base = entry["baselines"].get("xgboost", {}).get("auroc")
+            best = (entry["oracle"] or {}).get("auroc")
+            log(f"{task}: AUROC {probe['auroc']:.3f} [{probe['auroc_lo']:.3f}, {probe['auroc_hi']:.3f}]"
+                + (f"; XGBoost {base:.3f}" if base is not None else "") + (f"; oracle {best:.3f}" if best is not None else "")
+                + (f"; {sum(missing.values())} rows without a recent bag" if sum(missing.values()) else ""))
+        else:
+            log(f"{task}: {probe['reason']}")
+    _write_json(out / "eval.json", report)
+    _write_json(out / "result.json", result)
+    return report

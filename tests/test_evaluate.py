@@ -1,0 +1,126 @@
+"""Downstream evaluation: the probe, its interval, baselines cached, too-small cohorts, no leakage."""
+
+from dataclasses import replace
+
+import numpy as np
+import polars as pl
+import pytest
+from flax import nnx
+
+from scaling import baselines as baselines_module
+from scaling.data.dataset import PreparedDataset
+from scaling.evaluate import representations
+from scaling.probe import Split, auroc_interval, linear_probe
+from scaling.runspec import parse_spec
+from scaling.train import build_model
+
+
+def planted(n: int, rng: np.random.Generator, strength: float = 2.0):
+    x = rng.normal(size=(n, 8))
+    risk = 1 / (1 + np.exp(-(strength * x[:, 0] - 1.0)))
+    return x, (rng.random(n) < risk).astype(np.int64), risk
+
+
+def test_probe_finds_a_planted_signal_and_the_oracle_bounds_it():
+    rng = np.random.default_rng(0)
+    splits = {}
+    for name, n in (("train", 3000), ("tuning", 800), ("held_out", 1500)):
+        x, y, risk = planted(n, rng)
+        splits[name] = Split(x, y)
+        if name == "held_out":
+            oracle_risk = risk
+    result = linear_probe(splits)
+    assert result["status"] == "ok" and result["auroc"] > 0.8
+    oracle, _, oracle_hi = auroc_interval(splits["held_out"].y, oracle_risk)
+    assert result["auroc"] <= oracle_hi and abs(result["auroc"] - oracle) < 0.03
+    noise = {k: Split(np.random.default_rng(1).normal(size=s.x.shape), s.y) for k, s in splits.items()}
+    assert abs(linear_probe(noise)["auroc"] - 0.5) < 0.06
+
+
+def test_interval_contains_the_estimate_and_narrows_with_more_patients():
+    rng = np.random.default_rng(3)
+    widths = []
+    for n in (200, 2000):
+        _, y, risk = planted(n, rng)
+        point, lo, hi = auroc_interval(y, risk + rng.normal(0, 0.2, n), seed=0)
+        assert lo <= point <= hi
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 2
+    assert auroc_interval(y, risk, seed=5) == auroc_interval(y, risk, seed=5)  # seeded
+
+
+def test_too_small_cohort_is_reported_with_counts():
+    rng = np.random.default_rng(0)
+    y = np.zeros(100, np.int64)
+    y[:15] = 1
+    splits = {name: Split(rng.normal(size=(100, 3)), y) for name in ("train", "tuning", "held_out")}
+    result = linear_probe(splits)
+    assert result["status"] == "too small"
+    assert result["reason"] == "too small to score: the train split has 15 positives and 85 negatives (at least 20 of each are needed)"
+    assert result["counts"]["held_out"] == {"positives": 15, "negatives": 85}
+
+
+def test_baselines_are_computed_once_and_reused(prepared, tmp_path, monkeypatch):
+    import shutil
+
+    copy = tmp_path / "prep"
+    shutil.copytree(prepared[0], copy)
+    dataset = PreparedDataset.open(copy)
+    first = baselines_module.baselines(dataset, "long_stay")
+    assert (copy / "baselines" / "long_stay.json").exists()
+    monkeypatch.setattr(baselines_module, "features", lambda *a: pytest.fail("features recomputed"))
+    assert baselines_module.baselines(dataset, "long_stay") == first
+
+
+def test_baseline_features_use_only_the_past(prepared):
+    dataset = PreparedDataset.open(prepared[0])
+    labels = dataset.task("in_hospital_mortality").head(30)
+    frame, columns = baselines_module.features(dataset, labels)
+    earlier = labels.with_columns(prediction_time=pl.col("prediction_time") - pl.duration(days=3650))
+    before, before_columns = baselines_module.features(dataset, earlier)
+
+    def events_counted(f, cols):
+        return f.select([c for c in cols if not c.startswith("last:")]).to_numpy().sum()
+
+    # Ten years earlier only the birth is in the past: every count comes from before the prediction time.
+    assert events_counted(before, before_columns) == 30
+    assert events_counted(frame, columns) > 30 * 10
+    assert frame.height == 30 and len(columns) > 20
+
+
+def test_changing_events_after_prediction_changes_no_representation(prepared):
+    dataset = PreparedDataset.open(prepared[0])
+    spec = parse_spec({"name": "e", "data": str(prepared[0]), "width": 16, "tokens": 1000, "recipe": {"context": 64}}, "test")
+    model, _, _ = build_model(spec, dataset, nnx.Rngs(0))
+    task = "in_hospital_mortality"
+    before, _ = representations(model, spec, dataset, task)
+    original = dataset.timelines
+    cut_by_subject = dict(dataset.task(task).group_by("subject_id").agg(pl.col("prediction_time").min()).iter_rows())
+
+    def altered(split):
+        t = original(split)
+        tokens = np.array(t.tokens)
+        for i, subject in enumerate(t.subject_ids):
+            cut = cut_by_subject.get(int(subject))
+            if cut is not None:
+                lo, hi = t.offsets[i], t.offsets[i + 1]
+                later = np.asarray(t.times[lo:hi]) >= np.datetime64(cut, "us").astype(np.int64)
+                tokens[lo:hi][later] = 5  # anything at or after the first prediction time changes
+        return replace(t, tokens=tokens)
+
+    object.__setattr__(dataset, "timelines", altered)
+    after, _ = representations(model, spec, dataset, task)
+    rows = dataset.task(task).join(dataset.splits(), on="subject_id")
+    for split in before:
+        first_rows = rows.filter(pl.col("split") == split).with_row_index("i").join(
+            pl.DataFrame({"subject_id": list(cut_by_subject), "first": list(cut_by_subject.values())}), on="subject_id")
+        first = first_rows.filter(pl.col("prediction_time") == pl.col("first"))["i"].to_numpy()
+        assert np.allclose(before[split].x[first], after[split].x[first], atol=1e-5)
+
+
+def test_eval_needs_a_finished_run(tmp_path):
+    from scaling.evaluate import evaluate
+    from scaling.train import RunError
+
+    with pytest.raises(RunError, match="no result.json, so the run has not finished"):
+        evaluate(tmp_path)
