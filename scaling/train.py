@@ -200,7 +200,7 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
 
     eval_loss = jax.jit(loss_of)
 
-    manager = ocp.CheckpointManager(out / "checkpoints", options=ocp.CheckpointManagerOptions(
+    manager = ocp.CheckpointManager(out.resolve() / "checkpoints", options=ocp.CheckpointManagerOptions(
         max_to_keep=spec.train.keep_checkpoints, enable_async_checkpointing=True))
     start = 0
     latest = manager.latest_step()

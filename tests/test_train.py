@@ -147,3 +147,11 @@ def test_bfloat16_compute_keeps_float32_weights(prepared, tmp_path):
     manager = ocp.CheckpointManager(tmp_path / "bf16" / "checkpoints")
     restored = manager.restore(manager.latest_step())
     assert {str(x.dtype) for x in jax.tree.leaves(restored["params"])} == {"float32"}
+
+
+def test_relative_run_folder_works(prepared, tmp_path):
+    spec = write_toml(tmp_path / "run.toml", spec_dict(prepared[0], tokens=10 * 16 * 32))
+    result = _run(["train", "run.toml", "--out", "runs/one"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "runs" / "one" / "result.json").read_text())["status"] == "ok"
+    assert (tmp_path / "runs" / ".jax_cache").is_dir() and spec.exists()
