@@ -214,3 +214,100 @@ def eval_command(
         evaluate(run_dir, tuple(tasks.split(",")) if tasks else None, log=lambda text: out_console.print(text, highlight=False, soft_wrap=True))
     except (SpecError, DatasetError, RunError) as error:
         raise UserError(str(error)) from None
+
+
+def _table_options(params_col, tokens_col, loss_col, flops_col, budget_col) -> dict[str, str]:
+    mapping = {"params": params_col, "tokens": tokens_col, "loss": loss_col, "flops": flops_col, "budget": budget_col}
+    return {k: v for k, v in mapping.items() if v}
+
+
+ColumnOption = Annotated[str | None, typer.Option(help="Name of this column in the table, if it differs.")]
+
+
+@app.command("fit")
+def fit_command(
+    table: Annotated[Path, typer.Argument(help="Results table: runs.parquet or a CSV (params, tokens, loss; flops, budget).")],
+    method: Annotated[str, typer.Option(help="isoflop (Approach 2), parametric (Approach 3) or all.")] = "all",
+    as_json: Annotated[bool, typer.Option("--json", help="Print only JSON.")] = False,
+    fits: Annotated[Path | None, typer.Option(help="Where to write fits.json (default: beside the table).")] = None,
+    resamples: Annotated[int, typer.Option(min=10, help="Bootstrap replicates.")] = 400,
+    params_col: ColumnOption = None, tokens_col: ColumnOption = None, loss_col: ColumnOption = None,
+    flops_col: ColumnOption = None, budget_col: ColumnOption = None,
+) -> None:
+    """Fit IsoFLOP parabolas and power laws (Approach 2) and/or L(N, D) (Approach 3) to a results table."""
+    from analysis.isoflop import fit_isoflop
+    from analysis.parametric import fit_parametric
+    from analysis.table import TableError, read
+
+    if method not in ("isoflop", "parametric", "all"):
+        raise UserError(f"--method must be isoflop, parametric or all, got {method!r}")
+    try:
+        data = read(table, _table_options(params_col, tokens_col, loss_col, flops_col, budget_col))
+        out: dict = {"table": str(table), "rows": data.frame.height, "flops_from": data.flops_from, "notes": list(data.notes)}
+        if method in ("isoflop", "all"):
+            iso = fit_isoflop(data, resamples=resamples)
+            out["isoflop"] = {"n_opt": iso.n_opt.as_dict(), "d_opt": iso.d_opt.as_dict(),
+                              "budgets": [v.__dict__ for v in iso.vertices], "excluded": iso.excluded}
+        if method in ("parametric", "all"):
+            out["parametric"] = fit_parametric(data, resamples=resamples).as_dict()
+    except TableError as error:
+        raise UserError(str(error)) from None
+    path = fits or table.with_name("fits.json")
+    path.write_text(json.dumps(out, indent=2, default=list) + "\n")
+    if as_json:
+        typer.echo(json.dumps(out.get("isoflop") if method == "isoflop" else out.get("parametric") if method == "parametric" else out,
+                              default=list))
+        return
+    for note in out["notes"]:
+        out_console.print(f"note: {note}", highlight=False)
+    if "isoflop" in out:
+        for item in out["isoflop"]["excluded"]:
+            out_console.print(f"warning: budget {item['budget']:.3g} excluded: {item['reason']}", highlight=False)
+        for name in ("n_opt", "d_opt"):
+            law = out["isoflop"][name]
+            lo, hi = law["interval"]["exponent"]
+            out_console.print(f"Approach 2: {name} = {law['coefficient']:.3g} x C^{law['exponent']:.3f} (exponent 95% [{lo:.3f}, {hi:.3f}])",
+                              highlight=False)
+    if "parametric" in out:
+        p = out["parametric"]
+        out_console.print(f"Approach 3: L = {p['E']:.3f} + {p['A']:.4g} / N^{p['alpha']:.3f} + {p['B']:.4g} / D^{p['beta']:.3f}; "
+                          f"N_opt ~ C^{p['allocation']['a']:.3f} (95% [{p['intervals']['a'][0]:.3f}, {p['intervals']['a'][1]:.3f}])",
+                          highlight=False)
+    out_console.print(f"wrote {path}", highlight=False)
+
+
+@app.command("optimal")
+def optimal_command(
+    table: Annotated[Path, typer.Argument(help="Results table (as for `ehrscale fit`).")],
+    budget: Annotated[float, typer.Option(help="Compute budget in FLOPs, e.g. 1e20.")],
+    resamples: Annotated[int, typer.Option(min=10, help="Bootstrap replicates.")] = 400,
+    params_col: ColumnOption = None, tokens_col: ColumnOption = None, loss_col: ColumnOption = None,
+    flops_col: ColumnOption = None, budget_col: ColumnOption = None,
+) -> None:
+    """For a budget: the compute-optimal model size and token count (and loss), with intervals, from both approaches."""
+    from analysis.answers import optimal
+    from analysis.isoflop import fit_isoflop
+    from analysis.parametric import fit_parametric
+    from analysis.table import TableError, read
+
+    try:
+        data = read(table, _table_options(params_col, tokens_col, loss_col, flops_col, budget_col))
+        try:
+            iso = fit_isoflop(data, resamples=resamples)
+        except TableError as error:
+            out_console.print(f"Approach 2 not available: {error}", highlight=False)
+            iso = None
+        answer = optimal(iso, fit_parametric(data, resamples=resamples), budget)
+    except TableError as error:
+        raise UserError(str(error)) from None
+    for name, label in (("isoflop", "Approach 2 (IsoFLOP)"), ("parametric", "Approach 3 (L(N, D))")):
+        if name in answer:
+            a = answer[name]
+            line = (f"{label}: N* = {a['n_opt']:.3g} [{a['n_opt_interval'][0]:.3g}, {a['n_opt_interval'][1]:.3g}] parameters, "
+                    f"D* = {a['d_opt']:.3g} [{a['d_opt_interval'][0]:.3g}, {a['d_opt_interval'][1]:.3g}] tokens")
+            if "loss" in a:
+                line += f", loss {a['loss']:.3f} [{a['loss_interval'][0]:.3f}, {a['loss_interval'][1]:.3f}]"
+            out_console.print(line, highlight=False)
+    if "disagreement" in answer:
+        out_console.print(f"the approaches disagree by {answer['disagreement']['n_opt_ratio']:.2f}x on N* "
+                          f"and {answer['disagreement']['d_opt_ratio']:.2f}x on D*", highlight=False)

@@ -1,0 +1,30 @@
+"""The questions a researcher asks of the fits: at this budget, how big a model and how many tokens?"""
+
+import numpy as np
+
+from analysis.isoflop import IsoflopFit, predict_interval
+from analysis.parametric import ParametricFit, optimum
+
+
+def optimal(isoflop: IsoflopFit | None, parametric: ParametricFit | None, budget: float) -> dict:
+    """N*, D* (and the loss, from Approach 3) at a budget, with 95% intervals, from each approach."""
+    answer: dict = {"budget": budget}
+    if isoflop is not None:
+        answer["isoflop"] = {
+            "n_opt": isoflop.n_opt(budget), "n_opt_interval": list(predict_interval(isoflop.bootstrap_n, budget)),
+            "d_opt": isoflop.d_opt(budget), "d_opt_interval": list(predict_interval(isoflop.bootstrap_d, budget)),
+        }
+    if parametric is not None:
+        n, d = parametric.optimum(budget)
+        draws = parametric.bootstrap
+        ns, ds = optimum(draws[:, 0], draws[:, 1], draws[:, 2], draws[:, 3], draws[:, 4], budget)
+        losses = draws[:, 0] + draws[:, 1] / ns ** draws[:, 3] + draws[:, 2] / ds ** draws[:, 4]
+        answer["parametric"] = {
+            "n_opt": n, "n_opt_interval": [float(x) for x in np.percentile(ns, [2.5, 97.5])],
+            "d_opt": d, "d_opt_interval": [float(x) for x in np.percentile(ds, [2.5, 97.5])],
+            "loss": parametric.loss(n, d), "loss_interval": [float(x) for x in np.percentile(losses, [2.5, 97.5])],
+        }
+    if isoflop is not None and parametric is not None:
+        answer["disagreement"] = {"n_opt_ratio": answer["parametric"]["n_opt"] / answer["isoflop"]["n_opt"],
+                                  "d_opt_ratio": answer["parametric"]["d_opt"] / answer["isoflop"]["d_opt"]}
+    return answer

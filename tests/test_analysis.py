@@ -1,0 +1,112 @@
+"""Scaling-law fits: known parameters recovered, exclusions named, bad input explained, real sweeps reproduced."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from analysis.answers import optimal
+from analysis.isoflop import fit_isoflop
+from analysis.parametric import fit_parametric
+from analysis.table import TableError, prepare, read
+from scaling.cli import app
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference-data"
+TRUE = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
+
+
+def chinchilla_like(seed=0, noise=0.003) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for budget in (1e18, 3e18, 1e19, 3e19, 1e20, 3e20):
+        for n in np.geomspace(2e7, 2e9, 9):
+            d = budget / (6 * n)
+            loss = (TRUE["E"] + TRUE["A"] / n ** TRUE["alpha"] + TRUE["B"] / d ** TRUE["beta"]) * np.exp(rng.normal(0, noise))
+            rows.append((n, d, loss, budget))
+    return pl.DataFrame(rows, schema=["params", "tokens", "loss", "budget"], orient="row")
+
+
+def test_parametric_fit_recovers_known_parameters():
+    fit = fit_parametric(prepare(chinchilla_like()), resamples=20)
+    assert abs(fit.alpha - TRUE["alpha"]) < 0.02 and abs(fit.beta - TRUE["beta"]) < 0.02
+    assert abs(fit.a - TRUE["beta"] / (TRUE["alpha"] + TRUE["beta"])) < 0.02
+    assert fit.E == pytest.approx(TRUE["E"], rel=0.03)
+    assert fit.intervals["alpha"][0] <= fit.alpha <= fit.intervals["alpha"][1]
+
+
+def test_isoflop_recovers_known_vertices_and_exponent():
+    rng = np.random.default_rng(1)
+    rows = []
+    for budget in (1e15, 1e16, 1e17, 1e18):
+        n_opt = 0.1 * budget ** 0.5  # the truth: N_opt = 0.1 C^0.5
+        for n in n_opt * np.geomspace(0.1, 10, 7):
+            loss = 2.0 + 0.05 * np.log(n / n_opt) ** 2 + rng.normal(0, 1e-4)
+            rows.append((n, budget / (6 * n), loss, budget))
+    fit = fit_isoflop(prepare(pl.DataFrame(rows, schema=["params", "tokens", "loss", "budget"], orient="row")))
+    for vertex in fit.vertices:
+        assert vertex.n_opt == pytest.approx(0.1 * vertex.budget ** 0.5, rel=0.02)
+        assert vertex.d_opt == pytest.approx(vertex.budget / (6 * vertex.n_opt), rel=1e-6)
+        assert vertex.n_interval[0] <= vertex.n_opt <= vertex.n_interval[1]
+    assert fit.n_opt.exponent == pytest.approx(0.5, abs=0.01) and fit.d_opt.exponent == pytest.approx(0.5, abs=0.01)
+    answer = optimal(fit, None, 1e20)
+    assert answer["isoflop"]["n_opt"] == pytest.approx(1e9, rel=0.05)
+
+
+def test_budgets_that_cannot_be_fitted_are_excluded_with_a_reason():
+    frame = chinchilla_like()
+    frame = pl.concat([frame, pl.DataFrame({"params": [1e8, 2e8], "tokens": [1e9, 5e8], "loss": [3.0, 3.1], "budget": [6e17, 6e17]})])
+    # A budget sampled only on one side of its optimum: the minimum falls at the edge.
+    edge = frame.filter((pl.col("budget") == 3e20) & (pl.col("params") < 3e8))
+    frame = pl.concat([frame.filter(pl.col("budget") != 3e20), edge])
+    fit = fit_isoflop(prepare(frame), resamples=20)
+    reasons = {e["budget"]: e["reason"] for e in fit.excluded}
+    assert reasons[6e17] == "only 2 point(s); a parabola needs 3"
+    assert "above the largest sampled size: sample further that way" in reasons[3e20]
+    with pytest.raises(TableError, match="Approach 2 needs at least 2 budgets with an interior minimum, found 1"):
+        fit_isoflop(prepare(frame.filter(pl.col("budget").is_in([1e18, 6e17]))))
+
+
+def test_bad_input_names_the_column_and_the_rows():
+    frame = chinchilla_like()
+    with pytest.raises(TableError, match="missing column 'loss'.*--loss-col"):
+        prepare(frame.drop("loss"), "runs.csv")
+    with pytest.raises(TableError, match="runs.csv: column 'params' has 2 row\\(s\\) that are missing, NaN or not positive"):
+        prepare(frame.with_columns(params=pl.when(pl.int_range(pl.len()) < 2).then(-1.0).otherwise("params")), "runs.csv")
+    with pytest.raises(TableError, match="no column 'Model Size' to map"):
+        prepare(frame, "runs.csv", {"params": "Model Size"})
+    table = prepare(frame.with_columns(status=pl.when(pl.int_range(pl.len()) < 3).then(pl.lit("diverged")).otherwise(pl.lit("ok"))))
+    assert "left out 3 run(s) whose status is not ok (diverged: 3)" in table.notes
+    assert table.frame.height == frame.height - 3
+
+
+@pytest.mark.skipif(not (SHARED / "llama3_isoflop_points.csv").exists(), reason="shared reference data not beside the project")
+def test_llama3_isoflop_points_give_the_published_optimum():
+    """Llama 3 (arXiv 2407.21783): at 3.8e25 FLOPs, about 402B parameters and 16.55T tokens."""
+    table = read(SHARED / "llama3_isoflop_points.csv", {"flops": "compute_budget", "tokens": "training_tokens", "loss": "validation_loss"})
+    fit = fit_isoflop(table, resamples=50)
+    answer = optimal(fit, None, 3.8e25)["isoflop"]
+    assert answer["n_opt"] == pytest.approx(402e9, rel=0.25)
+    assert answer["d_opt"] == pytest.approx(16.55e12, rel=0.25)
+
+
+def test_cli_fit_json_prints_only_json(tmp_path):
+    path = tmp_path / "runs.csv"
+    chinchilla_like().write_csv(path)
+    result = CliRunner().invoke(app, ["fit", str(path), "--method", "isoflop", "--json", "--resamples", "20"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert set(data) >= {"n_opt", "d_opt", "budgets"} and set(data["n_opt"]) == {"exponent", "coefficient", "interval"}
+    saved = json.loads((tmp_path / "fits.json").read_text())
+    assert saved["flops_from"] == "budget column" and "isoflop" in saved
+    bad = CliRunner().invoke(app, ["fit", str(path), "--loss-col", "nope"])
+    assert bad.exit_code == 2 and "no column 'nope' to map" in bad.output
+
+
+def test_analysis_imports_no_jax():
+    code = "import sys, analysis.table, analysis.isoflop, analysis.parametric, analysis.answers; assert 'jax' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
