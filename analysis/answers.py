@@ -6,9 +6,13 @@ from analysis.isoflop import IsoflopFit, predict_interval
 from analysis.parametric import ParametricFit, optimum
 
 
-def optimal(isoflop: IsoflopFit | None, parametric: ParametricFit | None, budget: float) -> dict:
-    """N*, D* (and the loss, from Approach 3) at a budget, with 95% intervals, from each approach."""
+def optimal(isoflop: IsoflopFit | None, parametric: ParametricFit | None, budget: float,
+            auroc_laws: list | None = None) -> dict:
+    """N*, D* (and the loss, from Approach 3; AUROC where laws are given) at a budget, with 95% intervals."""
     answer: dict = {"budget": budget}
+    for law in auroc_laws or []:
+        point, lo, hi = law.predict(budget)
+        answer.setdefault("auroc", {})[law.task] = {"auroc": point, "interval": [lo, hi]}
     if isoflop is not None:
         answer["isoflop"] = {
             "n_opt": isoflop.n_opt(budget), "n_opt_interval": list(predict_interval(isoflop.bootstrap_n, budget)),
@@ -28,3 +32,9 @@ def optimal(isoflop: IsoflopFit | None, parametric: ParametricFit | None, budget
         answer["disagreement"] = {"n_opt_ratio": answer["parametric"]["n_opt"] / answer["isoflop"]["n_opt"],
                                   "d_opt_ratio": answer["parametric"]["d_opt"] / answer["isoflop"]["d_opt"]}
     return answer
+
+
+def next_grid(n_opt: float, budget: float, sizes: int = 7, span: float = 8.0, flops_per_param_token: float = 6.0) -> list[dict]:
+    """Sizes for a new budget: geometric, centred on the predicted N_opt, from N_opt / span to N_opt x span."""
+    return [{"params": float(n), "tokens": float(budget / (flops_per_param_token * n))}
+            for n in np.geomspace(n_opt / span, n_opt * span, sizes)]

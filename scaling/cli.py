@@ -286,6 +286,7 @@ def optimal_command(
 ) -> None:
     """For a budget: the compute-optimal model size and token count (and loss), with intervals, from both approaches."""
     from analysis.answers import optimal
+    from analysis.downstream import auroc_tasks, fit_auroc
     from analysis.isoflop import fit_isoflop
     from analysis.parametric import fit_parametric
     from analysis.table import TableError, read
@@ -297,7 +298,8 @@ def optimal_command(
         except TableError as error:
             out_console.print(f"Approach 2 not available: {error}", highlight=False)
             iso = None
-        answer = optimal(iso, fit_parametric(data, resamples=resamples), budget)
+        laws = [law for law in (fit_auroc(data, task) for task in auroc_tasks(data)) if law is not None]
+        answer = optimal(iso, fit_parametric(data, resamples=resamples), budget, laws)
     except TableError as error:
         raise UserError(str(error)) from None
     for name, label in (("isoflop", "Approach 2 (IsoFLOP)"), ("parametric", "Approach 3 (L(N, D))")):
@@ -308,6 +310,62 @@ def optimal_command(
             if "loss" in a:
                 line += f", loss {a['loss']:.3f} [{a['loss_interval'][0]:.3f}, {a['loss_interval'][1]:.3f}]"
             out_console.print(line, highlight=False)
+    for task, value in answer.get("auroc", {}).items():
+        out_console.print(f"AUROC {task}: {value['auroc']:.3f} [{value['interval'][0]:.3f}, {value['interval'][1]:.3f}] "
+                          "(saturating law along the compute-optimal frontier)", highlight=False)
     if "disagreement" in answer:
         out_console.print(f"the approaches disagree by {answer['disagreement']['n_opt_ratio']:.2f}x on N* "
                           f"and {answer['disagreement']['d_opt_ratio']:.2f}x on D*", highlight=False)
+
+
+@app.command("next-grid")
+def next_grid_command(
+    table: Annotated[Path, typer.Argument(help="Results table (as for `ehrscale fit`).")],
+    budget: Annotated[float, typer.Option(help="The new budget in FLOPs.")],
+    sizes: Annotated[int, typer.Option(min=3, help="How many sizes.")] = 7,
+    span: Annotated[float, typer.Option(min=1.5, help="The grid runs from N*/span to N* x span.")] = 8.0,
+    params_col: ColumnOption = None, tokens_col: ColumnOption = None, loss_col: ColumnOption = None,
+    flops_col: ColumnOption = None, budget_col: ColumnOption = None,
+) -> None:
+    """Model sizes for a new budget, centred on the predicted optimum (Approach 2) and spanning it."""
+    from analysis.answers import next_grid
+    from analysis.isoflop import fit_isoflop
+    from analysis.table import TableError, read
+
+    try:
+        data = read(table, _table_options(params_col, tokens_col, loss_col, flops_col, budget_col))
+        fit = fit_isoflop(data, resamples=50)
+    except TableError as error:
+        raise UserError(str(error)) from None
+    n_opt = fit.n_opt(budget)
+    out_console.print(f"predicted N* at {budget:.3g} FLOPs: {n_opt:.3g} parameters", highlight=False)
+    for row in next_grid(n_opt, budget, sizes, span):
+        out_console.print(f"  params {row['params']:.3g}  tokens {row['tokens']:.3g}", highlight=False)
+
+
+@app.command("plot")
+def plot_command(
+    table: Annotated[Path, typer.Argument(help="Results table (as for `ehrscale fit`).")],
+    out: Annotated[Path, typer.Option(help="Folder for the figures (PNG and SVG).")],
+    resamples: Annotated[int, typer.Option(min=10, help="Bootstrap replicates for the bands.")] = 200,
+    params_col: ColumnOption = None, tokens_col: ColumnOption = None, loss_col: ColumnOption = None,
+    flops_col: ColumnOption = None, budget_col: ColumnOption = None,
+) -> None:
+    """IsoFLOP curves, N_opt(C) and D_opt(C) with extrapolation bands, the loss frontier, AUROC against compute and loss."""
+    from analysis.isoflop import fit_isoflop
+    from analysis.parametric import fit_parametric
+    from analysis.plots import plot_all
+    from analysis.table import TableError, read
+
+    try:
+        data = read(table, _table_options(params_col, tokens_col, loss_col, flops_col, budget_col))
+        try:
+            iso = fit_isoflop(data, resamples=resamples)
+        except TableError as error:
+            out_console.print(f"no IsoFLOP fit: {error}", highlight=False)
+            iso = None
+        paths = plot_all(data, iso, fit_parametric(data, resamples=resamples), out)
+    except TableError as error:
+        raise UserError(str(error)) from None
+    for path in paths:
+        out_console.print(f"wrote {path}", highlight=False)

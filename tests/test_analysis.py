@@ -110,3 +110,56 @@ def test_cli_fit_json_prints_only_json(tmp_path):
 def test_analysis_imports_no_jax():
     code = "import sys, analysis.table, analysis.isoflop, analysis.parametric, analysis.answers; assert 'jax' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def with_auroc(frame: pl.DataFrame) -> pl.DataFrame:
+    x = np.log10(frame["budget"].to_numpy())
+    auroc = 0.5 + 0.3 / (1 + np.exp(-1.5 * (x - 19))) - 0.02 * (frame["loss"].to_numpy() - frame["loss"].min())
+    return frame.with_columns(auroc_mortality=pl.Series(auroc))
+
+
+def test_auroc_law_keeps_the_floor_and_predicts_with_an_interval():
+    from analysis.downstream import fit_auroc, loss_vs_auroc
+
+    table = prepare(with_auroc(chinchilla_like()))
+    law = fit_auroc(table, "mortality", resamples=50)
+    assert 0.75 < law.h <= 0.82 and law.points == 6
+    point, lo, hi = law.predict(1e22)
+    assert lo <= point <= hi and 0.5 <= point <= 1
+    assert law.predict(1e10)[0] == pytest.approx(0.5, abs=0.01)  # no compute: chance
+    line = loss_vs_auroc(table, "mortality")
+    assert line["spearman"] < -0.5  # lower loss, higher AUROC
+    assert optimal(None, None, 1e21, [law])["auroc"]["mortality"]["auroc"] == pytest.approx(law.predict(1e21)[0])
+
+
+def test_next_grid_spans_the_predicted_optimum():
+    from analysis.answers import next_grid
+
+    grid = next_grid(1e9, 6e19, sizes=7, span=8)
+    sizes = [row["params"] for row in grid]
+    assert sizes[3] == pytest.approx(1e9) and sizes[0] == pytest.approx(1e9 / 8) and sizes[-1] == pytest.approx(8e9)
+    assert all(row["tokens"] == pytest.approx(6e19 / (6 * row["params"])) for row in grid)
+
+
+def test_plot_writes_every_figure(tmp_path):
+    path = tmp_path / "runs.csv"
+    with_auroc(chinchilla_like()).write_csv(path)
+    result = CliRunner().invoke(app, ["plot", str(path), "--out", str(tmp_path / "figs"), "--resamples", "20"])
+    assert result.exit_code == 0, result.output
+    names = {p.name for p in (tmp_path / "figs").iterdir()}
+    for figure in ("isoflop_curves", "optimal_scaling", "loss_frontier", "auroc_vs_compute", "loss_vs_auroc"):
+        assert {f"{figure}.png", f"{figure}.svg"} <= names
+        assert (tmp_path / "figs" / f"{figure}.png").stat().st_size > 10_000
+
+
+def test_notebook_regenerates_the_figures(tmp_path):
+    """Run the notebook's code cells in order, on a small table, as a kernel would."""
+    notebook = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "regenerate_figures.ipynb").read_text())
+    table = tmp_path / "runs.csv"
+    with_auroc(chinchilla_like()).write_csv(table)
+    cells = ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"]
+    cells[0] = f'from pathlib import Path\nTABLE = Path("{table}")\nOUT = Path("{tmp_path / "figs"}")\nCOLUMNS = {{}}\nRESAMPLES = 20'
+    namespace: dict = {}
+    for code in cells:
+        exec(compile(code, "notebook", "exec"), namespace)
+    assert (tmp_path / "figs" / "isoflop_curves.svg").exists() and "isoflop" in namespace["answer"]

@@ -1,0 +1,89 @@
+"""Downstream laws: AUROC against compute (floor 0.5, saturating in log C) and loss against AUROC.
+
+AUROC(C) = 0.5 + (h - 0.5) x sigmoid(k (log10 C - x0)): 0.5 at no compute, rising to a ceiling h.
+It is fitted to the compute-optimal frontier: at each budget, the run with the lowest loss.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+from scipy.optimize import curve_fit
+from scipy.stats import pearsonr, spearmanr
+
+from analysis.table import Table
+
+BOOTSTRAP = 200
+
+
+def saturating(log_c: np.ndarray, h: float, k: float, x0: float) -> np.ndarray:
+    return 0.5 + (h - 0.5) / (1 + np.exp(-k * (log_c - x0)))
+
+
+@dataclass(frozen=True)
+class AurocLaw:
+    task: str
+    h: float
+    k: float
+    x0: float
+    draws: np.ndarray  # [replicates, 3]
+    points: int
+
+    def predict(self, compute: float) -> tuple[float, float, float]:
+        """AUROC at a budget and its 95% bootstrap interval."""
+        x = np.log10(compute)
+        values = saturating(x, self.draws[:, 0], self.draws[:, 1], self.draws[:, 2]) if len(self.draws) else np.array([])
+        point = float(saturating(x, self.h, self.k, self.x0))
+        if not len(values):
+            return point, point, point
+        lo, hi = np.percentile(values, [2.5, 97.5])
+        return point, float(lo), float(hi)
+
+    def as_dict(self) -> dict:
+        return {"task": self.task, "form": "0.5 + (h - 0.5) / (1 + exp(-k (log10 C - x0)))", "h": self.h, "k": self.k,
+                "x0": self.x0, "points": self.points}
+
+
+def auroc_tasks(table: Table) -> list[str]:
+    return sorted(c.removeprefix("auroc_") for c in table.frame.columns
+                  if c.startswith("auroc_") and not c.endswith(("_lo", "_hi")))
+
+
+def frontier(table: Table) -> pl.DataFrame:
+    """At each budget, the run with the lowest loss."""
+    return table.frame.sort("loss").group_by("budget", maintain_order=True).first().sort("budget")
+
+
+def _fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float] | None:
+    try:
+        params, _ = curve_fit(saturating, x, y, p0=(max(y.max(), 0.55), 1.0, float(np.median(x))),
+                              bounds=([0.5, 0.0, x.min() - 10], [1.0, 20.0, x.max() + 10]), maxfev=20_000)
+        return tuple(float(p) for p in params)
+    except (RuntimeError, ValueError):
+        return None
+
+
+def fit_auroc(table: Table, task: str, seed: int = 0, resamples: int = BOOTSTRAP) -> AurocLaw | None:
+    """The saturating law of a task's AUROC along the frontier; None with fewer than 3 frontier points."""
+    points = frontier(table).filter(pl.col(f"auroc_{task}").is_not_null())
+    if points.height < 3:
+        return None
+    x, y = np.log10(points["flops"].to_numpy()), points[f"auroc_{task}"].to_numpy().astype(float)
+    fitted = _fit(x, y)
+    if fitted is None:
+        return None
+    rng = np.random.default_rng(seed)
+    draws = [d for d in (_fit(x[p], y[p]) for p in (rng.integers(0, len(x), len(x)) for _ in range(resamples))
+                         if len(np.unique(x[p])) >= 3) if d is not None]
+    return AurocLaw(task=task, h=fitted[0], k=fitted[1], x0=fitted[2], draws=np.asarray(draws), points=len(x))
+
+
+def loss_vs_auroc(table: Table, task: str) -> dict | None:
+    """A line of AUROC on loss over all runs with both, and the correlations."""
+    rows = table.frame.filter(pl.col(f"auroc_{task}").is_not_null())
+    if rows.height < 3:
+        return None
+    loss, auroc = rows["loss"].to_numpy(), rows[f"auroc_{task}"].to_numpy().astype(float)
+    slope, intercept = np.polyfit(loss, auroc, 1)
+    return {"task": task, "slope": float(slope), "intercept": float(intercept), "points": int(rows.height),
+            "pearson": float(pearsonr(loss, auroc)[0]), "spearman": float(spearmanr(loss, auroc)[0])}
