@@ -129,11 +129,13 @@ def fit_parametric(table: Table, seed: int = 0, resamples: int = BOOTSTRAP, star
         pick = rng.integers(0, len(log_n), len(log_n))
         best = min((_polish(w, log_n[pick], log_d[pick], log_loss[pick]) for w in warm), key=lambda t: t[1])
         draws.append(_natural(best[0]))
-    draws = np.asarray(draws)
+    draws = np.asarray(draws).reshape(-1, 5)
     names = ("E", "A", "B", "alpha", "beta")
-    intervals = {name: tuple(float(x) for x in np.percentile(draws[:, i], [2.5, 97.5])) for i, name in enumerate(names)}
-    allocation = draws[:, 4] / (draws[:, 3] + draws[:, 4])
-    intervals["a"] = tuple(float(x) for x in np.percentile(allocation, [2.5, 97.5]))
+    intervals = {}
+    if len(draws):
+        intervals = {name: tuple(float(x) for x in np.percentile(draws[:, i], [2.5, 97.5])) for i, name in enumerate(names)}
+        allocation = draws[:, 4] / (draws[:, 3] + draws[:, 4])
+        intervals["a"] = tuple(float(x) for x in np.percentile(allocation, [2.5, 97.5]))
     E, A, B, alpha, beta = _natural(theta)
     return ParametricFit(E=float(E), A=float(A), B=float(B), alpha=float(alpha), beta=float(beta), objective=value,
                          intervals=intervals, bootstrap=draws)

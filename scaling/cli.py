@@ -224,6 +224,20 @@ def _table_options(params_col, tokens_col, loss_col, flops_col, budget_col) -> d
 ColumnOption = Annotated[str | None, typer.Option(help="Name of this column in the table, if it differs.")]
 
 
+def _both_fits(data, resamples: int):
+    """Approach 2 where the table allows it (else None, said once) and Approach 3."""
+    from analysis.isoflop import fit_isoflop
+    from analysis.parametric import fit_parametric
+    from analysis.table import TableError
+
+    try:
+        iso = fit_isoflop(data, resamples=resamples)
+    except TableError as error:
+        out_console.print(f"Approach 2 not available: {error}", highlight=False)
+        iso = None
+    return iso, fit_parametric(data, resamples=resamples)
+
+
 @app.command("fit")
 def fit_command(
     table: Annotated[Path, typer.Argument(help="Results table: runs.parquet or a CSV (params, tokens, loss; flops, budget).")],
@@ -287,19 +301,13 @@ def optimal_command(
     """For a budget: the compute-optimal model size and token count (and loss), with intervals, from both approaches."""
     from analysis.answers import optimal
     from analysis.downstream import auroc_tasks, fit_auroc
-    from analysis.isoflop import fit_isoflop
-    from analysis.parametric import fit_parametric
     from analysis.table import TableError, read
 
     try:
         data = read(table, _table_options(params_col, tokens_col, loss_col, flops_col, budget_col))
-        try:
-            iso = fit_isoflop(data, resamples=resamples)
-        except TableError as error:
-            out_console.print(f"Approach 2 not available: {error}", highlight=False)
-            iso = None
+        iso, parametric = _both_fits(data, resamples)
         laws = [law for law in (fit_auroc(data, task) for task in auroc_tasks(data)) if law is not None]
-        answer = optimal(iso, fit_parametric(data, resamples=resamples), budget, laws)
+        answer = optimal(iso, parametric, budget, laws)
     except TableError as error:
         raise UserError(str(error)) from None
     for name, label in (("isoflop", "Approach 2 (IsoFLOP)"), ("parametric", "Approach 3 (L(N, D))")):
@@ -352,19 +360,12 @@ def plot_command(
     flops_col: ColumnOption = None, budget_col: ColumnOption = None,
 ) -> None:
     """IsoFLOP curves, N_opt(C) and D_opt(C) with extrapolation bands, the loss frontier, AUROC against compute and loss."""
-    from analysis.isoflop import fit_isoflop
-    from analysis.parametric import fit_parametric
     from analysis.plots import plot_all
     from analysis.table import TableError, read
 
     try:
         data = read(table, _table_options(params_col, tokens_col, loss_col, flops_col, budget_col))
-        try:
-            iso = fit_isoflop(data, resamples=resamples)
-        except TableError as error:
-            out_console.print(f"no IsoFLOP fit: {error}", highlight=False)
-            iso = None
-        paths = plot_all(data, iso, fit_parametric(data, resamples=resamples), out)
+        paths = plot_all(data, *_both_fits(data, resamples), out)
     except TableError as error:
         raise UserError(str(error)) from None
     for path in paths:

@@ -163,3 +163,22 @@ def test_notebook_regenerates_the_figures(tmp_path):
     for code in cells:
         exec(compile(code, "notebook", "exec"), namespace)
     assert (tmp_path / "figs" / "isoflop_curves.svg").exists() and "isoflop" in namespace["answer"]
+
+
+def test_bootstrap_intervals_cover_the_truth_at_about_their_nominal_rate():
+    """40 synthetic sweeps with a known vertex per budget and a known exponent (0.5)."""
+    vertex_hits = vertex_total = exponent_hits = 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        rows = []
+        for budget in (1e15, 1e16, 1e17, 1e18, 1e19):
+            n_opt = 0.1 * budget ** 0.5
+            for n in n_opt * np.geomspace(0.1, 10, 9):
+                rows.append((n, budget / (6 * n), 2.0 + 0.05 * np.log(n / n_opt) ** 2 + rng.normal(0, 0.01), budget))
+        fit = fit_isoflop(prepare(pl.DataFrame(rows, schema=["params", "tokens", "loss", "budget"], orient="row")), seed=seed, resamples=200)
+        for v in fit.vertices:
+            vertex_total += 1
+            vertex_hits += v.n_interval[0] <= 0.1 * v.budget ** 0.5 <= v.n_interval[1]
+        exponent_hits += fit.n_opt.exponent_interval[0] <= 0.5 <= fit.n_opt.exponent_interval[1]
+    assert vertex_hits / vertex_total >= 0.85  # nominal 0.95; measured 0.925
+    assert exponent_hits / 40 >= 0.75  # five budgets make a coarse bootstrap; measured 0.875
