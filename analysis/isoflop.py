@@ -1,4 +1,4 @@
-"""Approach 2: a parabola of loss in log N per budget, its vertex, then N_opt = k C^a and D_opt = k' C^b.
+"""Approach 2: parabolas of loss in log N (and in log D) per budget, their vertices, then N_opt = k C^a and D_opt = k' C^b.
 
 A budget is excluded, with a warning naming it and the reason, when it has fewer than 3 points,
 its parabola has non-positive curvature, or its minimum lies outside the sampled sizes. Intervals
@@ -86,9 +86,16 @@ def _fit_budget(group: pl.DataFrame, rng: np.random.Generator, resamples: int) -
                 draws.append(vertex[0])
     lo, hi = np.percentile(draws, [2.5, 97.5]) if draws else (x, x)
     n_opt = float(np.exp(x))
-    # Tokens at the optimum: the budget spent by that size, with this budget's FLOPs per parameter-token.
-    per = float(np.median(group["flops"].to_numpy() / (group["params"].to_numpy() * group["tokens"].to_numpy())))
-    return Vertex(budget=budget, n_opt=n_opt, d_opt=budget / (per * n_opt), loss=float(y),
+    # Tokens at the optimum: the vertex of the same budget's parabola in log D; if that one has no
+    # interior minimum, the tokens the optimal size spends the budget on.
+    log_d = np.log(group["tokens"].to_numpy())
+    in_d = parabola_vertex(log_d, loss)
+    if in_d is not None and log_d.min() <= in_d[0] <= log_d.max():
+        d_opt = float(np.exp(in_d[0]))
+    else:
+        per = float(np.median(group["flops"].to_numpy() / (group["params"].to_numpy() * group["tokens"].to_numpy())))
+        d_opt = budget / (per * n_opt)
+    return Vertex(budget=budget, n_opt=n_opt, d_opt=d_opt, loss=float(y),
                   n_interval=(float(np.exp(lo)), float(np.exp(hi))), points=len(log_n)), None
 
 

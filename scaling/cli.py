@@ -257,7 +257,9 @@ def fit_command(
         raise UserError(f"--method must be isoflop, parametric or all, got {method!r}")
     try:
         data = read(table, _table_options(params_col, tokens_col, loss_col, flops_col, budget_col))
-        out: dict = {"table": str(table), "rows": data.frame.height, "flops_from": data.flops_from, "notes": list(data.notes)}
+        conventions = sorted(data.frame["convention"].unique().to_list()) if "convention" in data.frame.columns else None
+        out: dict = {"table": str(table), "rows": data.frame.height, "flops_from": data.flops_from,
+                     "flop_convention": conventions or "not recorded in the table", "notes": list(data.notes)}
         if method in ("isoflop", "all"):
             iso = fit_isoflop(data, resamples=resamples)
             out["isoflop"] = {"n_opt": iso.n_opt.as_dict(), "d_opt": iso.d_opt.as_dict(),
