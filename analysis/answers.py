@@ -17,6 +17,7 @@ def optimal(isoflop: IsoflopFit | None, parametric: ParametricFit | None, budget
         answer["isoflop"] = {
             "n_opt": isoflop.n_opt(budget), "n_opt_interval": list(predict_interval(isoflop.bootstrap_n, budget)),
             "d_opt": isoflop.d_opt(budget), "d_opt_interval": list(predict_interval(isoflop.bootstrap_d, budget)),
+            "loss": isoflop.loss_opt(budget), "loss_interval": list(predict_interval(isoflop.bootstrap_loss, budget)),
         }
     if parametric is not None:
         n, d = parametric.optimum(budget)

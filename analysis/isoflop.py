@@ -51,6 +51,8 @@ class IsoflopFit:
     d_opt: PowerLaw
     bootstrap_n: np.ndarray  # [replicates, 2]: (log coefficient, exponent) of N_opt
     bootstrap_d: np.ndarray
+    loss_opt: PowerLaw  # the vertices' loss against compute, L_opt = k C^c (a local power law, no floor)
+    bootstrap_loss: np.ndarray
 
 
 def parabola_vertex(log_x: np.ndarray, y: np.ndarray) -> tuple[float, float, float] | None:
@@ -132,7 +134,9 @@ def fit_isoflop(table: Table, seed: int = 0, resamples: int = BOOTSTRAP) -> Isof
     compute = np.array([v.budget for v in vertices])
     n_law, n_draws = _power_law(compute, np.array([v.n_opt for v in vertices]), rng, resamples)
     d_law, d_draws = _power_law(compute, np.array([v.d_opt for v in vertices]), rng, resamples)
-    return IsoflopFit(vertices=vertices, excluded=excluded, n_opt=n_law, d_opt=d_law, bootstrap_n=n_draws, bootstrap_d=d_draws)
+    loss_law, loss_draws = _power_law(compute, np.array([v.loss for v in vertices]), rng, resamples)
+    return IsoflopFit(vertices=vertices, excluded=excluded, n_opt=n_law, d_opt=d_law, bootstrap_n=n_draws, bootstrap_d=d_draws,
+                      loss_opt=loss_law, bootstrap_loss=loss_draws)
 
 
 def predict_interval(draws: np.ndarray, compute: float) -> tuple[float, float]:

@@ -249,6 +249,7 @@ def fit_command(
     flops_col: ColumnOption = None, budget_col: ColumnOption = None,
 ) -> None:
     """Fit IsoFLOP parabolas and power laws (Approach 2) and/or L(N, D) (Approach 3) to a results table."""
+    from analysis.downstream import auroc_tasks, fit_auroc, loss_vs_auroc
     from analysis.isoflop import fit_isoflop
     from analysis.parametric import fit_parametric
     from analysis.table import TableError, read
@@ -262,10 +263,14 @@ def fit_command(
                      "flop_convention": conventions or "not recorded in the table", "notes": list(data.notes)}
         if method in ("isoflop", "all"):
             iso = fit_isoflop(data, resamples=resamples)
-            out["isoflop"] = {"n_opt": iso.n_opt.as_dict(), "d_opt": iso.d_opt.as_dict(),
+            out["isoflop"] = {"n_opt": iso.n_opt.as_dict(), "d_opt": iso.d_opt.as_dict(), "loss_opt": iso.loss_opt.as_dict(),
                               "budgets": [v.__dict__ for v in iso.vertices], "excluded": iso.excluded}
         if method in ("parametric", "all"):
             out["parametric"] = fit_parametric(data, resamples=resamples).as_dict()
+        laws = [law for law in (fit_auroc(data, task) for task in auroc_tasks(data)) if law is not None]
+        lines = [line for line in (loss_vs_auroc(data, task) for task in auroc_tasks(data)) if line is not None]
+        if laws or lines:
+            out["downstream"] = {"auroc_vs_compute": [law.as_dict() for law in laws], "loss_vs_auroc": lines}
     except TableError as error:
         raise UserError(str(error)) from None
     path = fits or table.with_name("fits.json")

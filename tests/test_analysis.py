@@ -55,6 +55,8 @@ def test_isoflop_recovers_known_vertices_and_exponent():
     assert fit.n_opt.exponent == pytest.approx(0.5, abs=0.01) and fit.d_opt.exponent == pytest.approx(0.5, abs=0.01)
     answer = optimal(fit, None, 1e20)
     assert answer["isoflop"]["n_opt"] == pytest.approx(1e9, rel=0.05)
+    assert answer["isoflop"]["loss"] == pytest.approx(2.0, rel=0.01)  # every vertex sits at loss 2.0
+    assert answer["isoflop"]["loss_interval"][0] <= answer["isoflop"]["loss"] <= answer["isoflop"]["loss_interval"][1]
 
 
 def test_budgets_that_cannot_be_fitted_are_excluded_with_a_reason():
@@ -104,6 +106,10 @@ def test_cli_fit_json_prints_only_json(tmp_path):
     saved = json.loads((tmp_path / "fits.json").read_text())
     assert saved["flops_from"] == "budget column" and "isoflop" in saved
     assert saved["flop_convention"] == "not recorded in the table"
+    with_auroc(chinchilla_like()).write_csv(path)
+    CliRunner().invoke(app, ["fit", str(path), "--method", "isoflop", "--resamples", "20"])
+    saved = json.loads((tmp_path / "fits.json").read_text())
+    assert saved["downstream"]["auroc_vs_compute"][0]["task"] == "mortality" and saved["downstream"]["loss_vs_auroc"]
     bad = CliRunner().invoke(app, ["fit", str(path), "--loss-col", "nope"])
     assert bad.exit_code == 2 and "no column 'nope' to map" in bad.output
 
