@@ -15,9 +15,9 @@ def optimal(isoflop: IsoflopFit | None, parametric: ParametricFit | None, budget
         answer.setdefault("auroc", {})[law.task] = {"auroc": point, "interval": [lo, hi]}
     if isoflop is not None:
         answer["isoflop"] = {
-            "n_opt": isoflop.n_opt(budget), "n_opt_interval": list(predict_interval(isoflop.bootstrap_n, budget)),
-            "d_opt": isoflop.d_opt(budget), "d_opt_interval": list(predict_interval(isoflop.bootstrap_d, budget)),
-            "loss": isoflop.loss_opt(budget), "loss_interval": list(predict_interval(isoflop.bootstrap_loss, budget)),
+            "n_opt": isoflop.n_opt(budget), "n_opt_interval": predict_interval(isoflop.bootstrap_n, budget),
+            "d_opt": isoflop.d_opt(budget), "d_opt_interval": predict_interval(isoflop.bootstrap_d, budget),
+            "loss": isoflop.loss_opt(budget), "loss_interval": predict_interval(isoflop.bootstrap_loss, budget),
         }
     if parametric is not None:
         n, d = parametric.optimum(budget)

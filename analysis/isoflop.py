@@ -39,8 +39,10 @@ class PowerLaw:
         return self.coefficient * compute**self.exponent
 
     def as_dict(self) -> dict:
+        """JSON-ready; an interval that cannot be estimated (fewer than 3 budgets) is null."""
+        clean = lambda pair: None if any(np.isnan(pair)) else list(pair)  # noqa: E731
         return {"exponent": self.exponent, "coefficient": self.coefficient,
-                "interval": {"exponent": list(self.exponent_interval), "coefficient": list(self.coefficient_interval)}}
+                "interval": {"exponent": clean(self.exponent_interval), "coefficient": clean(self.coefficient_interval)}}
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,12 @@ def _fit_budget(group: pl.DataFrame, rng: np.random.Generator, resamples: int) -
 
 
 def _power_law(compute: np.ndarray, values: np.ndarray, rng: np.random.Generator, resamples: int) -> tuple[PowerLaw, np.ndarray]:
+    """Log-log line; bootstrap over the budgets, which needs at least 3 of them for an interval."""
     slope, intercept = np.polyfit(np.log(compute), np.log(values), 1)
+    if len(compute) < 3:
+        nan = (float("nan"), float("nan"))
+        law = PowerLaw(exponent=float(slope), coefficient=float(np.exp(intercept)), exponent_interval=nan, coefficient_interval=nan)
+        return law, np.array([[intercept, slope]])
     draws = []
     for _ in range(resamples):
         pick = rng.integers(0, len(compute), len(compute))
@@ -139,8 +146,11 @@ def fit_isoflop(table: Table, seed: int = 0, resamples: int = BOOTSTRAP) -> Isof
                       loss_opt=loss_law, bootstrap_loss=loss_draws)
 
 
-def predict_interval(draws: np.ndarray, compute: float) -> tuple[float, float]:
-    """95% interval of a power law's prediction at `compute` from its bootstrap (log coefficient, exponent) draws."""
+def predict_interval(draws: np.ndarray, compute: float) -> tuple[float, float] | None:
+    """95% interval of a power law's prediction at `compute` from its bootstrap (log coefficient, exponent) draws;
+    None when there was nothing to resample (fewer than 3 budgets)."""
+    if len(draws) < 2:
+        return None
     values = np.exp(draws[:, 0] + draws[:, 1] * np.log(compute))
     lo, hi = np.percentile(values, [2.5, 97.5])
     return float(lo), float(hi)

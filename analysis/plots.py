@@ -60,8 +60,9 @@ def optimal_scaling(fit: IsoflopFit, parametric: ParametricFit | None, out: Path
         (axes[0], fit.n_opt, fit.bootstrap_n, [v.n_opt for v in fit.vertices], "parameters N_opt"),
         (axes[1], fit.d_opt, fit.bootstrap_d, [v.d_opt for v in fit.vertices], "tokens D_opt"),
     ):
-        bands = np.array([predict_interval(draws, c) for c in grid])
-        ax.fill_between(grid, bands[:, 0], bands[:, 1], color="C0", alpha=0.2, label="95% bootstrap band")
+        if len(draws) >= 2:
+            bands = np.array([predict_interval(draws, c) for c in grid])
+            ax.fill_between(grid, bands[:, 0], bands[:, 1], color="C0", alpha=0.2, label="95% bootstrap band")
         ax.plot(grid, [law(c) for c in grid], color="C0", label=f"Approach 2: {law.coefficient:.3g} C^{law.exponent:.3f}")
         if parametric is not None:
             index = 0 if label.startswith("parameters") else 1

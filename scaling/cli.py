@@ -286,9 +286,9 @@ def fit_command(
             out_console.print(f"warning: budget {item['budget']:.3g} excluded: {item['reason']}", highlight=False)
         for name in ("n_opt", "d_opt"):
             law = out["isoflop"][name]
-            lo, hi = law["interval"]["exponent"]
-            out_console.print(f"Approach 2: {name} = {law['coefficient']:.3g} x C^{law['exponent']:.3f} (exponent 95% [{lo:.3f}, {hi:.3f}])",
-                              highlight=False)
+            interval = law["interval"]["exponent"]
+            spread = f"exponent 95% [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "no interval: it needs 3 budgets or more"
+            out_console.print(f"Approach 2: {name} = {law['coefficient']:.3g} x C^{law['exponent']:.3f} ({spread})", highlight=False)
     if "parametric" in out:
         p = out["parametric"]
         out_console.print(f"Approach 3: L = {p['E']:.3f} + {p['A']:.4g} / N^{p['alpha']:.3f} + {p['B']:.4g} / D^{p['beta']:.3f}; "
@@ -320,10 +320,13 @@ def optimal_command(
     for name, label in (("isoflop", "Approach 2 (IsoFLOP)"), ("parametric", "Approach 3 (L(N, D))")):
         if name in answer:
             a = answer[name]
-            line = (f"{label}: N* = {a['n_opt']:.3g} [{a['n_opt_interval'][0]:.3g}, {a['n_opt_interval'][1]:.3g}] parameters, "
-                    f"D* = {a['d_opt']:.3g} [{a['d_opt_interval'][0]:.3g}, {a['d_opt_interval'][1]:.3g}] tokens")
-            if "loss" in a:
-                line += f", loss {a['loss']:.3f} [{a['loss_interval'][0]:.3f}, {a['loss_interval'][1]:.3f}]"
+
+            def spread(key: str, digits: str) -> str:
+                interval = a[f"{key}_interval"]
+                return f"[{interval[0]:{digits}}, {interval[1]:{digits}}]" if interval else "(no interval: fewer than 3 budgets)"
+
+            line = (f"{label}: N* = {a['n_opt']:.3g} {spread('n_opt', '.3g')} parameters, "
+                    f"D* = {a['d_opt']:.3g} {spread('d_opt', '.3g')} tokens, loss {a['loss']:.3f} {spread('loss', '.3f')}")
             out_console.print(line, highlight=False)
     for task, value in answer.get("auroc", {}).items():
         out_console.print(f"AUROC {task}: {value['auroc']:.3f} [{value['interval'][0]:.3f}, {value['interval'][1]:.3f}] "

@@ -189,3 +189,11 @@ def test_bootstrap_intervals_cover_the_truth_at_about_their_nominal_rate():
         exponent_hits += fit.n_opt.exponent_interval[0] <= 0.5 <= fit.n_opt.exponent_interval[1]
     assert vertex_hits / vertex_total >= 0.85  # nominal 0.95; measured 0.925
     assert exponent_hits / 40 >= 0.75  # five budgets make a coarse bootstrap; measured 0.875
+
+
+def test_two_budgets_give_laws_without_pretend_intervals():
+    frame = chinchilla_like().filter(pl.col("budget").is_in([1e19, 1e20]))
+    fit = fit_isoflop(prepare(frame), resamples=50)
+    assert fit.n_opt.as_dict()["interval"] == {"exponent": None, "coefficient": None}
+    answer = optimal(fit, None, 1e21)["isoflop"]
+    assert answer["n_opt_interval"] is None and answer["n_opt"] > 0
