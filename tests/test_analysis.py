@@ -197,3 +197,15 @@ def test_two_budgets_give_laws_without_pretend_intervals():
     assert fit.n_opt.as_dict()["interval"] == {"exponent": None, "coefficient": None}
     answer = optimal(fit, None, 1e21)["isoflop"]
     assert answer["n_opt_interval"] is None and answer["n_opt"] > 0
+
+
+def test_cli_optimal_and_next_grid(tmp_path):
+    path = tmp_path / "runs.csv"
+    chinchilla_like().write_csv(path)
+    result = CliRunner().invoke(app, ["optimal", str(path), "--budget", "1e21", "--resamples", "20"])
+    assert result.exit_code == 0, result.output
+    assert "Approach 2 (IsoFLOP): N* = " in result.output and "Approach 3 (L(N, D)): N* = " in result.output
+    assert "the approaches disagree by" in result.output
+    grid = CliRunner().invoke(app, ["next-grid", str(path), "--budget", "1e21", "--sizes", "5"])
+    assert grid.exit_code == 0, grid.output
+    assert grid.output.count("params ") == 5 and "predicted N* at 1e+21 FLOPs" in grid.output
