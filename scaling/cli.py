@@ -164,9 +164,6 @@ class _ProgressReporter:
         task = self.progress.add_task(f"reading {name}", total=total_bytes)
         return lambda n: self.progress.advance(task, n)
 
-    def done(self, name: str, count) -> None:
-        pass
-
     def step(self, text: str) -> None:
         self.progress.console.print(text, highlight=False)
 

@@ -20,13 +20,14 @@ import polars as pl
 from flax import nnx
 
 from scaling.baselines import baselines, oracle
+from scaling.data.atomic import write_json
 from scaling.data.dataset import PreparedDataset
 from scaling.data.labbags import bert_tokens
 from scaling.data.meds_io import SPLITS
 from scaling.data.tasks import TASKS
 from scaling.probe import Split, linear_probe
 from scaling.runspec import RunSpec, parse_spec
-from scaling.train import RunError, _write_json, restore_model
+from scaling.train import RunError, restore_model
 
 BATCH = 128
 BAG_WINDOW_US = 24 * 3600 * 1_000_000
@@ -148,6 +149,6 @@ def evaluate(out: Path, tasks: tuple[str, ...] | None = None, log=print) -> dict
                 + (f"; {sum(missing.values())} rows without a recent bag" if sum(missing.values()) else ""))
         else:
             log(f"{task}: {probe['reason']}")
-    _write_json(out / "eval.json", report)
-    _write_json(out / "result.json", result)
+    write_json(out / "eval.json", report)
+    write_json(out / "result.json", result)
     return report

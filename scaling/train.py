@@ -11,7 +11,6 @@ is refused with the fields that differ. A NaN or infinite loss stops the run as 
 import dataclasses
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from scaling.data.atomic import write_json
 from scaling.data.dataset import PreparedDataset
 from scaling.data.loaders import BagLoader, TimelineLoader
 from scaling.flops import train_flops_per_token
@@ -130,13 +130,6 @@ def _bag_task(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> Task:
                 tokens_per_step=recipe.batch_rows * width, vocab_size=vocab, context=width)
 
 
-def _write_json(path: Path, data: dict) -> None:
-    """Atomically: a temporary file renamed over the target."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def _check_spec(out: Path, spec_record: dict) -> None:
     path = out / "spec.json"
     if not path.exists():
@@ -173,7 +166,7 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
     record.update({"steps": steps, "tokens_per_step": task.tokens_per_step, "params": shape.params,
                    "params_nonembed": shape.params_nonembed, "flops_per_token": flops_per_token,
                    "convention": spec.convention, "flops": flops_per_token * steps * task.tokens_per_step})
-    _write_json(out / "spec.json", record)
+    write_json(out / "spec.json", record)
 
     devices = jax.devices()
     if recipe.batch_rows % len(devices):
@@ -259,7 +252,7 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
               "train_loss": train_loss, "held_out_loss": held_out, "loss": held_out,
               "wall_seconds": wall, "tokens_per_s": trained_tokens / wall if wall else 0.0,
               "mfu": (trained_tokens / wall) * exact_per_token / peak if wall else 0.0, "fingerprint": record["fingerprint"]}
-    _write_json(out / "result.json", result)
+    write_json(out / "result.json", result)
     log(f"{out}: {status}; held-out loss {held_out:.4f} after {steps:,} steps ({result['tokens']:,} tokens)")
     return result
 

@@ -1,9 +1,17 @@
 """Write a folder atomically: build it in a temporary sibling, then rename it into place."""
 
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically: a temporary file beside it, renamed over the target."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def temporary_sibling(out: Path) -> Path:

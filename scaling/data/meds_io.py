@@ -15,7 +15,6 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from scaling.data.mimic import EVENT_SCHEMA
 
 SPLITS = (meds.train_split, meds.tuning_split, meds.held_out_split)
 _SPLIT_HASH_SEED = 0x5EED

@@ -29,6 +29,12 @@ class TableCount:
     dropped: Counter = field(default_factory=Counter)
     warnings: Counter = field(default_factory=Counter)
 
+    def add_malformed(self, lines: int) -> None:
+        """Lines the CSV parser skipped (wrong number of fields): read, and dropped for that reason."""
+        self.read += lines
+        if lines:
+            self.dropped["malformed line"] += lines
+
     def as_dict(self) -> dict:
         return {"read": self.read, "kept": self.kept, "dropped": dict(sorted(self.dropped.items())),
                 "events": self.events, "warnings": dict(sorted(self.warnings.items()))}

@@ -63,9 +63,6 @@ class Reporter:
     def table(self, name: str, total_bytes: int) -> Callable[[int], None]:
         return lambda n: None
 
-    def done(self, name: str, count: mimic.TableCount) -> None:
-        pass
-
     def step(self, text: str) -> None:
         pass
 
@@ -118,10 +115,7 @@ def _read_whole(root: Path, name: str, columns: tuple[str, ...], reporter: Repor
     malformed = [0]
     frames = list(csv_stream.stream(table, columns, malformed, reporter.table(name, table.path.stat().st_size)))
     frame = pl.concat(frames) if frames else pl.DataFrame(schema={c: pl.String for c in columns})
-    count = counts.setdefault(name, mimic.TableCount())
-    count.read += malformed[0]
-    if malformed[0]:
-        count.dropped["malformed line"] += malformed[0]
+    counts.setdefault(name, mimic.TableCount()).add_malformed(malformed[0])
     return frame
 
 
@@ -143,7 +137,6 @@ def _from_mimic(config: PrepareConfig, tmp: Path, reporter: Reporter) -> dict:
         count.read += frame.height
         count.kept += frame.height
         dictionaries[name] = frame
-        reporter.done(name, count)
     lab_items = dictionaries["hosp/d_labitems"].select(mimic.parse_int("itemid")).to_series().drop_nulls()
 
     patients = _read_whole(root, "hosp/patients", mimic.PATIENTS_COLUMNS, reporter, counts)
@@ -161,7 +154,6 @@ def _from_mimic(config: PrepareConfig, tmp: Path, reporter: Reporter) -> dict:
     for name, frame in (("hosp/patients", patient_events), ("hosp/admissions", admission_events)):
         writer.write(frame)
         counts[name].events += frame.height
-        reporter.done(name, counts[name])
     del patient_events, admission_events
 
     ctx = mimic.Context(subjects=subjects, admissions=admissions, lab_items=lab_items)
@@ -173,10 +165,7 @@ def _from_mimic(config: PrepareConfig, tmp: Path, reporter: Reporter) -> dict:
             out = rule.convert(batch, count)
             count.events += out.height
             writer.write(out)
-        count.read += malformed[0]
-        if malformed[0]:
-            count.dropped["malformed line"] += malformed[0]
-        reporter.done(rule.name, count)
+        count.add_malformed(malformed[0])
 
     reporter.step(f"sorting {shards} shard(s) by subject and time")
     shard_ids = writer.close()

@@ -22,7 +22,6 @@ FACTORS: tuple[str, ...] = CONDITIONS + ("sev",) + PROBLEMS
 N_COND = len(CONDITIONS)
 SEV = N_COND
 PROBLEM_OFFSET = N_COND + 1
-DAY = 1.0
 HOUR = 1.0 / 24
 
 # Prevalence (logit at age 60), age slope per decade, and which earlier conditions raise the odds.

@@ -79,9 +79,6 @@ class Vocabulary:
     def dtype(self) -> np.dtype:
         return np.dtype(np.uint16) if self.size <= np.iinfo(np.uint16).max else np.dtype(np.uint32)
 
-    def id(self, token: str) -> int:
-        return self.tokens.index(token)
-
     def frame(self) -> pl.DataFrame:
         return pl.DataFrame({"token_id": np.arange(self.size), "token": self.tokens, "kind": self.kinds,
                              "count": self.counts})
