@@ -1,36 +1,31 @@
 """The `ehrscale` command."""
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import (
-    BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 from rich.table import Table
 
 from scaling import __version__
+from scaling.console import UserError, console, out_console
+from scaling.sweep.commands import collect_command, sweep_app
 
 app = typer.Typer(help="Scaling-law experiments for EHR foundation models.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Synthesise, ingest and inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-console = Console(stderr=True)
-# Tables go to stdout; wide enough not to truncate names when stdout is a file or a pipe.
-out_console = Console(width=None if sys.stdout.isatty() else 160)
-
-
-class UserError(typer.Exit):
-    """Print a one-line error for a user's mistake and exit 2 (no traceback)."""
-
-    def __init__(self, message: str):
-        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-        super().__init__(code=2)
-
-
+app.add_typer(sweep_app, name="sweep")
+app.command("collect")(collect_command)
 def _print_version(value: bool) -> None:
     if value:
         typer.echo(__version__)
@@ -144,7 +139,7 @@ def inspect(
 ) -> None:
     """Dataset statistics and one decoded timeline (codes with their descriptions)."""
     from scaling.data.dataset import DatasetError, PreparedDataset
-    from scaling.data.inspect import describe, decode_timeline
+    from scaling.data.inspect import decode_timeline, describe
 
     try:
         dataset = PreparedDataset.open(prep)

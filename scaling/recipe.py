@@ -12,8 +12,7 @@ import math
 from dataclasses import dataclass
 
 from scaling.flops import Shape, train_flops_per_token
-from scaling.models.decoder import DecoderConfig
-from scaling.models.labrador import EncoderConfig, bert_params, labrador_params
+from scaling.models.shapes import DecoderConfig, EncoderConfig, bert_params, labrador_params
 
 FAMILIES = ("timeline", "labrador", "bert")
 
@@ -44,6 +43,7 @@ class Recipe:
     min_steps: int = 50
     min_params_nonembed: int = 1_000
     budget_tolerance: float = 0.05
+    tokens_per_param: float = 20.0  # the guess of the compute-optimal tokens / non-embedding params that centres a sweep's sizes
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:

@@ -5,13 +5,14 @@ from pathlib import Path
 
 from scaling.evaluate import evaluate
 from scaling.runspec import RunSpec
+from scaling.sweep.state import settled_tasks
 from scaling.train import train
 
 
 def run(spec: RunSpec, out: Path, log=print) -> dict:
-    """Train, then evaluate any listed task whose AUROC the result does not hold yet."""
+    """Train, then evaluate any listed task not evaluated yet."""
     result = train(spec, out, log=log)
-    pending = [t for t in spec.tasks if f"auroc_{t}" not in result and result["status"] == "ok"]
+    pending = [t for t in spec.tasks if t not in settled_tasks(Path(out))] if result["status"] == "ok" else []
     if pending:
         report = evaluate(out, tuple(pending), log=log)
         result = json.loads((Path(out) / "result.json").read_text())

@@ -79,17 +79,11 @@ class Task:
 
 def build_model(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> tuple[nnx.Module, int, int]:
     """The run's model, its vocabulary (or lab items, or BERT tokens) and its context."""
-    recipe = spec.recipe
-    if spec.family == "timeline":
-        vocab = dataset.vocabulary().size
-        return Decoder(recipe.model_config(spec.width, vocab), rngs), vocab, recipe.context
-    items = dataset.lab_vocabulary().size
-    width = dataset.bags("train").codes.shape[1]  # the longest bag of this dataset: the encoder's context
-    sized = dataclasses.replace(recipe, context=width)
-    if spec.family == "labrador":
-        return Labrador(sized.model_config(spec.width, items), rngs), items, width
-    vocab = 1 + items * 11 + 1  # padding, 11 tokens per item, the mask
-    return Bert(sized.model_config(spec.width, vocab), rngs), vocab, width
+    inputs = dataset.model_inputs(spec.family, spec.recipe.context)
+    recipe = dataclasses.replace(spec.recipe, context=inputs.context)  # bag families: the longest bag
+    config = recipe.model_config(spec.width, inputs.vocab_size)
+    model = {"timeline": Decoder, "labrador": Labrador, "bert": Bert}[spec.family](config, rngs)
+    return model, inputs.vocab_size, inputs.context
 
 
 def _timeline_task(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> Task:
@@ -255,6 +249,31 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
     write_json(out / "result.json", result)
     log(f"{out}: {status}; held-out loss {held_out:.4f} after {steps:,} steps ({result['tokens']:,} tokens)")
     return result
+
+
+def measure_tokens_per_s(spec: RunSpec, steps: int = 5) -> float:
+    """Training tokens/s of a run's real step on this machine (after one compiling step); nothing is saved."""
+    dataset = PreparedDataset.open(spec.data)
+    task = _timeline_task(spec, dataset, nnx.Rngs(spec.seed)) if spec.family == "timeline" else _bag_task(spec, dataset, nnx.Rngs(spec.seed))
+    graphdef, state = nnx.split(task.model)
+    params = nnx.to_pure_dict(state)
+    tx = optimizer(spec.recipe, schedule(spec.recipe, spec.recipe.learning_rate(spec.width), steps + 1))
+    opt_state = tx.init(params)
+    dtype = jnp.bfloat16 if spec.dtype == "bfloat16" else jnp.float32
+
+    @jax.jit
+    def train_step(p, o, batch):
+        loss, grads = jax.value_and_grad(lambda p: task.loss(nnx.merge(graphdef, nnx.State(p)), batch, dtype))(p)
+        updates, o = tx.update(grads, o, p)
+        return optax.apply_updates(p, updates), o, loss
+
+    params, opt_state, loss = train_step(params, opt_state, task.train_batch(0))
+    loss.block_until_ready()
+    started = time.perf_counter()
+    for step in range(1, steps + 1):
+        params, opt_state, loss = train_step(params, opt_state, task.train_batch(step))
+    loss.block_until_ready()
+    return steps * task.tokens_per_step / (time.perf_counter() - started)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -9,7 +9,8 @@ from flax import nnx
 
 from scaling.flops import Shape, forward_components, train_flops_per_token
 from scaling.models.decoder import Decoder, DecoderConfig, next_token_loss
-from scaling.models.labrador import Bert, EncoderConfig, Labrador, bert_params, labrador_params
+from scaling.models.labrador import Bert, Labrador
+from scaling.models.shapes import EncoderConfig, bert_params, labrador_params
 from scaling.recipe import Recipe
 from scaling.train import schedule
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import meds
+import numpy as np
 import polars as pl
 
 from scaling.data.labbags import BagSplit, LabVocabulary
@@ -20,6 +21,15 @@ PARTS = {
     "lab bags": "labbags/train/codes.npy",
     "tasks": "tasks/in_hospital_mortality.parquet",
 }
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What a model family sees of a dataset: its vocabulary, its context, and one epoch of training data."""
+
+    vocab_size: int  # timeline tokens, lab items (Labrador) or (item, decile) tokens (BERT)
+    context: int  # the timeline window, or the longest bag
+    rows_per_epoch: float  # training windows (timeline) or bags per pass over the train split
 
 
 class DatasetError(Exception):
@@ -65,6 +75,16 @@ class PreparedDataset:
 
     def bags(self, split: str) -> BagSplit:
         return BagSplit.open(self.root / "labbags", split)
+
+    def model_inputs(self, family: str, timeline_context: int) -> ModelInputs:
+        """Vocabulary, context and epoch size of a family's model on this dataset."""
+        if family == "timeline":
+            tokens = int(np.load(self.root / "timelines" / "train" / "offsets.npy")[-1])
+            return ModelInputs(self.vocabulary().size, timeline_context, tokens / timeline_context)
+        items = self.lab_vocabulary().size
+        bags = self.bags("train")
+        vocab = items if family == "labrador" else 1 + items * 11 + 1  # BERT: padding, 11 tokens per item, the mask
+        return ModelInputs(vocab, int(bags.codes.shape[1]), float(len(bags)))
 
     def task(self, name: str) -> pl.DataFrame:
         path = self.root / "tasks" / f"{name}.parquet"

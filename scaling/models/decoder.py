@@ -5,39 +5,12 @@ an unembedding matrix (or the embedding, tied). Packed rows carry `segment_ids`:
 only to earlier tokens of its own segment, so no patient sees another.
 """
 
-from dataclasses import dataclass
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from scaling.models.transformer import INIT_STD, BlockStack, StackConfig, rms_norm
-
-
-@dataclass(frozen=True)
-class DecoderConfig:
-    """Everything that fixes the decoder's parameter tree and compute."""
-
-    vocab_size: int
-    d_model: int
-    n_layers: int
-    n_heads: int
-    d_ff: int
-    context: int
-    tie_embeddings: bool = False
-
-    @property
-    def stack(self) -> StackConfig:
-        return StackConfig(d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, d_ff=self.d_ff, rotary=True)
-
-    def params(self) -> int:
-        """All weights: embedding, blocks, final norm, unembedding unless tied."""
-        unembed = 0 if self.tie_embeddings else self.vocab_size * self.d_model
-        return self.vocab_size * self.d_model + self.stack.params() + self.d_model + unembed
-
-    def params_nonembed(self) -> int:
-        """Weights outside the embedding and unembedding matrices (Kaplan's N)."""
-        return self.stack.params() + self.d_model
+from scaling.models.shapes import DecoderConfig
+from scaling.models.transformer import INIT_STD, BlockStack, rms_norm
 
 
 def causal_segment_mask(segment_ids: jax.Array) -> jax.Array:

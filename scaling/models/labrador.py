@@ -12,49 +12,12 @@ dropout (the scaling runs see each bag about once). Everything else follows the 
 BERT embeds (code, decile) tokens and predicts the masked token with one cross-entropy head.
 """
 
-from dataclasses import dataclass
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from scaling.models.transformer import INIT_STD, BlockStack, StackConfig, rms_norm
-
-
-@dataclass(frozen=True)
-class EncoderConfig:
-    """An encoder over bags: `n_items` lab items (Labrador) or BERT tokens, and the longest bag."""
-
-    n_items: int
-    d_model: int
-    n_layers: int
-    n_heads: int
-    d_ff: int
-    context: int  # the longest bag
-    mse_weight: float = 1.0
-
-    @property
-    def stack(self) -> StackConfig:
-        return StackConfig(d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, d_ff=self.d_ff, rotary=False)
-
-
-def labrador_params(c: EncoderConfig) -> tuple[int, int]:
-    """(all, non-embedding) parameters of Labrador; the code embedding table is the embedding."""
-    d = c.d_model
-    table = (c.n_items + 3) * d  # padding, items, mask, null
-    value = d + d + 2 * d  # Dense(1 -> d) weight and bias, the mask and null vectors
-    project = d * d + d + 2 * d  # Dense(d) + bias, LayerNorm scale and bias
-    heads = d + d * c.n_items + c.n_items + (d + c.n_items) + 1  # final norm, categorical, continuous
-    nonembed = value + project + c.stack.params() + heads
-    return table + nonembed, nonembed
-
-
-def bert_params(c: EncoderConfig) -> tuple[int, int]:
-    """(all, non-embedding) parameters of BERT on bag tokens; `n_items` is the token vocabulary here."""
-    d = c.d_model
-    table = c.n_items * d
-    nonembed = c.stack.params() + d + d * c.n_items
-    return table + nonembed, nonembed
+from scaling.models.shapes import EncoderConfig
+from scaling.models.transformer import INIT_STD, BlockStack, rms_norm
 
 
 def padding_mask(valid: jax.Array) -> jax.Array:

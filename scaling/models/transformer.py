@@ -6,40 +6,13 @@ SwiGLU MLP -> residual. No biases. Axis names in einsums: b batch, t/s positions
 h heads, k head dim, f MLP hidden, l layers.
 """
 
-from dataclasses import dataclass
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from scaling.models.shapes import StackConfig
+
 INIT_STD = 0.02
-
-
-@dataclass(frozen=True)
-class StackConfig:
-    """Shape of a block stack."""
-
-    d_model: int
-    n_layers: int
-    n_heads: int
-    d_ff: int
-    rotary: bool = True
-    rope_theta: float = 10_000.0
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
-
-    def __post_init__(self) -> None:
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model {self.d_model} is not a multiple of n_heads {self.n_heads}")
-        if self.rotary and self.head_dim % 2:
-            raise ValueError(f"rotary positions need an even head dim, got {self.head_dim}")
-
-    def params(self) -> int:
-        """Weights of the stack: per layer two norms, Q K V O, three MLP matrices."""
-        d, f = self.d_model, self.d_ff
-        return self.n_layers * (2 * d + 4 * d * d + 3 * d * f)
 
 
 def rms_norm(x: jax.Array, scale: jax.Array, eps: float = 1e-6) -> jax.Array:

@@ -1,0 +1,96 @@
+"""Model configurations and their parameter counts, in plain Python (no JAX).
+
+The recipe, the sweep planner and the sweep driver size models from these without importing JAX,
+so a driver never touches an accelerator; the modules in this package build the models from them.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Shape of a block stack."""
+
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_ff: int
+    rotary: bool = True
+    rope_theta: float = 10_000.0
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not a multiple of n_heads {self.n_heads}")
+        if self.rotary and self.head_dim % 2:
+            raise ValueError(f"rotary positions need an even head dim, got {self.head_dim}")
+
+    def params(self) -> int:
+        """Weights of the stack: per layer two norms, Q K V O, three MLP matrices."""
+        d, f = self.d_model, self.d_ff
+        return self.n_layers * (2 * d + 4 * d * d + 3 * d * f)
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Everything that fixes the decoder's parameter tree and compute."""
+
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_ff: int
+    context: int
+    tie_embeddings: bool = False
+
+    @property
+    def stack(self) -> StackConfig:
+        return StackConfig(d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, d_ff=self.d_ff, rotary=True)
+
+    def params(self) -> int:
+        """All weights: embedding, blocks, final norm, unembedding unless tied."""
+        unembed = 0 if self.tie_embeddings else self.vocab_size * self.d_model
+        return self.vocab_size * self.d_model + self.stack.params() + self.d_model + unembed
+
+    def params_nonembed(self) -> int:
+        """Weights outside the embedding and unembedding matrices (Kaplan's N)."""
+        return self.stack.params() + self.d_model
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """An encoder over bags: `n_items` lab items (Labrador) or BERT tokens, and the longest bag."""
+
+    n_items: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_ff: int
+    context: int  # the longest bag
+    mse_weight: float = 1.0
+
+    @property
+    def stack(self) -> StackConfig:
+        return StackConfig(d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, d_ff=self.d_ff, rotary=False)
+
+
+def labrador_params(c: EncoderConfig) -> tuple[int, int]:
+    """(all, non-embedding) parameters of Labrador; the code embedding table is the embedding."""
+    d = c.d_model
+    table = (c.n_items + 3) * d  # padding, items, mask, null
+    value = d + d + 2 * d  # Dense(1 -> d) weight and bias, the mask and null vectors
+    project = d * d + d + 2 * d  # Dense(d) + bias, LayerNorm scale and bias
+    heads = d + d * c.n_items + c.n_items + (d + c.n_items) + 1  # final norm, categorical, continuous
+    nonembed = value + project + c.stack.params() + heads
+    return table + nonembed, nonembed
+
+
+def bert_params(c: EncoderConfig) -> tuple[int, int]:
+    """(all, non-embedding) parameters of BERT on bag tokens; `n_items` is the token vocabulary here."""
+    d = c.d_model
+    table = c.n_items * d
+    nonembed = c.stack.params() + d + d * c.n_items
+    return table + nonembed, nonembed

@@ -1,0 +1,256 @@
+"""A sweep spec (`sweeps/*.toml`): an IsoFLOP grid as data, validated before anything runs.
+
+```toml
+name = "demo"                  # runs go to <runs_root>/<name>/<version>/<run id>/
+version = 1
+family = "timeline"            # timeline | labrador | bert
+data = "out/demo/prep"         # a prepared dataset (relative paths: from where the command runs)
+runs_root = "out/demo/runs"    # a local folder or shared storage that every worker sees
+budgets = [1e11, 3e11, 1e12]   # training FLOPs, under `convention`
+convention = "exact"
+seeds = [0]
+tasks = ["in_hospital_mortality"]
+dtype = "float32"
+
+[sizes]                        # per budget: `count` widths spanning `span`x in non-embedding
+count = 5                      # parameters around the recipe's guess ...
+span = 30.0
+# widths = [16, 24, 32, 48]    # ... or explicit widths
+
+[recipe]                       # any field of scaling.recipe.Recipe
+[train]                        # cadence of logs, evaluations, checkpoints (scaling.runspec.TrainSettings)
+[resources]                    # per run: cpus, gpus, tpus (chips), accelerator_type
+[retries]                      # preemptions (worker lost) and failures (an error), counted apart
+```
+
+Nothing in a spec executes. Every message names the file and the key.
+"""
+
+import dataclasses
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scaling.data.tasks import TASKS
+from scaling.flops import CONVENTIONS
+from scaling.recipe import FAMILIES, Recipe, override
+from scaling.runspec import SpecError, TrainSettings
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Model sizes per budget: `count` widths over `span`x parameters around the guess, or explicit widths."""
+
+    count: int = 5
+    span: float = 30.0
+    widths: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one run asks of the cluster; never part of a run's fingerprint."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    tpus: int = 0  # TPU chips on one host
+    accelerator_type: str = ""  # e.g. "A100", "H100", "TPU-V5LITEPOD" (Ray's accelerator_type)
+
+    @property
+    def shares_gpu(self) -> bool:
+        return 0 < self.gpus < 1
+
+
+@dataclass(frozen=True)
+class Retries:
+    """How often a run is tried again: after a lost worker (preemption) and after an error (failure)."""
+
+    preemptions: int = 5
+    failures: int = 1
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    version: str
+    family: str
+    data: str
+    budgets: tuple[float, ...]
+    runs_root: str = "runs"
+    convention: str = "exact"
+    seeds: tuple[int, ...] = (0,)
+    tasks: tuple[str, ...] = ()
+    dtype: str = "float32"
+    sizes: Sizes = field(default_factory=Sizes)
+    recipe: Recipe = field(default_factory=Recipe)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    resources: Resources = field(default_factory=Resources)
+    retries: Retries = field(default_factory=Retries)
+    source: str = ""  # the file it came from, for messages
+
+    def folder(self, runs_root: str | Path | None = None) -> Path:
+        return Path(runs_root or self.runs_root) / self.name / self.version
+
+    def result_fields(self) -> dict:
+        """What decides the sweep's runs (a change under the same name and version is refused)."""
+        return {"family": self.family, "data": self.data, "budgets": list(self.budgets), "convention": self.convention,
+                "seeds": list(self.seeds), "dtype": self.dtype, "sizes": _plain(dataclasses.asdict(self.sizes)),
+                "recipe": _plain(dataclasses.asdict(self.recipe))}
+
+
+def _plain(value):
+    """Tuples as lists, as JSON stores them, so a stored record compares equal to a fresh one."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+_TOP = {"name": str, "version": (int, str), "family": str, "data": str, "budgets": list, "runs_root": str,
+        "convention": str, "seeds": list, "tasks": list, "dtype": str}
+_TABLES = ("sizes", "recipe", "train", "resources", "retries")
+_REQUIRED = ("name", "version", "family", "data", "budgets")
+
+
+def _kind(kind) -> str:
+    return " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
+
+
+def _is(value, kind) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool):
+        return bool in kinds
+    if float in kinds and isinstance(value, int):
+        return True
+    return isinstance(value, kinds)
+
+
+def _check_table(where: str, table: str, values, kinds: dict, check) -> dict:
+    """A [table] of scalars: a table, known keys, right types, values that pass `check`."""
+    if not isinstance(values, dict):
+        raise SpecError(f"{where}: '{table}' must be a table ([{table}]), got {values!r}")
+    unknown = sorted(set(values) - set(kinds))
+    if unknown:
+        raise SpecError(f"{where}: [{table}]: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(kinds))})")
+    for key, value in values.items():
+        if not _is(value, kinds[key]):
+            raise SpecError(f"{where}: [{table}] '{key}' must be {_kind(kinds[key])}, got {value!r}")
+        problem = check(key, value)
+        if problem:
+            raise SpecError(f"{where}: [{table}] '{key}' {problem}, got {value!r}")
+    return values
+
+
+def parse_sweep(source: dict, where: str) -> SweepSpec:
+    """A validated SweepSpec from parsed TOML; `where` names the file in messages."""
+    unknown = sorted(set(source) - set(_TOP) - set(_TABLES))
+    if unknown:
+        raise SpecError(f"{where}: unknown key(s) {', '.join(unknown)} "
+                        f"(known: {', '.join(sorted(_TOP))}, {', '.join(f'[{t}]' for t in _TABLES)})")
+    for key in _REQUIRED:
+        if key not in source:
+            raise SpecError(f"{where}: missing key '{key}'")
+    for key, kind in _TOP.items():
+        if key in source and not _is(source[key], kind):
+            raise SpecError(f"{where}: '{key}' must be {_kind(kind)}, got {source[key]!r}")
+    name, version = source["name"], str(source["version"])
+    for key, value in (("name", name), ("version", version)):
+        if not NAME.match(value):
+            raise SpecError(f"{where}: '{key}' must be letters, digits, '_', '-' or '.' (it names a folder), got {value!r}")
+    if source["family"] not in FAMILIES:
+        raise SpecError(f"{where}: 'family' must be one of {', '.join(FAMILIES)}, got {source['family']!r}")
+    if source.get("convention", "exact") not in CONVENTIONS:
+        raise SpecError(f"{where}: 'convention' must be one of {', '.join(CONVENTIONS)}, got {source['convention']!r}")
+    if source.get("dtype", "float32") not in ("float32", "bfloat16"):
+        raise SpecError(f"{where}: 'dtype' must be float32 or bfloat16, got {source['dtype']!r}")
+    budgets = source["budgets"]
+    if not budgets or not all(_is(b, float) and math.isfinite(b) and b > 0 for b in budgets):
+        raise SpecError(f"{where}: 'budgets' must be a non-empty list of positive FLOP counts, got {budgets!r}")
+    if len(set(budgets)) != len(budgets):
+        raise SpecError(f"{where}: 'budgets' repeats a budget: {budgets!r}")
+    seeds = source.get("seeds", [0])
+    if not seeds or not all(_is(s, int) and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise SpecError(f"{where}: 'seeds' must be a non-empty list of distinct non-negative integers, got {seeds!r}")
+    tasks = source.get("tasks", [])
+    if not all(isinstance(t, str) for t in tasks):
+        raise SpecError(f"{where}: 'tasks' must be a list of task names, got {tasks!r}")
+    unknown_tasks = sorted(set(tasks) - set(TASKS))
+    if unknown_tasks:
+        raise SpecError(f"{where}: unknown task(s) {', '.join(unknown_tasks)} (tasks: {', '.join(TASKS)})")
+
+    sizes = _check_table(where, "sizes", source.get("sizes", {}), {"count": int, "span": float, "widths": list},
+                         lambda k, v: _size_problem(k, v))
+    if "widths" in sizes and ({"count", "span"} & set(sizes)):
+        raise SpecError(f"{where}: [sizes] takes either 'widths' or 'count' and 'span', not both")
+    resources = _check_table(where, "resources", source.get("resources", {}),
+                             {"cpus": float, "gpus": float, "tpus": int, "accelerator_type": str, "hosts": int},
+                             _resource_problem)
+    retries = _check_table(where, "retries", source.get("retries", {}), {"preemptions": int, "failures": int},
+                           lambda k, v: "must be 0 or more" if v < 0 else None)
+    train_fields = {f.name: int for f in dataclasses.fields(TrainSettings)}
+    train = _check_table(where, "train", source.get("train", {}), train_fields,
+                         lambda k, v: "must be a positive integer" if v < 1 else None)
+    try:
+        recipe = override(Recipe(family=source["family"]), _check_table(where, "recipe", source.get("recipe", {}),
+                                                                        _recipe_kinds(), lambda k, v: None))
+    except (ValueError, TypeError) as error:
+        raise SpecError(f"{where}: [recipe]: {error}") from error
+    resources.pop("hosts", None)  # 1, checked above
+    return SweepSpec(
+        name=name, version=version, family=source["family"], data=source["data"], budgets=tuple(float(b) for b in budgets),
+        runs_root=source.get("runs_root", "runs"), convention=source.get("convention", "exact"), seeds=tuple(seeds),
+        tasks=tuple(tasks), dtype=source.get("dtype", "float32"),
+        sizes=Sizes(**{k: tuple(v) if isinstance(v, list) else v for k, v in sizes.items()}),
+        recipe=recipe, train=TrainSettings(**train), resources=Resources(**resources), retries=Retries(**retries),
+        source=where)
+
+
+def _size_problem(key: str, value) -> str | None:
+    if key == "count" and value < 1:
+        return "must be 1 or more"
+    if key == "span" and not (math.isfinite(value) and value >= 1):
+        return "must be a ratio of 1 or more"
+    if key == "widths" and (not value or not all(_is(w, int) and w > 0 for w in value) or len(set(value)) != len(value)):
+        return "must be a non-empty list of distinct positive integers"
+    return None
+
+
+def _resource_problem(key: str, value) -> str | None:
+    if key in ("cpus", "gpus", "tpus") and (value < 0 or not math.isfinite(value)):
+        return "must be 0 or more"
+    if key == "cpus" and value == 0:
+        return "must be more than 0"
+    if key == "gpus" and value > 1 and value != int(value):
+        return "must be a fraction below 1 (runs sharing a GPU) or a whole number"
+    if key == "hosts" and value != 1:
+        return "must be 1: a run spans one host (multi-host TPU slices are not supported yet)"
+    return None
+
+
+def _recipe_kinds() -> dict:
+    kinds = {}
+    for f in dataclasses.fields(Recipe):
+        if f.name == "family":  # the sweep's own top-level key
+            continue
+        default = getattr(Recipe(), f.name)
+        kinds[f.name] = list if isinstance(default, tuple) else (float if isinstance(default, float) else type(default))
+    return kinds
+
+
+def load_sweep(path: Path) -> SweepSpec:
+    path = Path(path)
+    try:
+        source = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: a folder, not a sweep spec (.toml)") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a text file") from None
+    except tomllib.TOMLDecodeError as error:
+        raise SpecError(f"{path}: not valid TOML: {error}") from None
+    return parse_sweep(source, str(path))

@@ -1,0 +1,76 @@
+"""Measured throughput for a sweep plan's time estimates: from finished runs, or timed on the spot.
+
+Finished runs anywhere under the runs root count when they match the sweep's family, context, rows
+per step and dtype; a width no run has measured borrows the FLOP rate of the nearest measured
+width. `ehrscale sweep plan --measure` times a few real steps of each width instead.
+"""
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import median
+
+from scaling.recipe import Candidate
+from scaling.sweep.spec import SweepSpec
+
+
+@dataclass(frozen=True)
+class Throughput:
+    tokens_per_s: dict[int, float] = field(default_factory=dict)  # width -> training tokens/s
+    flops_per_s: dict[int, float] = field(default_factory=dict)  # width -> FLOP/s under the sweep's convention
+    source: str = ""
+
+
+def _matches(record: dict, sweep: SweepSpec) -> bool:
+    spec = record.get("spec", {})
+    recipe = spec.get("recipe", {})
+    return (spec.get("family") == sweep.family and spec.get("dtype") == sweep.dtype
+            and record.get("convention") == sweep.convention
+            and recipe.get("context") == sweep.recipe.context and recipe.get("batch_rows") == sweep.recipe.batch_rows)
+
+
+def measured_throughput(runs_root: Path, sweep: SweepSpec) -> Throughput:
+    """Median tokens/s per width over finished runs under `runs_root` like this sweep's."""
+    tokens: dict[int, list[float]] = {}
+    flops: dict[int, list[float]] = {}
+    runs = 0
+    for result_path in Path(runs_root).glob("*/*/*/result.json"):
+        spec_path = result_path.with_name("spec.json")
+        if not spec_path.exists():
+            continue
+        record = json.loads(spec_path.read_text())
+        result = json.loads(result_path.read_text())
+        if not _matches(record, sweep) or result.get("status") != "ok" or not result.get("tokens_per_s"):
+            continue
+        width = record["spec"]["width"]
+        tokens.setdefault(width, []).append(result["tokens_per_s"])
+        flops.setdefault(width, []).append(result["tokens_per_s"] * result["flops_per_token"])
+        runs += 1
+    if not runs:
+        return Throughput()
+    return Throughput({w: median(v) for w, v in tokens.items()}, {w: median(v) for w, v in flops.items()},
+                      f"{runs} finished runs under {runs_root}")
+
+
+def timed_throughput(sweep: SweepSpec, widths: list[int], steps: int = 5) -> Throughput:
+    """Time `steps` real training steps of each width here (imports JAX)."""
+    from scaling.runspec import RunSpec
+    from scaling.train import measure_tokens_per_s
+
+    tokens = {}
+    for width in sorted(set(widths)):
+        spec = RunSpec(name=f"measure-w{width}", data=sweep.data, width=width, tokens=1, family=sweep.family,
+                       seed=0, convention=sweep.convention, dtype=sweep.dtype, recipe=sweep.recipe, train=sweep.train)
+        tokens[width] = measure_tokens_per_s(spec, steps)
+    return Throughput(tokens, {}, f"{steps} timed steps per width on this machine")
+
+
+def estimate_seconds(throughput: Throughput, candidate: Candidate) -> float | None:
+    """Run time of a candidate: its width's measured tokens/s, else the nearest measured width's FLOP rate."""
+    if candidate.width in throughput.tokens_per_s:
+        return candidate.tokens / throughput.tokens_per_s[candidate.width]
+    if throughput.flops_per_s:
+        nearest = min(throughput.flops_per_s, key=lambda w: abs(math.log(w / candidate.width)))
+        return candidate.flops / throughput.flops_per_s[nearest]
+    return None
