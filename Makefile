@@ -6,9 +6,10 @@ UV := .tools/bin/uv
 VENV := .venv
 EHRSCALE := $(VENV)/bin/ehrscale
 DEMO := out/demo
-DEMO_PATIENTS ?= 2000
+DEMO_PATIENTS ?= 21500
+DEMO_RUNS := $(DEMO)/runs/demo/1
 
-.PHONY: demo test test-slow bench lock clean
+.PHONY: demo test test-slow test-cluster bench lock clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -23,14 +24,19 @@ demo: $(VENV)/.synced
 	else $(EHRSCALE) data synth --out $(DEMO)/mimic --patients $(DEMO_PATIENTS) --seed 0; fi
 	@if [ -f $(DEMO)/prep/manifest.json ]; then echo "reusing the prepared dataset in $(DEMO)/prep"; \
 	else $(EHRSCALE) data prepare --mimic $(DEMO)/mimic --out $(DEMO)/prep; fi
-	$(EHRSCALE) data inspect $(DEMO)/prep --tokens 40
-	@echo "demo: synthetic MIMIC-IV in $(DEMO)/mimic; events, timelines, lab bags, task labels and manifest.json in $(DEMO)/prep"
+	$(EHRSCALE) sweep run sweeps/demo.toml
+	$(EHRSCALE) fit $(DEMO_RUNS)/runs.parquet --params-col params_nonembed
+	$(EHRSCALE) plot $(DEMO_RUNS)/runs.parquet --params-col params_nonembed --out $(DEMO)/figures
+	@echo "demo: runs in $(DEMO_RUNS) (runs.parquet, fits.json), figures in $(DEMO)/figures"
 
 test: $(VENV)/.synced
 	$(VENV)/bin/pytest -q
 
 test-slow: $(VENV)/.synced
 	$(VENV)/bin/pytest -q -m slow
+
+test-cluster: $(VENV)/.synced
+	$(VENV)/bin/pytest -q -m cluster
 
 bench: $(VENV)/.synced
 	$(VENV)/bin/python benchmarks/bench_synth.py --workdir out/bench

@@ -47,7 +47,9 @@ def prepare(frame: pl.DataFrame, name: str = "table", columns: dict[str, str] | 
     missing_sources = [s for s in renames if s not in frame.columns]
     if missing_sources:
         raise TableError(f"{name}: no column {', '.join(repr(s) for s in missing_sources)} to map (columns: {', '.join(frame.columns)})")
-    frame = frame.rename(renames)
+    # A mapped column replaces a column of the target's name (runs.parquet has both params and params_nonembed).
+    replaced = [target for source, target in renames.items() if target in frame.columns and target not in renames]
+    frame = frame.drop(replaced).rename(renames)
     notes = []
     flops_from = "flops column"
     if "flops" not in frame.columns and "budget" in frame.columns:

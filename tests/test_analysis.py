@@ -84,6 +84,9 @@ def test_bad_input_names_the_column_and_the_rows():
     table = prepare(frame.with_columns(status=pl.when(pl.int_range(pl.len()) < 3).then(pl.lit("diverged")).otherwise(pl.lit("ok"))))
     assert "left out 3 run(s) whose status is not ok (diverged: 3)" in table.notes
     assert table.frame.height == frame.height - 3
+    # a mapped column replaces one of the same name (runs.parquet has params and params_nonembed)
+    mapped = prepare(frame.with_columns(params_nonembed=pl.col("params") / 2), "runs.parquet", {"params": "params_nonembed"})
+    assert mapped.frame["params"].to_list() == (frame["params"] / 2).to_list()
 
 
 @pytest.mark.skipif(not (SHARED / "llama3_isoflop_points.csv").exists(), reason="shared reference data not beside the project")

@@ -159,3 +159,18 @@ def test_collect_reads_results_and_aurocs_from_the_run_folders(prepared, tmp_pat
     assert rows[plan.runs[0].run_id]["status"] == "ok" and rows[plan.runs[0].run_id]["auroc_long_stay"] == 0.7
     assert rows[plan.runs[0].run_id]["loss"] == 2.5 and rows[plan.runs[1].run_id]["status"] == "diverged"
     assert sorted(set(frame["status"])) == ["diverged", "ok", "pending"]
+
+
+@pytest.mark.parametrize("family", ["labrador", "bert"])
+def test_bag_families_plan_in_bags_of_the_dataset_width(prepared, family):
+    from scaling.data.dataset import PreparedDataset
+
+    dataset = PreparedDataset.open(prepared[0])
+    width = dataset.bags("train").codes.shape[1]
+    items = dataset.lab_vocabulary().size
+    sweep = parse_sweep(sweep_dict(prepared[0], family=family, budgets=[1e9]), "t.toml")
+    plan = make_plan(sweep)
+    assert plan.inputs.context == width and plan.inputs.rows_per_epoch == len(dataset.bags("train"))
+    assert plan.inputs.vocab_size == (items if family == "labrador" else 1 + 11 * items + 1)
+    for r in plan.runs:
+        assert r.candidate.tokens == r.candidate.steps * 4 * width

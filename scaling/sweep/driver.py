@@ -55,12 +55,24 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Timing:
+    """When the driver submitted a run's task, and when its body started and ended (wall clock)."""
+
+    run_id: str
+    submitted: float
+    started: float
+    ended: float
+
+
+@dataclass(frozen=True)
 class Summary:
     folder: Path
     runs_table: Path
     progress: Progress
     failed: dict[str, str]  # run id -> error
     wall_seconds: float
+    timings: tuple[Timing, ...] = ()
+    slots: int = 1
 
 
 def worker_env(resources: Resources) -> dict[str, str]:
@@ -76,7 +88,8 @@ def worker_env(resources: Resources) -> dict[str, str]:
 
 
 def execute_run(spec_record: dict, run_dir: str, cache_dir: str) -> dict:
-    """Body of a run's Ray task: train (or resume, or skip), evaluate, and say how it ended."""
+    """Body of a run's Ray task: train (or resume, or skip), evaluate, and say how it ended and when."""
+    started = time.time()
     from scaling.run import run  # JAX is imported here, in the worker, never in the driver
     from scaling.runspec import parse_spec
     from scaling.train import enable_compilation_cache
@@ -93,7 +106,7 @@ def execute_run(spec_record: dict, run_dir: str, cache_dir: str) -> dict:
         except Exception:
             log(traceback.format_exc())
             raise
-    return {"status": result["status"], "wall_seconds": result.get("wall_seconds", 0.0)}
+    return {"status": result["status"], "started": started, "ended": time.time()}
 
 
 def connect(address: str | None, dashboard: bool = False, num_cpus: int | None = None):
@@ -152,18 +165,20 @@ def run_sweep(sweep: SweepSpec, runs_root: str | Path | None = None, address: st
             queue.append(planned)
             progress.flops_total += planned.candidate.flops
     failed: dict[str, str] = {}
+    timings: list[Timing] = []
+    limit = 1
     if queue:
-        failed = _drive(plan, folder, queue, progress, address, max_parallel, report, log, num_cpus, dashboard)
+        failed, limit = _drive(plan, folder, queue, progress, address, max_parallel, report, log, num_cpus, dashboard, timings)
     else:
         log(f"{sweep.name} v{sweep.version}: all {len(plan.runs)} runs finished already; nothing to train")
     table, _ = write_runs_table(plan, folder)
     report(progress)
     return Summary(folder=folder, runs_table=table, progress=progress, failed=failed,
-                   wall_seconds=time.perf_counter() - started)
+                   wall_seconds=time.perf_counter() - started, timings=tuple(timings), slots=limit)
 
 
 def _drive(plan: Plan, folder: Path, queue: list[PlannedRun], progress: Progress, address, max_parallel, report,
-           log, num_cpus, dashboard) -> dict[str, str]:
+           log, num_cpus, dashboard, timings: list[Timing]) -> tuple[dict[str, str], int]:
     sweep = plan.sweep
     ray = connect(address, dashboard, num_cpus)
     resources = sweep.resources
@@ -181,6 +196,7 @@ def _drive(plan: Plan, folder: Path, queue: list[PlannedRun], progress: Progress
     preempted = {r.run_id: 0 for r in queue}
     errors = {r.run_id: 0 for r in queue}
     in_flight: dict = {}
+    submitted: dict = {}
     failed: dict[str, str] = {}
     log(f"{sweep.name} v{sweep.version}: {len(queue)} of {progress.total} runs to do, {limit} at a time")
     while queue or in_flight:
@@ -188,11 +204,13 @@ def _drive(plan: Plan, folder: Path, queue: list[PlannedRun], progress: Progress
             planned = queue.pop(0)
             ref = task.remote(json.loads(json.dumps(planned.spec.to_dict())), str(folder / planned.run_id), cache)  # as TOML/JSON gives it
             in_flight[ref] = planned
+            submitted[ref] = time.time()
         progress.running = len(in_flight)
         report(progress)
         ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
         for ref in ready:
             planned = in_flight.pop(ref)
+            sent = submitted.pop(ref)
             run_dir = folder / planned.run_id
             try:
                 outcome = ray.get(ref)
@@ -218,13 +236,14 @@ def _drive(plan: Plan, folder: Path, queue: list[PlannedRun], progress: Progress
                     queue.append(planned)
                 continue
             progress.flops_done += planned.candidate.flops
+            timings.append(Timing(planned.run_id, sent, outcome["started"], outcome["ended"]))
             if outcome["status"] == "diverged":
                 progress.diverged += 1
                 log(f"{planned.run_id}: diverged")
             else:
                 progress.done += 1
     progress.running = 0
-    return failed
+    return failed, limit
 
 
 def _fail(run_dir: Path, planned: PlannedRun, message: str, failed: dict, progress: Progress, log) -> None:
