@@ -123,12 +123,20 @@ def parse_spec(source: dict, where: str) -> RunSpec:
     return RunSpec(**top, recipe=recipe, train=TrainSettings(**source.get("train", {})))
 
 
-def load_spec(path: Path) -> RunSpec:
+def read_toml(path: Path, kind: str = "spec") -> dict:
+    """A TOML file parsed, or a SpecError naming the file and what is wrong with it."""
     path = Path(path)
     try:
-        source = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise SpecError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: a folder, not a {kind} (.toml)") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a text file") from None
     except tomllib.TOMLDecodeError as error:
         raise SpecError(f"{path}: not valid TOML: {error}") from None
-    return parse_spec(source, str(path))
+
+
+def load_spec(path: Path) -> RunSpec:
+    return parse_spec(read_toml(path, "run spec"), str(path))

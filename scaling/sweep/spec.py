@@ -29,14 +29,13 @@ Nothing in a spec executes. Every message names the file and the key.
 import dataclasses
 import math
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scaling.data.tasks import TASKS
 from scaling.flops import CONVENTIONS
 from scaling.recipe import FAMILIES, Recipe, override
-from scaling.runspec import SpecError, TrainSettings
+from scaling.runspec import SpecError, TrainSettings, read_toml
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -242,15 +241,4 @@ def _recipe_kinds() -> dict:
 
 
 def load_sweep(path: Path) -> SweepSpec:
-    path = Path(path)
-    try:
-        source = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise SpecError(f"{path}: a folder, not a sweep spec (.toml)") from None
-    except UnicodeDecodeError:
-        raise SpecError(f"{path}: not a text file") from None
-    except tomllib.TOMLDecodeError as error:
-        raise SpecError(f"{path}: not valid TOML: {error}") from None
-    return parse_sweep(source, str(path))
+    return parse_sweep(read_toml(path, "sweep spec"), str(path))
