@@ -124,6 +124,20 @@ def _bag_task(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> Task:
                 tokens_per_step=recipe.batch_rows * width, vocab_size=vocab, context=width)
 
 
+def _step_functions(task: Task, graphdef, tx: optax.GradientTransformation, dtype) -> tuple[Callable, Callable]:
+    """The loss of pure params on a batch, and the jitted AdamW step (params, opt state, loss, grad norm)."""
+    def loss_of(p, batch):
+        return task.loss(nnx.merge(graphdef, nnx.State(p)), batch, dtype)
+
+    @jax.jit
+    def train_step(p, o, batch):
+        loss, grads = jax.value_and_grad(loss_of)(p, batch)
+        updates, o = tx.update(grads, o, p)
+        return optax.apply_updates(p, updates), o, loss, optax.tree.norm(grads)
+
+    return loss_of, train_step
+
+
 def _check_spec(out: Path, spec_record: dict) -> None:
     path = out / "spec.json"
     if not path.exists():
@@ -176,15 +190,7 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
     tx = optimizer(recipe, lr)
     opt_state = jax.device_put(tx.init(params), replicated)
 
-    def loss_of(p, batch):
-        return task.loss(nnx.merge(graphdef, nnx.State(p)), batch, dtype)
-
-    @jax.jit
-    def train_step(p, o, batch):
-        loss, grads = jax.value_and_grad(loss_of)(p, batch)
-        updates, o = tx.update(grads, o, p)
-        return optax.apply_updates(p, updates), o, loss, optax.tree.norm(grads)
-
+    loss_of, train_step = _step_functions(task, graphdef, tx, dtype)
     eval_loss = jax.jit(loss_of)
 
     manager = ocp.CheckpointManager(out.resolve() / "checkpoints", options=ocp.CheckpointManagerOptions(
@@ -260,18 +266,12 @@ def measure_tokens_per_s(spec: RunSpec, steps: int = 5) -> float:
     tx = optimizer(spec.recipe, schedule(spec.recipe, spec.recipe.learning_rate(spec.width), steps + 1))
     opt_state = tx.init(params)
     dtype = jnp.bfloat16 if spec.dtype == "bfloat16" else jnp.float32
-
-    @jax.jit
-    def train_step(p, o, batch):
-        loss, grads = jax.value_and_grad(lambda p: task.loss(nnx.merge(graphdef, nnx.State(p)), batch, dtype))(p)
-        updates, o = tx.update(grads, o, p)
-        return optax.apply_updates(p, updates), o, loss
-
-    params, opt_state, loss = train_step(params, opt_state, task.train_batch(0))
+    _, train_step = _step_functions(task, graphdef, tx, dtype)
+    params, opt_state, loss, _ = train_step(params, opt_state, task.train_batch(0))
     loss.block_until_ready()
     started = time.perf_counter()
     for step in range(1, steps + 1):
-        params, opt_state, loss = train_step(params, opt_state, task.train_batch(step))
+        params, opt_state, loss, _ = train_step(params, opt_state, task.train_batch(step))
     loss.block_until_ready()
     return steps * task.tokens_per_step / (time.perf_counter() - started)
 

@@ -174,3 +174,13 @@ def test_bag_families_plan_in_bags_of_the_dataset_width(prepared, family):
     assert plan.inputs.vocab_size == (items if family == "labrador" else 1 + 11 * items + 1)
     for r in plan.runs:
         assert r.candidate.tokens == r.candidate.steps * 4 * width
+
+
+def test_plan_measure_times_real_steps_of_each_width(prepared):
+    from scaling.sweep.throughput import estimate_seconds, timed_throughput
+
+    sweep = parse_sweep(sweep_dict(prepared[0]), "t.toml")
+    throughput = timed_throughput(sweep, [16, 16, 24], steps=2)
+    assert sorted(throughput.tokens_per_s) == [16, 24] and all(v > 0 for v in throughput.tokens_per_s.values())
+    run = make_plan(sweep).runs[0]
+    assert estimate_seconds(throughput, run.candidate) == pytest.approx(run.candidate.tokens / throughput.tokens_per_s[16])
