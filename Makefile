@@ -7,9 +7,9 @@ VENV := .venv
 EHRSCALE := $(VENV)/bin/ehrscale
 DEMO := out/demo
 DEMO_PATIENTS ?= 21500
-DEMO_RUNS := $(DEMO)/runs/demo/1
+DEMO_RUNS := $(DEMO)/runs/demo/2
 
-.PHONY: demo test test-slow test-cluster bench lock clean
+.PHONY: demo test test-slow test-faults test-cluster bench lock clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -25,15 +25,21 @@ demo: $(VENV)/.synced
 	@if [ -f $(DEMO)/prep/manifest.json ]; then echo "reusing the prepared dataset in $(DEMO)/prep"; \
 	else $(EHRSCALE) data prepare --mimic $(DEMO)/mimic --out $(DEMO)/prep; fi
 	$(EHRSCALE) sweep run sweeps/demo.toml
-	$(EHRSCALE) fit $(DEMO_RUNS)/runs.parquet --params-col params_nonembed
-	$(EHRSCALE) plot $(DEMO_RUNS)/runs.parquet --params-col params_nonembed --out $(DEMO)/figures
-	@echo "demo: runs in $(DEMO_RUNS) (runs.parquet, fits.json), figures in $(DEMO)/figures"
+	@if [ $(DEMO)/report.md -nt $(DEMO_RUNS)/runs.parquet ]; then echo "reusing the fits, figures and report (runs.parquet is unchanged)"; \
+	else $(EHRSCALE) fit $(DEMO_RUNS)/runs.parquet --params-col params_nonembed \
+	  && $(EHRSCALE) plot $(DEMO_RUNS)/runs.parquet --params-col params_nonembed --out $(DEMO)/figures \
+	  && $(EHRSCALE) report $(DEMO_RUNS)/runs.parquet --params-col params_nonembed --figures $(DEMO)/figures \
+	       --title "ehrscale demo: the timeline decoder on the built-in synthetic MIMIC-IV" --out $(DEMO)/report.md; fi
+	@echo "demo: report in $(DEMO)/report.md; runs in $(DEMO_RUNS) (runs.parquet, fits.json); figures in $(DEMO)/figures"
 
 test: $(VENV)/.synced
 	$(VENV)/bin/pytest -q
 
 test-slow: $(VENV)/.synced
 	$(VENV)/bin/pytest -q -m slow
+
+test-faults: $(VENV)/.synced
+	$(VENV)/bin/pytest -q -m faults
 
 test-cluster: $(VENV)/.synced
 	$(VENV)/bin/pytest -q -m cluster

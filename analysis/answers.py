@@ -22,8 +22,9 @@ def optimal(isoflop: IsoflopFit | None, parametric: ParametricFit | None, budget
     if parametric is not None:
         n, d = parametric.optimum(budget)
         draws = parametric.bootstrap
-        ns, ds = optimum(draws[:, 0], draws[:, 1], draws[:, 2], draws[:, 3], draws[:, 4], budget)
-        losses = draws[:, 0] + draws[:, 1] / ns ** draws[:, 3] + draws[:, 2] / ds ** draws[:, 4]
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # degenerate bootstrap draws: inf/nan
+            ns, ds = optimum(draws[:, 0], draws[:, 1], draws[:, 2], draws[:, 3], draws[:, 4], budget)
+            losses = draws[:, 0] + draws[:, 1] / ns ** draws[:, 3] + draws[:, 2] / ds ** draws[:, 4]
         answer["parametric"] = {
             "n_opt": n, "n_opt_interval": [float(x) for x in np.percentile(ns, [2.5, 97.5])],
             "d_opt": d, "d_opt_interval": [float(x) for x in np.percentile(ds, [2.5, 97.5])],

@@ -113,7 +113,8 @@ def _fit_points(log_n, log_d, log_loss, starts: np.ndarray, joint_iterations: in
 
 def _natural(theta: np.ndarray) -> np.ndarray:
     a, b, e, alpha, beta = theta
-    return np.array([np.exp(e), np.exp(a), np.exp(b), alpha, beta])
+    with np.errstate(over="ignore"):  # a bootstrap refit can run a coefficient off to inf; it is then an outlier draw
+        return np.array([np.exp(e), np.exp(a), np.exp(b), alpha, beta])
 
 
 def fit_parametric(table: Table, seed: int = 0, resamples: int = BOOTSTRAP, starts: np.ndarray | None = None) -> ParametricFit:

@@ -1,11 +1,11 @@
 """Training throughput and MFU of the timeline decoder for widths 64 to 512.
 
-    .venv/bin/python benchmarks/train_throughput.py [--widths 64 128 256 512] [--context 128] [--batch-rows 16]
+    .venv/bin/python benchmarks/train_throughput.py [--widths 64 128 256 512] [--context 128] [--batch-rows 16] [--dtype float32]
 
-MFU = (exact training FLOPs per token x tokens/s) / the f32 matmul peak measured in this same
-process. The step is the real one of `scaling.train` (AdamW, clipping, the packed-row model), fed a
-fixed random batch so the data loader is not what is measured (its own figures: bench_tokenize.py).
-Peak memory is the process's max RSS at the end.
+MFU = (exact training FLOPs per token x tokens/s) / the matmul peak (of --dtype) measured in this
+same process. The step is the real one of `scaling.train.step_functions` (the decoder's loss,
+AdamW, clipping), fed a fixed random packed batch so the data loader is not what is measured (its
+own figures: bench_tokenize.py). Peak memory is the process's max RSS at the end (host memory).
 """
 
 import argparse
@@ -15,41 +15,34 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from common import machine
 from flax import nnx
 
 from scaling.flops import train_flops_per_token
 from scaling.hardware import matmul_peak_flops
-from scaling.models.decoder import Decoder, next_token_loss
+from scaling.models.decoder import Decoder
 from scaling.recipe import Recipe
-from scaling.train import optimizer, schedule
+from scaling.train import optimizer, schedule, step_functions, timeline_loss
 
 
-def measure(recipe: Recipe, width: int, vocab: int, steps: int) -> tuple[float, float, dict]:
+def measure(recipe: Recipe, width: int, vocab: int, steps: int, dtype=jnp.float32) -> tuple[float, float, dict]:
     config = recipe.model_config(width, vocab)
     graphdef, state = nnx.split(Decoder(config, nnx.Rngs(0)))
     params = nnx.to_pure_dict(state)
     tx = optimizer(recipe, schedule(recipe, recipe.learning_rate(width), 1000))
     opt_state = tx.init(params)
-
-    @jax.jit
-    def step(p, o, tokens, segments):
-        def loss(p):
-            logits = nnx.merge(graphdef, nnx.State(p))(tokens, jnp.cumsum(segments, axis=1) - 1, segments)
-            return next_token_loss(logits, tokens, segments > 0)
-        value, grads = jax.value_and_grad(loss)(p)
-        updates, o = tx.update(grads, o, p)
-        return optax.apply_updates(p, updates), o, value
+    _, step = step_functions(timeline_loss, graphdef, tx, dtype)
 
     rng = np.random.default_rng(0)
-    tokens = jnp.asarray(rng.integers(1, vocab, (recipe.batch_rows, recipe.context)), jnp.int32)
-    segments = jnp.ones_like(tokens)
-    params, opt_state, loss = step(params, opt_state, tokens, segments)  # compile
+    tokens = jnp.asarray(rng.integers(1, vocab, (recipe.batch_rows, recipe.context + 1)), jnp.int32)
+    ones = jnp.ones((recipe.batch_rows, recipe.context), jnp.int32)
+    batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "segment_ids": ones,
+             "positions": jnp.cumsum(ones, axis=1) - 1, "loss_mask": ones > 0}
+    params, opt_state, loss, _ = step(params, opt_state, batch)  # compile
     loss.block_until_ready()
     start = time.perf_counter()
     for _ in range(steps):
-        params, opt_state, loss = step(params, opt_state, tokens, segments)
+        params, opt_state, loss, _ = step(params, opt_state, batch)
     loss.block_until_ready()
     seconds = time.perf_counter() - start
     tokens_per_s = steps * recipe.tokens_per_step / seconds
@@ -63,17 +56,21 @@ def main() -> None:
     parser.add_argument("--batch-rows", type=int, default=16)
     parser.add_argument("--vocab", type=int, default=374)
     parser.add_argument("--seconds", type=float, default=10.0, help="rough time per width")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="compute dtype (bf16: f32 master weights)")
+    parser.add_argument("--peak-size", type=int, default=2048, help="side of the square matmul that measures the peak")
     args = parser.parse_args()
     recipe = Recipe(context=args.context, batch_rows=args.batch_rows)
-    peak = matmul_peak_flops()
+    dtype = jnp.dtype(args.dtype)
+    peak = matmul_peak_flops(n=args.peak_size, dtype=dtype)
     print(f"machine: {machine()}; devices: {jax.devices()}")
-    print(f"f32 matmul peak (2048^2, this process): {peak / 1e9:.0f} GFLOP/s; context {args.context}, {args.batch_rows} rows per step")
+    print(f"{args.dtype} matmul peak ({args.peak_size}^2, this process): {peak / 1e9:,.0f} GFLOP/s; "
+          f"context {args.context}, {args.batch_rows} rows per step")
     print("| width | layers | heads | params | tokens/s | GFLOP/s (exact) | MFU |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for width in args.widths:
-        probe, per_token, _ = measure(recipe, width, args.vocab, steps=3)
+        probe, per_token, _ = measure(recipe, width, args.vocab, 3, dtype)
         steps = max(5, int(args.seconds * probe / recipe.tokens_per_step))
-        tokens_per_s, per_token, info = measure(recipe, width, args.vocab, steps)
+        tokens_per_s, per_token, info = measure(recipe, width, args.vocab, steps, dtype)
         achieved = tokens_per_s * per_token
         print(f"| {width} | {info['layers']} | {info['heads']} | {info['params']:,} | {tokens_per_s:,.0f} | "
               f"{achieved / 1e9:.1f} | {achieved / peak:.1%} |", flush=True)

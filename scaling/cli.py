@@ -195,6 +195,8 @@ def train_command(
 def eval_command(
     run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
     tasks: Annotated[str | None, typer.Option(help="Comma-separated tasks (default: the spec's, else all).")] = None,
+    probe_train_rows: Annotated[int | None, typer.Option(
+        min=0, help="The probe's training rows, a seeded sample (default: the spec's, 10,000; 0: all).")] = None,
 ) -> None:
     """Linear-probe AUROC of a trained model on downstream tasks, beside XGBoost and the oracle."""
     from scaling.data.dataset import DatasetError
@@ -203,7 +205,8 @@ def eval_command(
     from scaling.train import RunError
 
     try:
-        evaluate(run_dir, tuple(tasks.split(",")) if tasks else None, log=lambda text: out_console.print(text, highlight=False, soft_wrap=True))
+        evaluate(run_dir, tuple(tasks.split(",")) if tasks else None,
+                 log=lambda text: out_console.print(text, highlight=False, soft_wrap=True), train_rows=probe_train_rows)
     except (SpecError, DatasetError, RunError) as error:
         raise UserError(str(error)) from None
 
@@ -372,3 +375,37 @@ def plot_command(
         raise UserError(str(error)) from None
     for path in paths:
         out_console.print(f"wrote {path}", highlight=False)
+
+
+@app.command("report")
+def report_command(
+    table: Annotated[Path, typer.Argument(help="Results table (as for `ehrscale fit`), e.g. a sweep's runs.parquet.")],
+    out: Annotated[Path, typer.Option(help="The markdown report to write.")],
+    figures: Annotated[Path | None, typer.Option(help="A folder of `ehrscale plot` figures to link.")] = None,
+    title: Annotated[str, typer.Option(help="The report's heading.")] = "ehrscale report",
+    beyond: Annotated[str, typer.Option(help="Budgets past the grid to answer for, as multiples of its largest.")] = "10,100,1000",
+    resamples: Annotated[int, typer.Option(min=10, help="Bootstrap replicates.")] = 400,
+    params_col: ColumnOption = None, tokens_col: ColumnOption = None, loss_col: ColumnOption = None,
+    flops_col: ColumnOption = None, budget_col: ColumnOption = None,
+) -> None:
+    """One page of what a sweep found: IsoFLOP minima, laws with intervals, optimal N and D past the grid, AUROC."""
+    from analysis.downstream import auroc_tasks, fit_auroc
+    from analysis.report import render
+    from analysis.table import TableError, read
+    from scaling.data.atomic import write_text
+
+    try:
+        multiples = tuple(float(x) for x in beyond.split(","))
+    except ValueError:
+        raise UserError(f"--beyond must be comma-separated numbers, got {beyond!r}") from None
+    try:
+        data = read(table, _table_options(params_col, tokens_col, loss_col, flops_col, budget_col))
+        iso, parametric = _both_fits(data, resamples)
+        laws = [law for law in (fit_auroc(data, task) for task in auroc_tasks(data)) if law is not None]
+    except TableError as error:
+        raise UserError(str(error)) from None
+    text = render(data, iso, parametric, laws, title=title, source=str(table), params_from=params_col or "params",
+                  figures=figures, report_dir=out.parent, beyond=multiples)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(out, text)
+    out_console.print(f"wrote {out}", highlight=False)

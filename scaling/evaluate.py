@@ -99,12 +99,22 @@ def _bag_vectors(model, family: str, dataset: PreparedDataset, split: str, rows:
     return (np.stack(rows_out) if rows_out else np.zeros((0, model.config.d_model))), np.asarray(keep, bool)
 
 
-def representations(model, spec: RunSpec, dataset: PreparedDataset, task: str) -> tuple[dict[str, Split], dict[str, int]]:
+def probe_rows(labels: pl.DataFrame, split: str, train_rows: int) -> pl.DataFrame:
+    """A split's cohort rows; the training split sampled down to `train_rows` (seed 0, the same for every run; 0: all)."""
+    rows = labels.filter(pl.col("split") == split)
+    if split == "train" and 0 < train_rows < rows.height:
+        rows = rows.with_row_index("_row").sample(train_rows, seed=0).sort("_row").drop("_row")
+    return rows
+
+
+def representations(model, spec: RunSpec, dataset: PreparedDataset, task: str,
+                    train_rows: int | None = None) -> tuple[dict[str, Split], dict[str, int]]:
     """Probe inputs per split, and how many cohort rows had no input (lab-bag models without a recent bag)."""
     labels = dataset.task(task).join(dataset.splits(), on="subject_id", how="left")
+    train_rows = spec.probe_train_rows if train_rows is None else train_rows
     splits, missing = {}, {}
     for split in SPLITS:
-        rows = labels.filter(pl.col("split") == split)
+        rows = probe_rows(labels, split, train_rows)
         if spec.family == "timeline":
             x, keep = _timeline_vectors(model, dataset, split, rows, spec.recipe.context)
         else:
@@ -115,8 +125,10 @@ def representations(model, spec: RunSpec, dataset: PreparedDataset, task: str) -
     return splits, missing
 
 
-def evaluate(out: Path, tasks: tuple[str, ...] | None = None, log=print) -> dict:
-    """Probe a finished run on its tasks; update result.json and write eval.json."""
+def evaluate(out: Path, tasks: tuple[str, ...] | None = None, log=print, train_rows: int | None = None) -> dict:
+    """Probe a finished run on its tasks; update result.json and write eval.json.
+
+    `train_rows` caps the probe's training rows (default: the spec's probe_train_rows; 0: all)."""
     out = Path(out)
     if not (out / "result.json").exists():
         raise RunError(f"{out}: no result.json, so the run has not finished; train it first")
@@ -134,9 +146,10 @@ def evaluate(out: Path, tasks: tuple[str, ...] | None = None, log=print) -> dict
     report = json.loads((out / "eval.json").read_text()) if (out / "eval.json").exists() else {}
     for task in tasks:
         started = time.perf_counter()
-        splits, missing = representations(model, spec, dataset, task)
+        splits, missing = representations(model, spec, dataset, task, train_rows)
         probe = linear_probe(splits, seed=spec.seed)
-        entry = {"probe": probe, "rows_without_input": missing, "baselines": baselines(dataset, task),
+        entry = {"probe": probe, "probe_train_rows": len(splits["train"].y) + missing["train"],
+                 "rows_without_input": missing, "baselines": baselines(dataset, task),
                  "oracle": oracle(dataset, task), "seconds": round(time.perf_counter() - started, 2)}
         report[task] = entry
         if probe["status"] == "ok":

@@ -38,6 +38,12 @@ from scaling.flops import CONVENTIONS
 from scaling.recipe import FAMILIES, Recipe, override
 
 
+# The linear probe learns from at most this many training-split cohort rows (the same seeded sample
+# for every run on a dataset). Embedding the whole cohort costs a forward pass per row, as much as
+# a small run's training; the probe's AUROC is scored on the whole held-out split either way.
+PROBE_TRAIN_ROWS = 10_000
+
+
 class SpecError(Exception):
     """A run spec with an unknown key or a bad value; the message names the file and the key."""
 
@@ -64,6 +70,7 @@ class RunSpec:
     convention: str = "exact"
     dtype: str = "float32"
     tasks: tuple[str, ...] = ()  # downstream tasks evaluated when the run ends
+    probe_train_rows: int = PROBE_TRAIN_ROWS  # the probe's training rows, a seeded sample (0: all); not fingerprinted
     recipe: Recipe = field(default_factory=Recipe)
     train: TrainSettings = field(default_factory=TrainSettings)
 
@@ -82,7 +89,7 @@ class RunSpec:
 
 
 _TOP = {"name": str, "data": str, "width": int, "tokens": int, "family": str, "seed": int, "convention": str, "dtype": str,
-        "tasks": list}
+        "tasks": list, "probe_train_rows": int}
 
 
 def parse_spec(source: dict, where: str) -> RunSpec:
@@ -105,6 +112,8 @@ def parse_spec(source: dict, where: str) -> RunSpec:
     for key in ("width", "tokens"):
         if source[key] < 1:
             raise SpecError(f"{where}: '{key}' must be positive, got {source[key]}")
+    if source.get("probe_train_rows", 0) < 0:
+        raise SpecError(f"{where}: 'probe_train_rows' must be 0 (all) or more, got {source['probe_train_rows']}")
     try:
         recipe = override(Recipe(family=source.get("family", "timeline")), source.get("recipe", {}))
     except (ValueError, TypeError) as error:

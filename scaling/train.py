@@ -86,6 +86,12 @@ def build_model(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> tupl
     return model, inputs.vocab_size, inputs.context
 
 
+def timeline_loss(model: Decoder, batch: dict, dtype) -> jax.Array:
+    """Next-token cross-entropy of the decoder on a packed batch."""
+    logits = model(batch["inputs"], batch["positions"], batch["segment_ids"], dtype)
+    return next_token_loss(logits, batch["targets"], batch["loss_mask"])
+
+
 def _timeline_task(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> Task:
     recipe = spec.recipe
     model, vocab, context = build_model(spec, dataset, rngs)
@@ -94,12 +100,8 @@ def _timeline_task(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> T
     as_dict = lambda b: {"inputs": b.inputs, "targets": b.targets, "segment_ids": b.segment_ids,  # noqa: E731
                          "positions": b.positions, "loss_mask": b.loss_mask}
 
-    def loss(model, batch, dtype):
-        logits = model(batch["inputs"], batch["positions"], batch["segment_ids"], dtype)
-        return next_token_loss(logits, batch["targets"], batch["loss_mask"])
-
     batches = [as_dict(evaluation.batch(i)) for i in range(min(spec.train.eval_batches, evaluation.steps_per_epoch))]
-    return Task(model=model, loss=loss, train_batch=lambda step: as_dict(train.batch(step)), eval_batches=batches,
+    return Task(model=model, loss=timeline_loss, train_batch=lambda step: as_dict(train.batch(step)), eval_batches=batches,
                 tokens_per_step=recipe.tokens_per_step, vocab_size=vocab, context=context)
 
 
@@ -124,10 +126,10 @@ def _bag_task(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> Task:
                 tokens_per_step=recipe.batch_rows * width, vocab_size=vocab, context=width)
 
 
-def _step_functions(task: Task, graphdef, tx: optax.GradientTransformation, dtype) -> tuple[Callable, Callable]:
+def step_functions(loss: Callable, graphdef, tx: optax.GradientTransformation, dtype) -> tuple[Callable, Callable]:
     """The loss of pure params on a batch, and the jitted AdamW step (params, opt state, loss, grad norm)."""
     def loss_of(p, batch):
-        return task.loss(nnx.merge(graphdef, nnx.State(p)), batch, dtype)
+        return loss(nnx.merge(graphdef, nnx.State(p)), batch, dtype)
 
     @jax.jit
     def train_step(p, o, batch):
@@ -190,20 +192,18 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
     tx = optimizer(recipe, lr)
     opt_state = jax.device_put(tx.init(params), replicated)
 
-    loss_of, train_step = _step_functions(task, graphdef, tx, dtype)
+    loss_of, train_step = step_functions(task.loss, graphdef, tx, dtype)
     eval_loss = jax.jit(loss_of)
 
     manager = ocp.CheckpointManager(out.resolve() / "checkpoints", options=ocp.CheckpointManagerOptions(
         max_to_keep=spec.train.keep_checkpoints, enable_async_checkpointing=True))
     start = 0
-    latest = manager.latest_step()
-    if latest is not None:
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"params": params, "opt_state": opt_state})
-        restored = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
-        params = jax.device_put(restored["params"], replicated)
-        opt_state = jax.device_put(restored["opt_state"], replicated)
-        start = latest
-        log(f"{out}: resuming from step {latest:,} of {steps:,}")
+    restored = _restore_newest_readable(manager, {"params": params, "opt_state": opt_state}, out, log)
+    if restored is not None:
+        start, state = restored
+        params = jax.device_put(state["params"], replicated)
+        opt_state = jax.device_put(state["opt_state"], replicated)
+        log(f"{out}: resuming from step {start:,} of {steps:,}")
     metrics_path = out / "metrics.jsonl"
     _truncate_metrics(metrics_path, start)
 
@@ -266,7 +266,7 @@ def measure_tokens_per_s(spec: RunSpec, steps: int = 5) -> float:
     tx = optimizer(spec.recipe, schedule(spec.recipe, spec.recipe.learning_rate(spec.width), steps + 1))
     opt_state = tx.init(params)
     dtype = jnp.bfloat16 if spec.dtype == "bfloat16" else jnp.float32
-    _, train_step = _step_functions(task, graphdef, tx, dtype)
+    _, train_step = step_functions(task.loss, graphdef, tx, dtype)
     params, opt_state, loss, _ = train_step(params, opt_state, task.train_batch(0))
     loss.block_until_ready()
     started = time.perf_counter()
@@ -274,6 +274,21 @@ def measure_tokens_per_s(spec: RunSpec, steps: int = 5) -> float:
         params, opt_state, loss, _ = train_step(params, opt_state, task.train_batch(step))
     loss.block_until_ready()
     return steps * task.tokens_per_step / (time.perf_counter() - started)
+
+
+def _restore_newest_readable(manager: ocp.CheckpointManager, like: dict, out: Path, log) -> tuple[int, dict] | None:
+    """(step, state) of the newest checkpoint that reads back; unreadable newer ones are deleted with a warning
+    (a crash mid-write, a damaged disk), so the run resumes from the one before. None: start from step 0."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            return step, manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except Exception as error:  # orbax/tensorstore raise many kinds; any unreadable checkpoint is skipped
+            reason = str(error).splitlines()[0][:200] if str(error) else ""
+            log(f"warning: {out}: the checkpoint at step {step:,} cannot be read ({type(error).__name__}: {reason}); "
+                "deleting it and falling back to the one before")
+            manager.delete(step)
+    return None
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

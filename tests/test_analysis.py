@@ -212,3 +212,43 @@ def test_cli_optimal_and_next_grid(tmp_path):
     grid = CliRunner().invoke(app, ["next-grid", str(path), "--budget", "1e21", "--sizes", "5"])
     assert grid.exit_code == 0, grid.output
     assert grid.output.count("params ") == 5 and "predicted N* at 1e+21 FLOPs" in grid.output
+
+
+@pytest.mark.faults
+def test_report_states_minima_laws_answers_beyond_the_grid_and_baselines(tmp_path):
+    from analysis.report import budget_minima
+
+    frame = with_auroc(chinchilla_like()).with_columns(xgboost_auroc_mortality=pl.lit(0.7712), oracle_auroc_mortality=pl.lit(0.8123))
+    # A diverged run is left out with a note, and a budget whose best run is its smallest size is not interior.
+    frame = pl.concat([frame, frame.head(1).with_columns(loss=pl.lit(float("nan")))], how="vertical").with_columns(
+        status=pl.Series(["ok"] * frame.height + ["diverged"]))
+    path = tmp_path / "runs.parquet"
+    frame.write_parquet(path)
+    figures = tmp_path / "figs"
+    assert CliRunner().invoke(app, ["plot", str(path), "--out", str(figures), "--resamples", "20"]).exit_code == 0
+    result = CliRunner().invoke(app, ["report", str(path), "--out", str(tmp_path / "out" / "report.md"),
+                                      "--figures", str(figures), "--resamples", "20", "--beyond", "10,100"])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "out" / "report.md").read_text()
+    minima = budget_minima(prepare(frame.filter(pl.col("status") == "ok")))
+    interior = sum(m["interior"] for m in minima)
+    assert interior >= 4 and f"Interior minima at {interior} of 6 budgets" in text and "grows with compute" in text
+    assert "left out 1 run(s) whose status is not ok (diverged: 1)" in text
+    fit = fit_isoflop(prepare(frame.filter(pl.col("status") == "ok")), resamples=20)
+    assert f"N_opt = {fit.n_opt.coefficient:.3g} x C^{fit.n_opt.exponent:.3f}" in text
+    for budget in (3e21, 3e22):  # 10x and 100x the largest budget
+        row = next(line for line in text.splitlines() if line.startswith(f"| {budget:.3g} |"))
+        assert f"{fit.n_opt(budget):.3g} [" in row  # Approach 2's N* with its interval
+    assert "XGBoost on count features 0.771" in text and "the oracle (the generator's hidden state) 0.812" in text
+    assert "![isoflop curves](../figs/isoflop_curves.png)" in text
+    assert "subject" not in text.lower()
+
+
+def test_report_on_a_table_without_interior_minima_says_so(tmp_path):
+    rows = [(n, 1e12 / (6 * n), 3.0 - 0.1 * np.log(n), b) for b in (1e12, 1e13) for n in (1e3, 3e3, 1e4)]
+    path = tmp_path / "flat.csv"
+    pl.DataFrame(rows, schema=["params", "tokens", "loss", "budget"], orient="row").write_csv(path)
+    result = CliRunner().invoke(app, ["report", str(path), "--out", str(tmp_path / "r.md"), "--resamples", "10"])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "r.md").read_text()
+    assert "Interior minima at 0 of 2 budgets" in text and "Approach 2 (IsoFLOP parabolas): not available" in text

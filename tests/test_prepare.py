@@ -137,6 +137,7 @@ def broken(synth, tmp_path):
     return root
 
 
+@pytest.mark.faults
 def test_broken_rows_are_counted_by_reason(broken, synth, tmp_path):
     manifest = prepare(PrepareConfig(out=tmp_path / "prep", mimic=broken))
     labs = manifest["tables"]["hosp/labevents"]
@@ -183,6 +184,7 @@ def test_column_order_and_extra_columns_do_not_matter(synth, tmp_path, prepared)
     assert events(tmp_path / "prep").equals(events(prepared[0]))
 
 
+@pytest.mark.faults
 def test_missing_file_names_the_file_and_what_to_pass(synth, tmp_path):
     root = tmp_path / "m"
     shutil.copytree(synth, root)
@@ -193,6 +195,7 @@ def test_missing_file_names_the_file_and_what_to_pass(synth, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary folder left behind
 
 
+@pytest.mark.faults
 def test_missing_column_names_the_file_and_the_column(synth, tmp_path):
     root = tmp_path / "m"
     shutil.copytree(synth, root)
@@ -202,6 +205,7 @@ def test_missing_column_names_the_file_and_the_column(synth, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.faults
 def test_cli_reports_user_errors_without_traceback(tmp_path):
     result = CliRunner().invoke(app, ["data", "prepare", "--mimic", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
@@ -249,6 +253,7 @@ def test_invalid_meds_is_refused_with_the_file(prepared, tmp_path):
         prepare(PrepareConfig(out=tmp_path / "o2", meds=unsorted))
 
 
+@pytest.mark.faults
 def test_truncated_gzip_is_a_clear_error(synth, tmp_path):
     root = tmp_path / "cut"
     shutil.copytree(synth, root)

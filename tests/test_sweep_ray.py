@@ -6,6 +6,7 @@ started with RAY_AUTH_MODE=disabled on purpose (the token path is tested in test
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,9 @@ from pathlib import Path
 import polars as pl
 import psutil
 import pytest
+from typer.testing import CliRunner
 
+from scaling.cli import app
 from scaling.sweep.driver import connect, run_sweep
 from scaling.sweep.spec import parse_sweep
 
@@ -56,7 +59,8 @@ def quiet(_):
     pass
 
 
-def test_a_sweep_runs_once_and_a_second_run_trains_nothing(ray_cluster, prepared, tmp_path):
+@pytest.mark.faults
+def test_a_sweep_runs_once_and_a_second_run_trains_nothing(ray_cluster, prepared, synth, tmp_path):
     sweep = parse_sweep(sweep_source(prepared[0], tmp_path), "tiny.toml")
     summary = run_sweep(sweep, log=quiet)
     assert summary.progress.done == 6 and not summary.failed
@@ -72,14 +76,25 @@ def test_a_sweep_runs_once_and_a_second_run_trains_nothing(ray_cluster, prepared
     assert again.progress.skipped == 6 and again.progress.done == 0
     assert [p.stat().st_mtime_ns for p in results] == stamps
     assert pl.read_parquet(again.runs_table).equals(frame)
-    # no patient identifiers in what a run folder holds
+    # no subject or admission identifier in what a run folder holds, nor in the figures and report made from it
+    figures = tmp_path / "figures"
+    for args in (["plot", str(summary.runs_table), "--out", str(figures), "--resamples", "10"],
+                 ["report", str(summary.runs_table), "--figures", str(figures), "--out", str(tmp_path / "report.md"),
+                  "--resamples", "10"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
     subjects = {str(s) for s in pl.read_parquet(prepared[0] / "events" / "metadata" / "subject_splits.parquet")["subject_id"]}
-    for path in summary.folder.rglob("*"):
-        if path.is_file() and path.suffix in (".json", ".jsonl", ".log"):
-            words = set(path.read_text().replace(",", " ").replace(":", " ").replace('"', " ").split())
-            assert not (words & {s for s in subjects if len(s) >= 6}), path
+    admissions = {str(h) for h in pl.read_csv(synth / "hosp" / "admissions.csv.gz")["hadm_id"]}
+    identifiers = {i for i in subjects | admissions if len(i) >= 6}
+    scanned = [p for p in [*summary.folder.rglob("*"), *figures.rglob("*"), tmp_path / "report.md"]
+               if p.is_file() and p.suffix in (".json", ".jsonl", ".log", ".svg", ".md")]
+    assert any(p.suffix == ".svg" for p in scanned) and any(p.suffix == ".md" for p in scanned)
+    for path in scanned:
+        words = set(re.split(r"[^0-9]+", path.read_text()))
+        assert not (words & identifiers), path
 
 
+@pytest.mark.faults
 def test_a_failing_run_is_retried_then_marked_failed_and_the_others_finish(ray_cluster, prepared, tmp_path):
     sweep = parse_sweep(sweep_source(prepared[0], tmp_path, budgets=[3e8]), "tiny.toml")
     broken = sweep.folder() / "b3e8-w24-s0"
@@ -114,6 +129,7 @@ def _wait_for(condition, timeout: float = 240.0, every: float = 0.05):
     raise AssertionError("timed out")
 
 
+@pytest.mark.faults
 def test_a_killed_worker_is_retried_as_a_preemption_and_resumes(ray_cluster, prepared, tmp_path):
     sweep = parse_sweep(sweep_source(prepared[0], tmp_path, budgets=[2e10], sizes={"widths": [16]}, tasks=[]), "tiny.toml")
     run_dir = sweep.folder() / "b2e10-w16-s0"
@@ -132,6 +148,7 @@ def test_a_killed_worker_is_retried_as_a_preemption_and_resumes(ray_cluster, pre
     assert json.loads((run_dir / "result.json").read_text())["status"] == "ok"
 
 
+@pytest.mark.faults
 def test_killing_the_driver_then_running_again_finishes_the_rest_without_duplicates(prepared, tmp_path):
     spec = toml(tmp_path / "tiny.toml", sweep_source(prepared[0], tmp_path / "runs", budgets=[3e8, 3e9], tasks=[]))
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}

@@ -50,6 +50,7 @@ def sweep_dict(prep, **changes) -> dict:
     ({"resources": {"hosts": 2}}, "[resources] 'hosts' must be 1"),
     ({"retries": {"preemptions": -1}}, "[retries] 'preemptions' must be 0 or more"),
 ])
+@pytest.mark.faults
 def test_invalid_specs_name_the_file_and_the_key(change, message):
     with pytest.raises(SpecError) as error:
         parse_sweep(sweep_dict("prep", **change), "t.toml")

@@ -145,3 +145,15 @@ def test_loader_is_resumable_and_seeded(prepared):
 def test_too_little_data_is_a_clear_error():
     with pytest.raises(ValueError, match="too little data for one batch"):
         TimelineLoader(_synthetic_timelines([5]), context=16, batch_size=4)
+
+
+def test_each_epoch_is_planned_once(monkeypatch):
+    """Past the first epoch a batch must not re-pack epochs (it once re-planned two per step: 10x slower)."""
+    loader = TimelineLoader(_synthetic_timelines([3, 40, 7, 90, 16, 33] * 4), context=16, batch_size=2, seed=5)
+    planned = []
+    original = TimelineLoader._piece_length
+    monkeypatch.setattr(TimelineLoader, "_piece_length", lambda self: planned.append(1) or original(self))
+    first = [loader.batch(step).inputs for step in range(3 * loader.steps_per_epoch)]
+    assert len(planned) == 2  # epochs 1 and 2, once each (epoch 0 was planned when the loader was made)
+    fresh = TimelineLoader(_synthetic_timelines([3, 40, 7, 90, 16, 33] * 4), context=16, batch_size=2, seed=5)
+    assert all(np.array_equal(a, fresh.batch(step).inputs) for step, a in enumerate(first))  # same batches as before

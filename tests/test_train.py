@@ -76,6 +76,7 @@ def test_finished_run_is_not_trained_again_and_a_changed_spec_is_refused(prepare
         train(make_spec(prepared[0], tokens=20 * 16 * 32, width=48, recipe={"lr_width_product": 2.0}), out, log=lambda _: None)
 
 
+@pytest.mark.faults
 def test_divergence_stops_the_run(prepared, tmp_path):
     result = train(make_spec(prepared[0], recipe={"lr_width_product": 1e12, "grad_clip": 1e12, "weight_decay": 0.0}),
                    tmp_path / "run", log=lambda _: None, peak_flops=1e11)
@@ -87,6 +88,7 @@ def _run(args, env=None, **kwargs):
     return subprocess.run([EHRSCALE, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, **kwargs)
 
 
+@pytest.mark.faults
 def test_kill_minus_nine_then_resume_ends_with_the_same_loss(prepared, tmp_path):
     spec = write_toml(tmp_path / "run.toml", spec_dict(prepared[0], tokens=80 * 16 * 32, train={"checkpoint_every": 10}))
     reference = _run(["train", str(spec), "--out", str(tmp_path / "whole")])

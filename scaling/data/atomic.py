@@ -7,11 +7,16 @@ import tempfile
 from pathlib import Path
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Write JSON atomically: a temporary file beside it, renamed over the target."""
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically: a temporary file beside it, renamed over the target."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically."""
+    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def temporary_sibling(out: Path) -> Path:

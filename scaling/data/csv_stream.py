@@ -65,9 +65,12 @@ def open_table(root: Path, name: str, required: tuple[str, ...], hint: str) -> S
     lower = {h.lower() for h in header}
     missing = [c for c in required if c.lower() not in lower]
     if missing:
+        other = next((name for sep, name in (("\t", "tabs"), (";", "semicolons"), ("|", "'|'")) if len(header) == 1
+                      and sep in header[0]), None)
+        delimiter = f"The header is split by {other}, not commas: MIMIC-IV files are comma-separated. " if other else ""
         raise SourceError(
             f"{path}: missing column {', '.join(repr(c) for c in missing)} (the file has: {', '.join(header)}). "
-            f"{hint}"
+            f"{delimiter}{hint}"
         )
     return SourceTable(name=name, path=path, header=header)
 

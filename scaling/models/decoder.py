@@ -44,7 +44,9 @@ class Decoder(nnx.Module):
         """Logits [b, t, vocab] in float32."""
         h = self.hidden(tokens, positions, segment_ids, dtype, unroll)
         out = self.embedding[...].T if self.config.tie_embeddings else self.unembedding[...]
-        return jnp.einsum("btd,dv->btv", h, out.astype(h.dtype)).astype(jnp.float32)
+        b, t, d = h.shape
+        logits = jnp.einsum("nd,dv->nv", h.reshape(b * t, d), out.astype(h.dtype))  # 2-D: see BlockStack
+        return logits.reshape(b, t, -1).astype(jnp.float32)
 
     def embed(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array, last: jax.Array) -> jax.Array:
         """One vector per sequence: the hidden state at index `last` [b] (the end of the history)."""

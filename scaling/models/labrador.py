@@ -94,7 +94,9 @@ class Bert(nnx.Module):
 
     def __call__(self, tokens, dtype=jnp.float32, unroll: bool = False) -> jax.Array:
         h = self.hidden(tokens, dtype, unroll)
-        return jnp.einsum("btd,dv->btv", h, self.head[...].astype(h.dtype)).astype(jnp.float32)
+        b, t, d = h.shape
+        logits = jnp.einsum("nd,dv->nv", h.reshape(b * t, d), self.head[...].astype(h.dtype))  # 2-D: see BlockStack
+        return logits.reshape(b, t, -1).astype(jnp.float32)
 
     def embed(self, tokens) -> jax.Array:
         h = self.hidden(tokens)

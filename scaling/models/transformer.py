@@ -2,8 +2,8 @@
 
 Every block's weights carry a leading layer axis, so one block is traced and compiled whatever the
 depth. Blocks: RMSNorm -> multi-head attention (rotary positions optional) -> residual, RMSNorm ->
-SwiGLU MLP -> residual. No biases. Axis names in einsums: b batch, t/s positions, d model,
-h heads, k head dim, f MLP hidden, l layers.
+SwiGLU MLP -> residual. No biases. Axis names in einsums: b batch, t/s positions, n = b*t rows,
+d model, h heads, k head dim, f MLP hidden, l layers.
 """
 
 import jax
@@ -64,21 +64,26 @@ class BlockStack(nnx.Module):
                    ("attn_norm", "wq", "wk", "wv", "wo", "mlp_norm", "w_gate", "w_up", "w_down")}
         bias = jnp.where(mask, 0.0, -1e30)[:, None, :, :]  # [b, 1, t, s]
 
+        b, t, d = x.shape
+
+        # Dense projections act on [b*t, d] rows: XLA's CPU backend runs the weight gradients of
+        # 2-D matmuls (one contracting axis) much faster than those of [b, t, d] einsums.
         def block(x, w):
             w = {k: v.astype(dtype) if k not in ("attn_norm", "mlp_norm") else v for k, v in w.items()}
             h = rms_norm(x, w["attn_norm"])
-            q = jnp.einsum("btd,dhk->bthk", h, w["wq"])
-            k = jnp.einsum("btd,dhk->bthk", h, w["wk"])
-            v = jnp.einsum("btd,dhk->bthk", h, w["wv"])
+            q = jnp.einsum("nd,dhk->nhk", h, w["wq"]).reshape(b, t, c.n_heads, c.head_dim)
+            k = jnp.einsum("nd,dhk->nhk", h, w["wk"]).reshape(b, t, c.n_heads, c.head_dim)
+            v = jnp.einsum("nd,dhk->nhk", h, w["wv"]).reshape(b, t, c.n_heads, c.head_dim)
             if c.rotary:
                 q, k = rotary(q, positions, c.rope_theta), rotary(k, positions, c.rope_theta)
-            scores = jnp.einsum("bthk,bshk->bhts", q, k).astype(jnp.float32) / jnp.sqrt(c.head_dim)
+            q, k, v = (z.transpose(0, 2, 1, 3) for z in (q, k, v))  # [b, h, t, k]: batch axes leading
+            scores = jnp.einsum("bhtk,bhsk->bhts", q, k).astype(jnp.float32) / jnp.sqrt(c.head_dim)
             probs = jax.nn.softmax(scores + bias, axis=-1).astype(dtype)
-            attended = jnp.einsum("bhts,bshk->bthk", probs, v)
-            x = x + jnp.einsum("bthk,hkd->btd", attended, w["wo"])
+            attended = jnp.einsum("bhts,bhsk->bhtk", probs, v).transpose(0, 2, 1, 3).reshape(b * t, c.n_heads, c.head_dim)
+            x = x + jnp.einsum("nhk,hkd->nd", attended, w["wo"])
             h = rms_norm(x, w["mlp_norm"])
-            gated = jax.nn.silu(jnp.einsum("btd,df->btf", h, w["w_gate"])) * jnp.einsum("btd,df->btf", h, w["w_up"])
-            return x + jnp.einsum("btf,fd->btd", gated, w["w_down"]), None
+            gated = jax.nn.silu(jnp.einsum("nd,df->nf", h, w["w_gate"])) * jnp.einsum("nd,df->nf", h, w["w_up"])
+            return x + jnp.einsum("nf,fd->nd", gated, w["w_down"]), None
 
-        x, _ = jax.lax.scan(block, x.astype(dtype), weights, unroll=c.n_layers if unroll else 1)
-        return x
+        x, _ = jax.lax.scan(block, x.reshape(b * t, d).astype(dtype), weights, unroll=c.n_layers if unroll else 1)
+        return x.reshape(b, t, d)

@@ -87,9 +87,14 @@ def worker_env(resources: Resources) -> dict[str, str]:
     return env
 
 
-def execute_run(spec_record: dict, run_dir: str, cache_dir: str) -> dict:
+def execute_run(spec_record: dict, run_dir: str, cache_dir: str, env: dict[str, str] | None = None) -> dict:
     """Body of a run's Ray task: train (or resume, or skip), evaluate, and say how it ended and when."""
     started = time.time()
+    # The worker's settings, set before JAX is first imported in this process. They come as an
+    # argument, not as a Ray runtime_env: a runtime_env makes Ray start a dedicated worker for each
+    # task (seconds each), where Ray's idle workers can take the task at once. A CPU worker reused
+    # for the next run keeps the JAX it imported, with the same settings (the same sweep's).
+    os.environ.update(env or {})
     from scaling.run import run  # JAX is imported here, in the worker, never in the driver
     from scaling.runspec import parse_spec
     from scaling.train import enable_compilation_cache
@@ -110,7 +115,12 @@ def execute_run(spec_record: dict, run_dir: str, cache_dir: str) -> dict:
 
 
 def connect(address: str | None, dashboard: bool = False, num_cpus: int | None = None):
-    """Join the Ray cluster at `address`, or start an embedded one bound to 127.0.0.1."""
+    """Join the Ray cluster at `address`, or start an embedded one that listens on 127.0.0.1 only."""
+    if not address:
+        # Ray turns a node address of 127.0.0.1 into the machine's external one, and its servers then
+        # listen on every interface, unless told the cluster is this one machine. This switch (read when
+        # ray is imported, and inherited by every Ray process) keeps all of them on the loopback.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
 
     if ray.is_initialized():
@@ -118,6 +128,9 @@ def connect(address: str | None, dashboard: bool = False, num_cpus: int | None =
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False  # in case ray was imported before the switch was set
         ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",
                  _node_ip_address="127.0.0.1", log_to_driver=False)
     return ray
@@ -164,6 +177,9 @@ def run_sweep(sweep: SweepSpec, runs_root: str | Path | None = None, address: st
             clear_failed(run_dir)
             queue.append(planned)
             progress.flops_total += planned.candidate.flops
+    # Longest first (largest budget; within it the smallest model, which takes the most steps), so the
+    # last wave is short runs and slots do not idle behind one long straggler.
+    queue.sort(key=lambda r: (-r.budget, r.candidate.width, r.seed))
     failed: dict[str, str] = {}
     timings: list[Timing] = []
     limit = 1
@@ -182,8 +198,8 @@ def _drive(plan: Plan, folder: Path, queue: list[PlannedRun], progress: Progress
     sweep = plan.sweep
     ray = connect(address, dashboard, num_cpus)
     resources = sweep.resources
-    options = {"num_cpus": resources.cpus, "num_gpus": resources.gpus, "max_retries": 0,
-               "runtime_env": {"env_vars": worker_env(resources)}}
+    options = {"num_cpus": resources.cpus, "num_gpus": resources.gpus, "max_retries": 0}
+    env = worker_env(resources)
     if resources.tpus:
         options["resources"] = {"TPU": resources.tpus}
     if resources.accelerator_type:
@@ -202,7 +218,7 @@ def _drive(plan: Plan, folder: Path, queue: list[PlannedRun], progress: Progress
     while queue or in_flight:
         while queue and len(in_flight) < limit:
             planned = queue.pop(0)
-            ref = task.remote(json.loads(json.dumps(planned.spec.to_dict())), str(folder / planned.run_id), cache)  # as TOML/JSON gives it
+            ref = task.remote(json.loads(json.dumps(planned.spec.to_dict())), str(folder / planned.run_id), cache, env)  # as TOML/JSON gives it
             in_flight[ref] = planned
             submitted[ref] = time.time()
         progress.running = len(in_flight)

@@ -96,6 +96,7 @@ def make_plan(sweep: SweepSpec, dataset: PreparedDataset | None = None) -> Plan:
                 rid = run_id(budget, candidate.width, seed)
                 spec = RunSpec(name=rid, data=sweep.data, width=candidate.width, tokens=candidate.tokens,
                                family=sweep.family, seed=seed, convention=sweep.convention, dtype=sweep.dtype,
-                               tasks=sweep.tasks, recipe=sweep.recipe, train=sweep.train)
+                               tasks=sweep.tasks, probe_train_rows=sweep.probe_train_rows, recipe=sweep.recipe,
+                               train=sweep.train)
                 runs.append(PlannedRun(run_id=rid, budget=budget, seed=seed, candidate=candidate, spec=spec, epochs=epochs))
     return Plan(sweep=sweep, inputs=inputs, runs=tuple(runs), warnings=tuple(warnings))

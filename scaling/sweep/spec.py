@@ -10,6 +10,7 @@ budgets = [1e11, 3e11, 1e12]   # training FLOPs, under `convention`
 convention = "exact"
 seeds = [0]
 tasks = ["in_hospital_mortality"]
+probe_train_rows = 10000       # the probe learns from a seeded sample of this many training rows (0: all)
 dtype = "float32"
 
 [sizes]                        # per budget: `count` widths spanning `span`x in non-embedding
@@ -35,7 +36,7 @@ from pathlib import Path
 from scaling.data.tasks import TASKS
 from scaling.flops import CONVENTIONS
 from scaling.recipe import FAMILIES, Recipe, override
-from scaling.runspec import SpecError, TrainSettings, read_toml
+from scaling.runspec import PROBE_TRAIN_ROWS, SpecError, TrainSettings, read_toml
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -82,6 +83,7 @@ class SweepSpec:
     convention: str = "exact"
     seeds: tuple[int, ...] = (0,)
     tasks: tuple[str, ...] = ()
+    probe_train_rows: int = PROBE_TRAIN_ROWS
     dtype: str = "float32"
     sizes: Sizes = field(default_factory=Sizes)
     recipe: Recipe = field(default_factory=Recipe)
@@ -110,7 +112,7 @@ def _plain(value):
 
 
 _TOP = {"name": str, "version": (int, str), "family": str, "data": str, "budgets": list, "runs_root": str,
-        "convention": str, "seeds": list, "tasks": list, "dtype": str}
+        "convention": str, "seeds": list, "tasks": list, "probe_train_rows": int, "dtype": str}
 _TABLES = ("sizes", "recipe", "train", "resources", "retries")
 _REQUIRED = ("name", "version", "family", "data", "budgets")
 
@@ -180,6 +182,8 @@ def parse_sweep(source: dict, where: str) -> SweepSpec:
     unknown_tasks = sorted(set(tasks) - set(TASKS))
     if unknown_tasks:
         raise SpecError(f"{where}: unknown task(s) {', '.join(unknown_tasks)} (tasks: {', '.join(TASKS)})")
+    if source.get("probe_train_rows", 0) < 0:
+        raise SpecError(f"{where}: 'probe_train_rows' must be 0 (all) or more, got {source['probe_train_rows']!r}")
 
     sizes = _check_table(where, "sizes", source.get("sizes", {}), {"count": int, "span": float, "widths": list},
                          lambda k, v: _size_problem(k, v))
@@ -202,7 +206,7 @@ def parse_sweep(source: dict, where: str) -> SweepSpec:
     return SweepSpec(
         name=name, version=version, family=source["family"], data=source["data"], budgets=tuple(float(b) for b in budgets),
         runs_root=source.get("runs_root", "runs"), convention=source.get("convention", "exact"), seeds=tuple(seeds),
-        tasks=tuple(tasks), dtype=source.get("dtype", "float32"),
+        tasks=tuple(tasks), probe_train_rows=source.get("probe_train_rows", PROBE_TRAIN_ROWS), dtype=source.get("dtype", "float32"),
         sizes=Sizes(**{k: tuple(v) if isinstance(v, list) else v for k, v in sizes.items()}),
         recipe=recipe, train=TrainSettings(**train), resources=Resources(**resources), retries=Retries(**retries),
         source=where)

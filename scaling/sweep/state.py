@@ -143,16 +143,38 @@ def collect(plan: Plan, folder: Path) -> pl.DataFrame:
             result = json.loads(result_path.read_text())
             row.update({k: result[k] for k in ("loss", "train_loss", "wall_seconds", "tokens_per_s", "mfu")})
             row.update({k: v for k, v in result.items() if k.startswith(("auroc_", "auprc_"))})
+        row.update(_reference_aurocs(run_dir / "eval.json"))
         rows.append(row)
     extra = sorted({k for row in rows for k in row} - set(COLUMNS))
     schema = COLUMNS | {k: pl.Float64 for k in extra}
     return pl.DataFrame(rows, schema=schema)
 
 
+def _reference_aurocs(path: Path) -> dict[str, float]:
+    """XGBoost's and the oracle's held-out AUROC per task (the same for every run on a dataset), from eval.json."""
+    if not path.exists():
+        return {}
+    found = {}
+    for task, entry in json.loads(path.read_text()).items():
+        xgboost = ((entry.get("baselines") or {}).get("xgboost") or {}).get("auroc")
+        oracle = (entry.get("oracle") or {}).get("auroc")
+        found.update({k: v for k, v in ((f"xgboost_auroc_{task}", xgboost), (f"oracle_auroc_{task}", oracle)) if v is not None})
+    return found
+
+
+def _same_table(path: Path, frame: pl.DataFrame) -> bool:
+    try:
+        return pl.read_parquet(path).equals(frame)
+    except Exception:  # unreadable or another schema: write it again
+        return False
+
+
 def write_runs_table(plan: Plan, folder: Path, out: Path | None = None) -> tuple[Path, pl.DataFrame]:
     """Collect and write runs.parquet atomically (in the sweep folder unless `out` says otherwise)."""
     frame = collect(plan, folder)
     out = Path(out) if out else folder / RUNS_TABLE
+    if out.suffix == ".parquet" and out.exists() and _same_table(out, frame):
+        return out, frame  # unchanged: keep the file (and its time, which `make demo` compares)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
     if out.suffix == ".csv":
