@@ -180,3 +180,27 @@ def test_lab_catalog_is_consistent():
     for item in LAB_ITEMS:
         if item.ref_lo is not None and item.ref_hi is not None:
             assert item.ref_lo < item.ref_hi, item.label
+
+
+def test_tables_only_the_reference_etl_reads_are_there_and_consistent(synth):
+    """hosp/drgcodes, emar, hcpcsevents, omr, pharmacy and the ICU event tables (for mimic-iv-meds)."""
+    from scaling.data.synth_extra import EXTRA_COLUMNS, EXTRA_DICTIONARIES
+
+    for name, columns in {**EXTRA_COLUMNS, **EXTRA_DICTIONARIES}.items():
+        with gzip.open(synth / f"{name}.csv.gz", "rt") as handle:
+            assert handle.readline().rstrip("\n") == ",".join(columns), name
+    admissions = set(read(synth, "hosp/admissions")["hadm_id"])
+    stays = set(read(synth, "icu/icustays")["stay_id"])
+    pharmacy_ids = set(read(synth, "hosp/prescriptions")["pharmacy_id"])
+    for name in ("hosp/drgcodes", "hosp/hcpcsevents", "hosp/emar", "hosp/pharmacy"):
+        table = read(synth, name)
+        assert table.height > 0 and set(table["hadm_id"]) <= admissions, name
+    assert set(read(synth, "hosp/emar")["pharmacy_id"]) <= pharmacy_ids
+    items = set(read(synth, "icu/d_items")["itemid"])
+    for name in ("icu/chartevents", "icu/inputevents", "icu/outputevents", "icu/procedureevents"):
+        table = read(synth, name)
+        assert table.height > 0 and set(table["stay_id"]) <= stays and set(table["itemid"]) <= items, name
+        time = "charttime" if "charttime" in table.columns else "starttime"
+        assert table[time].str.strptime(pl.Datetime, TIME, strict=True).null_count() == 0
+    assert set(read(synth, "hosp/hcpcsevents")["hcpcs_cd"]) <= set(read(synth, "hosp/d_hcpcs")["code"])
+    assert read(synth, "icu/chartevents")["valuenum"].cast(pl.Float64).is_not_null().all()

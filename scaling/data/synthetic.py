@@ -16,10 +16,13 @@ from pathlib import Path
 import polars as pl
 
 from scaling.data.atomic import publish, temporary_sibling
+from scaling.data.synth_extra import EXTRA_COLUMNS, extra_dictionaries, extra_tables
 from scaling.data.synth_patients import simulate_chunk
-from scaling.data.synth_tables import COLUMNS, dictionary_tables, chunk_tables
+from scaling.data.synth_tables import COLUMNS as READ_COLUMNS
+from scaling.data.synth_tables import chunk_tables, dictionary_tables
 
 CHUNK_PATIENTS = 1000
+COLUMNS = {**READ_COLUMNS, **EXTRA_COLUMNS}  # the tables ehrscale reads, then those only the reference ETL reads
 TABLES = tuple(COLUMNS)
 
 
@@ -42,6 +45,7 @@ def _csv(frame: pl.DataFrame, header: bool) -> bytes:
 def _render_chunk(args: tuple[int, int, int, int]) -> dict[str, tuple[int, bytes]]:
     seed, chunk_index, first, count = args
     frames = chunk_tables(simulate_chunk(seed, chunk_index, first, count), seed, chunk_index)
+    frames |= extra_tables(frames, seed, chunk_index)
     return {name: (frames[name].height, _csv(frames[name].select(COLUMNS[name]), header=False)) for name in TABLES}
 
 
@@ -91,7 +95,7 @@ def write_synthetic_mimic(out: Path, patients: int, seed: int = 0, workers: int 
                 pool.join()
         for writer in writers.values():
             writer.close()
-        for name, frame in dictionary_tables().items():
+        for name, frame in (dictionary_tables() | extra_dictionaries()).items():
             with _GzipWriter(tmp / f"{name}.csv.gz") as writer:
                 writer.write(_csv(frame, header=True))
             rows[name] = frame.height

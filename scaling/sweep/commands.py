@@ -112,6 +112,8 @@ def run_command(
         except (SpecError, DatasetError) as error:
             live.stop()
             raise UserError(str(error)) from None
+    if not console.is_terminal:  # Live ends its last line only on a terminal
+        console.print()
     p = summary.progress
     out_console.print(f"{sweep.name} v{sweep.version}: {p.done} trained, {p.skipped} finished before, {p.diverged} "
                       f"diverged, {p.failed} failed; {p.preemptions} preemptions, {p.retried_failures} retried errors; "
