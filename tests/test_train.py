@@ -123,8 +123,13 @@ def test_two_devices_match_one(prepared, tmp_path):
     assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
     a = json.loads((tmp_path / "one" / "result.json").read_text())
     b = json.loads((tmp_path / "two" / "result.json").read_text())
-    assert b["held_out_loss"] == pytest.approx(a["held_out_loss"], rel=1e-4)
-    assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+    # Two devices sum the gradient in another order: the same to float round-off at first (1e-7 at
+    # step 10 here), which 30 AdamW steps at this small model's large learning rate grow to ~1e-4.
+    early = [[json.loads(line)["loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()[:2]]
+             for name in ("one", "two")]
+    assert early[1] == pytest.approx(early[0], rel=1e-5)
+    assert b["held_out_loss"] == pytest.approx(a["held_out_loss"], rel=1e-3)
+    assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-3)
 
 
 @pytest.mark.parametrize("family", ["labrador", "bert"])
