@@ -45,7 +45,7 @@ def budget_minima(table: Table) -> list[dict]:
     return rows
 
 
-def _isoflop_section(table: Table, iso: IsoflopFit | None, minima: list[dict]) -> list[str]:
+def _isoflop_section(iso: IsoflopFit | None, minima: list[dict]) -> list[str]:
     vertex = {v.budget: v for v in (iso.vertices if iso else [])}
     lines = ["## IsoFLOP minima", "",
              "| budget (FLOPs) | sizes | best run: params | tokens | loss | minimum | parabola N* [95%] |",
@@ -74,7 +74,7 @@ def _laws_section(iso: IsoflopFit | None, parametric: ParametricFit | None) -> l
     else:
         for name, law, what in (("N_opt", iso.n_opt, "parameters"), ("D_opt", iso.d_opt, "tokens"), ("L_opt", iso.loss_opt, "loss")):
             lines.append(f"- Approach 2: {name} = {law.coefficient:.3g} x C^{law.exponent:.3f} ({what}); exponent "
-                         f"{_interval(None if math.isnan(law.exponent_interval[0]) else law.exponent_interval)}")
+                         f"{_interval(law.as_dict()['interval']['exponent'])}")
     if parametric is not None:
         p, iv = parametric, parametric.intervals
         lines.append(f"- Approach 3: L(N, D) = {p.E:.3f} + {p.A:.4g} / N^{p.alpha:.3f} + {p.B:.4g} / D^{p.beta:.3f}; "
@@ -148,7 +148,7 @@ def render(table: Table, iso: IsoflopFit | None, parametric: ParametricFit | Non
              f"({', '.join(f'{b:.3g}' for b in table.budgets)} FLOPs"
              + (f", {', '.join(conventions)} convention" if conventions else "") + f"); parameters = `{params_from}`."]
     lines += [f"- note: {note}" for note in table.notes]
-    lines += [""] + _isoflop_section(table, iso, minima) + [""] + _laws_section(iso, parametric) + [""]
+    lines += [""] + _isoflop_section(iso, minima) + [""] + _laws_section(iso, parametric) + [""]
     lines += _beyond_section(iso, parametric, laws, [top * k for k in beyond]) + [""] + _auroc_section(table, laws)
     if figures is not None:
         lines += ["## Figures", ""]
