@@ -32,7 +32,9 @@ class AurocLaw:
     def predict(self, compute: float) -> tuple[float, float, float]:
         """AUROC at a budget and its 95% bootstrap interval."""
         x = np.log10(compute)
-        values = saturating(x, self.draws[:, 0], self.draws[:, 1], self.draws[:, 2]) if len(self.draws) else np.array([])
+        values = (
+            saturating(x, self.draws[:, 0], self.draws[:, 1], self.draws[:, 2]) if len(self.draws) else np.array([])
+        )
         point = float(saturating(x, self.h, self.k, self.x0))
         if not len(values):
             return point, point, point
@@ -40,13 +42,22 @@ class AurocLaw:
         return point, float(lo), float(hi)
 
     def as_dict(self) -> dict:
-        return {"task": self.task, "form": "0.5 + (h - 0.5) / (1 + exp(-k (log10 C - x0)))", "h": self.h, "k": self.k,
-                "x0": self.x0, "points": self.points}
+        return {
+            "task": self.task,
+            "form": "0.5 + (h - 0.5) / (1 + exp(-k (log10 C - x0)))",
+            "h": self.h,
+            "k": self.k,
+            "x0": self.x0,
+            "points": self.points,
+        }
 
 
 def auroc_tasks(table: Table) -> list[str]:
-    return sorted(c.removeprefix("auroc_") for c in table.frame.columns
-                  if c.startswith("auroc_") and not c.endswith(("_lo", "_hi")))
+    return sorted(
+        c.removeprefix("auroc_")
+        for c in table.frame.columns
+        if c.startswith("auroc_") and not c.endswith(("_lo", "_hi"))
+    )
 
 
 def frontier(table: Table) -> pl.DataFrame:
@@ -56,8 +67,14 @@ def frontier(table: Table) -> pl.DataFrame:
 
 def _fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float] | None:
     try:
-        params, _ = curve_fit(saturating, x, y, p0=(max(y.max(), 0.55), 1.0, float(np.median(x))),
-                              bounds=([0.5, 0.0, x.min() - 10], [1.0, 20.0, x.max() + 10]), maxfev=20_000)
+        params, _ = curve_fit(
+            saturating,
+            x,
+            y,
+            p0=(max(y.max(), 0.55), 1.0, float(np.median(x))),
+            bounds=([0.5, 0.0, x.min() - 10], [1.0, 20.0, x.max() + 10]),
+            maxfev=20_000,
+        )
         return tuple(float(p) for p in params)
     except (RuntimeError, ValueError):
         return None
@@ -73,8 +90,15 @@ def fit_auroc(table: Table, task: str, seed: int = 0, resamples: int = BOOTSTRAP
     if fitted is None:
         return None
     rng = np.random.default_rng(seed)
-    draws = [d for d in (_fit(x[p], y[p]) for p in (rng.integers(0, len(x), len(x)) for _ in range(resamples))
-                         if len(np.unique(x[p])) >= 3) if d is not None]
+    draws = [
+        d
+        for d in (
+            _fit(x[p], y[p])
+            for p in (rng.integers(0, len(x), len(x)) for _ in range(resamples))
+            if len(np.unique(x[p])) >= 3
+        )
+        if d is not None
+    ]
     return AurocLaw(task=task, h=fitted[0], k=fitted[1], x0=fitted[2], draws=np.asarray(draws), points=len(x))
 
 
@@ -85,5 +109,11 @@ def loss_vs_auroc(table: Table, task: str) -> dict | None:
         return None
     loss, auroc = rows["loss"].to_numpy(), rows[f"auroc_{task}"].to_numpy().astype(float)
     slope, intercept = np.polyfit(loss, auroc, 1)
-    return {"task": task, "slope": float(slope), "intercept": float(intercept), "points": int(rows.height),
-            "pearson": float(pearsonr(loss, auroc)[0]), "spearman": float(spearmanr(loss, auroc)[0])}
+    return {
+        "task": task,
+        "slope": float(slope),
+        "intercept": float(intercept),
+        "points": int(rows.height),
+        "pearson": float(pearsonr(loss, auroc)[0]),
+        "spearman": float(spearmanr(loss, auroc)[0]),
+    }

@@ -41,8 +41,11 @@ class PowerLaw:
     def as_dict(self) -> dict:
         """JSON-ready; an interval that cannot be estimated (fewer than 3 budgets) is null."""
         clean = lambda pair: None if any(np.isnan(pair)) else list(pair)  # noqa: E731
-        return {"exponent": self.exponent, "coefficient": self.coefficient,
-                "interval": {"exponent": clean(self.exponent_interval), "coefficient": clean(self.coefficient_interval)}}
+        return {
+            "exponent": self.exponent,
+            "coefficient": self.coefficient,
+            "interval": {"exponent": clean(self.exponent_interval), "coefficient": clean(self.coefficient_interval)},
+        }
 
 
 @dataclass(frozen=True)
@@ -99,16 +102,26 @@ def _fit_budget(group: pl.DataFrame, rng: np.random.Generator, resamples: int) -
     else:
         per = float(np.median(group["flops"].to_numpy() / (group["params"].to_numpy() * group["tokens"].to_numpy())))
         d_opt = budget / (per * n_opt)
-    return Vertex(budget=budget, n_opt=n_opt, d_opt=d_opt, loss=float(y),
-                  n_interval=(float(np.exp(lo)), float(np.exp(hi))), points=len(log_n)), None
+    return Vertex(
+        budget=budget,
+        n_opt=n_opt,
+        d_opt=d_opt,
+        loss=float(y),
+        n_interval=(float(np.exp(lo)), float(np.exp(hi))),
+        points=len(log_n),
+    ), None
 
 
-def _power_law(compute: np.ndarray, values: np.ndarray, rng: np.random.Generator, resamples: int) -> tuple[PowerLaw, np.ndarray]:
+def _power_law(
+    compute: np.ndarray, values: np.ndarray, rng: np.random.Generator, resamples: int
+) -> tuple[PowerLaw, np.ndarray]:
     """Log-log line; bootstrap over the budgets, which needs at least 3 of them for an interval."""
     slope, intercept = np.polyfit(np.log(compute), np.log(values), 1)
     if len(compute) < 3:
         nan = (float("nan"), float("nan"))
-        law = PowerLaw(exponent=float(slope), coefficient=float(np.exp(intercept)), exponent_interval=nan, coefficient_interval=nan)
+        law = PowerLaw(
+            exponent=float(slope), coefficient=float(np.exp(intercept)), exponent_interval=nan, coefficient_interval=nan
+        )
         return law, np.array([[intercept, slope]])
     draws = []
     for _ in range(resamples):
@@ -118,8 +131,12 @@ def _power_law(compute: np.ndarray, values: np.ndarray, rng: np.random.Generator
             draws.append((i, s))
     draws = np.asarray(draws) if draws else np.array([[intercept, slope]])
     (ilo, ihi), (slo, shi) = np.percentile(draws[:, 0], [2.5, 97.5]), np.percentile(draws[:, 1], [2.5, 97.5])
-    law = PowerLaw(exponent=float(slope), coefficient=float(np.exp(intercept)), exponent_interval=(float(slo), float(shi)),
-                   coefficient_interval=(float(np.exp(ilo)), float(np.exp(ihi))))
+    law = PowerLaw(
+        exponent=float(slope),
+        coefficient=float(np.exp(intercept)),
+        exponent_interval=(float(slo), float(shi)),
+        coefficient_interval=(float(np.exp(ilo)), float(np.exp(ihi))),
+    )
     return law, draws
 
 
@@ -136,14 +153,24 @@ def fit_isoflop(table: Table, seed: int = 0, resamples: int = BOOTSTRAP) -> Isof
             vertices.append(vertex)
     if len(vertices) < 2:
         detail = "; ".join(f"{e['budget']:.3g}: {e['reason']}" for e in excluded) or "none excluded"
-        raise TableError(f"Approach 2 needs at least 2 budgets with an interior minimum, found {len(vertices)} "
-                         f"(excluded: {detail}). Add budgets, or sizes either side of each budget's best run.")
+        raise TableError(
+            f"Approach 2 needs at least 2 budgets with an interior minimum, found {len(vertices)} "
+            f"(excluded: {detail}). Add budgets, or sizes either side of each budget's best run."
+        )
     compute = np.array([v.budget for v in vertices])
     n_law, n_draws = _power_law(compute, np.array([v.n_opt for v in vertices]), rng, resamples)
     d_law, d_draws = _power_law(compute, np.array([v.d_opt for v in vertices]), rng, resamples)
     loss_law, loss_draws = _power_law(compute, np.array([v.loss for v in vertices]), rng, resamples)
-    return IsoflopFit(vertices=vertices, excluded=excluded, n_opt=n_law, d_opt=d_law, bootstrap_n=n_draws, bootstrap_d=d_draws,
-                      loss_opt=loss_law, bootstrap_loss=loss_draws)
+    return IsoflopFit(
+        vertices=vertices,
+        excluded=excluded,
+        n_opt=n_law,
+        d_opt=d_law,
+        bootstrap_n=n_draws,
+        bootstrap_d=d_draws,
+        loss_opt=loss_law,
+        bootstrap_loss=loss_draws,
+    )
 
 
 def predict_interval(draws: np.ndarray, compute: float) -> tuple[float, float] | None:

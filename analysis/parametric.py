@@ -16,19 +16,31 @@ from scipy.optimize import minimize
 from analysis.table import Table
 
 HUBER_DELTA = 1e-3
-GRID = {"alpha": np.linspace(0, 2, 5), "beta": np.linspace(0, 2, 5), "e": np.linspace(-1, 1, 5),
-        "a": np.linspace(0, 25, 6), "b": np.linspace(0, 25, 6)}
+GRID = {
+    "alpha": np.linspace(0, 2, 5),
+    "beta": np.linspace(0, 2, 5),
+    "e": np.linspace(-1, 1, 5),
+    "a": np.linspace(0, 25, 6),
+    "b": np.linspace(0, 25, 6),
+}
 BOOTSTRAP = 400
 
 
 def start_grid() -> np.ndarray:
     """Chinchilla's 4,500 starting points as rows (a, b, e, alpha, beta)."""
-    return np.array([(a, b, e, al, be) for al, be, e, a, b in itertools.product(GRID["alpha"], GRID["beta"], GRID["e"], GRID["a"], GRID["b"])])
+    return np.array(
+        [
+            (a, b, e, al, be)
+            for al, be, e, a, b in itertools.product(GRID["alpha"], GRID["beta"], GRID["e"], GRID["a"], GRID["b"])
+        ]
+    )
 
 
-def objective(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def objective(
+    theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_loss: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Summed Huber loss per start and its gradient. theta [S, 5] = (a, b, e, alpha, beta); points on axis 1."""
-    a, b, e, alpha, beta = (theta[:, i:i + 1] for i in range(5))
+    a, b, e, alpha, beta = (theta[:, i : i + 1] for i in range(5))
     t1 = a - alpha * log_n  # [S, P]
     t2 = b - beta * log_d
     top = np.maximum(np.maximum(t1, t2), e)
@@ -39,8 +51,10 @@ def objective(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_loss:
     value = np.where(abs_r <= HUBER_DELTA, 0.5 * r * r, HUBER_DELTA * (abs_r - 0.5 * HUBER_DELTA)).sum(axis=1)
     dr = np.clip(r, -HUBER_DELTA, HUBER_DELTA) / total  # Huber slope times the softmax normaliser
     g1, g2 = dr * w1, dr * w2
-    grad = np.stack([g1.sum(axis=1), g2.sum(axis=1), (dr * w3).sum(axis=1),
-                     -(g1 * log_n).sum(axis=1), -(g2 * log_d).sum(axis=1)], axis=1)
+    grad = np.stack(
+        [g1.sum(axis=1), g2.sum(axis=1), (dr * w3).sum(axis=1), -(g1 * log_n).sum(axis=1), -(g2 * log_d).sum(axis=1)],
+        axis=1,
+    )
     return value, grad
 
 
@@ -72,9 +86,16 @@ class ParametricFit:
         return optimum(self.E, self.A, self.B, self.alpha, self.beta, compute)
 
     def as_dict(self) -> dict:
-        return {"E": self.E, "A": self.A, "B": self.B, "alpha": self.alpha, "beta": self.beta, "objective": self.objective,
-                "allocation": {"a": self.a, "b": 1 - self.a, "G": self.G},
-                "intervals": {k: list(v) for k, v in self.intervals.items()}}
+        return {
+            "E": self.E,
+            "A": self.A,
+            "B": self.B,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "objective": self.objective,
+            "allocation": {"a": self.a, "b": 1 - self.a, "G": self.G},
+            "intervals": {k: list(v) for k, v in self.intervals.items()},
+        }
 
 
 def optimum(E, A, B, alpha, beta, compute):
@@ -91,7 +112,9 @@ def _polish(theta: np.ndarray, log_n, log_d, log_loss) -> tuple[np.ndarray, floa
     return result.x, float(result.fun)
 
 
-def _fit_points(log_n, log_d, log_loss, starts: np.ndarray, joint_iterations: int = 60, polish: int = 20) -> tuple[np.ndarray, float]:
+def _fit_points(
+    log_n, log_d, log_loss, starts: np.ndarray, joint_iterations: int = 60, polish: int = 20
+) -> tuple[np.ndarray, float]:
     """Best (a, b, e, alpha, beta) from many starts: L-BFGS on all starts at once (one separable problem,
     a few dozen iterations to sort the basins), then the best few polished one by one to convergence."""
     shape = starts.shape
@@ -117,7 +140,9 @@ def _natural(theta: np.ndarray) -> np.ndarray:
         return np.array([np.exp(e), np.exp(a), np.exp(b), alpha, beta])
 
 
-def fit_parametric(table: Table, seed: int = 0, resamples: int = BOOTSTRAP, starts: np.ndarray | None = None) -> ParametricFit:
+def fit_parametric(
+    table: Table, seed: int = 0, resamples: int = BOOTSTRAP, starts: np.ndarray | None = None
+) -> ParametricFit:
     """Approach 3 on every usable row of the table."""
     frame = table.frame
     log_n, log_d, log_loss = (np.log(frame[c].to_numpy()) for c in ("params", "tokens", "loss"))
@@ -134,9 +159,19 @@ def fit_parametric(table: Table, seed: int = 0, resamples: int = BOOTSTRAP, star
     names = ("E", "A", "B", "alpha", "beta")
     intervals = {}
     if len(draws):
-        intervals = {name: tuple(float(x) for x in np.percentile(draws[:, i], [2.5, 97.5])) for i, name in enumerate(names)}
+        intervals = {
+            name: tuple(float(x) for x in np.percentile(draws[:, i], [2.5, 97.5])) for i, name in enumerate(names)
+        }
         allocation = draws[:, 4] / (draws[:, 3] + draws[:, 4])
         intervals["a"] = tuple(float(x) for x in np.percentile(allocation, [2.5, 97.5]))
     E, A, B, alpha, beta = _natural(theta)
-    return ParametricFit(E=float(E), A=float(A), B=float(B), alpha=float(alpha), beta=float(beta), objective=value,
-                         intervals=intervals, bootstrap=draws)
+    return ParametricFit(
+        E=float(E),
+        A=float(A),
+        B=float(B),
+        alpha=float(alpha),
+        beta=float(beta),
+        objective=value,
+        intervals=intervals,
+        bootstrap=draws,
+    )

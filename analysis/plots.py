@@ -63,11 +63,18 @@ def optimal_scaling(fit: IsoflopFit, parametric: ParametricFit | None, out: Path
         if len(draws) >= 2:
             bands = np.array([predict_interval(draws, c) for c in grid])
             ax.fill_between(grid, bands[:, 0], bands[:, 1], color="C0", alpha=0.2, label="95% bootstrap band")
-        ax.plot(grid, [law(c) for c in grid], color="C0", label=f"Approach 2: {law.coefficient:.3g} C^{law.exponent:.3f}")
+        ax.plot(
+            grid, [law(c) for c in grid], color="C0", label=f"Approach 2: {law.coefficient:.3g} C^{law.exponent:.3f}"
+        )
         if parametric is not None:
             index = 0 if label.startswith("parameters") else 1
-            ax.plot(grid, [parametric.optimum(c)[index] for c in grid], color="C3", ls="--",
-                    label=f"Approach 3: C^{parametric.a if index == 0 else 1 - parametric.a:.3f}")
+            ax.plot(
+                grid,
+                [parametric.optimum(c)[index] for c in grid],
+                color="C3",
+                ls="--",
+                label=f"Approach 3: C^{parametric.a if index == 0 else 1 - parametric.a:.3f}",
+            )
         ax.scatter(budgets, values, color="black", zorder=3, s=20, label="IsoFLOP minima")
         ax.axvline(budgets.max(), color="grey", lw=0.8, ls=":")
         ax.set_xscale("log")
@@ -87,8 +94,13 @@ def loss_frontier(table: Table, parametric: ParametricFit | None, out: Path) -> 
     ax.plot(best["flops"], best["loss"], "o-", color="C0", label="best run per budget")
     if parametric is not None:
         grid = np.geomspace(table.frame["flops"].min(), table.frame["flops"].max() * 100, 60)
-        ax.plot(grid, [parametric.loss(*parametric.optimum(c)) for c in grid], color="C3", ls="--",
-                label=f"Approach 3 frontier (E = {parametric.E:.3f})")
+        ax.plot(
+            grid,
+            [parametric.loss(*parametric.optimum(c)) for c in grid],
+            color="C3",
+            ls="--",
+            label=f"Approach 3 frontier (E = {parametric.E:.3f})",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("training compute C (FLOPs)")
     ax.set_ylabel("held-out loss (nats per token)")
@@ -107,13 +119,29 @@ def auroc_figures(table: Table, out: Path) -> list[Path]:
         best = frontier(table).filter(pl.col(f"auroc_{task}").is_not_null())
         ax.scatter(best["flops"], best[f"auroc_{task}"], color="C0", zorder=3, label="best run per budget")
         if f"auroc_{task}_lo" in best.columns:
-            ax.errorbar(best["flops"], best[f"auroc_{task}"], yerr=[best[f"auroc_{task}"] - best[f"auroc_{task}_lo"],
-                        best[f"auroc_{task}_hi"] - best[f"auroc_{task}"]], fmt="none", color="C0")
+            ax.errorbar(
+                best["flops"],
+                best[f"auroc_{task}"],
+                yerr=[
+                    best[f"auroc_{task}"] - best[f"auroc_{task}_lo"],
+                    best[f"auroc_{task}_hi"] - best[f"auroc_{task}"],
+                ],
+                fmt="none",
+                color="C0",
+            )
         law = fit_auroc(table, task)
         if law is not None:
             grid = np.geomspace(best["flops"].min() / 3, best["flops"].max() * 100, 60)
-            ax.plot(grid, saturating(np.log10(grid), law.h, law.k, law.x0), color="C0", label=f"saturating fit (ceiling {law.h:.3f})")
-        for column, style, name in ((f"xgboost_auroc_{task}", "--", "XGBoost"), (f"oracle_auroc_{task}", ":", "oracle")):
+            ax.plot(
+                grid,
+                saturating(np.log10(grid), law.h, law.k, law.x0),
+                color="C0",
+                label=f"saturating fit (ceiling {law.h:.3f})",
+            )
+        for column, style, name in (
+            (f"xgboost_auroc_{task}", "--", "XGBoost"),
+            (f"oracle_auroc_{task}", ":", "oracle"),
+        ):
             if column in table.frame.columns and table.frame[column].drop_nulls().len():
                 ax.axhline(float(table.frame[column].drop_nulls()[0]), color="black", ls=style, lw=1, label=name)
         ax.axhline(0.5, color="grey", lw=0.8)
@@ -129,8 +157,12 @@ def auroc_figures(table: Table, out: Path) -> list[Path]:
         line = loss_vs_auroc(table, task)
         if line is not None:
             grid = np.linspace(rows["loss"].min(), rows["loss"].max(), 20)
-            ax.plot(grid, line["intercept"] + line["slope"] * grid, color="C1",
-                    label=f"fit; Spearman {line['spearman']:.2f}")
+            ax.plot(
+                grid,
+                line["intercept"] + line["slope"] * grid,
+                color="C1",
+                label=f"fit; Spearman {line['spearman']:.2f}",
+            )
         ax.set_xlabel("held-out loss (nats per token)")
         ax.set_ylabel(f"AUROC, {task.replace('_', ' ')}")
         ax.legend(fontsize=7)

@@ -38,31 +38,51 @@ def budget_minima(table: Table) -> list[dict]:
         params, loss = group["params"].to_numpy(), group["loss"].to_numpy()
         best = int(np.argmin(loss))
         curved = len(np.unique(params)) >= 3 and parabola_vertex(np.log(params), loss) is not None
-        rows.append({"budget": budget, "sizes": len(params), "best_params": float(params[best]),
-                     "best_tokens": float(group["tokens"][best]), "best_loss": float(loss[best]),
-                     "interior": curved and 0 < best < len(params) - 1,
-                     "position": "smallest" if best == 0 else "largest" if best == len(params) - 1 else "inside"})
+        rows.append(
+            {
+                "budget": budget,
+                "sizes": len(params),
+                "best_params": float(params[best]),
+                "best_tokens": float(group["tokens"][best]),
+                "best_loss": float(loss[best]),
+                "interior": curved and 0 < best < len(params) - 1,
+                "position": "smallest" if best == 0 else "largest" if best == len(params) - 1 else "inside",
+            }
+        )
     return rows
 
 
 def _isoflop_section(iso: IsoflopFit | None, minima: list[dict]) -> list[str]:
     vertex = {v.budget: v for v in (iso.vertices if iso else [])}
-    lines = ["## IsoFLOP minima", "",
-             "| budget (FLOPs) | sizes | best run: params | tokens | loss | minimum | parabola N* [95%] |",
-             "|---:|---:|---:|---:|---:|---|---:|"]
+    lines = [
+        "## IsoFLOP minima",
+        "",
+        "| budget (FLOPs) | sizes | best run: params | tokens | loss | minimum | parabola N* [95%] |",
+        "|---:|---:|---:|---:|---:|---|---:|",
+    ]
     for m in minima:
         v = vertex.get(m["budget"])
         where = "interior" if m["interior"] else f"at the {m['position']} size"
-        lines.append(f"| {m['budget']:.3g} | {m['sizes']} | {m['best_params']:,.0f} | {m['best_tokens']:,.0f} | "
-                     f"{m['best_loss']:.4f} | {where} | {_g(v.n_opt) + ' ' + _interval(v.n_interval) if v else 'excluded'} |")
+        lines.append(
+            f"| {m['budget']:.3g} | {m['sizes']} | {m['best_params']:,.0f} | {m['best_tokens']:,.0f} | "
+            f"{m['best_loss']:.4f} | {where} | {_g(v.n_opt) + ' ' + _interval(v.n_interval) if v else 'excluded'} |"
+        )
     interior = [m for m in minima if m["interior"]]
     optima = [m["best_params"] for m in interior]
     grows = len(optima) >= 2 and all(b >= a for a, b in zip(optima, optima[1:])) and optima[-1] > optima[0]
-    lines += ["", f"Interior minima at {len(interior)} of {len(minima)} budgets; the best interior size "
-              + ("grows with compute" if grows else "does not grow steadily with compute" if len(optima) >= 2 else
-                 "cannot show a trend with fewer than 2 interior budgets")
-              + (f" ({' -> '.join(f'{n:,.0f}' for n in optima)} parameters)." if optima else ".")]
-    for item in (iso.excluded if iso else []):
+    lines += [
+        "",
+        f"Interior minima at {len(interior)} of {len(minima)} budgets; the best interior size "
+        + (
+            "grows with compute"
+            if grows
+            else "does not grow steadily with compute"
+            if len(optima) >= 2
+            else "cannot show a trend with fewer than 2 interior budgets"
+        )
+        + (f" ({' -> '.join(f'{n:,.0f}' for n in optima)} parameters)." if optima else "."),
+    ]
+    for item in iso.excluded if iso else []:
         lines.append(f"- budget {item['budget']:.3g} left out of Approach 2: {item['reason']}")
     return lines
 
@@ -72,37 +92,57 @@ def _laws_section(iso: IsoflopFit | None, parametric: ParametricFit | None) -> l
     if iso is None:
         lines.append("- Approach 2 (IsoFLOP parabolas): not available (fewer than 2 budgets with an interior minimum).")
     else:
-        for name, law, what in (("N_opt", iso.n_opt, "parameters"), ("D_opt", iso.d_opt, "tokens"), ("L_opt", iso.loss_opt, "loss")):
-            lines.append(f"- Approach 2: {name} = {law.coefficient:.3g} x C^{law.exponent:.3f} ({what}); exponent "
-                         f"{_interval(law.as_dict()['interval']['exponent'])}")
+        for name, law, what in (
+            ("N_opt", iso.n_opt, "parameters"),
+            ("D_opt", iso.d_opt, "tokens"),
+            ("L_opt", iso.loss_opt, "loss"),
+        ):
+            lines.append(
+                f"- Approach 2: {name} = {law.coefficient:.3g} x C^{law.exponent:.3f} ({what}); exponent "
+                f"{_interval(law.as_dict()['interval']['exponent'])}"
+            )
     if parametric is not None:
         p, iv = parametric, parametric.intervals
-        lines.append(f"- Approach 3: L(N, D) = {p.E:.3f} + {p.A:.4g} / N^{p.alpha:.3f} + {p.B:.4g} / D^{p.beta:.3f}; "
-                     f"E {_interval(iv.get('E'))}, alpha {_interval(iv.get('alpha'))}, beta {_interval(iv.get('beta'))}; "
-                     f"N_opt ~ C^{p.a:.3f} {_interval(iv.get('a'))}")
+        lines.append(
+            f"- Approach 3: L(N, D) = {p.E:.3f} + {p.A:.4g} / N^{p.alpha:.3f} + {p.B:.4g} / D^{p.beta:.3f}; "
+            f"E {_interval(iv.get('E'))}, alpha {_interval(iv.get('alpha'))}, beta {_interval(iv.get('beta'))}; "
+            f"N_opt ~ C^{p.a:.3f} {_interval(iv.get('a'))}"
+        )
     return lines
 
 
 def _beyond_section(iso, parametric, laws: list[AurocLaw], budgets: list[float]) -> list[str]:
-    lines = ["## Compute-optimal model and tokens beyond the grid", "",
-             "| budget (FLOPs) | N* (Approach 2) [95%] | D* (Approach 2) [95%] | N* (Approach 3) [95%] | D* (Approach 3) [95%] "
-             "| loss (Approach 3) [95%] |" + "".join(f" AUROC {law.task} [95%] |" for law in laws),
-             "|---:|---:|---:|---:|---:|---:|" + "---:|" * len(laws)]
+    lines = [
+        "## Compute-optimal model and tokens beyond the grid",
+        "",
+        "| budget (FLOPs) | N* (Approach 2) [95%] | D* (Approach 2) [95%] | N* (Approach 3) [95%] | D* (Approach 3) [95%] "
+        "| loss (Approach 3) [95%] |" + "".join(f" AUROC {law.task} [95%] |" for law in laws),
+        "|---:|---:|---:|---:|---:|---:|" + "---:|" * len(laws),
+    ]
     for budget in budgets:
         answer = optimal(iso, parametric, budget, laws)
         cells = [f"{budget:.3g}"]
         for name in ("isoflop", "parametric"):
             a = answer.get(name)
-            cells += [f"{_g(a['n_opt'])} {_interval(a['n_opt_interval'])}", f"{_g(a['d_opt'])} {_interval(a['d_opt_interval'])}"] \
-                if a else ["n/a", "n/a"]
+            cells += (
+                [
+                    f"{_g(a['n_opt'])} {_interval(a['n_opt_interval'])}",
+                    f"{_g(a['d_opt'])} {_interval(a['d_opt_interval'])}",
+                ]
+                if a
+                else ["n/a", "n/a"]
+            )
         a = answer.get("parametric")
         cells.append(f"{a['loss']:.3f} {_interval(a['loss_interval'], 4)}" if a else "n/a")
         for law in laws:
             value = answer["auroc"][law.task]
             cells.append(f"{value['auroc']:.3f} {_interval(value['interval'])}")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Extrapolations: the further past the largest budget of the grid, the less the intervals (which "
-              "only resample the grid's budgets) cover what can go wrong."]
+    lines += [
+        "",
+        "Extrapolations: the further past the largest budget of the grid, the less the intervals (which "
+        "only resample the grid's budgets) cover what can go wrong.",
+    ]
     return lines
 
 
@@ -113,40 +153,67 @@ def _auroc_section(table: Table, laws: list[AurocLaw]) -> list[str]:
     best = frontier(table)
     lines = ["## AUROC against compute (the lowest-loss run of each budget)", ""]
     for task in tasks:
-        xgb, oracle = (table.frame[c].drop_nulls() if c in table.frame.columns else None
-                       for c in (f"xgboost_auroc_{task}", f"oracle_auroc_{task}"))
+        xgb, oracle = (
+            table.frame[c].drop_nulls() if c in table.frame.columns else None
+            for c in (f"xgboost_auroc_{task}", f"oracle_auroc_{task}")
+        )
         lines += [f"### {task}", "", "| budget (FLOPs) | params | loss | probe AUROC [95%] |", "|---:|---:|---:|---:|"]
         for row in best.iter_rows(named=True):
             auroc = row.get(f"auroc_{task}")
-            spread = _interval((row.get(f"auroc_{task}_lo"), row.get(f"auroc_{task}_hi"))) if row.get(f"auroc_{task}_lo") is not None else ""
-            lines.append(f"| {row['budget']:.3g} | {row['params']:,.0f} | {row['loss']:.4f} | "
-                         f"{'n/a' if auroc is None else f'{auroc:.3f}'} {spread} |")
+            spread = (
+                _interval((row.get(f"auroc_{task}_lo"), row.get(f"auroc_{task}_hi")))
+                if row.get(f"auroc_{task}_lo") is not None
+                else ""
+            )
+            lines.append(
+                f"| {row['budget']:.3g} | {row['params']:,.0f} | {row['loss']:.4f} | "
+                f"{'n/a' if auroc is None else f'{auroc:.3f}'} {spread} |"
+            )
         refs = []
         if xgb is not None and len(xgb):
             refs.append(f"XGBoost on count features {xgb[0]:.3f}")
         if oracle is not None and len(oracle):
             refs.append(f"the oracle (the generator's hidden state) {oracle[0]:.3f}")
-        lines += ["", ("Beside: " + "; ".join(refs) + " (same held-out rows).") if refs else "No baselines in the table."]
+        lines += [
+            "",
+            ("Beside: " + "; ".join(refs) + " (same held-out rows).") if refs else "No baselines in the table.",
+        ]
         law = next((law for law in laws if law.task == task), None)
         if law is not None:
-            lines.append(f"Saturating law along the frontier: AUROC = 0.5 + ({law.h:.3f} - 0.5) / (1 + exp(-{law.k:.3g} "
-                         f"(log10 C - {law.x0:.3g}))), {law.points} budgets.")
+            lines.append(
+                f"Saturating law along the frontier: AUROC = 0.5 + ({law.h:.3f} - 0.5) / (1 + exp(-{law.k:.3g} "
+                f"(log10 C - {law.x0:.3g}))), {law.points} budgets."
+            )
         lines.append("")
     return lines
 
 
-def render(table: Table, iso: IsoflopFit | None, parametric: ParametricFit | None, laws: list[AurocLaw], *,
-           title: str, source: str, params_from: str, figures: Path | None, report_dir: Path,
-           beyond: tuple[float, ...] = (10.0, 100.0, 1000.0)) -> str:
+def render(
+    table: Table,
+    iso: IsoflopFit | None,
+    parametric: ParametricFit | None,
+    laws: list[AurocLaw],
+    *,
+    title: str,
+    source: str,
+    params_from: str,
+    figures: Path | None,
+    report_dir: Path,
+    beyond: tuple[float, ...] = (10.0, 100.0, 1000.0),
+) -> str:
     """The report as markdown."""
     frame = table.frame
     minima = budget_minima(table)
     conventions = sorted(frame["convention"].unique().to_list()) if "convention" in frame.columns else []
     top = max(table.budgets)
-    lines = [f"# {title}", "",
-             f"From `{source}`: {frame.height} finished runs over {len(table.budgets)} budgets "
-             f"({', '.join(f'{b:.3g}' for b in table.budgets)} FLOPs"
-             + (f", {', '.join(conventions)} convention" if conventions else "") + f"); parameters = `{params_from}`."]
+    lines = [
+        f"# {title}",
+        "",
+        f"From `{source}`: {frame.height} finished runs over {len(table.budgets)} budgets "
+        f"({', '.join(f'{b:.3g}' for b in table.budgets)} FLOPs"
+        + (f", {', '.join(conventions)} convention" if conventions else "")
+        + f"); parameters = `{params_from}`.",
+    ]
     lines += [f"- note: {note}" for note in table.notes]
     lines += [""] + _isoflop_section(iso, minima) + [""] + _laws_section(iso, parametric) + [""]
     lines += _beyond_section(iso, parametric, laws, [top * k for k in beyond]) + [""] + _auroc_section(table, laws)

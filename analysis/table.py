@@ -41,12 +41,15 @@ def read(path: Path, columns: dict[str, str] | None = None, budget_tolerance: fl
     return prepare(frame, str(path), columns, budget_tolerance)
 
 
-def prepare(frame: pl.DataFrame, name: str = "table", columns: dict[str, str] | None = None,
-            budget_tolerance: float = 0.1) -> Table:
+def prepare(
+    frame: pl.DataFrame, name: str = "table", columns: dict[str, str] | None = None, budget_tolerance: float = 0.1
+) -> Table:
     renames = {source: target for target, source in (columns or {}).items()}
     missing_sources = [s for s in renames if s not in frame.columns]
     if missing_sources:
-        raise TableError(f"{name}: no column {', '.join(repr(s) for s in missing_sources)} to map (columns: {', '.join(frame.columns)})")
+        raise TableError(
+            f"{name}: no column {', '.join(repr(s) for s in missing_sources)} to map (columns: {', '.join(frame.columns)})"
+        )
     # A mapped column replaces a column of the target's name (runs.parquet has both params and params_nonembed).
     replaced = [target for source, target in renames.items() if target in frame.columns and target not in renames]
     frame = frame.drop(replaced).rename(renames)
@@ -64,8 +67,10 @@ def prepare(frame: pl.DataFrame, name: str = "table", columns: dict[str, str] | 
         notes.append("tokens = flops / (6 x params): the table has no tokens column")
     for column in REQUIRED:
         if column not in frame.columns:
-            raise TableError(f"{name}: missing column '{column}' (columns: {', '.join(frame.columns)}); "
-                             f"map one with --{column}-col NAME")
+            raise TableError(
+                f"{name}: missing column '{column}' (columns: {', '.join(frame.columns)}); "
+                f"map one with --{column}-col NAME"
+            )
     if "status" in frame.columns:
         bad = frame.filter(pl.col("status") != "ok")
         if bad.height:

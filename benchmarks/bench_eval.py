@@ -54,7 +54,10 @@ def main() -> None:
         xgb = report["baselines"].get("xgboost", {}).get("auroc")
         oracle = (report["oracle"] or {}).get("auroc")
         fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-        print(f"| {task} | {rows:,} | {first.seconds:.1f} | {again.seconds:.1f} | {fmt(probe)} | {fmt(xgb)} | {fmt(oracle)} |", flush=True)
+        print(
+            f"| {task} | {rows:,} | {first.seconds:.1f} | {again.seconds:.1f} | {fmt(probe)} | {fmt(xgb)} | {fmt(oracle)} |",
+            flush=True,
+        )
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -27,20 +27,26 @@ def main() -> None:
     args = parser.parse_args()
     table = read(args.points, {"params": "Model Size", "flops": "Training FLOP"})
     print(f"machine: {machine()}")
-    print(f"{table.frame.height} points, {len(table.budgets)} budgets; {len(start_grid())} starts; {args.resamples} bootstrap refits")
+    print(
+        f"{table.frame.height} points, {len(table.budgets)} budgets; {len(start_grid())} starts; {args.resamples} bootstrap refits"
+    )
     start = time.perf_counter()
     fit = fit_parametric(table, resamples=0 if args.resamples == 0 else args.resamples)
     seconds = time.perf_counter() - start
     print("| fit | wall s | E | A | B | alpha | beta | a = beta/(alpha+beta) | objective (summed Huber) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| Approach 3 | {seconds:.1f} | {fit.E:.3f} | {fit.A:.1f} | {fit.B:.1f} | {fit.alpha:.3f} | {fit.beta:.3f} | "
-          f"{fit.a:.3f} [{fit.intervals['a'][0]:.3f}, {fit.intervals['a'][1]:.3f}] | {fit.objective:.6f} |")
+    print(
+        f"| Approach 3 | {seconds:.1f} | {fit.E:.3f} | {fit.A:.1f} | {fit.B:.1f} | {fit.alpha:.3f} | {fit.beta:.3f} | "
+        f"{fit.a:.3f} [{fit.intervals['a'][0]:.3f}, {fit.intervals['a'][1]:.3f}] | {fit.objective:.6f} |"
+    )
     start = time.perf_counter()
     iso = fit_isoflop(table, resamples=args.resamples)
     seconds = time.perf_counter() - start
     lo, hi = iso.n_opt.exponent_interval
-    print(f"| Approach 2 | {seconds:.1f} | | | | | | {iso.n_opt.exponent:.3f} [{lo:.3f}, {hi:.3f}] | "
-          f"{len(iso.vertices)} budgets used, {len(iso.excluded)} excluded |")
+    print(
+        f"| Approach 2 | {seconds:.1f} | | | | | | {iso.n_opt.exponent:.3f} [{lo:.3f}, {hi:.3f}] | "
+        f"{len(iso.vertices)} budgets used, {len(iso.excluded)} excluded |"
+    )
 
 
 if __name__ == "__main__":

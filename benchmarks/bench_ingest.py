@@ -31,11 +31,16 @@ def main() -> None:
         manifest = json.loads((out / "manifest.json").read_text())
         labs = manifest["tables"]["hosp/labevents"]["read"]
         events = manifest["counts"]["events"]
-        print(f"| {patients:,} | {labs:,} | {events:,} | {manifest['counts']['shards']} | {result.seconds:.1f} | "
-              f"{labs / result.seconds:,.0f} | {events / result.seconds:,.0f} | {result.peak_rss_mib:,.0f} |", flush=True)
+        print(
+            f"| {patients:,} | {labs:,} | {events:,} | {manifest['counts']['shards']} | {result.seconds:.1f} | "
+            f"{labs / result.seconds:,.0f} | {events / result.seconds:,.0f} | {result.peak_rss_mib:,.0f} |",
+            flush=True,
+        )
         shutil.rmtree(out)
         full = workdir / f"prep_{patients}"
-        if args.workdir is not None and not (full / "manifest.json").exists():  # the whole prepare, for bench_tokenize.py
+        if (
+            args.workdir is not None and not (full / "manifest.json").exists()
+        ):  # the whole prepare, for bench_tokenize.py
             measure([EHRSCALE, "data", "prepare", "--mimic", str(source), "--out", str(full)])
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)

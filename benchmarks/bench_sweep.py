@@ -35,8 +35,12 @@ def main() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private cluster on 127.0.0.1
     sweep = load_sweep(args.spec)
     root = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
-    sweep = dataclasses.replace(sweep, runs_root=str(root), data=args.data or sweep.data,
-                                budgets=tuple(args.budgets) if args.budgets else sweep.budgets)
+    sweep = dataclasses.replace(
+        sweep,
+        runs_root=str(root),
+        data=args.data or sweep.data,
+        budgets=tuple(args.budgets) if args.budgets else sweep.budgets,
+    )
     print(f"machine: {machine()}")
     started = time.perf_counter()
     connect(None)
@@ -50,13 +54,17 @@ def main() -> None:
     busy = sum(t.ended - t.started for t in timings)
     ideal = busy / summary.slots
     wall = max(t.ended for t in timings) - min(t.submitted for t in timings)
-    print(f"sweep {sweep.name}: {len(timings)} runs, budgets {', '.join(f'{b:.3g}' for b in sweep.budgets)}, "
-          f"{summary.slots} at a time")
+    print(
+        f"sweep {sweep.name}: {len(timings)} runs, budgets {', '.join(f'{b:.3g}' for b in sweep.budgets)}, "
+        f"{summary.slots} at a time"
+    )
     print(f"cluster start: {cluster_start:.1f} s")
     print(f"launch overhead per run: mean {sum(launch) / len(launch):.2f} s, max {max(launch):.2f} s (goal <= 2 s)")
     print(f"run time: sum {busy:.1f} s, mean {busy / len(timings):.1f} s per run")
-    print(f"wall from first submission to last end: {wall:.1f} s; ideal (sum / {summary.slots} slots) {ideal:.1f} s; "
-          f"ratio {wall / ideal:.3f} (goal <= 1.1)")
+    print(
+        f"wall from first submission to last end: {wall:.1f} s; ideal (sum / {summary.slots} slots) {ideal:.1f} s; "
+        f"ratio {wall / ideal:.3f} (goal <= 1.1)"
+    )
     print(f"whole command incl. cluster start and collect: {time.perf_counter() - started:.1f} s")
     print(f"driver peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
 

@@ -17,8 +17,11 @@ from common import EHRSCALE, machine, measure, size_arguments, size_of
 def count_rows(path: Path) -> int:
     """CSV records, not lines: lab comments may hold quoted newlines."""
     source = pa.CompressedInputStream(pa.OSFile(str(path)), "gzip")
-    reader = pacsv.open_csv(source, parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                            convert_options=pacsv.ConvertOptions(include_columns=["labevent_id"]))
+    reader = pacsv.open_csv(
+        source,
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(include_columns=["labevent_id"]),
+    )
     return sum(batch.num_rows for batch in reader)
 
 
@@ -33,8 +36,11 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
         result = measure([EHRSCALE, "data", "synth", "--out", str(out), "--patients", str(patients), "--seed", "0"])
         rows = count_rows(out / "hosp" / "labevents.csv.gz")
-        print(f"| {patients:,} | {rows:,} | {result.seconds:.1f} | {rows / result.seconds:,.0f} | "
-              f"{result.peak_rss_mib:,.0f} | {size_of(out):,.0f} |", flush=True)
+        print(
+            f"| {patients:,} | {rows:,} | {result.seconds:.1f} | {rows / result.seconds:,.0f} | "
+            f"{result.peak_rss_mib:,.0f} | {size_of(out):,.0f} |",
+            flush=True,
+        )
         if args.workdir is None:
             shutil.rmtree(out)
     if args.workdir is None:

@@ -48,7 +48,9 @@ def loader_rates(prep: Path, context: int = 256, batch: int = 16, steps: int = 2
     return tokens_per_s, bags_per_s
 
 
-def model_bound_tokens_per_s(peak: float, d_model: int = 256, layers: int = 4, context: int = 256, vocab: int = 400) -> float:
+def model_bound_tokens_per_s(
+    peak: float, d_model: int = 256, layers: int = 4, context: int = 256, vocab: int = 400
+) -> float:
     """Upper bound on training tokens/s of a d_model 256 decoder here: peak / (6 N + 6 layers context d_model)."""
     params = 12 * layers * d_model**2 + 2 * vocab * d_model
     return peak / (6 * params + 6 * layers * context * d_model)
@@ -61,9 +63,13 @@ def main() -> None:
     print(f"machine: {machine()}")
     peak = matmul_peak_flops()
     bound = model_bound_tokens_per_s(peak)
-    print(f"f32 matmul peak {peak / 1e9:.0f} GFLOP/s; a d_model 256, 4-layer decoder (context 256) trains at most "
-          f"{bound:,.0f} tokens/s here (at 100% of that peak); a loader must beat 20x that: {20 * bound:,.0f} tokens/s")
-    print("| events | tokens | bags | derive wall s | events/s | peak RSS MiB | timeline loader tokens/s (ctx 256, batch 16) | bag loader bags/s (batch 256) |")
+    print(
+        f"f32 matmul peak {peak / 1e9:.0f} GFLOP/s; a d_model 256, 4-layer decoder (context 256) trains at most "
+        f"{bound:,.0f} tokens/s here (at 100% of that peak); a loader must beat 20x that: {20 * bound:,.0f} tokens/s"
+    )
+    print(
+        "| events | tokens | bags | derive wall s | events/s | peak RSS MiB | timeline loader tokens/s (ctx 256, batch 16) | bag loader bags/s (batch 256) |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for prep in args.prep:
         manifest = json.loads((prep / "manifest.json").read_text())
@@ -73,8 +79,11 @@ def main() -> None:
         tokens = sum(s["tokens"] for s in manifest["timelines"].values())
         bags = sum(manifest["bags"]["bags_by_split"].values())
         tokens_per_s, bags_per_s = loader_rates(prep)
-        print(f"| {events:,} | {tokens:,} | {bags:,} | {result.seconds:.1f} | {events / result.seconds:,.0f} | "
-              f"{result.peak_rss_mib:,.0f} | {tokens_per_s:,.0f} | {bags_per_s:,.0f} |", flush=True)
+        print(
+            f"| {events:,} | {tokens:,} | {bags:,} | {result.seconds:.1f} | {events / result.seconds:,.0f} | "
+            f"{result.peak_rss_mib:,.0f} | {tokens_per_s:,.0f} | {bags_per_s:,.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

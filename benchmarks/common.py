@@ -41,7 +41,9 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    return (
+        f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
 
 
 def size_of(path: Path) -> float:
@@ -53,5 +55,7 @@ def size_arguments(doc: str) -> argparse.ArgumentParser:
     """The options every size-sweeping benchmark takes: patient counts and a folder to keep inputs in."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--patients", type=int, nargs="+", default=[10_750, 21_500])
-    parser.add_argument("--workdir", type=Path, default=None, help="keep inputs here and reuse them (default: temporary, removed)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="keep inputs here and reuse them (default: temporary, removed)"
+    )
     return parser

@@ -50,24 +50,37 @@ def main() -> None:
     log_n, log_d, log_loss = (np.log(frame[c].to_numpy()) for c in ("params", "tokens", "loss"))
     project = Path(tempfile.mkdtemp(prefix="chinchilla."))
     frame.select(C="flops", N="params", D="tokens", loss="loss").write_csv(project / "df.csv")
-    grid = {"e": GRID["e"].tolist(), "a": GRID["a"].tolist(), "b": GRID["b"].tolist(),
-            "alpha": GRID["alpha"].tolist(), "beta": GRID["beta"].tolist()}
-    result = subprocess.run([str(python), "-c", CHILD, str(project), json.dumps(grid)], capture_output=True, text=True, check=True)
+    grid = {
+        "e": GRID["e"].tolist(),
+        "a": GRID["a"].tolist(),
+        "b": GRID["b"].tolist(),
+        "alpha": GRID["alpha"].tolist(),
+        "beta": GRID["beta"].tolist(),
+    }
+    result = subprocess.run(
+        [str(python), "-c", CHILD, str(project), json.dumps(grid)], capture_output=True, text=True, check=True
+    )
     theirs = json.loads(result.stdout.strip().splitlines()[-1])
     start = time.perf_counter()
     ours = fit_parametric(table, resamples=0)
     our_seconds = time.perf_counter() - start
 
     def summed(E, A, B, alpha, beta):
-        return float(objective(np.array([[np.log(A), np.log(B), np.log(E), alpha, beta]]), log_n, log_d, log_loss)[0][0])
+        return float(
+            objective(np.array([[np.log(A), np.log(B), np.log(E), alpha, beta]]), log_n, log_d, log_loss)[0][0]
+        )
 
     print(f"machine: {machine()}; {frame.height} points")
     print("| fit | wall s | E | A | B | alpha | beta | summed Huber objective |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| ehrscale (L-BFGS, summed) | {our_seconds:.1f} | {ours.E:.3f} | {ours.A:.1f} | {ours.B:.1f} | {ours.alpha:.3f} | "
-          f"{ours.beta:.3f} | {summed(ours.E, ours.A, ours.B, ours.alpha, ours.beta):.6f} |")
-    print(f"| chinchilla 0.2.0 (BFGS, mean) | {theirs['seconds']:.1f} | {theirs['E']:.3f} | {theirs['A']:.1f} | {theirs['B']:.1f} | "
-          f"{theirs['alpha']:.3f} | {theirs['beta']:.3f} | {summed(theirs['E'], theirs['A'], theirs['B'], theirs['alpha'], theirs['beta']):.6f} |")
+    print(
+        f"| ehrscale (L-BFGS, summed) | {our_seconds:.1f} | {ours.E:.3f} | {ours.A:.1f} | {ours.B:.1f} | {ours.alpha:.3f} | "
+        f"{ours.beta:.3f} | {summed(ours.E, ours.A, ours.B, ours.alpha, ours.beta):.6f} |"
+    )
+    print(
+        f"| chinchilla 0.2.0 (BFGS, mean) | {theirs['seconds']:.1f} | {theirs['E']:.3f} | {theirs['A']:.1f} | {theirs['B']:.1f} | "
+        f"{theirs['alpha']:.3f} | {theirs['beta']:.3f} | {summed(theirs['E'], theirs['A'], theirs['B'], theirs['alpha'], theirs['beta']):.6f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,13 @@ def measure(recipe: Recipe, width: int, vocab: int, steps: int, dtype=jnp.float3
     rng = np.random.default_rng(0)
     tokens = jnp.asarray(rng.integers(1, vocab, (recipe.batch_rows, recipe.context + 1)), jnp.int32)
     ones = jnp.ones((recipe.batch_rows, recipe.context), jnp.int32)
-    batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "segment_ids": ones,
-             "positions": jnp.cumsum(ones, axis=1) - 1, "loss_mask": ones > 0}
+    batch = {
+        "inputs": tokens[:, :-1],
+        "targets": tokens[:, 1:],
+        "segment_ids": ones,
+        "positions": jnp.cumsum(ones, axis=1) - 1,
+        "loss_mask": ones > 0,
+    }
     params, opt_state, loss, _ = step(params, opt_state, batch)  # compile
     loss.block_until_ready()
     start = time.perf_counter()
@@ -46,7 +51,11 @@ def measure(recipe: Recipe, width: int, vocab: int, steps: int, dtype=jnp.float3
     loss.block_until_ready()
     seconds = time.perf_counter() - start
     tokens_per_s = steps * recipe.tokens_per_step / seconds
-    return tokens_per_s, train_flops_per_token(recipe.shape(width, vocab), "exact"), {"layers": config.n_layers, "heads": config.n_heads, "params": config.params()}
+    return (
+        tokens_per_s,
+        train_flops_per_token(recipe.shape(width, vocab), "exact"),
+        {"layers": config.n_layers, "heads": config.n_heads, "params": config.params()},
+    )
 
 
 def main() -> None:
@@ -56,15 +65,19 @@ def main() -> None:
     parser.add_argument("--batch-rows", type=int, default=16)
     parser.add_argument("--vocab", type=int, default=374)
     parser.add_argument("--seconds", type=float, default=10.0, help="rough time per width")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="compute dtype (bf16: f32 master weights)")
+    parser.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], default="float32", help="compute dtype (bf16: f32 master weights)"
+    )
     parser.add_argument("--peak-size", type=int, default=2048, help="side of the square matmul that measures the peak")
     args = parser.parse_args()
     recipe = Recipe(context=args.context, batch_rows=args.batch_rows)
     dtype = jnp.dtype(args.dtype)
     peak = matmul_peak_flops(n=args.peak_size, dtype=dtype)
     print(f"machine: {machine()}; devices: {jax.devices()}")
-    print(f"{args.dtype} matmul peak ({args.peak_size}^2, this process): {peak / 1e9:,.0f} GFLOP/s; "
-          f"context {args.context}, {args.batch_rows} rows per step")
+    print(
+        f"{args.dtype} matmul peak ({args.peak_size}^2, this process): {peak / 1e9:,.0f} GFLOP/s; "
+        f"context {args.context}, {args.batch_rows} rows per step"
+    )
     print("| width | layers | heads | params | tokens/s | GFLOP/s (exact) | MFU |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for width in args.widths:
@@ -72,8 +85,11 @@ def main() -> None:
         steps = max(5, int(args.seconds * probe / recipe.tokens_per_step))
         tokens_per_s, per_token, info = measure(recipe, width, args.vocab, steps, dtype)
         achieved = tokens_per_s * per_token
-        print(f"| {width} | {info['layers']} | {info['heads']} | {info['params']:,} | {tokens_per_s:,.0f} | "
-              f"{achieved / 1e9:.1f} | {achieved / peak:.1%} |", flush=True)
+        print(
+            f"| {width} | {info['layers']} | {info['heads']} | {info['params']:,} | {tokens_per_s:,.0f} | "
+            f"{achieved / 1e9:.1f} | {achieved / peak:.1%} |",
+            flush=True,
+        )
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
 
 

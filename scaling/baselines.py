@@ -27,12 +27,21 @@ def features(dataset: PreparedDataset, labels: pl.DataFrame) -> tuple[pl.DataFra
     """Per label row: count per top code and last value per numeric top code, from events before the prediction time."""
     events = pl.scan_parquet(sorted((dataset.root / "events" / "data").glob("*.parquet")))
     train = dataset.splits().filter(pl.col("split") == SPLITS[0]).select("subject_id").lazy()
-    top = (events.join(train, on="subject_id", how="semi").filter(pl.col("time").is_not_null())
-           .group_by("code").agg(n=pl.len(), numeric=pl.col("numeric_value").is_not_null().any())
-           .sort(["n", "code"], descending=[True, False]).head(TOP_CODES).collect())
+    top = (
+        events.join(train, on="subject_id", how="semi")
+        .filter(pl.col("time").is_not_null())
+        .group_by("code")
+        .agg(n=pl.len(), numeric=pl.col("numeric_value").is_not_null().any())
+        .sort(["n", "code"], descending=[True, False])
+        .head(TOP_CODES)
+        .collect()
+    )
     rows = labels.with_row_index("row").lazy()
-    past = (rows.join(events.filter(pl.col("code").is_in(top["code"].implode())), on="subject_id", how="inner")
-            .filter(pl.col("time") < pl.col("prediction_time")).sort("time"))
+    past = (
+        rows.join(events.filter(pl.col("code").is_in(top["code"].implode())), on="subject_id", how="inner")
+        .filter(pl.col("time") < pl.col("prediction_time"))
+        .sort("time")
+    )
     agg = past.group_by("row", "code").agg(count=pl.len(), last=pl.col("numeric_value").drop_nulls().last()).collect()
     counts = agg.pivot(on="code", index="row", values="count")
     numeric_codes = top.filter("numeric")["code"].to_list()
@@ -50,15 +59,25 @@ def _splits(dataset: PreparedDataset, frame: pl.DataFrame, columns: list[str]) -
     out = {}
     for split in SPLITS:
         part = joined.filter(pl.col("split") == split)
-        out[split] = Split(x=part.select(columns).to_numpy().astype(np.float64), y=part["boolean_value"].to_numpy().astype(np.int64))
+        out[split] = Split(
+            x=part.select(columns).to_numpy().astype(np.float64), y=part["boolean_value"].to_numpy().astype(np.int64)
+        )
     return out
 
 
 def _fit_score(model_name: str, splits: dict[str, Split], seed: int) -> dict:
     train, held_out = splits["train"], splits["held_out"]
     if model_name == "xgboost":
-        model = XGBClassifier(n_estimators=300, max_depth=4, learning_rate=0.05, subsample=0.8, colsample_bytree=0.8,
-                              random_state=seed, n_jobs=2, eval_metric="logloss")
+        model = XGBClassifier(
+            n_estimators=300,
+            max_depth=4,
+            learning_rate=0.05,
+            subsample=0.8,
+            colsample_bytree=0.8,
+            random_state=seed,
+            n_jobs=2,
+            eval_metric="logloss",
+        )
         model.fit(train.x, train.y)
         return score(held_out.y, model.predict_proba(held_out.x)[:, 1], seed)
     # Logistic regression: missing last values take the train median, plus a missing indicator.
@@ -89,8 +108,12 @@ def baselines(dataset: PreparedDataset, task: str, seed: int = 0) -> dict:
     if reason:
         result = {"status": "too small", "reason": reason, "counts": class_counts(splits)}
     else:
-        result = {"status": "ok", "features": len(columns),
-                  "xgboost": _fit_score("xgboost", splits, seed), "logistic": _fit_score("logistic", splits, seed)}
+        result = {
+            "status": "ok",
+            "features": len(columns),
+            "xgboost": _fit_score("xgboost", splits, seed),
+            "logistic": _fit_score("logistic", splits, seed),
+        }
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -117,9 +140,13 @@ def oracle(dataset: PreparedDataset, task: str, seed: int = 0) -> dict | None:
     risks = pl.read_csv(path, columns=["subject_id", start, column], schema_overrides={start: pl.String}).select(
         pl.col("subject_id").cast(pl.Int64),
         prediction_time=pl.col(start).str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="us") + pl.duration(hours=hours),
-        risk=pl.col(column).cast(pl.Float64))
+        risk=pl.col(column).cast(pl.Float64),
+    )
     held_out = dataset.task(task).join(dataset.splits().filter(pl.col("split") == "held_out"), on="subject_id")
     joined = held_out.join(risks, on=["subject_id", "prediction_time"], how="inner")
-    if joined.height < held_out.height or min(joined["boolean_value"].sum(), joined.height - joined["boolean_value"].sum()) < 1:
+    if (
+        joined.height < held_out.height
+        or min(joined["boolean_value"].sum(), joined.height - joined["boolean_value"].sum()) < 1
+    ):
         return None
     return score(joined["boolean_value"].to_numpy().astype(np.int64), joined["risk"].to_numpy(), seed)

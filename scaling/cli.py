@@ -20,12 +20,15 @@ from scaling import __version__
 from scaling.console import UserError, console, out_console
 from scaling.sweep.commands import collect_command, sweep_app
 
-app = typer.Typer(help="Scaling-law experiments for EHR foundation models.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Scaling-law experiments for EHR foundation models.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 data_app = typer.Typer(help="Synthesise, ingest and inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(sweep_app, name="sweep")
 app.command("collect")(collect_command)
+
+
 def _print_version(value: bool) -> None:
     if value:
         typer.echo(__version__)
@@ -33,8 +36,11 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def main(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
-                                               help="Print the version and exit.")] = False) -> None:
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
     """Scaling-law experiments for EHR foundation models."""
 
 
@@ -65,20 +71,30 @@ def synth(
 @data_app.command("prepare")
 def prepare(
     out: Annotated[Path, typer.Option(help="Prepared-dataset folder to create.")],
-    mimic: Annotated[Path | None, typer.Option(help="MIMIC-IV folder holding hosp/ and icu/ (.csv or .csv.gz).")] = None,
+    mimic: Annotated[
+        Path | None, typer.Option(help="MIMIC-IV folder holding hosp/ and icu/ (.csv or .csv.gz).")
+    ] = None,
     meds: Annotated[Path | None, typer.Option(help="A MEDS dataset folder (data/, metadata/), used as is.")] = None,
     split_seed: Annotated[int, typer.Option(help="Seed of the subject-level train/tuning/held_out split.")] = 0,
     split: Annotated[str, typer.Option(help="Train,tuning,held_out fractions.")] = "0.8,0.1,0.1",
     shards: Annotated[int | None, typer.Option(min=1, help="Event shards (default: from the source size).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
     quantiles: Annotated[int, typer.Option(min=2, help="Value tokens per code (Q1..Qn), fitted on train.")] = 10,
-    min_code_count: Annotated[int, typer.Option(min=1, help="Train count below which a code becomes UNK//<category>.")] = 10,
-    bag_min_count: Annotated[int, typer.Option(min=1, help="Train rows a lab item needs to enter the bag vocabulary.")] = 500,
+    min_code_count: Annotated[
+        int, typer.Option(min=1, help="Train count below which a code becomes UNK//<category>.")
+    ] = 10,
+    bag_min_count: Annotated[
+        int, typer.Option(min=1, help="Train rows a lab item needs to enter the bag vocabulary.")
+    ] = 500,
     bag_min_labs: Annotated[int, typer.Option(min=1, help="Fewest labs in a bag.")] = 3,
     bag_max_labs: Annotated[int, typer.Option(min=1, help="Most labs in a bag (longer bags are subsampled).")] = 90,
     bag_max_missing: Annotated[float, typer.Option(min=0, max=1, help="Largest share of labs without a value.")] = 0.5,
-    bag_drop_subsets: Annotated[bool, typer.Option(help="Drop a bag whose labs are a subset of the previous bag's.")] = True,
-    events_only: Annotated[bool, typer.Option(help="Stop after the MEDS events (no timelines, bags or tasks).")] = False,
+    bag_drop_subsets: Annotated[
+        bool, typer.Option(help="Drop a bag whose labs are a subset of the previous bag's.")
+    ] = True,
+    events_only: Annotated[
+        bool, typer.Option(help="Stop after the MEDS events (no timelines, bags or tasks).")
+    ] = False,
 ) -> None:
     """Read a source into MEDS events, then timelines, lab bags and task labels, all under OUT."""
     from scaling.data.csv_stream import SourceError
@@ -92,10 +108,23 @@ def prepare(
     except ValueError:
         raise UserError(f"--split must be three numbers like 0.8,0.1,0.1, got {split!r}") from None
     config = PrepareConfig(
-        out=out, mimic=mimic, meds=meds, split_seed=split_seed, split_fractions=fractions, shards=shards,
-        overwrite=overwrite, events_only=events_only, tokenizer=TokenizerConfig(quantiles=quantiles, min_code_count=min_code_count),
-        bags=BagConfig(min_code_count=bag_min_count, min_labs=bag_min_labs, max_labs=bag_max_labs,
-                       max_missing_fraction=bag_max_missing, drop_subsets=bag_drop_subsets))
+        out=out,
+        mimic=mimic,
+        meds=meds,
+        split_seed=split_seed,
+        split_fractions=fractions,
+        shards=shards,
+        overwrite=overwrite,
+        events_only=events_only,
+        tokenizer=TokenizerConfig(quantiles=quantiles, min_code_count=min_code_count),
+        bags=BagConfig(
+            min_code_count=bag_min_count,
+            min_labs=bag_min_labs,
+            max_labs=bag_max_labs,
+            max_missing_fraction=bag_max_missing,
+            drop_subsets=bag_drop_subsets,
+        ),
+    )
     with _progress() as progress:
         try:
             manifest = run_prepare(config, _ProgressReporter(progress))
@@ -112,22 +141,36 @@ def print_manifest(manifest: dict, out: Path) -> None:
     for name, t in manifest["tables"].items():
         reasons = ", ".join(f"{k}: {v:,}" for k, v in t["dropped"].items())
         warnings = ", ".join(f"{k}: {v:,}" for k, v in t.get("warnings", {}).items())
-        table.add_row(name, f"{t['read']:,}", f"{t['kept']:,}", f"{sum(t['dropped'].values()):,}", f"{t['events']:,}",
-                      "; ".join(x for x in (reasons, warnings) if x))
+        table.add_row(
+            name,
+            f"{t['read']:,}",
+            f"{t['kept']:,}",
+            f"{sum(t['dropped'].values()):,}",
+            f"{t['events']:,}",
+            "; ".join(x for x in (reasons, warnings) if x),
+        )
     out_console.print(table)
     counts = manifest["counts"]
     splits = ", ".join(f"{k} {v:,}" for k, v in counts["subjects_by_split"].items())
-    out_console.print(f"{counts['subjects']:,} subjects ({splits}); {counts['events']:,} events; "
-                      f"{counts['codes']:,} codes; {counts['shards']} shard(s); "
-                      f"{manifest.get('elapsed_seconds', 0):.1f} s", highlight=False)
+    out_console.print(
+        f"{counts['subjects']:,} subjects ({splits}); {counts['events']:,} events; "
+        f"{counts['codes']:,} codes; {counts['shards']} shard(s); "
+        f"{manifest.get('elapsed_seconds', 0):.1f} s",
+        highlight=False,
+    )
     if "timelines" in manifest:
         tokens = sum(s["tokens"] for s in manifest["timelines"].values())
         bags = manifest["bags"]
         out_console.print(
             f"timelines: {tokens:,} tokens, vocabulary {manifest['tokenizer']['vocab_size']:,}; "
             f"lab bags: {sum(bags['bags_by_split'].values()):,} of {bags['considered']:,} kept, {bags['items']} items; "
-            f"tasks: " + ", ".join(f"{name} {sum(v['n'] for v in t['by_split'].values()):,}"
-                                   for name, t in manifest["tasks"]["labels"].items()), highlight=False)
+            f"tasks: "
+            + ", ".join(
+                f"{name} {sum(v['n'] for v in t['by_split'].values()):,}"
+                for name, t in manifest["tasks"]["labels"].items()
+            ),
+            highlight=False,
+        )
 
 
 @data_app.command("inspect")
@@ -165,8 +208,15 @@ class _ProgressReporter:
 
 def _progress(counts_bytes: bool = True) -> Progress:
     amount = DownloadColumn() if counts_bytes else MofNCompleteColumn()
-    return Progress(TextColumn("{task.description}"), BarColumn(), amount, TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console, transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        amount,
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 @app.command("train")
@@ -195,8 +245,10 @@ def train_command(
 def eval_command(
     run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
     tasks: Annotated[str | None, typer.Option(help="Comma-separated tasks (default: the spec's, else all).")] = None,
-    probe_train_rows: Annotated[int | None, typer.Option(
-        min=0, help="The probe's training rows, a seeded sample (default: the spec's, 10,000; 0: all).")] = None,
+    probe_train_rows: Annotated[
+        int | None,
+        typer.Option(min=0, help="The probe's training rows, a seeded sample (default: the spec's, 10,000; 0: all)."),
+    ] = None,
 ) -> None:
     """Linear-probe AUROC of a trained model on downstream tasks, beside XGBoost and the oracle."""
     from scaling.data.dataset import DatasetError
@@ -205,8 +257,12 @@ def eval_command(
     from scaling.train import RunError
 
     try:
-        evaluate(run_dir, tuple(tasks.split(",")) if tasks else None,
-                 log=lambda text: out_console.print(text, highlight=False, soft_wrap=True), train_rows=probe_train_rows)
+        evaluate(
+            run_dir,
+            tuple(tasks.split(",")) if tasks else None,
+            log=lambda text: out_console.print(text, highlight=False, soft_wrap=True),
+            train_rows=probe_train_rows,
+        )
     except (SpecError, DatasetError, RunError) as error:
         raise UserError(str(error)) from None
 
@@ -235,13 +291,18 @@ def _both_fits(data, resamples: int):
 
 @app.command("fit")
 def fit_command(
-    table: Annotated[Path, typer.Argument(help="Results table: runs.parquet or a CSV (params, tokens, loss; flops, budget).")],
+    table: Annotated[
+        Path, typer.Argument(help="Results table: runs.parquet or a CSV (params, tokens, loss; flops, budget).")
+    ],
     method: Annotated[str, typer.Option(help="isoflop (Approach 2), parametric (Approach 3) or all.")] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="Print only JSON.")] = False,
     fits: Annotated[Path | None, typer.Option(help="Where to write fits.json (default: beside the table).")] = None,
     resamples: Annotated[int, typer.Option(min=10, help="Bootstrap replicates.")] = 400,
-    params_col: ColumnOption = None, tokens_col: ColumnOption = None, loss_col: ColumnOption = None,
-    flops_col: ColumnOption = None, budget_col: ColumnOption = None,
+    params_col: ColumnOption = None,
+    tokens_col: ColumnOption = None,
+    loss_col: ColumnOption = None,
+    flops_col: ColumnOption = None,
+    budget_col: ColumnOption = None,
 ) -> None:
     """Fit IsoFLOP parabolas and power laws (Approach 2) and/or L(N, D) (Approach 3) to a results table."""
     from analysis.downstream import auroc_tasks, fit_auroc, loss_vs_auroc
@@ -253,13 +314,25 @@ def fit_command(
         raise UserError(f"--method must be isoflop, parametric or all, got {method!r}")
     try:
         data = read(table, _table_options(params_col, tokens_col, loss_col, flops_col, budget_col))
-        conventions = sorted(data.frame["convention"].unique().to_list()) if "convention" in data.frame.columns else None
-        out: dict = {"table": str(table), "rows": data.frame.height, "flops_from": data.flops_from,
-                     "flop_convention": conventions or "not recorded in the table", "notes": list(data.notes)}
+        conventions = (
+            sorted(data.frame["convention"].unique().to_list()) if "convention" in data.frame.columns else None
+        )
+        out: dict = {
+            "table": str(table),
+            "rows": data.frame.height,
+            "flops_from": data.flops_from,
+            "flop_convention": conventions or "not recorded in the table",
+            "notes": list(data.notes),
+        }
         if method in ("isoflop", "all"):
             iso = fit_isoflop(data, resamples=resamples)
-            out["isoflop"] = {"n_opt": iso.n_opt.as_dict(), "d_opt": iso.d_opt.as_dict(), "loss_opt": iso.loss_opt.as_dict(),
-                              "budgets": [v.__dict__ for v in iso.vertices], "excluded": iso.excluded}
+            out["isoflop"] = {
+                "n_opt": iso.n_opt.as_dict(),
+                "d_opt": iso.d_opt.as_dict(),
+                "loss_opt": iso.loss_opt.as_dict(),
+                "budgets": [v.__dict__ for v in iso.vertices],
+                "excluded": iso.excluded,
+            }
         if method in ("parametric", "all"):
             out["parametric"] = fit_parametric(data, resamples=resamples).as_dict()
         laws = [law for law in (fit_auroc(data, task) for task in auroc_tasks(data)) if law is not None]
@@ -271,8 +344,12 @@ def fit_command(
     path = fits or table.with_name("fits.json")
     path.write_text(json.dumps(out, indent=2, default=list) + "\n")
     if as_json:
-        typer.echo(json.dumps(out.get("isoflop") if method == "isoflop" else out.get("parametric") if method == "parametric" else out,
-                              default=list))
+        typer.echo(
+            json.dumps(
+                out.get("isoflop") if method == "isoflop" else out.get("parametric") if method == "parametric" else out,
+                default=list,
+            )
+        )
         return
     for note in out["notes"]:
         out_console.print(f"note: {note}", highlight=False)
@@ -282,13 +359,21 @@ def fit_command(
         for name in ("n_opt", "d_opt"):
             law = out["isoflop"][name]
             interval = law["interval"]["exponent"]
-            spread = f"exponent 95% [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "no interval: it needs 3 budgets or more"
-            out_console.print(f"Approach 2: {name} = {law['coefficient']:.3g} x C^{law['exponent']:.3f} ({spread})", highlight=False)
+            spread = (
+                f"exponent 95% [{interval[0]:.3f}, {interval[1]:.3f}]"
+                if interval
+                else "no interval: it needs 3 budgets or more"
+            )
+            out_console.print(
+                f"Approach 2: {name} = {law['coefficient']:.3g} x C^{law['exponent']:.3f} ({spread})", highlight=False
+            )
     if "parametric" in out:
         p = out["parametric"]
-        out_console.print(f"Approach 3: L = {p['E']:.3f} + {p['A']:.4g} / N^{p['alpha']:.3f} + {p['B']:.4g} / D^{p['beta']:.3f}; "
-                          f"N_opt ~ C^{p['allocation']['a']:.3f} (95% [{p['intervals']['a'][0]:.3f}, {p['intervals']['a'][1]:.3f}])",
-                          highlight=False)
+        out_console.print(
+            f"Approach 3: L = {p['E']:.3f} + {p['A']:.4g} / N^{p['alpha']:.3f} + {p['B']:.4g} / D^{p['beta']:.3f}; "
+            f"N_opt ~ C^{p['allocation']['a']:.3f} (95% [{p['intervals']['a'][0]:.3f}, {p['intervals']['a'][1]:.3f}])",
+            highlight=False,
+        )
     out_console.print(f"wrote {path}", highlight=False)
 
 
@@ -297,8 +382,11 @@ def optimal_command(
     table: Annotated[Path, typer.Argument(help="Results table (as for `ehrscale fit`).")],
     budget: Annotated[float, typer.Option(help="Compute budget in FLOPs, e.g. 1e20.")],
     resamples: Annotated[int, typer.Option(min=10, help="Bootstrap replicates.")] = 400,
-    params_col: ColumnOption = None, tokens_col: ColumnOption = None, loss_col: ColumnOption = None,
-    flops_col: ColumnOption = None, budget_col: ColumnOption = None,
+    params_col: ColumnOption = None,
+    tokens_col: ColumnOption = None,
+    loss_col: ColumnOption = None,
+    flops_col: ColumnOption = None,
+    budget_col: ColumnOption = None,
 ) -> None:
     """For a budget: the compute-optimal model size and token count (and loss), with intervals, from both approaches."""
     from analysis.answers import optimal
@@ -318,17 +406,29 @@ def optimal_command(
 
             def spread(key: str, digits: str) -> str:
                 interval = a[f"{key}_interval"]
-                return f"[{interval[0]:{digits}}, {interval[1]:{digits}}]" if interval else "(no interval: fewer than 3 budgets)"
+                return (
+                    f"[{interval[0]:{digits}}, {interval[1]:{digits}}]"
+                    if interval
+                    else "(no interval: fewer than 3 budgets)"
+                )
 
-            line = (f"{label}: N* = {a['n_opt']:.3g} {spread('n_opt', '.3g')} parameters, "
-                    f"D* = {a['d_opt']:.3g} {spread('d_opt', '.3g')} tokens, loss {a['loss']:.3f} {spread('loss', '.3f')}")
+            line = (
+                f"{label}: N* = {a['n_opt']:.3g} {spread('n_opt', '.3g')} parameters, "
+                f"D* = {a['d_opt']:.3g} {spread('d_opt', '.3g')} tokens, loss {a['loss']:.3f} {spread('loss', '.3f')}"
+            )
             out_console.print(line, highlight=False)
     for task, value in answer.get("auroc", {}).items():
-        out_console.print(f"AUROC {task}: {value['auroc']:.3f} [{value['interval'][0]:.3f}, {value['interval'][1]:.3f}] "
-                          "(saturating law along the compute-optimal frontier)", highlight=False)
+        out_console.print(
+            f"AUROC {task}: {value['auroc']:.3f} [{value['interval'][0]:.3f}, {value['interval'][1]:.3f}] "
+            "(saturating law along the compute-optimal frontier)",
+            highlight=False,
+        )
     if "disagreement" in answer:
-        out_console.print(f"the approaches disagree by {answer['disagreement']['n_opt_ratio']:.2f}x on N* "
-                          f"and {answer['disagreement']['d_opt_ratio']:.2f}x on D*", highlight=False)
+        out_console.print(
+            f"the approaches disagree by {answer['disagreement']['n_opt_ratio']:.2f}x on N* "
+            f"and {answer['disagreement']['d_opt_ratio']:.2f}x on D*",
+            highlight=False,
+        )
 
 
 @app.command("next-grid")
@@ -337,8 +437,11 @@ def next_grid_command(
     budget: Annotated[float, typer.Option(help="The new budget in FLOPs.")],
     sizes: Annotated[int, typer.Option(min=3, help="How many sizes.")] = 7,
     span: Annotated[float, typer.Option(min=1.5, help="The grid runs from N*/span to N* x span.")] = 8.0,
-    params_col: ColumnOption = None, tokens_col: ColumnOption = None, loss_col: ColumnOption = None,
-    flops_col: ColumnOption = None, budget_col: ColumnOption = None,
+    params_col: ColumnOption = None,
+    tokens_col: ColumnOption = None,
+    loss_col: ColumnOption = None,
+    flops_col: ColumnOption = None,
+    budget_col: ColumnOption = None,
 ) -> None:
     """Model sizes for a new budget, centred on the predicted optimum (Approach 2) and spanning it."""
     from analysis.answers import next_grid
@@ -361,8 +464,11 @@ def plot_command(
     table: Annotated[Path, typer.Argument(help="Results table (as for `ehrscale fit`).")],
     out: Annotated[Path, typer.Option(help="Folder for the figures (PNG and SVG).")],
     resamples: Annotated[int, typer.Option(min=10, help="Bootstrap replicates for the bands.")] = 200,
-    params_col: ColumnOption = None, tokens_col: ColumnOption = None, loss_col: ColumnOption = None,
-    flops_col: ColumnOption = None, budget_col: ColumnOption = None,
+    params_col: ColumnOption = None,
+    tokens_col: ColumnOption = None,
+    loss_col: ColumnOption = None,
+    flops_col: ColumnOption = None,
+    budget_col: ColumnOption = None,
 ) -> None:
     """IsoFLOP curves, N_opt(C) and D_opt(C) with extrapolation bands, the loss frontier, AUROC against compute and loss."""
     from analysis.plots import plot_all
@@ -383,10 +489,15 @@ def report_command(
     out: Annotated[Path, typer.Option(help="The markdown report to write.")],
     figures: Annotated[Path | None, typer.Option(help="A folder of `ehrscale plot` figures to link.")] = None,
     title: Annotated[str, typer.Option(help="The report's heading.")] = "ehrscale report",
-    beyond: Annotated[str, typer.Option(help="Budgets past the grid to answer for, as multiples of its largest.")] = "10,100,1000",
+    beyond: Annotated[
+        str, typer.Option(help="Budgets past the grid to answer for, as multiples of its largest.")
+    ] = "10,100,1000",
     resamples: Annotated[int, typer.Option(min=10, help="Bootstrap replicates.")] = 400,
-    params_col: ColumnOption = None, tokens_col: ColumnOption = None, loss_col: ColumnOption = None,
-    flops_col: ColumnOption = None, budget_col: ColumnOption = None,
+    params_col: ColumnOption = None,
+    tokens_col: ColumnOption = None,
+    loss_col: ColumnOption = None,
+    flops_col: ColumnOption = None,
+    budget_col: ColumnOption = None,
 ) -> None:
     """One page of what a sweep found: IsoFLOP minima, laws with intervals, optimal N and D past the grid, AUROC."""
     from analysis.downstream import auroc_tasks, fit_auroc
@@ -404,8 +515,18 @@ def report_command(
         laws = [law for law in (fit_auroc(data, task) for task in auroc_tasks(data)) if law is not None]
     except TableError as error:
         raise UserError(str(error)) from None
-    text = render(data, iso, parametric, laws, title=title, source=str(table), params_from=params_col or "params",
-                  figures=figures, report_dir=out.parent, beyond=multiples)
+    text = render(
+        data,
+        iso,
+        parametric,
+        laws,
+        title=title,
+        source=str(table),
+        params_from=params_col or "params",
+        figures=figures,
+        report_dir=out.parent,
+        beyond=multiples,
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, text)
     out_console.print(f"wrote {out}", highlight=False)

@@ -33,7 +33,9 @@ BATCH = 128
 BAG_WINDOW_US = 24 * 3600 * 1_000_000
 
 
-def _timeline_vectors(model, dataset: PreparedDataset, split: str, rows: pl.DataFrame, context: int) -> tuple[np.ndarray, np.ndarray]:
+def _timeline_vectors(
+    model, dataset: PreparedDataset, split: str, rows: pl.DataFrame, context: int
+) -> tuple[np.ndarray, np.ndarray]:
     timelines = dataset.timelines(split)
     index = {int(s): i for i, s in enumerate(timelines.subject_ids)}
     embed = nnx.jit(lambda m, t, p, s, last: m.embed(t, p, s, last))
@@ -45,25 +47,27 @@ def _timeline_vectors(model, dataset: PreparedDataset, split: str, rows: pl.Data
         history = timelines.history(i, int(cut))
         prefix = int(timelines.prefix_lengths[i])
         if len(history) > context:  # keep the static context and the most recent tokens
-            history = np.concatenate([history[:prefix], history[len(history) - (context - prefix):]])
+            history = np.concatenate([history[:prefix], history[len(history) - (context - prefix) :]])
         sequences.append(history)
     vectors = []
     for start in range(0, len(sequences), BATCH):
-        chunk = sequences[start:start + BATCH]
+        chunk = sequences[start : start + BATCH]
         tokens = np.zeros((BATCH, context), np.int32)
         segments = np.zeros((BATCH, context), np.int32)
         last = np.zeros(BATCH, np.int32)
         for r, seq in enumerate(chunk):
-            tokens[r, :len(seq)] = seq
-            segments[r, :len(seq)] = 1
+            tokens[r, : len(seq)] = seq
+            segments[r, : len(seq)] = 1
             last[r] = max(len(seq) - 1, 0)
         positions = np.tile(np.arange(context, dtype=np.int32), (BATCH, 1))
         out = embed(model, jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(segments), jnp.asarray(last))
-        vectors.append(np.asarray(out)[:len(chunk)])
+        vectors.append(np.asarray(out)[: len(chunk)])
     return (np.concatenate(vectors) if vectors else np.zeros((0, model.config.d_model))), keep
 
 
-def _bag_vectors(model, family: str, dataset: PreparedDataset, split: str, rows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def _bag_vectors(
+    model, family: str, dataset: PreparedDataset, split: str, rows: pl.DataFrame
+) -> tuple[np.ndarray, np.ndarray]:
     bags = dataset.bags(split)
     subjects = np.asarray(bags.subject_ids)
     times = np.asarray(bags.times)
@@ -83,11 +87,11 @@ def _bag_vectors(model, family: str, dataset: PreparedDataset, split: str, rows:
         embed = nnx.jit(lambda m, t: m.embed(t))
     vectors = {}
     for start in range(0, len(needed), BATCH):
-        chunk = needed[start:start + BATCH]
+        chunk = needed[start : start + BATCH]
         codes = np.zeros((BATCH, bags.codes.shape[1]), np.int32)
         values = np.full((BATCH, bags.codes.shape[1]), np.nan, np.float32)
-        codes[:len(chunk)] = bags.codes[chunk]
-        values[:len(chunk)] = bags.values[chunk]
+        codes[: len(chunk)] = bags.codes[chunk]
+        values[: len(chunk)] = bags.values[chunk]
         null = np.isnan(values) & (codes > 0)
         if family == "labrador":
             out = embed(model, jnp.asarray(codes), jnp.asarray(np.nan_to_num(values)), jnp.asarray(null))
@@ -107,8 +111,9 @@ def probe_rows(labels: pl.DataFrame, split: str, train_rows: int) -> pl.DataFram
     return rows
 
 
-def representations(model, spec: RunSpec, dataset: PreparedDataset, task: str,
-                    train_rows: int | None = None) -> tuple[dict[str, Split], dict[str, int]]:
+def representations(
+    model, spec: RunSpec, dataset: PreparedDataset, task: str, train_rows: int | None = None
+) -> tuple[dict[str, Split], dict[str, int]]:
     """Probe inputs per split, and how many cohort rows had no input (lab-bag models without a recent bag)."""
     labels = dataset.task(task).join(dataset.splits(), on="subject_id", how="left")
     train_rows = spec.probe_train_rows if train_rows is None else train_rows
@@ -148,18 +153,32 @@ def evaluate(out: Path, tasks: tuple[str, ...] | None = None, log=print, train_r
         started = time.perf_counter()
         splits, missing = representations(model, spec, dataset, task, train_rows)
         probe = linear_probe(splits, seed=spec.seed)
-        entry = {"probe": probe, "probe_train_rows": len(splits["train"].y) + missing["train"],
-                 "rows_without_input": missing, "baselines": baselines(dataset, task),
-                 "oracle": oracle(dataset, task), "seconds": round(time.perf_counter() - started, 2)}
+        entry = {
+            "probe": probe,
+            "probe_train_rows": len(splits["train"].y) + missing["train"],
+            "rows_without_input": missing,
+            "baselines": baselines(dataset, task),
+            "oracle": oracle(dataset, task),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
         report[task] = entry
         if probe["status"] == "ok":
-            result.update({f"auroc_{task}": probe["auroc"], f"auroc_{task}_lo": probe["auroc_lo"],
-                           f"auroc_{task}_hi": probe["auroc_hi"], f"auprc_{task}": probe["auprc"]})
+            result.update(
+                {
+                    f"auroc_{task}": probe["auroc"],
+                    f"auroc_{task}_lo": probe["auroc_lo"],
+                    f"auroc_{task}_hi": probe["auroc_hi"],
+                    f"auprc_{task}": probe["auprc"],
+                }
+            )
             base = entry["baselines"].get("xgboost", {}).get("auroc")
             best = (entry["oracle"] or {}).get("auroc")
-            log(f"{task}: AUROC {probe['auroc']:.3f} [{probe['auroc_lo']:.3f}, {probe['auroc_hi']:.3f}]"
-                + (f"; XGBoost {base:.3f}" if base is not None else "") + (f"; oracle {best:.3f}" if best is not None else "")
-                + (f"; {sum(missing.values())} rows without a recent bag" if sum(missing.values()) else ""))
+            log(
+                f"{task}: AUROC {probe['auroc']:.3f} [{probe['auroc_lo']:.3f}, {probe['auroc_hi']:.3f}]"
+                + (f"; XGBoost {base:.3f}" if base is not None else "")
+                + (f"; oracle {best:.3f}" if best is not None else "")
+                + (f"; {sum(missing.values())} rows without a recent bag" if sum(missing.values()) else "")
+            )
         else:
             log(f"{task}: {probe['reason']}")
     write_json(out / "eval.json", report)

@@ -34,12 +34,16 @@ def too_small(splits: dict[str, Split]) -> str | None:
     """Why the cohort cannot be scored, or None."""
     for name, counts in class_counts(splits).items():
         if min(counts.values()) < MIN_CLASS:
-            return (f"too small to score: the {name} split has {counts['positives']} positives and "
-                    f"{counts['negatives']} negatives (at least {MIN_CLASS} of each are needed)")
+            return (
+                f"too small to score: the {name} split has {counts['positives']} positives and "
+                f"{counts['negatives']} negatives (at least {MIN_CLASS} of each are needed)"
+            )
     return None
 
 
-def auroc_interval(y: np.ndarray, score: np.ndarray, seed: int = 0, resamples: int = BOOTSTRAP) -> tuple[float, float, float]:
+def auroc_interval(
+    y: np.ndarray, score: np.ndarray, seed: int = 0, resamples: int = BOOTSTRAP
+) -> tuple[float, float, float]:
     """AUROC and its 95% percentile bootstrap interval (rows resampled with replacement, seeded).
 
     All resamples at once: each is a vector of counts over the rows, and its AUROC is the weighted
@@ -50,7 +54,9 @@ def auroc_interval(y: np.ndarray, score: np.ndarray, seed: int = 0, resamples: i
     order = np.argsort(score, kind="stable")
     sorted_score, sorted_y = np.asarray(score)[order], y[order]
     picks = np.random.default_rng(seed).integers(0, n, (resamples, n))
-    counts = np.bincount((picks + np.arange(resamples)[:, None] * n).ravel(), minlength=resamples * n).reshape(resamples, n)
+    counts = np.bincount((picks + np.arange(resamples)[:, None] * n).ravel(), minlength=resamples * n).reshape(
+        resamples, n
+    )
     counts = counts[:, order].astype(np.float64)
     starts = np.flatnonzero(np.r_[True, sorted_score[1:] != sorted_score[:-1]])  # groups of equal scores
     positives = np.add.reduceat(counts * sorted_y, starts, axis=1)
@@ -65,8 +71,14 @@ def auroc_interval(y: np.ndarray, score: np.ndarray, seed: int = 0, resamples: i
 
 def score(y: np.ndarray, risk: np.ndarray, seed: int = 0) -> dict[str, float]:
     auroc, lo, hi = auroc_interval(y, risk, seed)
-    return {"auroc": auroc, "auroc_lo": lo, "auroc_hi": hi, "auprc": float(average_precision_score(y, risk)), "n": int(len(y)),
-            "positives": int(y.sum())}
+    return {
+        "auroc": auroc,
+        "auroc_lo": lo,
+        "auroc_hi": hi,
+        "auprc": float(average_precision_score(y, risk)),
+        "n": int(len(y)),
+        "positives": int(y.sum()),
+    }
 
 
 def linear_probe(splits: dict[str, Split], seed: int = 0) -> dict:

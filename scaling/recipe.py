@@ -45,7 +45,9 @@ class Recipe:
     min_steps: int = 50
     min_params_nonembed: int = 1_000
     budget_tolerance: float = 0.05
-    tokens_per_param: float = 20.0  # the guess of the compute-optimal tokens / non-embedding params that centres a sweep's sizes
+    tokens_per_param: float = (
+        20.0  # the guess of the compute-optimal tokens / non-embedding params that centres a sweep's sizes
+    )
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -73,10 +75,23 @@ class Recipe:
     def model_config(self, width: int, vocab_size: int) -> DecoderConfig | EncoderConfig:
         """The model a width makes; vocab_size is the token vocabulary (timeline, BERT) or lab items (Labrador)."""
         if self.family == "timeline":
-            return DecoderConfig(vocab_size=vocab_size, d_model=width, n_layers=self.layers(width), n_heads=self.heads(width),
-                                 d_ff=self.d_ff(width), context=self.context, tie_embeddings=self.tie_embeddings)
-        return EncoderConfig(n_items=vocab_size, d_model=width, n_layers=self.layers(width), n_heads=self.heads(width),
-                             d_ff=self.d_ff(width), context=self.context)
+            return DecoderConfig(
+                vocab_size=vocab_size,
+                d_model=width,
+                n_layers=self.layers(width),
+                n_heads=self.heads(width),
+                d_ff=self.d_ff(width),
+                context=self.context,
+                tie_embeddings=self.tie_embeddings,
+            )
+        return EncoderConfig(
+            n_items=vocab_size,
+            d_model=width,
+            n_layers=self.layers(width),
+            n_heads=self.heads(width),
+            d_ff=self.d_ff(width),
+            context=self.context,
+        )
 
     def shape(self, width: int, vocab_size: int) -> Shape:
         """The FLOP-counting view of a width's model."""
@@ -87,8 +102,16 @@ class Recipe:
             (params, nonembed), out = labrador_params(config), vocab_size
         else:
             (params, nonembed), out = bert_params(config), vocab_size
-        return Shape(d_model=width, n_layers=config.n_layers, n_heads=config.n_heads, d_ff=config.d_ff,
-                     context=self.context, out_size=out, params=params, params_nonembed=nonembed)
+        return Shape(
+            d_model=width,
+            n_layers=config.n_layers,
+            n_heads=config.n_heads,
+            d_ff=config.d_ff,
+            context=self.context,
+            out_size=out,
+            params=params,
+            params_nonembed=nonembed,
+        )
 
 
 @dataclass(frozen=True)
@@ -113,8 +136,9 @@ class Rejected:
     reason: str
 
 
-def candidates(recipe: Recipe, budget: float, vocab_size: int, convention: str = "exact",
-               widths: tuple[int, ...] | None = None) -> tuple[list[Candidate], list[Rejected]]:
+def candidates(
+    recipe: Recipe, budget: float, vocab_size: int, convention: str = "exact", widths: tuple[int, ...] | None = None
+) -> tuple[list[Candidate], list[Rejected]]:
     """Runs whose FLOPs hit `budget` within the recipe's tolerance in whole steps; the rest with a reason."""
     accepted, rejected = [], []
     for width in widths or recipe.widths:
@@ -129,10 +153,20 @@ def candidates(recipe: Recipe, budget: float, vocab_size: int, convention: str =
         elif abs(flops - budget) > recipe.budget_tolerance * budget:
             rejected.append(Rejected(width, f"whole steps miss the budget by {abs(flops - budget) / budget:.1%}"))
         else:
-            accepted.append(Candidate(width=width, layers=shape.n_layers, heads=shape.n_heads, params=shape.params,
-                                      params_nonembed=shape.params_nonembed, flops_per_token=per_token, steps=steps,
-                                      tokens=steps * recipe.tokens_per_step, flops=flops,
-                                      learning_rate=recipe.learning_rate(width)))
+            accepted.append(
+                Candidate(
+                    width=width,
+                    layers=shape.n_layers,
+                    heads=shape.n_heads,
+                    params=shape.params,
+                    params_nonembed=shape.params_nonembed,
+                    flops_per_token=per_token,
+                    steps=steps,
+                    tokens=steps * recipe.tokens_per_step,
+                    flops=flops,
+                    learning_rate=recipe.learning_rate(width),
+                )
+            )
     return accepted, rejected
 
 

@@ -76,9 +76,16 @@ class RunSpec:
 
     def result_fields(self, data_hash: str) -> dict:
         """What the fingerprint covers."""
-        return {"family": self.family, "width": self.width, "tokens": self.tokens, "seed": self.seed,
-                "dtype": self.dtype, "convention": self.convention, "data": data_hash,
-                "recipe": dataclasses.asdict(self.recipe)}
+        return {
+            "family": self.family,
+            "width": self.width,
+            "tokens": self.tokens,
+            "seed": self.seed,
+            "dtype": self.dtype,
+            "convention": self.convention,
+            "data": data_hash,
+            "recipe": dataclasses.asdict(self.recipe),
+        }
 
     def fingerprint(self, data_hash: str) -> str:
         text = json.dumps(self.result_fields(data_hash), sort_keys=True)
@@ -88,15 +95,27 @@ class RunSpec:
         return dataclasses.asdict(self)
 
 
-_TOP = {"name": str, "data": str, "width": int, "tokens": int, "family": str, "seed": int, "convention": str, "dtype": str,
-        "tasks": list, "probe_train_rows": int}
+_TOP = {
+    "name": str,
+    "data": str,
+    "width": int,
+    "tokens": int,
+    "family": str,
+    "seed": int,
+    "convention": str,
+    "dtype": str,
+    "tasks": list,
+    "probe_train_rows": int,
+}
 
 
 def parse_spec(source: dict, where: str) -> RunSpec:
     """A validated RunSpec from parsed TOML; `where` names the file in messages."""
     unknown = sorted(set(source) - set(_TOP) - {"recipe", "train"})
     if unknown:
-        raise SpecError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_TOP))}, [recipe], [train])")
+        raise SpecError(
+            f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_TOP))}, [recipe], [train])"
+        )
     for key in ("name", "data", "width", "tokens"):
         if key not in source:
             raise SpecError(f"{where}: missing key '{key}'")

@@ -53,15 +53,22 @@ def schedule(recipe: Recipe, peak_lr: float, steps: int) -> optax.Schedule:
 
     optax's `decay_steps` counts the warmup too: it is the total number of steps."""
     warmup = max(1, round(recipe.warmup_fraction * steps))
-    return optax.warmup_cosine_decay_schedule(init_value=0.0, peak_value=peak_lr, warmup_steps=min(warmup, steps - 1) if steps > 1 else 0,
-                                              decay_steps=steps, end_value=peak_lr * recipe.final_lr_fraction)
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=peak_lr,
+        warmup_steps=min(warmup, steps - 1) if steps > 1 else 0,
+        decay_steps=steps,
+        end_value=peak_lr * recipe.final_lr_fraction,
+    )
 
 
 def optimizer(recipe: Recipe, lr: optax.Schedule) -> optax.GradientTransformation:
     """AdamW (decay on matrices only) after global-norm clipping."""
     decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
-    return optax.chain(optax.clip_by_global_norm(recipe.grad_clip),
-                       optax.adamw(lr, b1=recipe.beta1, b2=recipe.beta2, weight_decay=recipe.weight_decay, mask=decay_mask))
+    return optax.chain(
+        optax.clip_by_global_norm(recipe.grad_clip),
+        optax.adamw(lr, b1=recipe.beta1, b2=recipe.beta2, weight_decay=recipe.weight_decay, mask=decay_mask),
+    )
 
 
 @dataclass
@@ -97,12 +104,24 @@ def _timeline_task(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> T
     model, vocab, context = build_model(spec, dataset, rngs)
     train = TimelineLoader(dataset.timelines("train"), recipe.context, recipe.batch_rows, seed=spec.seed)
     evaluation = TimelineLoader(dataset.timelines("tuning"), recipe.context, EVAL_ROWS, seed=0, shuffle=False)
-    as_dict = lambda b: {"inputs": b.inputs, "targets": b.targets, "segment_ids": b.segment_ids,  # noqa: E731
-                         "positions": b.positions, "loss_mask": b.loss_mask}
+    as_dict = lambda b: {
+        "inputs": b.inputs,
+        "targets": b.targets,
+        "segment_ids": b.segment_ids,  # noqa: E731
+        "positions": b.positions,
+        "loss_mask": b.loss_mask,
+    }
 
     batches = [as_dict(evaluation.batch(i)) for i in range(min(spec.train.eval_batches, evaluation.steps_per_epoch))]
-    return Task(model=model, loss=timeline_loss, train_batch=lambda step: as_dict(train.batch(step)), eval_batches=batches,
-                tokens_per_step=recipe.tokens_per_step, vocab_size=vocab, context=context)
+    return Task(
+        model=model,
+        loss=timeline_loss,
+        train_batch=lambda step: as_dict(train.batch(step)),
+        eval_batches=batches,
+        tokens_per_step=recipe.tokens_per_step,
+        vocab_size=vocab,
+        context=context,
+    )
 
 
 def _bag_task(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> Task:
@@ -114,20 +133,32 @@ def _bag_task(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> Task:
     fields = ("codes", "values", "is_null", "is_masked", "target_code", "target_value", "tokens", "target_token")
     as_dict = lambda b: {f: getattr(b, f) for f in fields}  # noqa: E731
     if spec.family == "labrador":
+
         def loss(model, batch, dtype):
             logits, value = model(batch["codes"], batch["values"], batch["is_null"], batch["is_masked"], dtype)
-            return labrador_loss(logits, value, batch["is_masked"], batch["target_code"], batch["target_value"],
-                                 model.config.mse_weight)[0]
+            return labrador_loss(
+                logits, value, batch["is_masked"], batch["target_code"], batch["target_value"], model.config.mse_weight
+            )[0]
     else:
+
         def loss(model, batch, dtype):
             return bert_loss(model(batch["tokens"], dtype), batch["is_masked"], batch["target_token"])
+
     batches = [as_dict(evaluation.batch(i)) for i in range(min(spec.train.eval_batches, evaluation.steps_per_epoch))]
-    return Task(model=model, loss=loss, train_batch=lambda step: as_dict(train.batch(step)), eval_batches=batches,
-                tokens_per_step=recipe.batch_rows * width, vocab_size=vocab, context=width)
+    return Task(
+        model=model,
+        loss=loss,
+        train_batch=lambda step: as_dict(train.batch(step)),
+        eval_batches=batches,
+        tokens_per_step=recipe.batch_rows * width,
+        vocab_size=vocab,
+        context=width,
+    )
 
 
 def step_functions(loss: Callable, graphdef, tx: optax.GradientTransformation, dtype) -> tuple[Callable, Callable]:
     """The loss of pure params on a batch, and the jitted AdamW step (params, opt state, loss, grad norm)."""
+
     def loss_of(p, batch):
         return loss(nnx.merge(graphdef, nnx.State(p)), batch, dtype)
 
@@ -148,16 +179,24 @@ def _check_spec(out: Path, spec_record: dict) -> None:
     if old["fingerprint"] != spec_record["fingerprint"]:
         new = json.loads(json.dumps(spec_record["result_fields"]))  # tuples as lists, as stored
         differ = sorted(k for k in set(old["result_fields"]) | set(new) if old["result_fields"].get(k) != new.get(k))
-        raise RunError(f"{out} holds a run with another spec (fields that differ: {', '.join(differ)}); "
-                       f"use a new --out or delete {out}")
+        raise RunError(
+            f"{out} holds a run with another spec (fields that differ: {', '.join(differ)}); "
+            f"use a new --out or delete {out}"
+        )
 
 
 def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flops: float | None = None) -> dict:
     """Train (or resume, or skip if finished) one run; return its result."""
     out = Path(out)
     dataset = PreparedDataset.open(spec.data)
-    data_hash = dataset.manifest["source"]["content_hash"] + "/" + json.dumps(dataset.manifest.get("tokenizer"), sort_keys=True)
-    record = {"spec": spec.to_dict(), "result_fields": spec.result_fields(data_hash), "fingerprint": spec.fingerprint(data_hash)}
+    data_hash = (
+        dataset.manifest["source"]["content_hash"] + "/" + json.dumps(dataset.manifest.get("tokenizer"), sort_keys=True)
+    )
+    record = {
+        "spec": spec.to_dict(),
+        "result_fields": spec.result_fields(data_hash),
+        "fingerprint": spec.fingerprint(data_hash),
+    }
     out.mkdir(parents=True, exist_ok=True)
     _check_spec(out, record)
     if (out / "result.json").exists():
@@ -173,9 +212,17 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
     shape = dataclasses.replace(recipe, context=task.context).shape(spec.width, task.vocab_size)
     flops_per_token = train_flops_per_token(shape, spec.convention)
     exact_per_token = train_flops_per_token(shape, "exact")
-    record.update({"steps": steps, "tokens_per_step": task.tokens_per_step, "params": shape.params,
-                   "params_nonembed": shape.params_nonembed, "flops_per_token": flops_per_token,
-                   "convention": spec.convention, "flops": flops_per_token * steps * task.tokens_per_step})
+    record.update(
+        {
+            "steps": steps,
+            "tokens_per_step": task.tokens_per_step,
+            "params": shape.params,
+            "params_nonembed": shape.params_nonembed,
+            "flops_per_token": flops_per_token,
+            "convention": spec.convention,
+            "flops": flops_per_token * steps * task.tokens_per_step,
+        }
+    )
     write_json(out / "spec.json", record)
 
     devices = jax.devices()
@@ -195,8 +242,10 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
     loss_of, train_step = step_functions(task.loss, graphdef, tx, dtype)
     eval_loss = jax.jit(loss_of)
 
-    manager = ocp.CheckpointManager(out.resolve() / "checkpoints", options=ocp.CheckpointManagerOptions(
-        max_to_keep=spec.train.keep_checkpoints, enable_async_checkpointing=True))
+    manager = ocp.CheckpointManager(
+        out.resolve() / "checkpoints",
+        options=ocp.CheckpointManagerOptions(max_to_keep=spec.train.keep_checkpoints, enable_async_checkpointing=True),
+    )
     start = 0
     restored = _restore_newest_readable(manager, {"params": params, "opt_state": opt_state}, out, log)
     if restored is not None:
@@ -208,8 +257,14 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
     _truncate_metrics(metrics_path, start)
 
     def evaluate() -> float:
-        losses = [float(eval_loss(params, jax.device_put(b, sharded if len(b[next(iter(b))]) % len(devices) == 0 else replicated)))
-                  for b in task.eval_batches]
+        losses = [
+            float(
+                eval_loss(
+                    params, jax.device_put(b, sharded if len(b[next(iter(b))]) % len(devices) == 0 else replicated)
+                )
+            )
+            for b in task.eval_batches
+        ]
         return float(np.mean(losses)) if losses else float("nan")
 
     peak = peak_flops or matmul_peak_flops()
@@ -227,9 +282,16 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
                 train_loss = float(loss)
                 elapsed = time.perf_counter() - window_start
                 tokens_per_s = window_tokens / elapsed
-                row = {"step": done, "tokens": done * task.tokens_per_step, "loss": train_loss, "lr": float(lr(step)),
-                       "grad_norm": float(grad_norm), "step_time": elapsed / (window_tokens / task.tokens_per_step),
-                       "tokens_per_s": tokens_per_s, "mfu": tokens_per_s * exact_per_token / peak}
+                row = {
+                    "step": done,
+                    "tokens": done * task.tokens_per_step,
+                    "loss": train_loss,
+                    "lr": float(lr(step)),
+                    "grad_norm": float(grad_norm),
+                    "step_time": elapsed / (window_tokens / task.tokens_per_step),
+                    "tokens_per_s": tokens_per_s,
+                    "mfu": tokens_per_s * exact_per_token / peak,
+                }
                 if not math.isfinite(train_loss):
                     status = "diverged"
                     metrics.write(json.dumps(row) + "\n")
@@ -246,12 +308,25 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
     manager.close()
     wall = time.perf_counter() - started
     trained_tokens = (steps - start) * task.tokens_per_step
-    result = {"status": status, "family": spec.family, "width": spec.width, "params": shape.params,
-              "params_nonembed": shape.params_nonembed, "tokens": steps * task.tokens_per_step, "steps": steps,
-              "flops": record["flops"], "convention": spec.convention, "flops_per_token": flops_per_token,
-              "train_loss": train_loss, "held_out_loss": held_out, "loss": held_out,
-              "wall_seconds": wall, "tokens_per_s": trained_tokens / wall if wall else 0.0,
-              "mfu": (trained_tokens / wall) * exact_per_token / peak if wall else 0.0, "fingerprint": record["fingerprint"]}
+    result = {
+        "status": status,
+        "family": spec.family,
+        "width": spec.width,
+        "params": shape.params,
+        "params_nonembed": shape.params_nonembed,
+        "tokens": steps * task.tokens_per_step,
+        "steps": steps,
+        "flops": record["flops"],
+        "convention": spec.convention,
+        "flops_per_token": flops_per_token,
+        "train_loss": train_loss,
+        "held_out_loss": held_out,
+        "loss": held_out,
+        "wall_seconds": wall,
+        "tokens_per_s": trained_tokens / wall if wall else 0.0,
+        "mfu": (trained_tokens / wall) * exact_per_token / peak if wall else 0.0,
+        "fingerprint": record["fingerprint"],
+    }
     write_json(out / "result.json", result)
     log(f"{out}: {status}; held-out loss {held_out:.4f} after {steps:,} steps ({result['tokens']:,} tokens)")
     return result
@@ -260,7 +335,11 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
 def measure_tokens_per_s(spec: RunSpec, steps: int = 5) -> float:
     """Training tokens/s of a run's real step on this machine (after one compiling step); nothing is saved."""
     dataset = PreparedDataset.open(spec.data)
-    task = _timeline_task(spec, dataset, nnx.Rngs(spec.seed)) if spec.family == "timeline" else _bag_task(spec, dataset, nnx.Rngs(spec.seed))
+    task = (
+        _timeline_task(spec, dataset, nnx.Rngs(spec.seed))
+        if spec.family == "timeline"
+        else _bag_task(spec, dataset, nnx.Rngs(spec.seed))
+    )
     graphdef, state = nnx.split(task.model)
     params = nnx.to_pure_dict(state)
     tx = optimizer(spec.recipe, schedule(spec.recipe, spec.recipe.learning_rate(spec.width), steps + 1))
@@ -285,8 +364,10 @@ def _restore_newest_readable(manager: ocp.CheckpointManager, like: dict, out: Pa
             return step, manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except Exception as error:  # orbax/tensorstore raise many kinds; any unreadable checkpoint is skipped
             reason = str(error).splitlines()[0][:200] if str(error) else ""
-            log(f"warning: {out}: the checkpoint at step {step:,} cannot be read ({type(error).__name__}: {reason}); "
-                "deleting it and falling back to the one before")
+            log(
+                f"warning: {out}: the checkpoint at step {step:,} cannot be read ({type(error).__name__}: {reason}); "
+                "deleting it and falling back to the one before"
+            )
             manager.delete(step)
     return None
 

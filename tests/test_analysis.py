@@ -26,7 +26,9 @@ def chinchilla_like(seed=0, noise=0.003) -> pl.DataFrame:
     for budget in (1e18, 3e18, 1e19, 3e19, 1e20, 3e20):
         for n in np.geomspace(2e7, 2e9, 9):
             d = budget / (6 * n)
-            loss = (TRUE["E"] + TRUE["A"] / n ** TRUE["alpha"] + TRUE["B"] / d ** TRUE["beta"]) * np.exp(rng.normal(0, noise))
+            loss = (TRUE["E"] + TRUE["A"] / n ** TRUE["alpha"] + TRUE["B"] / d ** TRUE["beta"]) * np.exp(
+                rng.normal(0, noise)
+            )
             rows.append((n, d, loss, budget))
     return pl.DataFrame(rows, schema=["params", "tokens", "loss", "budget"], orient="row")
 
@@ -43,13 +45,13 @@ def test_isoflop_recovers_known_vertices_and_exponent():
     rng = np.random.default_rng(1)
     rows = []
     for budget in (1e15, 1e16, 1e17, 1e18):
-        n_opt = 0.1 * budget ** 0.5  # the truth: N_opt = 0.1 C^0.5
+        n_opt = 0.1 * budget**0.5  # the truth: N_opt = 0.1 C^0.5
         for n in n_opt * np.geomspace(0.1, 10, 7):
             loss = 2.0 + 0.05 * np.log(n / n_opt) ** 2 + rng.normal(0, 1e-4)
             rows.append((n, budget / (6 * n), loss, budget))
     fit = fit_isoflop(prepare(pl.DataFrame(rows, schema=["params", "tokens", "loss", "budget"], orient="row")))
     for vertex in fit.vertices:
-        assert vertex.n_opt == pytest.approx(0.1 * vertex.budget ** 0.5, rel=0.02)
+        assert vertex.n_opt == pytest.approx(0.1 * vertex.budget**0.5, rel=0.02)
         assert vertex.d_opt == pytest.approx(vertex.budget / (6 * vertex.n_opt), rel=1e-3)  # the log-D parabola agrees
         assert vertex.n_interval[0] <= vertex.n_opt <= vertex.n_interval[1]
     assert fit.n_opt.exponent == pytest.approx(0.5, abs=0.01) and fit.d_opt.exponent == pytest.approx(0.5, abs=0.01)
@@ -61,7 +63,9 @@ def test_isoflop_recovers_known_vertices_and_exponent():
 
 def test_budgets_that_cannot_be_fitted_are_excluded_with_a_reason():
     frame = chinchilla_like()
-    frame = pl.concat([frame, pl.DataFrame({"params": [1e8, 2e8], "tokens": [1e9, 5e8], "loss": [3.0, 3.1], "budget": [6e17, 6e17]})])
+    frame = pl.concat(
+        [frame, pl.DataFrame({"params": [1e8, 2e8], "tokens": [1e9, 5e8], "loss": [3.0, 3.1], "budget": [6e17, 6e17]})]
+    )
     # A budget sampled only on one side of its optimum: the minimum falls at the edge.
     edge = frame.filter((pl.col("budget") == 3e20) & (pl.col("params") < 3e8))
     frame = pl.concat([frame.filter(pl.col("budget") != 3e20), edge])
@@ -77,22 +81,35 @@ def test_bad_input_names_the_column_and_the_rows():
     frame = chinchilla_like()
     with pytest.raises(TableError, match="missing column 'loss'.*--loss-col"):
         prepare(frame.drop("loss"), "runs.csv")
-    with pytest.raises(TableError, match="runs.csv: column 'params' has 2 row\\(s\\) that are missing, NaN or not positive"):
-        prepare(frame.with_columns(params=pl.when(pl.int_range(pl.len()) < 2).then(-1.0).otherwise("params")), "runs.csv")
+    with pytest.raises(
+        TableError, match="runs.csv: column 'params' has 2 row\\(s\\) that are missing, NaN or not positive"
+    ):
+        prepare(
+            frame.with_columns(params=pl.when(pl.int_range(pl.len()) < 2).then(-1.0).otherwise("params")), "runs.csv"
+        )
     with pytest.raises(TableError, match="no column 'Model Size' to map"):
         prepare(frame, "runs.csv", {"params": "Model Size"})
-    table = prepare(frame.with_columns(status=pl.when(pl.int_range(pl.len()) < 3).then(pl.lit("diverged")).otherwise(pl.lit("ok"))))
+    table = prepare(
+        frame.with_columns(status=pl.when(pl.int_range(pl.len()) < 3).then(pl.lit("diverged")).otherwise(pl.lit("ok")))
+    )
     assert "left out 3 run(s) whose status is not ok (diverged: 3)" in table.notes
     assert table.frame.height == frame.height - 3
     # a mapped column replaces one of the same name (runs.parquet has params and params_nonembed)
-    mapped = prepare(frame.with_columns(params_nonembed=pl.col("params") / 2), "runs.parquet", {"params": "params_nonembed"})
+    mapped = prepare(
+        frame.with_columns(params_nonembed=pl.col("params") / 2), "runs.parquet", {"params": "params_nonembed"}
+    )
     assert mapped.frame["params"].to_list() == (frame["params"] / 2).to_list()
 
 
-@pytest.mark.skipif(not (SHARED / "llama3_isoflop_points.csv").exists(), reason="shared reference data not beside the project")
+@pytest.mark.skipif(
+    not (SHARED / "llama3_isoflop_points.csv").exists(), reason="shared reference data not beside the project"
+)
 def test_llama3_isoflop_points_give_the_published_optimum():
     """Llama 3 (arXiv 2407.21783): at 3.8e25 FLOPs, about 402B parameters and 16.55T tokens."""
-    table = read(SHARED / "llama3_isoflop_points.csv", {"flops": "compute_budget", "tokens": "training_tokens", "loss": "validation_loss"})
+    table = read(
+        SHARED / "llama3_isoflop_points.csv",
+        {"flops": "compute_budget", "tokens": "training_tokens", "loss": "validation_loss"},
+    )
     fit = fit_isoflop(table, resamples=50)
     answer = optimal(fit, None, 3.8e25)["isoflop"]
     assert answer["n_opt"] == pytest.approx(402e9, rel=0.25)
@@ -168,7 +185,9 @@ def test_notebook_regenerates_the_figures(tmp_path):
     table = tmp_path / "runs.csv"
     with_auroc(chinchilla_like()).write_csv(table)
     cells = ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"]
-    cells[0] = f'from pathlib import Path\nTABLE = Path("{table}")\nOUT = Path("{tmp_path / "figs"}")\nCOLUMNS = {{}}\nRESAMPLES = 20'
+    cells[0] = (
+        f'from pathlib import Path\nTABLE = Path("{table}")\nOUT = Path("{tmp_path / "figs"}")\nCOLUMNS = {{}}\nRESAMPLES = 20'
+    )
     namespace: dict = {}
     for code in cells:
         exec(compile(code, "notebook", "exec"), namespace)
@@ -182,13 +201,17 @@ def test_bootstrap_intervals_cover_the_truth_at_about_their_nominal_rate():
         rng = np.random.default_rng(seed)
         rows = []
         for budget in (1e15, 1e16, 1e17, 1e18, 1e19):
-            n_opt = 0.1 * budget ** 0.5
+            n_opt = 0.1 * budget**0.5
             for n in n_opt * np.geomspace(0.1, 10, 9):
                 rows.append((n, budget / (6 * n), 2.0 + 0.05 * np.log(n / n_opt) ** 2 + rng.normal(0, 0.01), budget))
-        fit = fit_isoflop(prepare(pl.DataFrame(rows, schema=["params", "tokens", "loss", "budget"], orient="row")), seed=seed, resamples=200)
+        fit = fit_isoflop(
+            prepare(pl.DataFrame(rows, schema=["params", "tokens", "loss", "budget"], orient="row")),
+            seed=seed,
+            resamples=200,
+        )
         for v in fit.vertices:
             vertex_total += 1
-            vertex_hits += v.n_interval[0] <= 0.1 * v.budget ** 0.5 <= v.n_interval[1]
+            vertex_hits += v.n_interval[0] <= 0.1 * v.budget**0.5 <= v.n_interval[1]
         exponent_hits += fit.n_opt.exponent_interval[0] <= 0.5 <= fit.n_opt.exponent_interval[1]
     assert vertex_hits / vertex_total >= 0.85  # nominal 0.95; measured 0.925
     assert exponent_hits / 40 >= 0.75  # five budgets make a coarse bootstrap; measured 0.875
@@ -218,16 +241,32 @@ def test_cli_optimal_and_next_grid(tmp_path):
 def test_report_states_minima_laws_answers_beyond_the_grid_and_baselines(tmp_path):
     from analysis.report import budget_minima
 
-    frame = with_auroc(chinchilla_like()).with_columns(xgboost_auroc_mortality=pl.lit(0.7712), oracle_auroc_mortality=pl.lit(0.8123))
+    frame = with_auroc(chinchilla_like()).with_columns(
+        xgboost_auroc_mortality=pl.lit(0.7712), oracle_auroc_mortality=pl.lit(0.8123)
+    )
     # A diverged run is left out with a note, and a budget whose best run is its smallest size is not interior.
     frame = pl.concat([frame, frame.head(1).with_columns(loss=pl.lit(float("nan")))], how="vertical").with_columns(
-        status=pl.Series(["ok"] * frame.height + ["diverged"]))
+        status=pl.Series(["ok"] * frame.height + ["diverged"])
+    )
     path = tmp_path / "runs.parquet"
     frame.write_parquet(path)
     figures = tmp_path / "figs"
     assert CliRunner().invoke(app, ["plot", str(path), "--out", str(figures), "--resamples", "20"]).exit_code == 0
-    result = CliRunner().invoke(app, ["report", str(path), "--out", str(tmp_path / "out" / "report.md"),
-                                      "--figures", str(figures), "--resamples", "20", "--beyond", "10,100"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "report",
+            str(path),
+            "--out",
+            str(tmp_path / "out" / "report.md"),
+            "--figures",
+            str(figures),
+            "--resamples",
+            "20",
+            "--beyond",
+            "10,100",
+        ],
+    )
     assert result.exit_code == 0, result.output
     text = (tmp_path / "out" / "report.md").read_text()
     minima = budget_minima(prepare(frame.filter(pl.col("status") == "ok")))

@@ -34,5 +34,7 @@ def test_synth_then_prepare(tmp_path):
 def test_bad_arguments_get_a_clear_message(tmp_path):
     result = runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "m"), "--patients", "0"])
     assert result.exit_code == 2 and "--patients" in result.output
-    result = runner.invoke(app, ["data", "prepare", "--mimic", str(tmp_path), "--out", str(tmp_path / "p"), "--split", "0.8,0.3"])
+    result = runner.invoke(
+        app, ["data", "prepare", "--mimic", str(tmp_path), "--out", str(tmp_path / "p"), "--split", "0.8,0.3"]
+    )
     assert result.exit_code == 2 and "--split" in result.output

@@ -28,13 +28,32 @@ def cluster():
     """A head node with token authentication, bound to 127.0.0.1; yields (dashboard address, token)."""
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     token = secrets.token_hex(24)
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
-           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # the job's `python` is this environment's
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    }  # the job's `python` is this environment's
     dashboard = free_port()
-    start = subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
-                            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--include-dashboard=true",
-                            "--num-cpus=2", "--disable-usage-stats", f"--temp-dir={temp}"],
-                           env=env, capture_output=True, text=True, timeout=180)
+    start = subprocess.run(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={free_port()}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+            "--include-dashboard=true",
+            "--num-cpus=2",
+            "--disable-usage-stats",
+            f"--temp-dir={temp}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert start.returncode == 0, start.stderr[-3000:]
     try:
         yield f"http://127.0.0.1:{dashboard}", token
@@ -50,14 +69,33 @@ def test_a_token_protected_cluster_completes_a_sweep_submitted_through_ray_jobs(
     client_env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
     client_env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token to fall back on
 
-    refused = subprocess.run([str(BIN / "ehrscale"), "sweep", "submit", str(spec), "--address", address],
-                             env=client_env, capture_output=True, text=True, timeout=300)
+    refused = subprocess.run(
+        [str(BIN / "ehrscale"), "sweep", "submit", str(spec), "--address", address],
+        env=client_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert refused.returncode == 2 and "could not submit" in refused.stderr and "--token-file" in refused.stderr
 
     (tmp_path / "token").write_text(token)
-    done = subprocess.run([str(BIN / "ehrscale"), "sweep", "submit", str(spec), "--address", address,
-                           "--token-file", str(tmp_path / "token"), "--wait"],
-                          env=client_env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            str(BIN / "ehrscale"),
+            "sweep",
+            "submit",
+            str(spec),
+            "--address",
+            address,
+            "--token-file",
+            str(tmp_path / "token"),
+            "--wait",
+        ],
+        env=client_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "submitted raysubmit_" in done.stdout and "SUCCEEDED" in done.stdout
     frame = pl.read_parquet(runs / "tiny" / "1" / "runs.parquet")

@@ -14,7 +14,10 @@ def test_missing_part_names_it_and_the_rebuild_command(prepared, tmp_path):
     copy = tmp_path / "prep"
     shutil.copytree(prepared[0], copy)
     shutil.rmtree(copy / "labbags")
-    with pytest.raises(DatasetError, match=r"the lab bags part is missing .*rebuild it with `ehrscale data prepare --mimic .* --out .*prep --overwrite`"):
+    with pytest.raises(
+        DatasetError,
+        match=r"the lab bags part is missing .*rebuild it with `ehrscale data prepare --mimic .* --out .*prep --overwrite`",
+    ):
         PreparedDataset.open(copy)
 
 
@@ -24,7 +27,9 @@ def test_other_format_version_is_refused(prepared, tmp_path):
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["format"] = "ehrscale-prepared/0"
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(DatasetError, match=r"format 'ehrscale-prepared/0', this ehrscale reads 'ehrscale-prepared/1'; rebuild"):
+    with pytest.raises(
+        DatasetError, match=r"format 'ehrscale-prepared/0', this ehrscale reads 'ehrscale-prepared/1'; rebuild"
+    ):
         PreparedDataset.open(copy)
     with pytest.raises(DatasetError, match="not a prepared dataset"):
         PreparedDataset.open(tmp_path)

@@ -56,7 +56,10 @@ def test_too_small_cohort_is_reported_with_counts():
     splits = {name: Split(rng.normal(size=(100, 3)), y) for name in ("train", "tuning", "held_out")}
     result = linear_probe(splits)
     assert result["status"] == "too small"
-    assert result["reason"] == "too small to score: the train split has 15 positives and 85 negatives (at least 20 of each are needed)"
+    assert (
+        result["reason"]
+        == "too small to score: the train split has 15 positives and 85 negatives (at least 20 of each are needed)"
+    )
     assert result["counts"]["held_out"] == {"positives": 15, "negatives": 85}
 
 
@@ -90,7 +93,9 @@ def test_baseline_features_use_only_the_past(prepared):
 
 def test_changing_events_after_prediction_changes_no_representation(prepared):
     dataset = PreparedDataset.open(prepared[0])
-    spec = parse_spec({"name": "e", "data": str(prepared[0]), "width": 16, "tokens": 1000, "recipe": {"context": 64}}, "test")
+    spec = parse_spec(
+        {"name": "e", "data": str(prepared[0]), "width": 16, "tokens": 1000, "recipe": {"context": 64}}, "test"
+    )
     model, _, _ = build_model(spec, dataset, nnx.Rngs(0))
     task = "in_hospital_mortality"
     before, _ = representations(model, spec, dataset, task)
@@ -112,8 +117,14 @@ def test_changing_events_after_prediction_changes_no_representation(prepared):
     after, _ = representations(model, spec, dataset, task)
     rows = dataset.task(task).join(dataset.splits(), on="subject_id")
     for split in before:
-        first_rows = rows.filter(pl.col("split") == split).with_row_index("i").join(
-            pl.DataFrame({"subject_id": list(cut_by_subject), "first": list(cut_by_subject.values())}), on="subject_id")
+        first_rows = (
+            rows.filter(pl.col("split") == split)
+            .with_row_index("i")
+            .join(
+                pl.DataFrame({"subject_id": list(cut_by_subject), "first": list(cut_by_subject.values())}),
+                on="subject_id",
+            )
+        )
         first = first_rows.filter(pl.col("prediction_time") == pl.col("first"))["i"].to_numpy()
         assert np.allclose(before[split].x[first], after[split].x[first], atol=1e-5)
 

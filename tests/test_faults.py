@@ -58,25 +58,72 @@ def test_a_wrong_delimiter_names_the_file_and_the_columns(synth, tmp_path):
         text = handle.read()
     with gzip.open(path, "wt", newline="") as handle:
         handle.write(text.replace(",", "\t"))
-    with pytest.raises(SourceError, match=r"patients.csv.gz: missing column 'subject_id', .* The header is split by tabs, not "
-                                          r"commas: MIMIC-IV files are comma-separated"):
+    with pytest.raises(
+        SourceError,
+        match=r"patients.csv.gz: missing column 'subject_id', .* The header is split by tabs, not "
+        r"commas: MIMIC-IV files are comma-separated",
+    ):
         prepare(PrepareConfig(out=tmp_path / "out", mimic=root))
     assert not (tmp_path / "out").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tabs"]  # no half-written output
 
 
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10, 10**13), st.floats(allow_nan=True, allow_infinity=True),
-                    st.text(max_size=12), st.lists(st.one_of(st.integers(-3, 100), st.floats(-1, 1e13), st.text(max_size=4)), max_size=4))
-KEYS = st.sampled_from(["name", "version", "family", "data", "budgets", "runs_root", "convention", "seeds", "tasks",
-                        "probe_train_rows", "dtype", "sizes", "recipe", "train", "resources", "retries", "extra"])
-TABLE_KEYS = st.sampled_from(["count", "span", "widths", "cpus", "gpus", "tpus", "hosts", "accelerator_type", "context",
-                              "batch_rows", "lr_width_product", "eval_every", "preemptions", "failures", "nope"])
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-10, 10**13),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.lists(st.one_of(st.integers(-3, 100), st.floats(-1, 1e13), st.text(max_size=4)), max_size=4),
+)
+KEYS = st.sampled_from(
+    [
+        "name",
+        "version",
+        "family",
+        "data",
+        "budgets",
+        "runs_root",
+        "convention",
+        "seeds",
+        "tasks",
+        "probe_train_rows",
+        "dtype",
+        "sizes",
+        "recipe",
+        "train",
+        "resources",
+        "retries",
+        "extra",
+    ]
+)
+TABLE_KEYS = st.sampled_from(
+    [
+        "count",
+        "span",
+        "widths",
+        "cpus",
+        "gpus",
+        "tpus",
+        "hosts",
+        "accelerator_type",
+        "context",
+        "batch_rows",
+        "lr_width_product",
+        "eval_every",
+        "preemptions",
+        "failures",
+        "nope",
+    ]
+)
 VALID = {"name": "s", "version": 1, "family": "timeline", "data": "d", "budgets": [1e11, 1e12]}
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(changes=st.dictionaries(KEYS, st.one_of(SCALARS, st.dictionaries(TABLE_KEYS, SCALARS, max_size=3)), max_size=5),
-       drop=st.lists(st.sampled_from(sorted(VALID)), max_size=2))
+@given(
+    changes=st.dictionaries(KEYS, st.one_of(SCALARS, st.dictionaries(TABLE_KEYS, SCALARS, max_size=3)), max_size=5),
+    drop=st.lists(st.sampled_from(sorted(VALID)), max_size=2),
+)
 def test_random_sweep_specs_get_spec_errors_never_tracebacks(changes, drop):
     source = {k: v for k, v in {**VALID, **changes}.items() if k not in drop}
     try:

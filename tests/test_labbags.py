@@ -15,7 +15,10 @@ CONFIG = BagConfig(min_code_count=1, max_labs=4, seed=3)
 
 def labs(subject, minutes, values):
     """One bag: items 1, 2, 3, ... with these values (None = no number) at a time."""
-    return [(subject, at(minutes=minutes), f"LAB//{i + 1}//u", v, None if v is not None else "___") for i, v in enumerate(values)]
+    return [
+        (subject, at(minutes=minutes), f"LAB//{i + 1}//u", v, None if v is not None else "___")
+        for i, v in enumerate(values)
+    ]
 
 
 def build(rows, config=CONFIG):
@@ -26,16 +29,24 @@ def build(rows, config=CONFIG):
 
 
 def test_each_rule_drops_and_counts():
-    rows = (labs(1, 0, [1.0, 2.0])  # two labs: too few
-            + labs(1, 10, [1.0, None, None, 4.0])  # half missing: kept (at most 50%)
-            + labs(1, 20, [1.0, None, None])  # two thirds missing: dropped
-            + labs(1, 30, [5.0, 6.0, 7.0])  # items 1-3: a subset of the previous kept bag (items 1-4): dropped
-            + labs(1, 40, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])  # six labs: subsampled to four
-            + labs(2, 0, [1.0, 2.0, 3.0]))  # another subject: no previous bag
+    rows = (
+        labs(1, 0, [1.0, 2.0])  # two labs: too few
+        + labs(1, 10, [1.0, None, None, 4.0])  # half missing: kept (at most 50%)
+        + labs(1, 20, [1.0, None, None])  # two thirds missing: dropped
+        + labs(1, 30, [5.0, 6.0, 7.0])  # items 1-3: a subset of the previous kept bag (items 1-4): dropped
+        + labs(1, 40, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])  # six labs: subsampled to four
+        + labs(2, 0, [1.0, 2.0, 3.0])
+    )  # another subject: no previous bag
     bags, drops, _ = build(rows)
-    assert drops == {"fewer than min_labs": 1, "more than max_missing_fraction without a value": 1,
-                     "subset of the previous bag": 1, "bags considered": 6, "bags subsampled to max_labs (kept)": 1,
-                     "labs outside the bag vocabulary": 0, "repeated item within a bag": 0}
+    assert drops == {
+        "fewer than min_labs": 1,
+        "more than max_missing_fraction without a value": 1,
+        "subset of the previous bag": 1,
+        "bags considered": 6,
+        "bags subsampled to max_labs (kept)": 1,
+        "labs outside the bag vocabulary": 0,
+        "repeated item within a bag": 0,
+    }
     assert bags.lengths.tolist() == [4, 4, 3]
     assert bags.subject_ids.tolist() == [1, 1, 2]
     assert bags.codes.shape == (3, 4)

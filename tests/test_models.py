@@ -19,10 +19,14 @@ def tree_size(module) -> int:
     return sum(x.size for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
 
 
-@pytest.mark.parametrize("d,layers,heads,ff,vocab,tied", [(16, 1, 1, 48, 30, False), (32, 2, 2, 88, 374, True),
-                                                          (48, 3, 3, 128, 500, False), (64, 1, 4, 176, 7, True)])
+@pytest.mark.parametrize(
+    "d,layers,heads,ff,vocab,tied",
+    [(16, 1, 1, 48, 30, False), (32, 2, 2, 88, 374, True), (48, 3, 3, 128, 500, False), (64, 1, 4, 176, 7, True)],
+)
 def test_parameter_counts_match_the_tree(d, layers, heads, ff, vocab, tied):
-    config = DecoderConfig(vocab_size=vocab, d_model=d, n_layers=layers, n_heads=heads, d_ff=ff, context=16, tie_embeddings=tied)
+    config = DecoderConfig(
+        vocab_size=vocab, d_model=d, n_layers=layers, n_heads=heads, d_ff=ff, context=16, tie_embeddings=tied
+    )
     model = Decoder(config, nnx.Rngs(0))
     assert tree_size(model) == config.params()
     embed = vocab * d * (1 if tied else 2)
@@ -41,6 +45,7 @@ def xla_train_flops_per_token(config: DecoderConfig, batch: int) -> float:
         def loss(p):
             model = nnx.merge(graphdef, p)
             return next_token_loss(model(tokens, tokens * 0, tokens * 0 + 1, unroll=True), tokens, tokens > -1)
+
         value, grads = jax.value_and_grad(loss)(p)
         updates, o = tx.update(grads, o, p)
         return optax.apply_updates(p, updates), o, value
@@ -51,11 +56,19 @@ def xla_train_flops_per_token(config: DecoderConfig, batch: int) -> float:
     return cost["flops"] / (batch * config.context)
 
 
-@pytest.mark.parametrize("d,layers,context,vocab", [
-    (32, 1, 64, 300), (64, 2, 128, 400),
-    pytest.param(128, 3, 64, 400, marks=pytest.mark.slow), pytest.param(48, 4, 256, 200, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "d,layers,context,vocab",
+    [
+        (32, 1, 64, 300),
+        (64, 2, 128, 400),
+        pytest.param(128, 3, 64, 400, marks=pytest.mark.slow),
+        pytest.param(48, 4, 256, 200, marks=pytest.mark.slow),
+    ],
+)
 def test_exact_flops_match_xla_within_10_percent(d, layers, context, vocab):
-    config = DecoderConfig(vocab_size=vocab, d_model=d, n_layers=layers, n_heads=max(1, d // 16), d_ff=d * 8 // 3 // 8 * 8, context=context)
+    config = DecoderConfig(
+        vocab_size=vocab, d_model=d, n_layers=layers, n_heads=max(1, d // 16), d_ff=d * 8 // 3 // 8 * 8, context=context
+    )
     shape = Shape(d, layers, config.n_heads, config.d_ff, context, vocab, config.params(), config.params_nonembed())
     exact = train_flops_per_token(shape, "exact")
     assert exact == pytest.approx(xla_train_flops_per_token(config, batch=8), rel=0.10)
@@ -99,7 +112,9 @@ def test_bag_encoders_are_permutation_invariant():
     logits_p, value_p = labrador(codes[:, perm], values[:, perm], null[:, perm], masked[:, perm])
     assert np.allclose(np.asarray(logits[0, perm])[real], np.asarray(logits_p[0])[real], atol=1e-5)
     assert np.allclose(np.asarray(value[0, perm])[real], np.asarray(value_p[0])[real], atol=1e-5)
-    assert np.allclose(labrador.embed(codes, values, null), labrador.embed(codes[:, perm], values[:, perm], null[:, perm]), atol=1e-5)
+    assert np.allclose(
+        labrador.embed(codes, values, null), labrador.embed(codes[:, perm], values[:, perm], null[:, perm]), atol=1e-5
+    )
     bert = Bert(EncoderConfig(n_items=20, d_model=32, n_layers=2, n_heads=2, d_ff=64, context=6), nnx.Rngs(0))
     tokens = jnp.asarray([[4, 9, 2, 11, 0, 0]], jnp.int32)
     out, out_p = bert(tokens), bert(tokens[:, perm])

@@ -30,6 +30,7 @@ def test_outputs_are_valid_meds(prepared):
     meds.CodeMetadataSchema.validate(pq.read_table(root / meds.code_metadata_filepath))
     meds.SubjectSplitSchema.validate(pq.read_table(root / meds.subject_splits_filepath))
     import json
+
     meds.DatasetMetadataSchema.validate(json.loads((root / meds.dataset_metadata_filepath).read_text()))
 
 
@@ -38,17 +39,33 @@ def test_event_codes_follow_the_mapping(prepared, synth):
     ev = events(prep)
     codes = set(ev["code"].unique())
     assert {"MEDS_BIRTH", "MEDS_DEATH", "ICU_DISCHARGE", "LAB//50912//mg/dL", "LAB//51237//UNK"} <= codes
-    assert {c.split("//")[0] for c in codes} >= {"GENDER", "HOSPITAL_ADMISSION", "HOSPITAL_DISCHARGE", "ICU_ADMISSION",
-                                                  "DIAGNOSIS", "PROCEDURE", "MEDICATION", "LAB", "TRANSFER_TO"}
+    assert {c.split("//")[0] for c in codes} >= {
+        "GENDER",
+        "HOSPITAL_ADMISSION",
+        "HOSPITAL_DISCHARGE",
+        "ICU_ADMISSION",
+        "DIAGNOSIS",
+        "PROCEDURE",
+        "MEDICATION",
+        "LAB",
+        "TRANSFER_TO",
+    }
     assert "HOSPITAL_DISCHARGE//DIED" in codes
-    assert any(c.startswith("DIAGNOSIS//ICD//9//") for c in codes) and any(c.startswith("DIAGNOSIS//ICD//10//") for c in codes)
+    assert any(c.startswith("DIAGNOSIS//ICD//9//") for c in codes) and any(
+        c.startswith("DIAGNOSIS//ICD//10//") for c in codes
+    )
     # Gender is static (no time); labs carry their number or their text.
-    assert ev.filter(pl.col("code").str.starts_with("GENDER//"))["time"].null_count() == read(synth, "hosp/patients").height
+    assert (
+        ev.filter(pl.col("code").str.starts_with("GENDER//"))["time"].null_count()
+        == read(synth, "hosp/patients").height
+    )
     labs = ev.filter(pl.col("code").str.starts_with("LAB//"))
     assert (labs["numeric_value"].is_null() == labs["text_value"].is_not_null()).all()
     assert labs.filter(pl.col("text_value") == "___").height > 0
     # Diagnoses are timed at the admission's discharge.
-    adm = read(synth, "hosp/admissions").select(pl.col("hadm_id").cast(pl.Int64), disch=pl.col("dischtime").str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S"))
+    adm = read(synth, "hosp/admissions").select(
+        pl.col("hadm_id").cast(pl.Int64), disch=pl.col("dischtime").str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S")
+    )
     dx = ev.filter(pl.col("code").str.starts_with("DIAGNOSIS//")).join(adm, on="hadm_id")
     assert (dx["time"] == dx["disch"]).all()
 
@@ -131,8 +148,16 @@ def broken(synth, tmp_path):
     _rewrite(root / "hosp/labevents.csv.gz", lambda t: t + "\n".join(bad_lines) + "\n")
     adm = read(synth, "hosp/admissions")
     first = ",".join("" if v is None else str(v) for v in adm.row(0))
-    _rewrite(root / "hosp/admissions.csv.gz", lambda t: t + first + "\n"  # duplicate hadm_id
-             + first.replace(str(adm["hadm_id"][0]), "29999998").replace(adm["admittime"][0], "yesterday") + "\n")
+    _rewrite(
+        root / "hosp/admissions.csv.gz",
+        lambda t: (
+            t
+            + first
+            + "\n"  # duplicate hadm_id
+            + first.replace(str(adm["hadm_id"][0]), "29999998").replace(adm["admittime"][0], "yesterday")
+            + "\n"
+        ),
+    )
     _rewrite(root / "hosp/diagnoses_icd.csv.gz", lambda t: t + f"{subject},29999999,1,I10,10\n")
     return root
 
@@ -142,8 +167,14 @@ def test_broken_rows_are_counted_by_reason(broken, synth, tmp_path):
     manifest = prepare(PrepareConfig(out=tmp_path / "prep", mimic=broken))
     labs = manifest["tables"]["hosp/labevents"]
     n = read(synth, "hosp/labevents").height
-    assert labs["dropped"] == {"unparseable charttime": 1, "missing charttime": 1, "unknown itemid": 1,
-                               "unknown subject": 1, "missing subject_id": 1, "malformed line": 2}
+    assert labs["dropped"] == {
+        "unparseable charttime": 1,
+        "missing charttime": 1,
+        "unknown itemid": 1,
+        "unknown subject": 1,
+        "missing subject_id": 1,
+        "malformed line": 2,
+    }
     assert labs["read"] == n + 9 and labs["kept"] == n + 2
     assert labs["warnings"] == {"valuenum not a number (value parsed instead)": 1}
     adm = manifest["tables"]["hosp/admissions"]
@@ -189,7 +220,10 @@ def test_missing_file_names_the_file_and_what_to_pass(synth, tmp_path):
     root = tmp_path / "m"
     shutil.copytree(synth, root)
     (root / "hosp/prescriptions.csv.gz").unlink()
-    with pytest.raises(SourceError, match=r"missing table hosp/prescriptions: neither .*prescriptions.csv.gz nor .*prescriptions.csv exists\. Pass --mimic"):
+    with pytest.raises(
+        SourceError,
+        match=r"missing table hosp/prescriptions: neither .*prescriptions.csv.gz nor .*prescriptions.csv exists\. Pass --mimic",
+    ):
         prepare(PrepareConfig(out=tmp_path / "out", mimic=root))
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary folder left behind
@@ -207,7 +241,9 @@ def test_missing_column_names_the_file_and_the_column(synth, tmp_path):
 
 @pytest.mark.faults
 def test_cli_reports_user_errors_without_traceback(tmp_path):
-    result = CliRunner().invoke(app, ["data", "prepare", "--mimic", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        app, ["data", "prepare", "--mimic", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2
     assert "error:" in result.output and "no such folder" in result.output
     assert "Traceback" not in result.output
@@ -248,7 +284,9 @@ def test_invalid_meds_is_refused_with_the_file(prepared, tmp_path):
         prepare(PrepareConfig(out=tmp_path / "o", meds=source))
     unsorted = tmp_path / "unsorted"
     (unsorted / "data").mkdir(parents=True)
-    pl.read_parquet(prepared[0] / "events" / "data" / "0.parquet").reverse().write_parquet(unsorted / "data" / "0.parquet")
+    pl.read_parquet(prepared[0] / "events" / "data" / "0.parquet").reverse().write_parquet(
+        unsorted / "data" / "0.parquet"
+    )
     with pytest.raises(SourceError, match="sorted by subject_id then time"):
         prepare(PrepareConfig(out=tmp_path / "o2", meds=unsorted))
 

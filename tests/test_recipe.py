@@ -20,7 +20,10 @@ SNAPSHOT_1E12 = [
 
 def test_grid_snapshot_for_one_budget():
     accepted, rejected = candidates(Recipe(), 1e12, 374)
-    got = [(c.width, c.layers, c.heads, c.params, c.params_nonembed, c.steps, c.tokens, round(c.learning_rate, 6)) for c in accepted]
+    got = [
+        (c.width, c.layers, c.heads, c.params, c.params_nonembed, c.steps, c.tokens, round(c.learning_rate, 6))
+        for c in accepted
+    ]
     assert got == SNAPSHOT_1E12
     assert [r.width for r in rejected] == [192, 256, 384, 512, 768, 1024]
     assert rejected[0].reason == "too few steps: 40 < 50"

@@ -23,8 +23,14 @@ def test_ingestion_at_scale_is_valid_complete_and_deterministic(tmp_path):
         assert pl.read_parquet(shard).equals(pl.read_parquet(tmp_path / "b" / "events" / "data" / shard.name))
     assert first["source"]["content_hash"] == second["source"]["content_hash"]
     # Timelines, bags and labels are the same too.
-    for part in ("timelines/train/tokens.bin", "timelines/held_out/times.bin", "labbags/train/codes.npy",
-                 "labbags/tuning/values.npy", "tasks/abnormal_creatinine.parquet", "vocab/quantiles.parquet"):
+    for part in (
+        "timelines/train/tokens.bin",
+        "timelines/held_out/times.bin",
+        "labbags/train/codes.npy",
+        "labbags/tuning/values.npy",
+        "tasks/abnormal_creatinine.parquet",
+        "vocab/quantiles.parquet",
+    ):
         assert (tmp_path / "a" / part).read_bytes() == (tmp_path / "b" / part).read_bytes(), part
     assert first["timelines"] == second["timelines"] and first["bags"] == second["bags"]
 
@@ -39,9 +45,18 @@ def test_train_then_evaluate_on_two_thousand_patients(tmp_path):
 
     write_synthetic_mimic(tmp_path / "m", 2000, seed=5)
     prepare(PrepareConfig(out=tmp_path / "p", mimic=tmp_path / "m"))
-    spec = parse_spec({"name": "e2e", "data": str(tmp_path / "p"), "width": 32, "tokens": 150 * 16 * 64,
-                       "tasks": ["in_hospital_mortality", "long_stay"], "recipe": {"context": 64},
-                       "train": {"eval_every": 50, "checkpoint_every": 50}}, "test")
+    spec = parse_spec(
+        {
+            "name": "e2e",
+            "data": str(tmp_path / "p"),
+            "width": 32,
+            "tokens": 150 * 16 * 64,
+            "tasks": ["in_hospital_mortality", "long_stay"],
+            "recipe": {"context": 64},
+            "train": {"eval_every": 50, "checkpoint_every": 50},
+        },
+        "test",
+    )
     result = run(spec, tmp_path / "run", log=lambda _: None)
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
     for task in ("in_hospital_mortality", "long_stay"):

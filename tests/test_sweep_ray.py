@@ -29,11 +29,19 @@ TASK = "long_stay"
 
 
 def sweep_source(prep, runs_root, **changes) -> dict:
-    base = {"name": "tiny", "version": 1, "family": "timeline", "data": str(prep), "runs_root": str(runs_root),
-            "budgets": [3e8, 1e9], "tasks": [TASK], "sizes": {"widths": [16, 24, 32]},
-            "recipe": {"context": 32, "batch_rows": 4, "min_steps": 5},
-            "train": {"eval_every": 20, "eval_batches": 2, "checkpoint_every": 5, "log_every": 5},
-            "retries": {"failures": 1, "preemptions": 3}}
+    base = {
+        "name": "tiny",
+        "version": 1,
+        "family": "timeline",
+        "data": str(prep),
+        "runs_root": str(runs_root),
+        "budgets": [3e8, 1e9],
+        "tasks": [TASK],
+        "sizes": {"widths": [16, 24, 32]},
+        "recipe": {"context": 32, "batch_rows": 4, "min_steps": 5},
+        "train": {"eval_every": 20, "eval_batches": 2, "checkpoint_every": 5, "log_every": 5},
+        "retries": {"failures": 1, "preemptions": 3},
+    }
     base.update(changes)
     return base
 
@@ -78,16 +86,31 @@ def test_a_sweep_runs_once_and_a_second_run_trains_nothing(ray_cluster, prepared
     assert pl.read_parquet(again.runs_table).equals(frame)
     # no subject or admission identifier in what a run folder holds, nor in the figures and report made from it
     figures = tmp_path / "figures"
-    for args in (["plot", str(summary.runs_table), "--out", str(figures), "--resamples", "10"],
-                 ["report", str(summary.runs_table), "--figures", str(figures), "--out", str(tmp_path / "report.md"),
-                  "--resamples", "10"]):
+    for args in (
+        ["plot", str(summary.runs_table), "--out", str(figures), "--resamples", "10"],
+        [
+            "report",
+            str(summary.runs_table),
+            "--figures",
+            str(figures),
+            "--out",
+            str(tmp_path / "report.md"),
+            "--resamples",
+            "10",
+        ],
+    ):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, result.output
-    subjects = {str(s) for s in pl.read_parquet(prepared[0] / "events" / "metadata" / "subject_splits.parquet")["subject_id"]}
+    subjects = {
+        str(s) for s in pl.read_parquet(prepared[0] / "events" / "metadata" / "subject_splits.parquet")["subject_id"]
+    }
     admissions = {str(h) for h in pl.read_csv(synth / "hosp" / "admissions.csv.gz")["hadm_id"]}
     identifiers = {i for i in subjects | admissions if len(i) >= 6}
-    scanned = [p for p in [*summary.folder.rglob("*"), *figures.rglob("*"), tmp_path / "report.md"]
-               if p.is_file() and p.suffix in (".json", ".jsonl", ".log", ".svg", ".md")]
+    scanned = [
+        p
+        for p in [*summary.folder.rglob("*"), *figures.rglob("*"), tmp_path / "report.md"]
+        if p.is_file() and p.suffix in (".json", ".jsonl", ".log", ".svg", ".md")
+    ]
     assert any(p.suffix == ".svg" for p in scanned) and any(p.suffix == ".md" for p in scanned)
     for path in scanned:
         words = set(re.split(r"[^0-9]+", path.read_text()))
@@ -131,12 +154,18 @@ def _wait_for(condition, timeout: float = 240.0, every: float = 0.05):
 
 @pytest.mark.faults
 def test_a_killed_worker_is_retried_as_a_preemption_and_resumes(ray_cluster, prepared, tmp_path):
-    sweep = parse_sweep(sweep_source(prepared[0], tmp_path, budgets=[2e10], sizes={"widths": [16]}, tasks=[]), "tiny.toml")
+    sweep = parse_sweep(
+        sweep_source(prepared[0], tmp_path, budgets=[2e10], sizes={"widths": [16]}, tasks=[]), "tiny.toml"
+    )
     run_dir = sweep.folder() / "b2e10-w16-s0"
     outcome = {}
     thread = threading.Thread(target=lambda: outcome.update(summary=run_sweep(sweep, log=quiet)))
     thread.start()
-    _wait_for(lambda: (run_dir / "checkpoints").exists() and any(p.name.isdigit() for p in (run_dir / "checkpoints").iterdir()))
+    _wait_for(
+        lambda: (
+            (run_dir / "checkpoints").exists() and any(p.name.isdigit() for p in (run_dir / "checkpoints").iterdir())
+        )
+    )
     for worker in _wait_for(lambda: _workers_running(run_dir)):
         worker.send_signal(signal.SIGKILL)
     thread.join(timeout=300)
@@ -152,15 +181,27 @@ def test_a_killed_worker_is_retried_as_a_preemption_and_resumes(ray_cluster, pre
 def test_killing_the_driver_then_running_again_finishes_the_rest_without_duplicates(prepared, tmp_path):
     spec = toml(tmp_path / "tiny.toml", sweep_source(prepared[0], tmp_path / "runs", budgets=[3e8, 3e9], tasks=[]))
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    driver = subprocess.Popen([EHRSCALE, "sweep", "run", str(spec), "--max-parallel", "1"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    driver = subprocess.Popen(
+        [EHRSCALE, "sweep", "run", str(spec), "--max-parallel", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     folder = tmp_path / "runs" / "tiny" / "1"
     try:
         # wait until some runs have finished and a later one has a committed checkpoint, then kill the driver
         # and its cluster (runs go longest first: the third 3e9 run is long enough to be caught mid-way)
-        _wait_for(lambda: len(list(folder.glob("*/result.json"))) >= 2 and any(
-            not (d / "result.json").exists() and any((d / "checkpoints").glob("*/commit_success.txt"))
-            for d in folder.glob("b*")), every=0.02)
+        _wait_for(
+            lambda: (
+                len(list(folder.glob("*/result.json"))) >= 2
+                and any(
+                    not (d / "result.json").exists() and any((d / "checkpoints").glob("*/commit_success.txt"))
+                    for d in folder.glob("b*")
+                )
+            ),
+            every=0.02,
+        )
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
@@ -172,4 +213,8 @@ def test_killing_the_driver_then_running_again_finishes_the_rest_without_duplica
     assert f"{len(finished_before)} finished before" in again.stdout
     frame = pl.read_parquet(folder / "runs.parquet")
     assert frame.height == 6 and frame["run_id"].n_unique() == 6 and set(frame["status"]) == {"ok"}
-    assert any("resuming from step" in (d / "train.log").read_text() for d in folder.glob("b*") if d.name not in finished_before)
+    assert any(
+        "resuming from step" in (d / "train.log").read_text()
+        for d in folder.glob("b*")
+        if d.name not in finished_before
+    )

@@ -17,39 +17,49 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def sweep_dict(prep, **changes) -> dict:
-    base = {"name": "t", "version": 1, "family": "timeline", "data": str(prep), "budgets": [3e8, 1e9],
-            "sizes": {"widths": [16, 24, 32]}, "recipe": {"context": 32, "batch_rows": 4, "min_steps": 5}}
+    base = {
+        "name": "t",
+        "version": 1,
+        "family": "timeline",
+        "data": str(prep),
+        "budgets": [3e8, 1e9],
+        "sizes": {"widths": [16, 24, 32]},
+        "recipe": {"context": 32, "batch_rows": 4, "min_steps": 5},
+    }
     base.update(changes)
     return base
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"budget": [1e9]}, "t.toml: unknown key(s) budget"),
-    ({"budgets": []}, "t.toml: 'budgets' must be a non-empty list of positive FLOP counts"),
-    ({"budgets": [1e9, -1]}, "'budgets' must be a non-empty list of positive FLOP counts"),
-    ({"budgets": [1e9, 1e9]}, "'budgets' repeats a budget"),
-    ({"budgets": "1e9"}, "t.toml: 'budgets' must be list, got '1e9'"),
-    ({"family": "gpt"}, "'family' must be one of timeline, labrador, bert"),
-    ({"name": "a/b"}, "'name' must be letters, digits"),
-    ({"version": 1.5}, "'version' must be int or str"),
-    ({"seeds": [0, 0]}, "'seeds' must be a non-empty list of distinct non-negative integers"),
-    ({"tasks": ["mortality"]}, "unknown task(s) mortality"),
-    ({"convention": "7N"}, "'convention' must be one of"),
-    ({"sizes": {"count": 0}}, "[sizes] 'count' must be 1 or more"),
-    ({"sizes": {"widths": [16], "count": 3}}, "[sizes] takes either 'widths' or 'count' and 'span', not both"),
-    ({"sizes": {"span": "wide"}}, "[sizes] 'span' must be float, got 'wide'"),
-    ({"sizes": {"widths": [16, -2]}}, "[sizes] 'widths' must be a non-empty list of distinct positive integers"),
-    ({"sizes": 5}, "'sizes' must be a table ([sizes])"),
-    ({"recipe": {"contxt": 64}}, "[recipe]: unknown key(s) contxt"),
-    ({"recipe": {"context": "long"}}, "[recipe] 'context' must be int, got 'long'"),
-    ({"recipe": {"family": "bert"}}, "[recipe]: unknown key(s) family"),
-    ({"train": {"eval_every": 0}}, "[train] 'eval_every' must be a positive integer"),
-    ({"resources": {"gpu": 1}}, "[resources]: unknown key(s) gpu"),
-    ({"resources": {"cpus": 0}}, "[resources] 'cpus' must be more than 0"),
-    ({"resources": {"gpus": 1.5}}, "[resources] 'gpus' must be a fraction below 1"),
-    ({"resources": {"hosts": 2}}, "[resources] 'hosts' must be 1"),
-    ({"retries": {"preemptions": -1}}, "[retries] 'preemptions' must be 0 or more"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"budget": [1e9]}, "t.toml: unknown key(s) budget"),
+        ({"budgets": []}, "t.toml: 'budgets' must be a non-empty list of positive FLOP counts"),
+        ({"budgets": [1e9, -1]}, "'budgets' must be a non-empty list of positive FLOP counts"),
+        ({"budgets": [1e9, 1e9]}, "'budgets' repeats a budget"),
+        ({"budgets": "1e9"}, "t.toml: 'budgets' must be list, got '1e9'"),
+        ({"family": "gpt"}, "'family' must be one of timeline, labrador, bert"),
+        ({"name": "a/b"}, "'name' must be letters, digits"),
+        ({"version": 1.5}, "'version' must be int or str"),
+        ({"seeds": [0, 0]}, "'seeds' must be a non-empty list of distinct non-negative integers"),
+        ({"tasks": ["mortality"]}, "unknown task(s) mortality"),
+        ({"convention": "7N"}, "'convention' must be one of"),
+        ({"sizes": {"count": 0}}, "[sizes] 'count' must be 1 or more"),
+        ({"sizes": {"widths": [16], "count": 3}}, "[sizes] takes either 'widths' or 'count' and 'span', not both"),
+        ({"sizes": {"span": "wide"}}, "[sizes] 'span' must be float, got 'wide'"),
+        ({"sizes": {"widths": [16, -2]}}, "[sizes] 'widths' must be a non-empty list of distinct positive integers"),
+        ({"sizes": 5}, "'sizes' must be a table ([sizes])"),
+        ({"recipe": {"contxt": 64}}, "[recipe]: unknown key(s) contxt"),
+        ({"recipe": {"context": "long"}}, "[recipe] 'context' must be int, got 'long'"),
+        ({"recipe": {"family": "bert"}}, "[recipe]: unknown key(s) family"),
+        ({"train": {"eval_every": 0}}, "[train] 'eval_every' must be a positive integer"),
+        ({"resources": {"gpu": 1}}, "[resources]: unknown key(s) gpu"),
+        ({"resources": {"cpus": 0}}, "[resources] 'cpus' must be more than 0"),
+        ({"resources": {"gpus": 1.5}}, "[resources] 'gpus' must be a fraction below 1"),
+        ({"resources": {"hosts": 2}}, "[resources] 'hosts' must be 1"),
+        ({"retries": {"preemptions": -1}}, "[retries] 'preemptions' must be 0 or more"),
+    ],
+)
 @pytest.mark.faults
 def test_invalid_specs_name_the_file_and_the_key(change, message):
     with pytest.raises(SpecError) as error:
@@ -70,8 +80,10 @@ def test_missing_keys_and_bad_files(tmp_path):
 
 
 def test_resources_and_retries_parse_and_default():
-    sweep = parse_sweep(sweep_dict("prep", resources={"cpus": 2, "gpus": 0.5, "accelerator_type": "A100"},
-                                   retries={"failures": 0}), "t.toml")
+    sweep = parse_sweep(
+        sweep_dict("prep", resources={"cpus": 2, "gpus": 0.5, "accelerator_type": "A100"}, retries={"failures": 0}),
+        "t.toml",
+    )
     assert sweep.resources.gpus == 0.5 and sweep.resources.shares_gpu and sweep.resources.cpus == 2.0
     assert sweep.retries.failures == 0 and sweep.retries.preemptions == 5
     assert sweep.version == "1" and sweep.seeds == (0,) and sweep.runs_root == "runs"
@@ -113,10 +125,20 @@ def test_plan_lists_every_run_with_tokens_that_spend_the_budget(prepared):
 def test_a_changed_spec_under_the_same_name_and_version_is_refused(prepared, tmp_path):
     sweep = parse_sweep(sweep_dict(prepared[0], runs_root=str(tmp_path)), "t.toml")
     check_sweep_record(sweep, sweep.folder(), "hash")
-    check_sweep_record(parse_sweep(sweep_dict(prepared[0], runs_root=str(tmp_path), resources={"cpus": 2}), "t.toml"),
-                       sweep.folder(), "hash")  # resources do not decide results
-    changed = parse_sweep(sweep_dict(prepared[0], runs_root=str(tmp_path), budgets=[3e8, 2e9],
-                                     recipe={"context": 32, "batch_rows": 8, "min_steps": 5}), "t.toml")
+    check_sweep_record(
+        parse_sweep(sweep_dict(prepared[0], runs_root=str(tmp_path), resources={"cpus": 2}), "t.toml"),
+        sweep.folder(),
+        "hash",
+    )  # resources do not decide results
+    changed = parse_sweep(
+        sweep_dict(
+            prepared[0],
+            runs_root=str(tmp_path),
+            budgets=[3e8, 2e9],
+            recipe={"context": 32, "batch_rows": 8, "min_steps": 5},
+        ),
+        "t.toml",
+    )
     with pytest.raises(SpecError, match=r"fields that differ: budgets, recipe\); raise 'version'"):
         check_sweep_record(changed, changed.folder(), "hash")
 
@@ -136,8 +158,10 @@ def test_shipped_sweeps_are_valid(path):
 
 
 def test_the_driver_side_never_imports_jax():
-    code = ("import sys; import scaling.cli, scaling.sweep.driver, scaling.sweep.commands, scaling.sweep.submit; "
-            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'flax'))))")
+    code = (
+        "import sys; import scaling.cli, scaling.sweep.driver, scaling.sweep.commands, scaling.sweep.submit; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'flax'))))"
+    )
     out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
 
@@ -147,14 +171,38 @@ def test_collect_reads_results_and_aurocs_from_the_run_folders(prepared, tmp_pat
     plan = make_plan(sweep)
     first = sweep.folder() / plan.runs[0].run_id
     first.mkdir(parents=True)
-    (first / "result.json").write_text(json.dumps({
-        "status": "ok", "steps": plan.runs[0].candidate.steps, "loss": 2.5, "train_loss": 2.4, "wall_seconds": 3.0,
-        "tokens_per_s": 1000.0, "mfu": 0.1, "auroc_long_stay": 0.7, "auroc_long_stay_lo": 0.6, "auroc_long_stay_hi": 0.8}))
+    (first / "result.json").write_text(
+        json.dumps(
+            {
+                "status": "ok",
+                "steps": plan.runs[0].candidate.steps,
+                "loss": 2.5,
+                "train_loss": 2.4,
+                "wall_seconds": 3.0,
+                "tokens_per_s": 1000.0,
+                "mfu": 0.1,
+                "auroc_long_stay": 0.7,
+                "auroc_long_stay_lo": 0.6,
+                "auroc_long_stay_hi": 0.8,
+            }
+        )
+    )
     (first / "eval.json").write_text(json.dumps({"long_stay": {}}))
     second = sweep.folder() / plan.runs[1].run_id
     second.mkdir(parents=True)
-    (second / "result.json").write_text(json.dumps({"status": "diverged", "steps": 7, "loss": float("nan"),
-                                                    "train_loss": float("nan"), "wall_seconds": 1.0, "tokens_per_s": 1.0, "mfu": 0.0}))
+    (second / "result.json").write_text(
+        json.dumps(
+            {
+                "status": "diverged",
+                "steps": 7,
+                "loss": float("nan"),
+                "train_loss": float("nan"),
+                "wall_seconds": 1.0,
+                "tokens_per_s": 1.0,
+                "mfu": 0.0,
+            }
+        )
+    )
     frame = collect(plan, sweep.folder()).sort("run_id")
     rows = {r["run_id"]: r for r in frame.iter_rows(named=True)}
     assert rows[plan.runs[0].run_id]["status"] == "ok" and rows[plan.runs[0].run_id]["auroc_long_stay"] == 0.7
@@ -184,4 +232,6 @@ def test_plan_measure_times_real_steps_of_each_width(prepared):
     throughput = timed_throughput(sweep, [16, 16, 24], steps=2)
     assert sorted(throughput.tokens_per_s) == [16, 24] and all(v > 0 for v in throughput.tokens_per_s.values())
     run = make_plan(sweep).runs[0]
-    assert estimate_seconds(throughput, run.candidate) == pytest.approx(run.candidate.tokens / throughput.tokens_per_s[16])
+    assert estimate_seconds(throughput, run.candidate) == pytest.approx(
+        run.candidate.tokens / throughput.tokens_per_s[16]
+    )

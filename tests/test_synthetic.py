@@ -67,7 +67,10 @@ def test_values_parse_with_mimic_types(synth):
 
 def test_same_seed_same_bytes_different_seed_different(tmp_path):
     def digest(root):
-        return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.csv.gz"))}
+        return {
+            p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*.csv.gz"))
+        }
 
     write_synthetic_mimic(tmp_path / "a", 1200, seed=3, workers=1)
     write_synthetic_mimic(tmp_path / "b", 1200, seed=3, workers=2)
@@ -84,8 +87,13 @@ def test_refuses_to_overwrite(synth):
 def test_lab_items_are_real_mimic_items(synth):
     items = read(synth, "hosp/d_labitems")
     assert items.height >= 60
-    expected = {"50912": ("Creatinine", "mg/dL"), "51222": ("Hemoglobin", "g/dL"), "50983": ("Sodium", "mEq/L"),
-                "51301": ("White Blood Cells", "K/uL"), "50813": ("Lactate", "mmol/L")}
+    expected = {
+        "50912": ("Creatinine", "mg/dL"),
+        "51222": ("Hemoglobin", "g/dL"),
+        "50983": ("Sodium", "mEq/L"),
+        "51301": ("White Blood Cells", "K/uL"),
+        "50813": ("Lactate", "mmol/L"),
+    }
     labs = read(synth, "hosp/labevents")
     for itemid, (label, unit) in expected.items():
         assert items.filter(pl.col("itemid") == itemid)["label"].item() == label
@@ -114,7 +122,11 @@ def test_lab_value_formats_and_rates(synth):
 
 
 def test_flag_matches_reference_range(synth):
-    labs = read(synth, "hosp/labevents").filter(pl.col("valuenum").is_not_null() & pl.col("ref_range_lower").is_not_null() & pl.col("ref_range_upper").is_not_null())
+    labs = read(synth, "hosp/labevents").filter(
+        pl.col("valuenum").is_not_null()
+        & pl.col("ref_range_lower").is_not_null()
+        & pl.col("ref_range_upper").is_not_null()
+    )
     v, lo, hi = (labs[c].cast(pl.Float64) for c in ("valuenum", "ref_range_lower", "ref_range_upper"))
     outside = (v < lo) | (v > hi)
     assert ((labs["flag"] == "abnormal").fill_null(False) == outside).all()
@@ -144,7 +156,11 @@ def test_outcomes_are_consistent(synth):
     labs = read(synth, "hosp/labevents").join(patients.filter(pl.col("dod").is_not_null()), on="subject_id")
     assert (labs["charttime"].str.slice(0, 10) <= labs["dod"]).all()
     # At most one in-hospital death per subject, and it is their last admission.
-    last = adm.sort("admittime").group_by("subject_id").agg(pl.col("hospital_expire_flag").last(), pl.col("hospital_expire_flag").cast(pl.Int64).sum().alias("deaths"))
+    last = (
+        adm.sort("admittime")
+        .group_by("subject_id")
+        .agg(pl.col("hospital_expire_flag").last(), pl.col("hospital_expire_flag").cast(pl.Int64).sum().alias("deaths"))
+    )
     assert (last["deaths"] <= 1).all()
     assert last.filter(pl.col("deaths") == 1)["hospital_expire_flag"].eq("1").all()
 
@@ -153,9 +169,16 @@ def test_conditions_shape_labs_years_later(synth):
     """Kidney disease raises creatinine, and more so years after onset: a long-range dependency."""
     conditions = read(synth, "oracle/conditions")
     assert set(conditions["condition"]) == set(CONDITIONS) and len(CONDITIONS) >= 8
-    ckd = conditions.filter(pl.col("condition") == "ckd").select("subject_id", onset=pl.col("onset").str.strptime(pl.Datetime, TIME))
-    creat = read(synth, "hosp/labevents").filter((pl.col("itemid") == "50912") & pl.col("valuenum").is_not_null()).select(
-        "subject_id", v=pl.col("valuenum").cast(pl.Float64), t=pl.col("charttime").str.strptime(pl.Datetime, TIME))
+    ckd = conditions.filter(pl.col("condition") == "ckd").select(
+        "subject_id", onset=pl.col("onset").str.strptime(pl.Datetime, TIME)
+    )
+    creat = (
+        read(synth, "hosp/labevents")
+        .filter((pl.col("itemid") == "50912") & pl.col("valuenum").is_not_null())
+        .select(
+            "subject_id", v=pl.col("valuenum").cast(pl.Float64), t=pl.col("charttime").str.strptime(pl.Datetime, TIME)
+        )
+    )
     with_ckd = creat.join(ckd, on="subject_id", how="left")
     before = with_ckd.filter(pl.col("onset").is_null() | (pl.col("t") < pl.col("onset")))["v"].median()
     after = with_ckd.filter(pl.col("t") >= pl.col("onset") + pl.duration(days=3 * 365))["v"].median()
@@ -167,7 +190,9 @@ def test_oracle_risks_predict_outcomes(synth):
     oracle = read(synth, "oracle/admissions").join(read(synth, "hosp/admissions"), on=["subject_id", "hadm_id"])
     died = oracle["hospital_expire_flag"].cast(pl.Int64).to_numpy()
     assert roc_auc_score(died, oracle["risk_in_hospital_mortality"].cast(pl.Float64).to_numpy()) > 0.75
-    los = (oracle["dischtime"].str.strptime(pl.Datetime, TIME) - oracle["admittime"].str.strptime(pl.Datetime, TIME)).dt.total_hours() / 24
+    los = (
+        oracle["dischtime"].str.strptime(pl.Datetime, TIME) - oracle["admittime"].str.strptime(pl.Datetime, TIME)
+    ).dt.total_hours() / 24
     stayed = (los > 1).to_numpy()
     long_stay = (los > 7).to_numpy()[stayed]
     assert roc_auc_score(long_stay, oracle["risk_long_stay"].cast(pl.Float64).to_numpy()[stayed]) > 0.65

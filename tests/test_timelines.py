@@ -23,38 +23,60 @@ def decoded(events, vocab):
 
 
 def test_tokens_of_a_hand_made_timeline():
-    events = event_frame([
-        (1, None, "GENDER//F", None, None),
-        (1, at(days=-365 * 40), "MEDS_BIRTH", None, None),
-        (1, at(), "HOSPITAL_ADMISSION//EW EMER.", None, None),
-        (1, at(minutes=3), "LAB//50912//mg/dL", 0.8, None),  # 3 minutes: no gap token
-        (1, at(minutes=3), "LAB//51487//UNK", None, "NEG"),  # same time: no gap token
-        (1, at(minutes=23), "LAB//50912//mg/dL", 2.0, None),  # 20 minutes: 15m-1h
-        (1, at(days=2, minutes=23), "LAB//50912//mg/dL", 1.1, None),  # 2 days: 1d-3d
-        (1, at(days=400, minutes=23), "MEDICATION//Heparin", None, None),  # 398 days: >6mt twice
-        (2, None, "GENDER//M", None, None),
-        (2, at(), "LAB//50912//mg/dL", 5.0, None),
-    ])
+    events = event_frame(
+        [
+            (1, None, "GENDER//F", None, None),
+            (1, at(days=-365 * 40), "MEDS_BIRTH", None, None),
+            (1, at(), "HOSPITAL_ADMISSION//EW EMER.", None, None),
+            (1, at(minutes=3), "LAB//50912//mg/dL", 0.8, None),  # 3 minutes: no gap token
+            (1, at(minutes=3), "LAB//51487//UNK", None, "NEG"),  # same time: no gap token
+            (1, at(minutes=23), "LAB//50912//mg/dL", 2.0, None),  # 20 minutes: 15m-1h
+            (1, at(days=2, minutes=23), "LAB//50912//mg/dL", 1.1, None),  # 2 days: 1d-3d
+            (1, at(days=400, minutes=23), "MEDICATION//Heparin", None, None),  # 398 days: >6mt twice
+            (2, None, "GENDER//M", None, None),
+            (2, at(), "LAB//50912//mg/dL", 5.0, None),
+        ]
+    )
     vocab = fit_vocabulary(events.lazy(), CONFIG)
     tokens, times, lengths, prefix = decoded(events, vocab)
     # Quartiles of 0.8, 1.1, 2.0, 5.0 (linear): 1.025, 1.55, 2.75.
-    assert vocab.quantiles.filter(pl.col("code") == "LAB//50912//mg/dL").select(pl.exclude("code")).row(0) == pytest.approx((1.025, 1.55, 2.75), rel=1e-6)
+    assert vocab.quantiles.filter(pl.col("code") == "LAB//50912//mg/dL").select(pl.exclude("code")).row(
+        0
+    ) == pytest.approx((1.025, 1.55, 2.75), rel=1e-6)
     q = {0.8: "Q1", 1.1: "Q2", 2.0: "Q3", 5.0: "Q4"}
-    assert tokens[:lengths[0]] == [
-        "GENDER//F", "AGE//Q1", "HOSPITAL_ADMISSION//EW EMER.", "LAB//50912//mg/dL", q[0.8], "LAB//51487//UNK", "TXT//NEG",
-        "TIME//15m-1h", "LAB//50912//mg/dL", q[2.0], "TIME//1d-3d", "LAB//50912//mg/dL", q[1.1],
-        "TIME//>6mt", "TIME//>6mt", "MEDICATION//Heparin",
+    assert tokens[: lengths[0]] == [
+        "GENDER//F",
+        "AGE//Q1",
+        "HOSPITAL_ADMISSION//EW EMER.",
+        "LAB//50912//mg/dL",
+        q[0.8],
+        "LAB//51487//UNK",
+        "TXT//NEG",
+        "TIME//15m-1h",
+        "LAB//50912//mg/dL",
+        q[2.0],
+        "TIME//1d-3d",
+        "LAB//50912//mg/dL",
+        q[1.1],
+        "TIME//>6mt",
+        "TIME//>6mt",
+        "MEDICATION//Heparin",
     ]
-    assert tokens[lengths[0]:] == ["GENDER//M", "AGE//UNK", "LAB//50912//mg/dL", q[5.0]]  # no birth: unknown age
+    assert tokens[lengths[0] :] == ["GENDER//M", "AGE//UNK", "LAB//50912//mg/dL", q[5.0]]  # no birth: unknown age
     assert list(prefix) == [2, 2]
-    assert (times[:2] == STATIC_TIME).all() and (np.diff(times[2:lengths[0]]) >= 0).all()
+    assert (times[:2] == STATIC_TIME).all() and (np.diff(times[2 : lengths[0]]) >= 0).all()
 
 
 def test_rare_codes_and_texts_fall_back():
-    events = event_frame([(1, at(), "LAB//1//x", None, "POS")] + [(1, at(minutes=i), "DIAGNOSIS//ICD//10//I10", None, None) for i in range(3)]
-                         + [(2, at(), "DIAGNOSIS//ICD//10//Z99", None, None), (2, at(minutes=1), "OTHER//thing", None, None)])
-    vocab = fit_vocabulary(event_frame([(1, at(minutes=i), "DIAGNOSIS//ICD//10//I10", None, "NEG") for i in range(3)]).lazy(),
-                           TokenizerConfig(min_code_count=2, min_text_count=2))
+    events = event_frame(
+        [(1, at(), "LAB//1//x", None, "POS")]
+        + [(1, at(minutes=i), "DIAGNOSIS//ICD//10//I10", None, None) for i in range(3)]
+        + [(2, at(), "DIAGNOSIS//ICD//10//Z99", None, None), (2, at(minutes=1), "OTHER//thing", None, None)]
+    )
+    vocab = fit_vocabulary(
+        event_frame([(1, at(minutes=i), "DIAGNOSIS//ICD//10//I10", None, "NEG") for i in range(3)]).lazy(),
+        TokenizerConfig(min_code_count=2, min_text_count=2),
+    )
     tokens, *_ = decoded(events, vocab)
     assert tokens[:3] == ["AGE//UNK", "UNK//OTHER", "TXT//RARE"]  # LAB category unseen in train: UNK//OTHER
     assert "UNK//DIAGNOSIS" in tokens and "DIAGNOSIS//ICD//10//I10" in tokens
@@ -64,16 +86,25 @@ def test_quantiles_and_vocabulary_see_only_the_train_split(prepared, tmp_path):
     prep, _ = prepared
     events = tmp_path / "events"
     shutil.copytree(prep / "events", events)
-    held_out = pl.read_parquet(events / "metadata" / "subject_splits.parquet").filter(pl.col("split") != "train")["subject_id"]
+    held_out = pl.read_parquet(events / "metadata" / "subject_splits.parquet").filter(pl.col("split") != "train")[
+        "subject_id"
+    ]
     for shard in (events / "data").glob("*.parquet"):
         frame = pl.read_parquet(shard)
         changed = frame.with_columns(
-            numeric_value=pl.when(pl.col("subject_id").is_in(held_out.implode())).then(pl.col("numeric_value") * 100).otherwise("numeric_value"),
-            code=pl.when(pl.col("subject_id").is_in(held_out.implode()) & (pl.col("code") == "GENDER//F")).then(pl.lit("GENDER//X")).otherwise("code"))
+            numeric_value=pl.when(pl.col("subject_id").is_in(held_out.implode()))
+            .then(pl.col("numeric_value") * 100)
+            .otherwise("numeric_value"),
+            code=pl.when(pl.col("subject_id").is_in(held_out.implode()) & (pl.col("code") == "GENDER//F"))
+            .then(pl.lit("GENDER//X"))
+            .otherwise("code"),
+        )
         changed.write_parquet(shard)
     out = tmp_path / "derived"
     derive(events, out, TokenizerConfig(), BagConfig(), TaskConfig())
-    assert pl.read_parquet(out / "vocab" / "quantiles.parquet").equals(pl.read_parquet(prep / "vocab" / "quantiles.parquet"))
+    assert pl.read_parquet(out / "vocab" / "quantiles.parquet").equals(
+        pl.read_parquet(prep / "vocab" / "quantiles.parquet")
+    )
     assert pl.read_parquet(out / "vocab" / "vocab.parquet").equals(pl.read_parquet(prep / "vocab" / "vocab.parquet"))
     for name in ("ecdf_values.npy", "ecdf_cdf.npy"):
         assert np.array_equal(np.load(out / "labbags" / name), np.load(prep / "labbags" / name))
@@ -88,8 +119,13 @@ def _synthetic_timelines(lengths, prefix=2) -> Timelines:
     """Subject i's tokens are 1000 * (i + 1) + position, so any token names its subject."""
     tokens = np.concatenate([1000 * (i + 1) + np.arange(n) for i, n in enumerate(lengths)]).astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    return Timelines(tokens=tokens, times=np.zeros(len(tokens), np.int64), offsets=offsets,
-                     subject_ids=np.arange(len(lengths)), prefix_lengths=np.full(len(lengths), prefix, np.int32))
+    return Timelines(
+        tokens=tokens,
+        times=np.zeros(len(tokens), np.int64),
+        offsets=offsets,
+        subject_ids=np.arange(len(lengths)),
+        prefix_lengths=np.full(len(lengths), prefix, np.int32),
+    )
 
 
 def test_windows_never_cross_patients_and_cover_every_token():

@@ -19,9 +19,15 @@ EHRSCALE = str(Path(sys.executable).with_name("ehrscale"))
 
 
 def spec_dict(prep, **changes) -> dict:
-    base = {"name": "tiny", "data": str(prep), "family": "timeline", "width": 32, "tokens": 60 * 16 * 32,
-            "recipe": {"context": 32, "batch_rows": 16},
-            "train": {"eval_every": 20, "eval_batches": 2, "checkpoint_every": 10, "log_every": 5}}
+    base = {
+        "name": "tiny",
+        "data": str(prep),
+        "family": "timeline",
+        "width": 32,
+        "tokens": 60 * 16 * 32,
+        "recipe": {"context": 32, "batch_rows": 16},
+        "train": {"eval_every": 20, "eval_batches": 2, "checkpoint_every": 10, "log_every": 5},
+    }
     for key, value in changes.items():
         if isinstance(value, dict):
             base[key] = {**base.get(key, {}), **value}
@@ -53,9 +59,21 @@ def test_loss_falls_and_the_run_folder_holds_what_it_promises(prepared, tmp_path
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert metrics[0]["loss"] > metrics[-1]["loss"] + 1.0  # from about ln(vocab) down
     assert result["status"] == "ok" and result["steps"] == 60 and result["tokens"] == 60 * 16 * 32
-    for key in ("params", "params_nonembed", "flops", "convention", "train_loss", "held_out_loss", "wall_seconds", "tokens_per_s", "mfu"):
+    for key in (
+        "params",
+        "params_nonembed",
+        "flops",
+        "convention",
+        "train_loss",
+        "held_out_loss",
+        "wall_seconds",
+        "tokens_per_s",
+        "mfu",
+    ):
         assert key in result
-    assert result["convention"] == "exact" and result["flops"] == pytest.approx(result["flops_per_token"] * result["tokens"])
+    assert result["convention"] == "exact" and result["flops"] == pytest.approx(
+        result["flops_per_token"] * result["tokens"]
+    )
     for key in ("step", "tokens", "loss", "lr", "grad_norm", "step_time", "tokens_per_s", "mfu"):
         assert key in metrics[-1]
     assert metrics[-1]["step"] == 60 and "held_out_loss" in metrics[-1]
@@ -73,28 +91,43 @@ def test_finished_run_is_not_trained_again_and_a_changed_spec_is_refused(prepare
     assert train(make_spec(prepared[0], tokens=20 * 16 * 32), out, log=lambda _: None) == first
     assert (out / "result.json").stat().st_mtime_ns == stamp
     with pytest.raises(RunError, match="another spec \\(fields that differ: recipe, width\\)"):
-        train(make_spec(prepared[0], tokens=20 * 16 * 32, width=48, recipe={"lr_width_product": 2.0}), out, log=lambda _: None)
+        train(
+            make_spec(prepared[0], tokens=20 * 16 * 32, width=48, recipe={"lr_width_product": 2.0}),
+            out,
+            log=lambda _: None,
+        )
 
 
 @pytest.mark.faults
 def test_divergence_stops_the_run(prepared, tmp_path):
-    result = train(make_spec(prepared[0], recipe={"lr_width_product": 1e12, "grad_clip": 1e12, "weight_decay": 0.0}),
-                   tmp_path / "run", log=lambda _: None, peak_flops=1e11)
+    result = train(
+        make_spec(prepared[0], recipe={"lr_width_product": 1e12, "grad_clip": 1e12, "weight_decay": 0.0}),
+        tmp_path / "run",
+        log=lambda _: None,
+        peak_flops=1e11,
+    )
     assert result["status"] == "diverged"
     assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "diverged"
 
 
 def _run(args, env=None, **kwargs):
-    return subprocess.run([EHRSCALE, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, **kwargs)
+    return subprocess.run(
+        [EHRSCALE, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, **kwargs
+    )
 
 
 @pytest.mark.faults
 def test_kill_minus_nine_then_resume_ends_with_the_same_loss(prepared, tmp_path):
-    spec = write_toml(tmp_path / "run.toml", spec_dict(prepared[0], tokens=80 * 16 * 32, train={"checkpoint_every": 10}))
+    spec = write_toml(
+        tmp_path / "run.toml", spec_dict(prepared[0], tokens=80 * 16 * 32, train={"checkpoint_every": 10})
+    )
     reference = _run(["train", str(spec), "--out", str(tmp_path / "whole")])
     assert reference.returncode == 0, reference.stderr
-    process = subprocess.Popen([EHRSCALE, "train", str(spec), "--out", str(tmp_path / "cut")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [EHRSCALE, "train", str(spec), "--out", str(tmp_path / "cut")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     checkpoints = tmp_path / "cut" / "checkpoints"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -119,14 +152,19 @@ def test_kill_minus_nine_then_resume_ends_with_the_same_loss(prepared, tmp_path)
 def test_two_devices_match_one(prepared, tmp_path):
     spec = write_toml(tmp_path / "run.toml", spec_dict(prepared[0], tokens=30 * 16 * 32))
     one = _run(["train", str(spec), "--out", str(tmp_path / "one")])
-    two = _run(["train", str(spec), "--out", str(tmp_path / "two")], env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    two = _run(
+        ["train", str(spec), "--out", str(tmp_path / "two")],
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+    )
     assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
     a = json.loads((tmp_path / "one" / "result.json").read_text())
     b = json.loads((tmp_path / "two" / "result.json").read_text())
     # Two devices sum the gradient in another order: the same to float round-off at first (1e-7 at
     # step 10 here), which 30 AdamW steps at this small model's large learning rate grow to ~1e-4.
-    early = [[json.loads(line)["loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()[:2]]
-             for name in ("one", "two")]
+    early = [
+        [json.loads(line)["loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()[:2]]
+        for name in ("one", "two")
+    ]
     assert early[1] == pytest.approx(early[0], rel=1e-5)
     assert b["held_out_loss"] == pytest.approx(a["held_out_loss"], rel=1e-3)
     assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-3)
@@ -134,8 +172,12 @@ def test_two_devices_match_one(prepared, tmp_path):
 
 @pytest.mark.parametrize("family", ["labrador", "bert"])
 def test_bag_families_train(prepared, tmp_path, family):
-    result = train(make_spec(prepared[0], family=family, tokens=40 * 16 * 64, recipe={"batch_rows": 16}),
-                   tmp_path / family, log=lambda _: None, peak_flops=1e11)
+    result = train(
+        make_spec(prepared[0], family=family, tokens=40 * 16 * 64, recipe={"batch_rows": 16}),
+        tmp_path / family,
+        log=lambda _: None,
+        peak_flops=1e11,
+    )
     metrics = [json.loads(line) for line in (tmp_path / family / "metrics.jsonl").read_text().splitlines()]
     assert result["status"] == "ok" and metrics[-1]["loss"] < metrics[0]["loss"]
 
@@ -144,11 +186,20 @@ def test_cli_reports_spec_errors(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "x"\ndata = "nowhere"\nwidth = 32\ntokens = 10\nwidht = 3\n')
     result = _run(["train", str(bad), "--out", str(tmp_path / "o")])
-    assert result.returncode == 2 and "bad.toml: unknown key(s) widht" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.returncode == 2
+        and "bad.toml: unknown key(s) widht" in result.stderr
+        and "Traceback" not in result.stderr
+    )
 
 
 def test_bfloat16_compute_keeps_float32_weights(prepared, tmp_path):
-    result = train(make_spec(prepared[0], dtype="bfloat16", tokens=20 * 16 * 32), tmp_path / "bf16", log=lambda _: None, peak_flops=1e11)
+    result = train(
+        make_spec(prepared[0], dtype="bfloat16", tokens=20 * 16 * 32),
+        tmp_path / "bf16",
+        log=lambda _: None,
+        peak_flops=1e11,
+    )
     metrics = [json.loads(line) for line in (tmp_path / "bf16" / "metrics.jsonl").read_text().splitlines()]
     assert result["status"] == "ok" and metrics[-1]["loss"] < metrics[0]["loss"]
     manager = ocp.CheckpointManager(tmp_path / "bf16" / "checkpoints")

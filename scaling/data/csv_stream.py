@@ -65,8 +65,14 @@ def open_table(root: Path, name: str, required: tuple[str, ...], hint: str) -> S
     lower = {h.lower() for h in header}
     missing = [c for c in required if c.lower() not in lower]
     if missing:
-        other = next((name for sep, name in (("\t", "tabs"), (";", "semicolons"), ("|", "'|'")) if len(header) == 1
-                      and sep in header[0]), None)
+        other = next(
+            (
+                name
+                for sep, name in (("\t", "tabs"), (";", "semicolons"), ("|", "'|'"))
+                if len(header) == 1 and sep in header[0]
+            ),
+            None,
+        )
         delimiter = f"The header is split by {other}, not commas: MIMIC-IV files are comma-separated. " if other else ""
         raise SourceError(
             f"{path}: missing column {', '.join(repr(c) for c in missing)} (the file has: {', '.join(header)}). "
@@ -99,8 +105,9 @@ class _CountingFile:
         return True
 
 
-def stream(table: SourceTable, columns: tuple[str, ...], malformed: list[int],
-           on_bytes: Callable[[int], None] | None = None) -> Iterator[pl.DataFrame]:
+def stream(
+    table: SourceTable, columns: tuple[str, ...], malformed: list[int], on_bytes: Callable[[int], None] | None = None
+) -> Iterator[pl.DataFrame]:
     """Batches of the wanted columns as text, renamed to lower case; adds skipped lines to malformed[0]."""
     actual = [table.column(c) for c in columns]
 

@@ -57,8 +57,10 @@ class PreparedDataset:
             raise DatasetError(f"{root}: no {MANIFEST}, so not a prepared dataset; {_rebuild(root, None)}")
         manifest = json.loads(path.read_text())
         if manifest.get("format") != FORMAT:
-            raise DatasetError(f"{root}: written in format {manifest.get('format')!r}, this ehrscale reads {FORMAT!r}; "
-                               f"{_rebuild(root, manifest)}")
+            raise DatasetError(
+                f"{root}: written in format {manifest.get('format')!r}, this ehrscale reads {FORMAT!r}; "
+                f"{_rebuild(root, manifest)}"
+            )
         for part, file in PARTS.items():
             if not (root / file).exists():
                 raise DatasetError(f"{root}: the {part} part is missing ({root / file}); {_rebuild(root, manifest)}")

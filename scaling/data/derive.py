@@ -15,8 +15,14 @@ from scaling.data import labbags, tasks, timelines
 from scaling.data.meds_io import SPLITS
 
 
-def derive(events_root: Path, prep: Path, tokenizer: timelines.TokenizerConfig, bags: labbags.BagConfig,
-           task_config: tasks.TaskConfig, step=lambda text: None) -> dict:
+def derive(
+    events_root: Path,
+    prep: Path,
+    tokenizer: timelines.TokenizerConfig,
+    bags: labbags.BagConfig,
+    task_config: tasks.TaskConfig,
+    step=lambda text: None,
+) -> dict:
     """Write PREP/vocab, PREP/timelines, PREP/labbags, PREP/tasks; return their manifest sections."""
     shards = sorted((events_root / meds.data_subdirectory).rglob("*.parquet"))
     splits = pl.read_parquet(events_root / meds.subject_splits_filepath)
@@ -49,9 +55,16 @@ def derive(events_root: Path, prep: Path, tokenizer: timelines.TokenizerConfig, 
     return {
         "tokenizer": {**asdict(tokenizer), "vocab_size": vocab.size, "token_dtype": vocab.dtype.name},
         "timelines": timeline_stats,
-        "bags": {"config": asdict(bags), "items": lab_vocab.size, "considered": bag_drops.pop("bags considered", 0),
-                 "bags_by_split": bag_stats, "subsampled_to_max_labs": bag_drops.pop("bags subsampled to max_labs (kept)", 0),
-                 "dropped": dict(sorted(bag_drops.items()))},
-        "tasks": {"config": asdict(task_config),
-                  "labels": {name: {"by_split": task_stats[name], "excluded": exclusions[name]} for name in labels}},
+        "bags": {
+            "config": asdict(bags),
+            "items": lab_vocab.size,
+            "considered": bag_drops.pop("bags considered", 0),
+            "bags_by_split": bag_stats,
+            "subsampled_to_max_labs": bag_drops.pop("bags subsampled to max_labs (kept)", 0),
+            "dropped": dict(sorted(bag_drops.items())),
+        },
+        "tasks": {
+            "config": asdict(task_config),
+            "labels": {name: {"by_split": task_stats[name], "excluded": exclusions[name]} for name in labels},
+        },
     }

@@ -16,7 +16,10 @@ def describe(dataset: PreparedDataset) -> Table:
         table.add_column(split, justify="right")
     table.add_row("subjects", *(f"{m['counts']['subjects_by_split'].get(s, 0):,}" for s in SPLITS))
     table.add_row("timeline tokens", *(f"{m['timelines'][s]['tokens']:,}" for s in SPLITS))
-    table.add_row("tokens per subject", *(f"{m['timelines'][s]['tokens'] / max(m['timelines'][s]['subjects'], 1):,.0f}" for s in SPLITS))
+    table.add_row(
+        "tokens per subject",
+        *(f"{m['timelines'][s]['tokens'] / max(m['timelines'][s]['subjects'], 1):,.0f}" for s in SPLITS),
+    )
     table.add_row("lab bags", *(f"{m['bags']['bags_by_split'][s]:,}" for s in SPLITS))
     for name, task in m["tasks"]["labels"].items():
         cells = []
@@ -26,8 +29,11 @@ def describe(dataset: PreparedDataset) -> Table:
         table.add_row(f"task {name}", *cells)
     vocab = dataset.vocabulary().frame()
     kinds = vocab.group_by("kind").len().sort("kind")
-    table.caption = (f"{m['counts']['events']:,} events, {m['counts']['codes']:,} codes; vocabulary {vocab.height:,} tokens ("
-                     + ", ".join(f"{k} {n}" for k, n in kinds.iter_rows()) + f"); {m['bags']['items']} lab items in bags")
+    table.caption = (
+        f"{m['counts']['events']:,} events, {m['counts']['codes']:,} codes; vocabulary {vocab.height:,} tokens ("
+        + ", ".join(f"{k} {n}" for k, n in kinds.iter_rows())
+        + f"); {m['bags']['items']} lab items in bags"
+    )
     return table
 
 

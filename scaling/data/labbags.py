@@ -76,24 +76,42 @@ class LabVocabulary:
     @classmethod
     def load(cls, folder: Path) -> "LabVocabulary":
         frame = pl.read_parquet(folder / "lab_vocab.parquet")
-        return cls(items=tuple(frame["item"]), counts=tuple(frame["count"]),
-                   ecdf_values=np.load(folder / "ecdf_values.npy"), ecdf_cdf=np.load(folder / "ecdf_cdf.npy"),
-                   ecdf_offsets=np.load(folder / "ecdf_offsets.npy"))
+        return cls(
+            items=tuple(frame["item"]),
+            counts=tuple(frame["count"]),
+            ecdf_values=np.load(folder / "ecdf_values.npy"),
+            ecdf_cdf=np.load(folder / "ecdf_cdf.npy"),
+            ecdf_offsets=np.load(folder / "ecdf_offsets.npy"),
+        )
 
 
 def lab_rows(events: pl.LazyFrame, config: BagConfig) -> pl.LazyFrame:
     """Lab events as (subject_id, time, item, numeric_value); item = the part after the prefix, before the unit."""
     return events.filter(pl.col("code").str.starts_with(config.lab_prefix) & pl.col("time").is_not_null()).select(
-        "subject_id", "time", item=pl.col("code").str.slice(len(config.lab_prefix)).str.split("//").list.first(),
-        value=pl.col("numeric_value").cast(pl.Float64))
+        "subject_id",
+        "time",
+        item=pl.col("code").str.slice(len(config.lab_prefix)).str.split("//").list.first(),
+        value=pl.col("numeric_value").cast(pl.Float64),
+    )
 
 
 def fit_lab_vocabulary(train: pl.LazyFrame, config: BagConfig) -> LabVocabulary:
     labs = lab_rows(train, config)
-    counts = labs.group_by("item").agg(count=pl.len()).filter(pl.col("count") >= config.min_code_count).collect().sort("item")
+    counts = (
+        labs.group_by("item")
+        .agg(count=pl.len())
+        .filter(pl.col("count") >= config.min_code_count)
+        .collect()
+        .sort("item")
+    )
     items = counts["item"].to_list()
-    distinct = (labs.filter(pl.col("item").is_in(items) & pl.col("value").is_not_null() & pl.col("value").is_finite())
-                .group_by("item", "value").agg(n=pl.len()).collect().sort("item", "value"))
+    distinct = (
+        labs.filter(pl.col("item").is_in(items) & pl.col("value").is_not_null() & pl.col("value").is_finite())
+        .group_by("item", "value")
+        .agg(n=pl.len())
+        .collect()
+        .sort("item", "value")
+    )
     values, cdf, offsets = [], [], [0]
     for item in items:
         part = distinct.filter(pl.col("item") == item)
@@ -101,10 +119,13 @@ def fit_lab_vocabulary(train: pl.LazyFrame, config: BagConfig) -> LabVocabulary:
         values.append(part["value"].to_numpy())
         cdf.append((np.cumsum(n) / max(n.sum(), 1)).astype(np.float32))
         offsets.append(offsets[-1] + part.height)
-    return LabVocabulary(items=tuple(items), counts=tuple(counts["count"].to_list()),
-                         ecdf_values=np.concatenate(values) if values else np.zeros(0),
-                         ecdf_cdf=np.concatenate(cdf) if cdf else np.zeros(0, np.float32),
-                         ecdf_offsets=np.asarray(offsets, dtype=np.int64))
+    return LabVocabulary(
+        items=tuple(items),
+        counts=tuple(counts["count"].to_list()),
+        ecdf_values=np.concatenate(values) if values else np.zeros(0),
+        ecdf_cdf=np.concatenate(cdf) if cdf else np.zeros(0, np.float32),
+        ecdf_offsets=np.asarray(offsets, dtype=np.int64),
+    )
 
 
 @dataclass(frozen=True)
@@ -128,8 +149,11 @@ def make_bags(events: pl.DataFrame, vocab: LabVocabulary, config: BagConfig, dro
     before = labs.height
     labs = labs.unique(["subject_id", "time", "code"], keep="first", maintain_order=True)
     drops["repeated item within a bag"] += before - labs.height
-    bags = (labs.sort("subject_id", "time", "code").group_by("subject_id", "time", maintain_order=True)
-            .agg("code", "value", n=pl.len(), missing=pl.col("value").is_null().sum()))
+    bags = (
+        labs.sort("subject_id", "time", "code")
+        .group_by("subject_id", "time", maintain_order=True)
+        .agg("code", "value", n=pl.len(), missing=pl.col("value").is_null().sum())
+    )
     total = bags.height
     keep = bags["n"].to_numpy() >= config.min_labs
     drops["fewer than min_labs"] += int((~keep).sum())
@@ -154,15 +178,20 @@ def make_bags(events: pl.DataFrame, vocab: LabVocabulary, config: BagConfig, dro
     rng = np.random.default_rng([config.seed, int(bags["subject_id"][0]) if bags.height else 0])
     for row in np.flatnonzero(~over):
         s, n = starts[row], lengths[row]
-        codes[row, :n] = flat_codes[s:s + n]
-        values[row, :n] = flat_values[s:s + n]
+        codes[row, :n] = flat_codes[s : s + n]
+        values[row, :n] = flat_values[s : s + n]
     for row in np.flatnonzero(over):
         pick = np.sort(rng.permutation(lengths[row])[: config.max_labs]) + starts[row]
         codes[row] = flat_codes[pick]
         values[row] = flat_values[pick]
     lengths = np.minimum(lengths, config.max_labs).astype(np.int32)
-    return Bags(codes=codes, values=values, lengths=lengths, subject_ids=bags["subject_id"].to_numpy(),
-                times=bags["time"].dt.epoch("us").to_numpy())
+    return Bags(
+        codes=codes,
+        values=values,
+        lengths=lengths,
+        subject_ids=bags["subject_id"].to_numpy(),
+        times=bags["time"].dt.epoch("us").to_numpy(),
+    )
 
 
 def _subset_of_previous(bags: pl.DataFrame, n_items: int) -> np.ndarray:
@@ -190,8 +219,15 @@ class BagWriter:
         for split in SPLITS:
             rows = splits == split
             if rows.any():
-                self._parts[split].append(Bags(bags.codes[rows], bags.values[rows], bags.lengths[rows],
-                                               bags.subject_ids[rows], bags.times[rows]))
+                self._parts[split].append(
+                    Bags(
+                        bags.codes[rows],
+                        bags.values[rows],
+                        bags.lengths[rows],
+                        bags.subject_ids[rows],
+                        bags.times[rows],
+                    )
+                )
 
     def close(self) -> dict[str, int]:
         stats = {}
@@ -224,7 +260,12 @@ class BagSplit:
     @classmethod
     def open(cls, folder: Path, split: str) -> "BagSplit":
         base = folder / split
-        return cls(**{name: np.load(base / f"{name}.npy", mmap_mode="r") for name in ("codes", "values", "lengths", "subject_ids", "times")})
+        return cls(
+            **{
+                name: np.load(base / f"{name}.npy", mmap_mode="r")
+                for name in ("codes", "values", "lengths", "subject_ids", "times")
+            }
+        )
 
     def __len__(self) -> int:
         return len(self.lengths)

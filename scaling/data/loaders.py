@@ -71,8 +71,11 @@ class TimelineLoader:
     def _rows(self, epoch: int) -> list[np.ndarray]:
         """Next-fit packing of the epoch's piece order into rows of context + 1 tokens."""
         if self._plan is None or self._plan[0] != epoch:
-            order = (np.random.default_rng([self.seed, epoch]).permutation(len(self.pieces)) if self.shuffle
-                     else np.arange(len(self.pieces)))
+            order = (
+                np.random.default_rng([self.seed, epoch]).permutation(len(self.pieces))
+                if self.shuffle
+                else np.arange(len(self.pieces))
+            )
             sizes = self._piece_length()[order]
             rows, current, used = [], [], 0
             for index, size in zip(order.tolist(), sizes.tolist()):
@@ -88,7 +91,7 @@ class TimelineLoader:
 
     def batch(self, step: int) -> TimelineBatch:
         epoch, within = divmod(step, self.steps_per_epoch)
-        rows = self._rows(epoch)[within * self.batch_size:(within + 1) * self.batch_size]
+        rows = self._rows(epoch)[within * self.batch_size : (within + 1) * self.batch_size]
         width = self.context + 1
         tokens = np.zeros((self.batch_size, width), dtype=np.int32)
         segments = np.zeros((self.batch_size, width), dtype=np.int32)
@@ -101,16 +104,21 @@ class TimelineLoader:
                 lo = t.offsets[subject]
                 parts = []
                 if has_prefix:
-                    parts.append(t.tokens[lo:lo + t.prefix_lengths[subject]])
-                parts.append(t.tokens[lo + start:lo + start + length])
+                    parts.append(t.tokens[lo : lo + t.prefix_lengths[subject]])
+                parts.append(t.tokens[lo + start : lo + start + length])
                 piece = np.concatenate(parts)
-                tokens[r, at:at + len(piece)] = piece
-                segments[r, at:at + len(piece)] = seg
-                positions[r, at:at + len(piece)] = np.arange(len(piece))
+                tokens[r, at : at + len(piece)] = piece
+                segments[r, at : at + len(piece)] = seg
+                positions[r, at : at + len(piece)] = np.arange(len(piece))
                 at += len(piece)
         same = (segments[:, :-1] == segments[:, 1:]) & (segments[:, :-1] > 0)
-        return TimelineBatch(inputs=tokens[:, :-1], targets=tokens[:, 1:], segment_ids=segments[:, :-1],
-                             positions=positions[:, :-1], loss_mask=same)
+        return TimelineBatch(
+            inputs=tokens[:, :-1],
+            targets=tokens[:, 1:],
+            segment_ids=segments[:, :-1],
+            positions=positions[:, :-1],
+            loss_mask=same,
+        )
 
     def __iter__(self):
         step = 0
@@ -151,7 +159,9 @@ class BagLoader:
     `mask="epoch"` redraws the masked lab every epoch; `mask="fixed"` keeps one per bag (as Labrador).
     Mask ids: Labrador's is items + 1 (null is items + 2); BERT's is 1 + items * 11."""
 
-    def __init__(self, bags: BagSplit, n_items: int, batch_size: int, seed: int = 0, mask: str = "epoch", shuffle: bool = True):
+    def __init__(
+        self, bags: BagSplit, n_items: int, batch_size: int, seed: int = 0, mask: str = "epoch", shuffle: bool = True
+    ):
         if mask not in ("epoch", "fixed"):
             raise ValueError(f"mask must be 'epoch' or 'fixed', got {mask!r}")
         self.bags = bags
@@ -185,7 +195,7 @@ class BagLoader:
     def batch(self, step: int) -> BagBatch:
         epoch, within = divmod(step, self.steps_per_epoch)
         order = self._order(epoch)
-        index = np.sort(order[within * self.batch_size:(within + 1) * self.batch_size])
+        index = np.sort(order[within * self.batch_size : (within + 1) * self.batch_size])
         codes = np.asarray(self.bags.codes[index])
         values = np.asarray(self.bags.values[index])
         is_null = np.isnan(values) & (codes > 0)
@@ -206,5 +216,13 @@ class BagLoader:
         codes = codes.copy()
         codes[rows, position] = self.mask_id
         values = np.where(is_null | is_masked, 0.0, np.nan_to_num(values)).astype(np.float32)
-        return BagBatch(codes=codes, values=values, is_null=is_null, is_masked=is_masked, target_code=target_code,
-                        target_value=target_value.astype(np.float32), tokens=tokens, target_token=target_token)
+        return BagBatch(
+            codes=codes,
+            values=values,
+            is_null=is_null,
+            is_masked=is_masked,
+            target_code=target_code,
+            target_value=target_value.astype(np.float32),
+            tokens=tokens,
+            target_token=target_token,
+        )

@@ -26,8 +26,14 @@ class MedsError(Exception):
 
 def arrow_schema(extra: dict[str, pa.DataType] | None = None) -> pa.Schema:
     """The event schema on disk: MEDS core columns, then hadm_id."""
-    fields = [("subject_id", pa.int64()), ("time", pa.timestamp("us")), ("code", pa.string()),
-              ("numeric_value", pa.float32()), ("text_value", pa.large_string()), ("hadm_id", pa.int64())]
+    fields = [
+        ("subject_id", pa.int64()),
+        ("time", pa.timestamp("us")),
+        ("code", pa.string()),
+        ("numeric_value", pa.float32()),
+        ("text_value", pa.large_string()),
+        ("hadm_id", pa.int64()),
+    ]
     return pa.schema(fields + list((extra or {}).items()))
 
 
@@ -80,11 +86,23 @@ def split_of(subject_ids: pl.Series, seed: int, fractions: tuple[float, float, f
     """train / tuning / held_out for each subject, from a seeded hash: stable whatever the order or shard."""
     u = (subject_ids.hash(seed=_SPLIT_HASH_SEED + seed) % 1_000_000).cast(pl.Float64) / 1_000_000
     train, tuning = fractions[0], fractions[0] + fractions[1]
-    return (pl.select(pl.when(u < train).then(pl.lit(SPLITS[0])).when(u < tuning).then(pl.lit(SPLITS[1]))
-                      .otherwise(pl.lit(SPLITS[2])).alias("split")).to_series() if len(u) else pl.Series("split", [], pl.String))
+    return (
+        pl.select(
+            pl.when(u < train)
+            .then(pl.lit(SPLITS[0]))
+            .when(u < tuning)
+            .then(pl.lit(SPLITS[1]))
+            .otherwise(pl.lit(SPLITS[2]))
+            .alias("split")
+        ).to_series()
+        if len(u)
+        else pl.Series("split", [], pl.String)
+    )
 
 
-def write_subject_splits(root: Path, subject_ids: pl.Series, seed: int, fractions: tuple[float, float, float]) -> dict[str, int]:
+def write_subject_splits(
+    root: Path, subject_ids: pl.Series, seed: int, fractions: tuple[float, float, float]
+) -> dict[str, int]:
     subjects = subject_ids.unique().sort()
     frame = pl.DataFrame({"subject_id": subjects, "split": split_of(subjects, seed, fractions)})
     (root / "metadata").mkdir(parents=True, exist_ok=True)
@@ -94,8 +112,11 @@ def write_subject_splits(root: Path, subject_ids: pl.Series, seed: int, fraction
 
 def write_codes(root: Path, counts: pl.DataFrame, descriptions: pl.DataFrame) -> int:
     """metadata/codes.parquet: every code in the data with description, parent codes and counts."""
-    key = pl.when(pl.col("code").str.starts_with("LAB//")).then(
-        pl.col("code").str.extract(r"^(LAB//[^/]*//)", 1)).otherwise(pl.col("code"))
+    key = (
+        pl.when(pl.col("code").str.starts_with("LAB//"))
+        .then(pl.col("code").str.extract(r"^(LAB//[^/]*//)", 1))
+        .otherwise(pl.col("code"))
+    )
     joined = counts.with_columns(prefix=key).join(descriptions.unique("prefix", keep="first"), on="prefix", how="left")
     frame = joined.select(
         "code",
@@ -104,7 +125,11 @@ def write_codes(root: Path, counts: pl.DataFrame, descriptions: pl.DataFrame) ->
         count=pl.col("count").cast(pl.Int64),
         subject_count=pl.col("subject_count").cast(pl.Int64),
     ).sort("code")
-    schema = meds.CodeMetadataSchema.schema().append(pa.field("count", pa.int64())).append(pa.field("subject_count", pa.int64()))
+    schema = (
+        meds.CodeMetadataSchema.schema()
+        .append(pa.field("count", pa.int64()))
+        .append(pa.field("subject_count", pa.int64()))
+    )
     pq.write_table(frame.to_arrow().cast(schema), root / meds.code_metadata_filepath)
     return frame.height
 
@@ -112,22 +137,37 @@ def write_codes(root: Path, counts: pl.DataFrame, descriptions: pl.DataFrame) ->
 def _generic_description() -> pl.Expr:
     code = pl.col("code")
     rest = code.str.split("//").list.slice(1).list.join(" / ")
-    return (pl.when(code == "MEDS_BIRTH").then(pl.lit("Birth"))
-            .when(code == "MEDS_DEATH").then(pl.lit("Death"))
-            .when(code.str.starts_with("GENDER//")).then(pl.concat_str([pl.lit("Gender: "), rest]))
-            .when(code.str.starts_with("HOSPITAL_ADMISSION//")).then(pl.concat_str([pl.lit("Hospital admission: "), rest]))
-            .when(code.str.starts_with("HOSPITAL_DISCHARGE//")).then(pl.concat_str([pl.lit("Hospital discharge to: "), rest]))
-            .when(code.str.starts_with("ICU_ADMISSION//")).then(pl.concat_str([pl.lit("ICU admission: "), rest]))
-            .when(code == "ICU_DISCHARGE").then(pl.lit("ICU discharge"))
-            .when(code.str.starts_with("TRANSFER_TO//")).then(pl.concat_str([pl.lit("Transfer: "), rest]))
-            .when(code.str.starts_with("MEDICATION//")).then(pl.concat_str([pl.lit("Medication: "), rest]))
-            .otherwise(code))
+    return (
+        pl.when(code == "MEDS_BIRTH")
+        .then(pl.lit("Birth"))
+        .when(code == "MEDS_DEATH")
+        .then(pl.lit("Death"))
+        .when(code.str.starts_with("GENDER//"))
+        .then(pl.concat_str([pl.lit("Gender: "), rest]))
+        .when(code.str.starts_with("HOSPITAL_ADMISSION//"))
+        .then(pl.concat_str([pl.lit("Hospital admission: "), rest]))
+        .when(code.str.starts_with("HOSPITAL_DISCHARGE//"))
+        .then(pl.concat_str([pl.lit("Hospital discharge to: "), rest]))
+        .when(code.str.starts_with("ICU_ADMISSION//"))
+        .then(pl.concat_str([pl.lit("ICU admission: "), rest]))
+        .when(code == "ICU_DISCHARGE")
+        .then(pl.lit("ICU discharge"))
+        .when(code.str.starts_with("TRANSFER_TO//"))
+        .then(pl.concat_str([pl.lit("Transfer: "), rest]))
+        .when(code.str.starts_with("MEDICATION//"))
+        .then(pl.concat_str([pl.lit("Medication: "), rest]))
+        .otherwise(code)
+    )
 
 
 def write_dataset_json(root: Path, name: str, version: str, etl_version: str) -> None:
     metadata = {
-        "dataset_name": name, "dataset_version": version, "etl_name": "ehrscale", "etl_version": etl_version,
-        "meds_version": meds.__version__, "created_at": datetime.now(UTC).isoformat(),
+        "dataset_name": name,
+        "dataset_version": version,
+        "etl_name": "ehrscale",
+        "etl_version": etl_version,
+        "meds_version": meds.__version__,
+        "created_at": datetime.now(UTC).isoformat(),
         "raw_source_id_columns": ["hadm_id"],
     }
     meds.DatasetMetadataSchema.validate(metadata)
@@ -146,28 +186,47 @@ def validate_meds(root: Path) -> dict[str, int]:
         schema = pq.read_schema(path)
         # string and large_string hold the same text (polars writes large_string): compare them as one type.
         empty = schema.empty_table()
-        empty = empty.cast(pa.schema([f.with_type(pa.string()) if f.name == "code" and f.type == pa.large_string()
-                                      else f.with_type(pa.large_string()) if f.name == "text_value" and f.type == pa.string()
-                                      else f for f in schema]))
+        empty = empty.cast(
+            pa.schema(
+                [
+                    f.with_type(pa.string())
+                    if f.name == "code" and f.type == pa.large_string()
+                    else f.with_type(pa.large_string())
+                    if f.name == "text_value" and f.type == pa.string()
+                    else f
+                    for f in schema
+                ]
+            )
+        )
         try:
             meds.DataSchema.validate(empty)
         except Exception as error:
             raise MedsError(f"{path}: not a MEDS data shard: {error}") from error
-        check = pl.scan_parquet(path).select(
-            rows=pl.len(),
-            null_subject=pl.col("subject_id").null_count(),
-            null_code=pl.col("code").null_count(),
-            unsorted_subject=(pl.col("subject_id").diff() < 0).sum(),
-            unsorted_time=((pl.col("time").diff() < pl.duration(microseconds=0)) & (pl.col("subject_id").diff() == 0)).sum(),
-        ).collect()
+        check = (
+            pl.scan_parquet(path)
+            .select(
+                rows=pl.len(),
+                null_subject=pl.col("subject_id").null_count(),
+                null_code=pl.col("code").null_count(),
+                unsorted_subject=(pl.col("subject_id").diff() < 0).sum(),
+                unsorted_time=(
+                    (pl.col("time").diff() < pl.duration(microseconds=0)) & (pl.col("subject_id").diff() == 0)
+                ).sum(),
+            )
+            .collect()
+        )
         stats = check.row(0, named=True)
         for column in ("null_subject", "null_code", "unsorted_subject", "unsorted_time"):
             if stats[column]:
                 what = column.replace("_", " ")
-                raise MedsError(f"{path}: {stats[column]} rows with {what} (MEDS needs non-null subject_id and code, sorted by subject_id then time)")
+                raise MedsError(
+                    f"{path}: {stats[column]} rows with {what} (MEDS needs non-null subject_id and code, sorted by subject_id then time)"
+                )
         for subject in pl.scan_parquet(path).select(pl.col("subject_id").unique()).collect().to_series().to_list():
             if subject in seen_subjects:
-                raise MedsError(f"{path}: subject {subject} also appears in {seen_subjects[subject]} (MEDS keeps a subject in one shard)")
+                raise MedsError(
+                    f"{path}: subject {subject} also appears in {seen_subjects[subject]} (MEDS keeps a subject in one shard)"
+                )
             seen_subjects[subject] = str(path.relative_to(root))
         rows[str(path.relative_to(data))] = stats["rows"]
     splits = root / meds.subject_splits_filepath

@@ -11,8 +11,12 @@ from dataclasses import dataclass, field
 import polars as pl
 
 EVENT_SCHEMA = {
-    "subject_id": pl.Int64, "time": pl.Datetime("us"), "code": pl.String,
-    "numeric_value": pl.Float32, "text_value": pl.String, "hadm_id": pl.Int64,
+    "subject_id": pl.Int64,
+    "time": pl.Datetime("us"),
+    "code": pl.String,
+    "numeric_value": pl.Float32,
+    "text_value": pl.String,
+    "hadm_id": pl.Int64,
 }
 HINT = "Pass --mimic the MIMIC-IV folder that holds hosp/ and icu/ (v2.2 or v3.x, .csv or .csv.gz)."
 UNKNOWN = "UNK"
@@ -36,8 +40,13 @@ class TableCount:
             self.dropped["malformed line"] += lines
 
     def as_dict(self) -> dict:
-        return {"read": self.read, "kept": self.kept, "dropped": dict(sorted(self.dropped.items())),
-                "events": self.events, "warnings": dict(sorted(self.warnings.items()))}
+        return {
+            "read": self.read,
+            "kept": self.kept,
+            "dropped": dict(sorted(self.dropped.items())),
+            "events": self.events,
+            "warnings": dict(sorted(self.warnings.items())),
+        }
 
 
 def parse_time(column: str) -> pl.Expr:
@@ -66,15 +75,18 @@ def time_checks(column: str) -> list[tuple[str, pl.Expr]]:
 
 def subject_checks(known: pl.Series | None) -> list[tuple[str, pl.Expr]]:
     """Checks on subject_id parsed into `_subject`."""
-    checks = [("missing subject_id", pl.col("subject_id").is_null()),
-              ("unparseable subject_id", pl.col("_subject").is_null())]
+    checks = [
+        ("missing subject_id", pl.col("subject_id").is_null()),
+        ("unparseable subject_id", pl.col("_subject").is_null()),
+    ]
     if known is not None:
         checks.append(("unknown subject", ~pl.col("_subject").is_in(known.implode())))
     return checks
 
 
-def classify(frame: pl.DataFrame, parsed: dict[str, pl.Expr], checks: list[tuple[str, pl.Expr]],
-             count: TableCount) -> pl.DataFrame:
+def classify(
+    frame: pl.DataFrame, parsed: dict[str, pl.Expr], checks: list[tuple[str, pl.Expr]], count: TableCount
+) -> pl.DataFrame:
     """Parse columns once (`_subject`, `_<time column>`, ...), count rows by their first failing check, keep the rest."""
     frame = frame.with_columns(_subject=parse_int("subject_id"), **parsed)
     count.read += frame.height
@@ -93,8 +105,14 @@ def classify(frame: pl.DataFrame, parsed: dict[str, pl.Expr], checks: list[tuple
     return kept
 
 
-def events(frame: pl.DataFrame, time: pl.Expr, code: pl.Expr, numeric: pl.Expr | None = None,
-           text: pl.Expr | None = None, hadm: pl.Expr | None = None) -> pl.DataFrame:
+def events(
+    frame: pl.DataFrame,
+    time: pl.Expr,
+    code: pl.Expr,
+    numeric: pl.Expr | None = None,
+    text: pl.Expr | None = None,
+    hadm: pl.Expr | None = None,
+) -> pl.DataFrame:
     """Rows -> MEDS events with the project's event columns."""
     return frame.select(
         subject_id=pl.col("_subject"),
@@ -141,34 +159,54 @@ def patient_events(patients: pl.DataFrame, count: TableCount, died_in_hospital: 
     bad_dod = kept.filter(pl.col("dod").is_not_null() & pl.col("_dod").is_null()).height
     if bad_dod:
         count.warnings["unparseable dod (no death event)"] += bad_dod
-    gender = events(kept.filter(pl.col("gender").is_not_null()), pl.lit(None, pl.Datetime("us")),
-                    code_of("GENDER", pl.col("gender")))
+    gender = events(
+        kept.filter(pl.col("gender").is_not_null()),
+        pl.lit(None, pl.Datetime("us")),
+        code_of("GENDER", pl.col("gender")),
+    )
     birth = events(kept, pl.datetime(pl.col("_birth_year"), 1, 1).cast(pl.Datetime("us")), pl.lit("MEDS_BIRTH"))
     dead = kept.filter(pl.col("_dod").is_not_null() & ~pl.col("_subject").is_in(died_in_hospital.implode()))
     return pl.concat([gender, birth, events(dead, pl.col("_dod"), pl.lit("MEDS_DEATH"))])
 
 
-def admission_events(admissions: pl.DataFrame, count: TableCount, subjects: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
+def admission_events(
+    admissions: pl.DataFrame, count: TableCount, subjects: pl.Series
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """admissions -> HOSPITAL_ADMISSION//<type>, HOSPITAL_DISCHARGE//<location>, MEDS_DEATH at deathtime."""
-    parsed = {"_hadm": parse_int("hadm_id"), "_admittime": parse_time("admittime"),
-              "_dischtime": parse_time("dischtime"), "_deathtime": parse_time("deathtime")}
+    parsed = {
+        "_hadm": parse_int("hadm_id"),
+        "_admittime": parse_time("admittime"),
+        "_dischtime": parse_time("dischtime"),
+        "_deathtime": parse_time("deathtime"),
+    }
     checks = subject_checks(subjects) + [
-        ("missing hadm_id", pl.col("hadm_id").is_null()), ("unparseable hadm_id", pl.col("_hadm").is_null()),
+        ("missing hadm_id", pl.col("hadm_id").is_null()),
+        ("unparseable hadm_id", pl.col("_hadm").is_null()),
         ("duplicate hadm_id", pl.col("_hadm").is_first_distinct().not_()),
-        *time_checks("admittime"), *time_checks("dischtime"),
+        *time_checks("admittime"),
+        *time_checks("dischtime"),
     ]
     kept = classify(admissions, parsed, checks, count)
     backwards = kept.filter(pl.col("_dischtime") < pl.col("_admittime")).height
     if backwards:
         count.warnings["dischtime before admittime (kept)"] += backwards
     hadm = pl.col("_hadm")
-    out = pl.concat([
-        events(kept, pl.col("_admittime"), code_of("HOSPITAL_ADMISSION", pl.col("admission_type")), hadm=hadm),
-        events(kept, pl.col("_dischtime"), code_of("HOSPITAL_DISCHARGE", pl.col("discharge_location")), hadm=hadm),
-        events(kept.filter(pl.col("_deathtime").is_not_null()), pl.col("_deathtime"), pl.lit("MEDS_DEATH"), hadm=hadm),
-    ])
-    table = kept.select(hadm_id=hadm, subject_id=pl.col("_subject"), admit=pl.col("_admittime"),
-                        disch=pl.col("_dischtime"), died=pl.col("_deathtime").is_not_null())
+    out = pl.concat(
+        [
+            events(kept, pl.col("_admittime"), code_of("HOSPITAL_ADMISSION", pl.col("admission_type")), hadm=hadm),
+            events(kept, pl.col("_dischtime"), code_of("HOSPITAL_DISCHARGE", pl.col("discharge_location")), hadm=hadm),
+            events(
+                kept.filter(pl.col("_deathtime").is_not_null()), pl.col("_deathtime"), pl.lit("MEDS_DEATH"), hadm=hadm
+            ),
+        ]
+    )
+    table = kept.select(
+        hadm_id=hadm,
+        subject_id=pl.col("_subject"),
+        admit=pl.col("_admittime"),
+        disch=pl.col("_dischtime"),
+        died=pl.col("_deathtime").is_not_null(),
+    )
     return out, table
 
 
@@ -181,31 +219,48 @@ def rules(ctx: Context) -> list[TableRule]:
     def icustays(frame: pl.DataFrame, count: TableCount) -> pl.DataFrame:
         parsed = {"_hadm": parse_int("hadm_id"), "_intime": parse_time("intime"), "_outtime": parse_time("outtime")}
         kept = classify(frame, parsed, known + time_checks("intime") + time_checks("outtime"), count)
-        return pl.concat([
-            events(kept, pl.col("_intime"), code_of("ICU_ADMISSION", pl.col("first_careunit")), hadm=hadm),
-            events(kept, pl.col("_outtime"), pl.lit("ICU_DISCHARGE"), hadm=hadm),
-        ])
+        return pl.concat(
+            [
+                events(kept, pl.col("_intime"), code_of("ICU_ADMISSION", pl.col("first_careunit")), hadm=hadm),
+                events(kept, pl.col("_outtime"), pl.lit("ICU_DISCHARGE"), hadm=hadm),
+            ]
+        )
 
     def transfers(frame: pl.DataFrame, count: TableCount) -> pl.DataFrame:
         parsed = {"_hadm": parse_int("hadm_id"), "_intime": parse_time("intime")}
         kept = classify(frame, parsed, known + time_checks("intime"), count)
-        return events(kept, pl.col("_intime"), code_of("TRANSFER_TO", pl.col("eventtype"), pl.col("careunit")), hadm=hadm)
+        return events(
+            kept, pl.col("_intime"), code_of("TRANSFER_TO", pl.col("eventtype"), pl.col("careunit")), hadm=hadm
+        )
 
     def diagnoses(frame: pl.DataFrame, count: TableCount) -> pl.DataFrame:
         # MIMIC-IV gives diagnoses no time: they are billed at discharge, so they are timed there.
-        frame = frame.with_columns(_hadm=parse_int("hadm_id")).join(hadm_times, left_on="_hadm", right_on="hadm_id", how="left")
+        frame = frame.with_columns(_hadm=parse_int("hadm_id")).join(
+            hadm_times, left_on="_hadm", right_on="hadm_id", how="left"
+        )
         checks = known + [
-            ("missing hadm_id", pl.col("hadm_id").is_null()), ("unknown admission", pl.col("disch").is_null()),
-            ("missing icd_code", pl.col("icd_code").is_null()), ("missing icd_version", pl.col("icd_version").is_null()),
+            ("missing hadm_id", pl.col("hadm_id").is_null()),
+            ("unknown admission", pl.col("disch").is_null()),
+            ("missing icd_code", pl.col("icd_code").is_null()),
+            ("missing icd_version", pl.col("icd_version").is_null()),
         ]
         kept = classify(frame, {}, checks, count)
-        return events(kept, pl.col("disch"), code_of("DIAGNOSIS", "ICD", pl.col("icd_version"), pl.col("icd_code")), hadm=hadm)
+        return events(
+            kept, pl.col("disch"), code_of("DIAGNOSIS", "ICD", pl.col("icd_version"), pl.col("icd_code")), hadm=hadm
+        )
 
     def procedures(frame: pl.DataFrame, count: TableCount) -> pl.DataFrame:
-        frame = frame.with_columns(_hadm=parse_int("hadm_id")).join(hadm_times, left_on="_hadm", right_on="hadm_id", how="left")
-        checks = known + time_checks("chartdate") + [
-            ("missing icd_code", pl.col("icd_code").is_null()), ("missing icd_version", pl.col("icd_version").is_null()),
-        ]
+        frame = frame.with_columns(_hadm=parse_int("hadm_id")).join(
+            hadm_times, left_on="_hadm", right_on="hadm_id", how="left"
+        )
+        checks = (
+            known
+            + time_checks("chartdate")
+            + [
+                ("missing icd_code", pl.col("icd_code").is_null()),
+                ("missing icd_version", pl.col("icd_version").is_null()),
+            ]
+        )
         kept = classify(frame, {"_chartdate": parse_date_end("chartdate")}, checks, count)
         # End of the procedure's day, but never after the discharge of its admission.
         time = pl.min_horizontal(pl.col("_chartdate"), pl.col("disch"))
@@ -218,26 +273,50 @@ def rules(ctx: Context) -> list[TableRule]:
         return events(kept, pl.col("_starttime"), code_of("MEDICATION", pl.col("drug")), hadm=hadm)
 
     def labevents(frame: pl.DataFrame, count: TableCount) -> pl.DataFrame:
-        parsed = {"_hadm": parse_int("hadm_id"), "_charttime": parse_time("charttime"), "_item": parse_int("itemid"),
-                  "_number": _finite(pl.col("valuenum").cast(pl.Float32, strict=False))}
-        checks = known + time_checks("charttime") + [
-            ("missing itemid", pl.col("itemid").is_null()), ("unparseable itemid", pl.col("_item").is_null()),
-            ("unknown itemid", ~pl.col("_item").is_in(ctx.lab_items.implode())),
-        ]
+        parsed = {
+            "_hadm": parse_int("hadm_id"),
+            "_charttime": parse_time("charttime"),
+            "_item": parse_int("itemid"),
+            "_number": _finite(pl.col("valuenum").cast(pl.Float32, strict=False)),
+        }
+        checks = (
+            known
+            + time_checks("charttime")
+            + [
+                ("missing itemid", pl.col("itemid").is_null()),
+                ("unparseable itemid", pl.col("_item").is_null()),
+                ("unknown itemid", ~pl.col("_item").is_in(ctx.lab_items.implode())),
+            ]
+        )
         kept = classify(frame, parsed, checks, count)
         garbled = pl.col("valuenum").is_not_null() & pl.col("_number").is_null()
         bad_number = kept.filter(garbled).height
         if bad_number:
             count.warnings["valuenum not a number (value parsed instead)"] += bad_number
             # A garbled valuenum falls back to `value` read as a number.
-            kept = kept.with_columns(_number=pl.when(garbled).then(_finite(pl.col("value").cast(pl.Float32, strict=False)))
-                                     .otherwise(pl.col("_number")))
+            kept = kept.with_columns(
+                _number=pl.when(garbled)
+                .then(_finite(pl.col("value").cast(pl.Float32, strict=False)))
+                .otherwise(pl.col("_number"))
+            )
         text = pl.when(pl.col("_number").is_null()).then(pl.coalesce(pl.col("value"), pl.col("valuenum")))
-        return events(kept, pl.col("_charttime"), code_of("LAB", pl.col("itemid"), pl.col("valueuom")),
-                      numeric=pl.col("_number"), text=text, hadm=hadm)
+        return events(
+            kept,
+            pl.col("_charttime"),
+            code_of("LAB", pl.col("itemid"), pl.col("valueuom")),
+            numeric=pl.col("_number"),
+            text=text,
+            hadm=hadm,
+        )
 
-    convert = {"icu/icustays": icustays, "hosp/transfers": transfers, "hosp/diagnoses_icd": diagnoses,
-               "hosp/procedures_icd": procedures, "hosp/prescriptions": prescriptions, "hosp/labevents": labevents}
+    convert = {
+        "icu/icustays": icustays,
+        "hosp/transfers": transfers,
+        "hosp/diagnoses_icd": diagnoses,
+        "hosp/procedures_icd": procedures,
+        "hosp/prescriptions": prescriptions,
+        "hosp/labevents": labevents,
+    }
     return [TableRule(name, columns, convert[name]) for name, columns in STREAMED_COLUMNS.items()]
 
 
@@ -252,7 +331,15 @@ STREAMED_COLUMNS = {
 }
 # Small tables, read whole before the streamed ones.
 PATIENTS_COLUMNS = ("subject_id", "gender", "anchor_age", "anchor_year", "dod")
-ADMISSIONS_COLUMNS = ("subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "admission_type", "discharge_location")
+ADMISSIONS_COLUMNS = (
+    "subject_id",
+    "hadm_id",
+    "admittime",
+    "dischtime",
+    "deathtime",
+    "admission_type",
+    "discharge_location",
+)
 DICTIONARY_COLUMNS = {
     "hosp/d_labitems": ("itemid", "label", "fluid", "category"),
     "hosp/d_icd_diagnoses": ("icd_code", "icd_version", "long_title"),
@@ -265,15 +352,30 @@ def code_descriptions(dictionaries: dict[str, pl.DataFrame]) -> Iterator[pl.Data
     labs = dictionaries["hosp/d_labitems"]
     yield labs.select(
         prefix=pl.concat_str([pl.lit("LAB//"), pl.col("itemid"), pl.lit("//")]),
-        description=pl.concat_str([pl.col("label"), pl.lit(" ("), pl.col("fluid").fill_null(""), pl.lit(", "),
-                                   pl.col("category").fill_null(""), pl.lit(")")]),
+        description=pl.concat_str(
+            [
+                pl.col("label"),
+                pl.lit(" ("),
+                pl.col("fluid").fill_null(""),
+                pl.lit(", "),
+                pl.col("category").fill_null(""),
+                pl.lit(")"),
+            ]
+        ),
         parent=pl.lit(None, pl.String),
     )
-    for name, kind, system in (("hosp/d_icd_diagnoses", "DIAGNOSIS", "CM"), ("hosp/d_icd_procedures", "PROCEDURE", "PCS")):
+    for name, kind, system in (
+        ("hosp/d_icd_diagnoses", "DIAGNOSIS", "CM"),
+        ("hosp/d_icd_procedures", "PROCEDURE", "PCS"),
+    ):
         table = dictionaries[name]
         version = pl.col("icd_version")
         code = pl.col("icd_code")
-        system_name = pl.when(version == "9").then(pl.lit("ICD9" + ("CM" if kind == "DIAGNOSIS" else "Proc"))).otherwise(pl.lit("ICD10" + system))
+        system_name = (
+            pl.when(version == "9")
+            .then(pl.lit("ICD9" + ("CM" if kind == "DIAGNOSIS" else "Proc")))
+            .otherwise(pl.lit("ICD10" + system))
+        )
         yield table.select(
             prefix=pl.concat_str([pl.lit(f"{kind}//ICD//"), version, pl.lit("//"), code]),
             description=pl.col("long_title"),
@@ -283,4 +385,9 @@ def code_descriptions(dictionaries: dict[str, pl.DataFrame]) -> Iterator[pl.Data
 
 def required_columns() -> dict[str, tuple[str, ...]]:
     """Every table the reader needs and the columns it needs from each."""
-    return {**DICTIONARY_COLUMNS, "hosp/patients": PATIENTS_COLUMNS, "hosp/admissions": ADMISSIONS_COLUMNS, **STREAMED_COLUMNS}
+    return {
+        **DICTIONARY_COLUMNS,
+        "hosp/patients": PATIENTS_COLUMNS,
+        "hosp/admissions": ADMISSIONS_COLUMNS,
+        **STREAMED_COLUMNS,
+    }

@@ -125,8 +125,10 @@ def _from_mimic(config: PrepareConfig, tmp: Path, reporter: Reporter) -> dict:
         raise SourceError(f"--mimic {root}: no such folder. {mimic.HINT}")
     counts: dict[str, mimic.TableCount] = {}
     # Check every file and header before reading anything, so a wrong folder fails in a second.
-    tables = {rule_name: csv_stream.open_table(root, rule_name, cols, mimic.HINT)
-              for rule_name, cols in mimic.required_columns().items()}
+    tables = {
+        rule_name: csv_stream.open_table(root, rule_name, cols, mimic.HINT)
+        for rule_name, cols in mimic.required_columns().items()
+    }
     reporter.step("hashing source files")
     source_hash = content_hash([t.path for t in tables.values()], root)
 
@@ -143,8 +145,9 @@ def _from_mimic(config: PrepareConfig, tmp: Path, reporter: Reporter) -> dict:
     subjects = patients.select(mimic.parse_int("subject_id")).to_series().drop_nulls().unique()
     admissions_raw = _read_whole(root, "hosp/admissions", mimic.ADMISSIONS_COLUMNS, reporter, counts)
     admission_events, admissions = mimic.admission_events(admissions_raw, counts["hosp/admissions"], subjects)
-    patient_events = mimic.patient_events(patients, counts["hosp/patients"],
-                                          admissions.filter("died")["subject_id"].unique())
+    patient_events = mimic.patient_events(
+        patients, counts["hosp/patients"], admissions.filter("died")["subject_id"].unique()
+    )
     del admissions_raw, patients
 
     labs_size = tables["hosp/labevents"].path.stat().st_size
@@ -161,7 +164,9 @@ def _from_mimic(config: PrepareConfig, tmp: Path, reporter: Reporter) -> dict:
         table = tables[rule.name]
         count = counts.setdefault(rule.name, mimic.TableCount())
         malformed = [0]
-        for batch in csv_stream.stream(table, rule.columns, malformed, reporter.table(rule.name, table.path.stat().st_size)):
+        for batch in csv_stream.stream(
+            table, rule.columns, malformed, reporter.table(rule.name, table.path.stat().st_size)
+        ):
             out = rule.convert(batch, count)
             count.events += out.height
             writer.write(out)
@@ -172,7 +177,18 @@ def _from_mimic(config: PrepareConfig, tmp: Path, reporter: Reporter) -> dict:
     events_root = tmp / EVENTS
     code_counts, total_events = meds_io.finalize_shards(tmp / "parts", events_root / meds.data_subdirectory, shard_ids)
     shutil.rmtree(tmp / "parts")
-    subject_ids = pl.concat([pl.scan_parquet(p).select("subject_id").unique() for p in (events_root / meds.data_subdirectory).glob("*.parquet")]).collect().to_series() if shard_ids else pl.Series("subject_id", [], pl.Int64)
+    subject_ids = (
+        pl.concat(
+            [
+                pl.scan_parquet(p).select("subject_id").unique()
+                for p in (events_root / meds.data_subdirectory).glob("*.parquet")
+            ]
+        )
+        .collect()
+        .to_series()
+        if shard_ids
+        else pl.Series("subject_id", [], pl.Int64)
+    )
     split_counts = meds_io.write_subject_splits(events_root, subject_ids, config.split_seed, config.split_fractions)
     descriptions = pl.concat(list(mimic.code_descriptions(dictionaries)))
     n_codes = meds_io.write_codes(events_root, code_counts, descriptions)
@@ -181,11 +197,23 @@ def _from_mimic(config: PrepareConfig, tmp: Path, reporter: Reporter) -> dict:
         assert count.read == count.kept + sum(count.dropped.values()), f"row accounting broken for {name}"
     return {
         "format": FORMAT,
-        "source": {"kind": "mimic", "path": str(root.resolve()), "content_hash": f"sha256:{source_hash}",
-                   "files": {n: str(t.path.relative_to(root)) for n, t in tables.items()}},
-        "split": {"seed": config.split_seed, "fractions": dict(zip(meds_io.SPLITS, config.split_fractions, strict=True))},
-        "counts": {"subjects": len(subject_ids), "subjects_by_split": split_counts, "events": total_events,
-                   "codes": n_codes, "shards": len(shard_ids)},
+        "source": {
+            "kind": "mimic",
+            "path": str(root.resolve()),
+            "content_hash": f"sha256:{source_hash}",
+            "files": {n: str(t.path.relative_to(root)) for n, t in tables.items()},
+        },
+        "split": {
+            "seed": config.split_seed,
+            "fractions": dict(zip(meds_io.SPLITS, config.split_fractions, strict=True)),
+        },
+        "counts": {
+            "subjects": len(subject_ids),
+            "subjects_by_split": split_counts,
+            "events": total_events,
+            "codes": n_codes,
+            "shards": len(shard_ids),
+        },
         "tables": {name: counts[name].as_dict() for name in sorted(counts)},
         "ehrscale_version": __version__,
     }
@@ -207,7 +235,9 @@ def _from_meds(config: PrepareConfig, tmp: Path, reporter: Reporter) -> dict:
     notes = []
     wrote_splits = False
     data_files = sorted((events_root / meds.data_subdirectory).rglob("*.parquet"))
-    subject_ids = pl.concat([pl.scan_parquet(p).select("subject_id").unique() for p in data_files]).collect().to_series()
+    subject_ids = (
+        pl.concat([pl.scan_parquet(p).select("subject_id").unique() for p in data_files]).collect().to_series()
+    )
     splits_path = events_root / meds.subject_splits_filepath
     if splits_path.exists():
         splits = pl.read_parquet(splits_path)
@@ -217,9 +247,18 @@ def _from_meds(config: PrepareConfig, tmp: Path, reporter: Reporter) -> dict:
         wrote_splits = True
         notes.append("metadata/subject_splits.parquet was missing: written from the split seed")
     if not (events_root / meds.code_metadata_filepath).exists():
-        counts = pl.concat([pl.scan_parquet(p).group_by("code").agg(count=pl.len(), subject_count=pl.col("subject_id").n_unique()) for p in data_files]).collect()
+        counts = pl.concat(
+            [
+                pl.scan_parquet(p).group_by("code").agg(count=pl.len(), subject_count=pl.col("subject_id").n_unique())
+                for p in data_files
+            ]
+        ).collect()
         counts = counts.group_by("code").agg(pl.col("count").sum(), pl.col("subject_count").sum())
-        meds_io.write_codes(events_root, counts, pl.DataFrame(schema={"prefix": pl.String, "description": pl.String, "parent": pl.String}))
+        meds_io.write_codes(
+            events_root,
+            counts,
+            pl.DataFrame(schema={"prefix": pl.String, "description": pl.String, "parent": pl.String}),
+        )
         notes.append("metadata/codes.parquet was missing: written from the data")
     if not (events_root / meds.dataset_metadata_filepath).exists():
         meds_io.write_dataset_json(events_root, root.name, "unknown", __version__)
@@ -229,11 +268,23 @@ def _from_meds(config: PrepareConfig, tmp: Path, reporter: Reporter) -> dict:
         "format": FORMAT,
         "source": {"kind": "meds", "path": str(root.resolve()), "content_hash": f"sha256:{source_hash}"},
         # A dataset's own splits are used as they are; ours only where it had none.
-        "split": {"seed": config.split_seed, "fractions": dict(zip(meds_io.SPLITS, config.split_fractions, strict=True))}
-        if wrote_splits else {"source": "the dataset's own metadata/subject_splits.parquet"},
-        "counts": {"subjects": len(subject_ids), "subjects_by_split": split_counts, "events": sum(rows.values()),
-                   "codes": n_codes, "shards": len(rows)},
-        "tables": {f"data/{name}": {"read": n, "kept": n, "dropped": {}, "events": n, "warnings": {}} for name, n in rows.items()},
+        "split": {
+            "seed": config.split_seed,
+            "fractions": dict(zip(meds_io.SPLITS, config.split_fractions, strict=True)),
+        }
+        if wrote_splits
+        else {"source": "the dataset's own metadata/subject_splits.parquet"},
+        "counts": {
+            "subjects": len(subject_ids),
+            "subjects_by_split": split_counts,
+            "events": sum(rows.values()),
+            "codes": n_codes,
+            "shards": len(rows),
+        },
+        "tables": {
+            f"data/{name}": {"read": n, "kept": n, "dropped": {}, "events": n, "warnings": {}}
+            for name, n in rows.items()
+        },
         "notes": notes,
         "ehrscale_version": __version__,
     }

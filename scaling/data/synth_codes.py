@@ -8,9 +8,16 @@ per condition, so the same codes recur across their admissions.
 # Chronic conditions, in the order they are sampled (a condition may depend on earlier ones).
 CONDITIONS: tuple[str, ...] = ("htn", "dm", "copd", "cancer", "liver", "afib", "infx", "hf", "ckd", "anemia")
 CONDITION_NAMES = {
-    "htn": "hypertension", "dm": "diabetes", "copd": "COPD", "cancer": "cancer", "liver": "liver disease",
-    "afib": "atrial fibrillation", "infx": "infection-prone (immunosuppressed)", "hf": "heart failure",
-    "ckd": "chronic kidney disease", "anemia": "anaemia",
+    "htn": "hypertension",
+    "dm": "diabetes",
+    "copd": "COPD",
+    "cancer": "cancer",
+    "liver": "liver disease",
+    "afib": "atrial fibrillation",
+    "infx": "infection-prone (immunosuppressed)",
+    "hf": "heart failure",
+    "ckd": "chronic kidney disease",
+    "anemia": "anaemia",
 }
 # Acute reasons for an admission.
 PROBLEMS: tuple[str, ...] = ("sepsis", "uti", "aki", "bleed", "hf_exac", "copd_exac", "chest_pain", "elective")
@@ -19,16 +26,53 @@ PROBLEMS: tuple[str, ...] = ("sepsis", "uti", "aki", "bleed", "hf_exac", "copd_e
 DIAGNOSES: dict[str, tuple[tuple[str, str, str, str], ...]] = {
     "htn": (("4019", "Unspecified essential hypertension", "I10", "Essential (primary) hypertension"),),
     "dm": (
-        ("25000", "Diabetes mellitus without mention of complication, type II or unspecified type, not stated as uncontrolled", "E119", "Type 2 diabetes mellitus without complications"),
-        ("25060", "Diabetes with neurological manifestations, type II or unspecified type, not stated as uncontrolled", "E1140", "Type 2 diabetes mellitus with diabetic neuropathy, unspecified"),
-        ("25040", "Diabetes with renal manifestations, type II or unspecified type, not stated as uncontrolled", "E1122", "Type 2 diabetes mellitus with diabetic chronic kidney disease"),
+        (
+            "25000",
+            "Diabetes mellitus without mention of complication, type II or unspecified type, not stated as uncontrolled",
+            "E119",
+            "Type 2 diabetes mellitus without complications",
+        ),
+        (
+            "25060",
+            "Diabetes with neurological manifestations, type II or unspecified type, not stated as uncontrolled",
+            "E1140",
+            "Type 2 diabetes mellitus with diabetic neuropathy, unspecified",
+        ),
+        (
+            "25040",
+            "Diabetes with renal manifestations, type II or unspecified type, not stated as uncontrolled",
+            "E1122",
+            "Type 2 diabetes mellitus with diabetic chronic kidney disease",
+        ),
     ),
-    "copd": (("496", "Chronic airway obstruction, not elsewhere classified", "J449", "Chronic obstructive pulmonary disease, unspecified"),),
+    "copd": (
+        (
+            "496",
+            "Chronic airway obstruction, not elsewhere classified",
+            "J449",
+            "Chronic obstructive pulmonary disease, unspecified",
+        ),
+    ),
     "cancer": (
-        ("1629", "Malignant neoplasm of bronchus and lung, unspecified", "C3490", "Malignant neoplasm of unspecified part of unspecified bronchus or lung"),
-        ("1749", "Malignant neoplasm of breast (female), unspecified", "C50919", "Malignant neoplasm of unspecified site of unspecified female breast"),
+        (
+            "1629",
+            "Malignant neoplasm of bronchus and lung, unspecified",
+            "C3490",
+            "Malignant neoplasm of unspecified part of unspecified bronchus or lung",
+        ),
+        (
+            "1749",
+            "Malignant neoplasm of breast (female), unspecified",
+            "C50919",
+            "Malignant neoplasm of unspecified site of unspecified female breast",
+        ),
         ("1539", "Malignant neoplasm of colon, unspecified site", "C189", "Malignant neoplasm of colon, unspecified"),
-        ("1977", "Secondary malignant neoplasm of liver", "C787", "Secondary malignant neoplasm of liver and intrahepatic bile duct"),
+        (
+            "1977",
+            "Secondary malignant neoplasm of liver",
+            "C787",
+            "Secondary malignant neoplasm of liver and intrahepatic bile duct",
+        ),
     ),
     "liver": (
         ("5715", "Cirrhosis of liver without mention of alcohol", "K7469", "Other cirrhosis of liver"),
@@ -41,7 +85,12 @@ DIAGNOSES: dict[str, tuple[tuple[str, str, str, str], ...]] = {
     ),
     "infx": (
         ("V5865", "Long-term (current) use of steroids", "Z7952", "Long term (current) use of systemic steroids"),
-        ("V1209", "Personal history of other infectious and parasitic diseases", "Z8619", "Personal history of other infectious and parasitic diseases"),
+        (
+            "V1209",
+            "Personal history of other infectious and parasitic diseases",
+            "Z8619",
+            "Personal history of other infectious and parasitic diseases",
+        ),
     ),
     "hf": (
         ("4280", "Congestive heart failure, unspecified", "I509", "Heart failure, unspecified"),
@@ -51,28 +100,73 @@ DIAGNOSES: dict[str, tuple[tuple[str, str, str, str], ...]] = {
     "ckd": (
         ("5859", "Chronic kidney disease, unspecified", "N189", "Chronic kidney disease, unspecified"),
         ("5853", "Chronic kidney disease, Stage III (moderate)", "N183", "Chronic kidney disease, stage 3 (moderate)"),
-        ("40390", "Hypertensive chronic kidney disease, unspecified, with chronic kidney disease stage I through stage IV, or unspecified", "I129", "Hypertensive chronic kidney disease with stage 1 through stage 4 chronic kidney disease, or unspecified chronic kidney disease"),
+        (
+            "40390",
+            "Hypertensive chronic kidney disease, unspecified, with chronic kidney disease stage I through stage IV, or unspecified",
+            "I129",
+            "Hypertensive chronic kidney disease with stage 1 through stage 4 chronic kidney disease, or unspecified chronic kidney disease",
+        ),
     ),
     "anemia": (
         ("2859", "Anemia, unspecified", "D649", "Anemia, unspecified"),
-        ("2800", "Iron deficiency anemia secondary to blood loss (chronic)", "D500", "Iron deficiency anemia secondary to blood loss (chronic)"),
+        (
+            "2800",
+            "Iron deficiency anemia secondary to blood loss (chronic)",
+            "D500",
+            "Iron deficiency anemia secondary to blood loss (chronic)",
+        ),
         ("28521", "Anemia in chronic kidney disease", "D631", "Anemia in chronic kidney disease"),
     ),
     "sepsis": (
         ("0389", "Unspecified septicemia", "A419", "Sepsis, unspecified organism"),
         ("486", "Pneumonia, organism unspecified", "J189", "Pneumonia, unspecified organism"),
     ),
-    "uti": (("5990", "Urinary tract infection, site not specified", "N390", "Urinary tract infection, site not specified"),),
+    "uti": (
+        ("5990", "Urinary tract infection, site not specified", "N390", "Urinary tract infection, site not specified"),
+    ),
     "aki": (("5849", "Acute kidney failure, unspecified", "N179", "Acute kidney failure, unspecified"),),
-    "bleed": (("5789", "Hemorrhage of gastrointestinal tract, unspecified", "K922", "Gastrointestinal hemorrhage, unspecified"),),
-    "hf_exac": (("42833", "Acute on chronic diastolic heart failure", "I5033", "Acute on chronic diastolic (congestive) heart failure"),),
-    "copd_exac": (("49121", "Obstructive chronic bronchitis with (acute) exacerbation", "J441", "Chronic obstructive pulmonary disease with (acute) exacerbation"),),
+    "bleed": (
+        (
+            "5789",
+            "Hemorrhage of gastrointestinal tract, unspecified",
+            "K922",
+            "Gastrointestinal hemorrhage, unspecified",
+        ),
+    ),
+    "hf_exac": (
+        (
+            "42833",
+            "Acute on chronic diastolic heart failure",
+            "I5033",
+            "Acute on chronic diastolic (congestive) heart failure",
+        ),
+    ),
+    "copd_exac": (
+        (
+            "49121",
+            "Obstructive chronic bronchitis with (acute) exacerbation",
+            "J441",
+            "Chronic obstructive pulmonary disease with (acute) exacerbation",
+        ),
+    ),
     "chest_pain": (("78650", "Chest pain, unspecified", "R079", "Chest pain, unspecified"),),
-    "elective": (("71536", "Osteoarthrosis, localized, not specified whether primary or secondary, lower leg", "M170", "Bilateral primary osteoarthritis of knee"),),
+    "elective": (
+        (
+            "71536",
+            "Osteoarthrosis, localized, not specified whether primary or secondary, lower leg",
+            "M170",
+            "Bilateral primary osteoarthritis of knee",
+        ),
+    ),
     # Codes that follow a severe course whatever the problem.
     "severe": (
         ("99592", "Severe sepsis", "R6520", "Severe sepsis without septic shock"),
-        ("51881", "Acute respiratory failure", "J9600", "Acute respiratory failure, unspecified whether with hypoxia or hypercapnia"),
+        (
+            "51881",
+            "Acute respiratory failure",
+            "J9600",
+            "Acute respiratory failure, unspecified whether with hypoxia or hypercapnia",
+        ),
         ("78552", "Septic shock", "R6521", "Severe sepsis with septic shock"),
     ),
 }
@@ -80,12 +174,22 @@ DIAGNOSES: dict[str, tuple[tuple[str, str, str, str], ...]] = {
 BACKGROUND: tuple[tuple[str, str, str, str], ...] = (
     ("2724", "Other and unspecified hyperlipidemia", "E785", "Hyperlipidemia, unspecified"),
     ("53081", "Esophageal reflux", "K219", "Gastro-esophageal reflux disease without esophagitis"),
-    ("311", "Depressive disorder, not elsewhere classified", "F329", "Major depressive disorder, single episode, unspecified"),
+    (
+        "311",
+        "Depressive disorder, not elsewhere classified",
+        "F329",
+        "Major depressive disorder, single episode, unspecified",
+    ),
     ("3051", "Tobacco use disorder", "F17210", "Nicotine dependence, cigarettes, uncomplicated"),
     ("V1582", "Personal history of tobacco use", "Z87891", "Personal history of nicotine dependence"),
     ("2449", "Unspecified acquired hypothyroidism", "E039", "Hypothyroidism, unspecified"),
     ("32723", "Obstructive sleep apnea (adult)(pediatric)", "G4733", "Obstructive sleep apnea (adult) (pediatric)"),
-    ("41401", "Coronary atherosclerosis of native coronary artery", "I2510", "Atherosclerotic heart disease of native coronary artery without angina pectoris"),
+    (
+        "41401",
+        "Coronary atherosclerosis of native coronary artery",
+        "I2510",
+        "Atherosclerotic heart disease of native coronary artery without angina pectoris",
+    ),
     ("2768", "Hypopotassemia", "E876", "Hypokalemia"),
     ("2761", "Hyposmolality and/or hyponatremia", "E871", "Hypo-osmolality and hyponatremia"),
     ("V4582", "Percutaneous transluminal coronary angioplasty status", "Z9861", "Coronary angioplasty status"),
@@ -96,17 +200,72 @@ BACKGROUND: tuple[tuple[str, str, str, str], ...] = (
 
 # Procedures: (icd9 proc, title, icd10-pcs, title), keyed by what triggers them.
 PROCEDURES: dict[str, tuple[str, str, str, str]] = {
-    "central_line": ("3893", "Venous catheterization, not elsewhere classified", "02HV33Z", "Insertion of Infusion Device into Superior Vena Cava, Percutaneous Approach"),
-    "ventilation": ("9671", "Continuous invasive mechanical ventilation for less than 96 consecutive hours", "5A1935Z", "Respiratory Ventilation, Less than 24 Consecutive Hours"),
-    "intubation": ("9604", "Insertion of endotracheal tube", "0BH17EZ", "Insertion of Endotracheal Airway into Trachea, Via Natural or Artificial Opening"),
-    "dialysis": ("3995", "Hemodialysis", "5A1D70Z", "Performance of Urinary Filtration, Intermittent, Less than 6 Hours Per Day"),
-    "transfusion": ("9904", "Transfusion of packed cells", "30233N1", "Transfusion of Nonautologous Red Blood Cells into Peripheral Vein, Percutaneous Approach"),
-    "endoscopy": ("4513", "Other endoscopy of small intestine", "0DJ08ZZ", "Inspection of Upper Intestinal Tract, Via Natural or Artificial Opening Endoscopic"),
-    "paracentesis": ("5491", "Percutaneous abdominal drainage", "0W9G3ZZ", "Drainage of Peritoneal Cavity, Percutaneous Approach"),
-    "cardiac_cath": ("3722", "Left heart cardiac catheterization", "4A023N7", "Measurement of Cardiac Sampling and Pressure, Left Heart, Percutaneous Approach"),
-    "knee": ("8154", "Total knee replacement", "0SRD0JZ", "Replacement of Left Knee Joint with Synthetic Substitute, Open Approach"),
-    "chemo": ("9925", "Injection or infusion of cancer chemotherapeutic substance", "3E04305", "Introduction of Other Antineoplastic into Central Vein, Percutaneous Approach"),
-    "antibiotic_infusion": ("9921", "Injection of antibiotic", "3E03329", "Introduction of Other Anti-infective into Peripheral Vein, Percutaneous Approach"),
+    "central_line": (
+        "3893",
+        "Venous catheterization, not elsewhere classified",
+        "02HV33Z",
+        "Insertion of Infusion Device into Superior Vena Cava, Percutaneous Approach",
+    ),
+    "ventilation": (
+        "9671",
+        "Continuous invasive mechanical ventilation for less than 96 consecutive hours",
+        "5A1935Z",
+        "Respiratory Ventilation, Less than 24 Consecutive Hours",
+    ),
+    "intubation": (
+        "9604",
+        "Insertion of endotracheal tube",
+        "0BH17EZ",
+        "Insertion of Endotracheal Airway into Trachea, Via Natural or Artificial Opening",
+    ),
+    "dialysis": (
+        "3995",
+        "Hemodialysis",
+        "5A1D70Z",
+        "Performance of Urinary Filtration, Intermittent, Less than 6 Hours Per Day",
+    ),
+    "transfusion": (
+        "9904",
+        "Transfusion of packed cells",
+        "30233N1",
+        "Transfusion of Nonautologous Red Blood Cells into Peripheral Vein, Percutaneous Approach",
+    ),
+    "endoscopy": (
+        "4513",
+        "Other endoscopy of small intestine",
+        "0DJ08ZZ",
+        "Inspection of Upper Intestinal Tract, Via Natural or Artificial Opening Endoscopic",
+    ),
+    "paracentesis": (
+        "5491",
+        "Percutaneous abdominal drainage",
+        "0W9G3ZZ",
+        "Drainage of Peritoneal Cavity, Percutaneous Approach",
+    ),
+    "cardiac_cath": (
+        "3722",
+        "Left heart cardiac catheterization",
+        "4A023N7",
+        "Measurement of Cardiac Sampling and Pressure, Left Heart, Percutaneous Approach",
+    ),
+    "knee": (
+        "8154",
+        "Total knee replacement",
+        "0SRD0JZ",
+        "Replacement of Left Knee Joint with Synthetic Substitute, Open Approach",
+    ),
+    "chemo": (
+        "9925",
+        "Injection or infusion of cancer chemotherapeutic substance",
+        "3E04305",
+        "Introduction of Other Antineoplastic into Central Vein, Percutaneous Approach",
+    ),
+    "antibiotic_infusion": (
+        "9921",
+        "Injection of antibiotic",
+        "3E03329",
+        "Introduction of Other Anti-infective into Peripheral Vein, Percutaneous Approach",
+    ),
 }
 
 # Drugs: name -> (prod_strength, dose_val_rx, dose_unit_rx, form_unit_disp, route, doses_per_24_hrs)
@@ -180,8 +339,16 @@ PROBLEM_DRUGS: dict[str, tuple[str, ...]] = {
     "elective": ("OxyCODONE (Immediate Release)",),
 }
 GENERAL_DRUGS: tuple[str, ...] = (
-    "Heparin", "Sodium Chloride 0.9%  Flush", "Acetaminophen", "Docusate Sodium", "Senna",
-    "Potassium Chloride", "Bisacodyl", "Polyethylene Glycol", "Magnesium Sulfate", "Ondansetron",
+    "Heparin",
+    "Sodium Chloride 0.9%  Flush",
+    "Acetaminophen",
+    "Docusate Sodium",
+    "Senna",
+    "Potassium Chloride",
+    "Bisacodyl",
+    "Polyethylene Glycol",
+    "Magnesium Sulfate",
+    "Ondansetron",
 )
 PROBLEM_PROCEDURES: dict[str, tuple[str, ...]] = {
     "sepsis": ("central_line", "antibiotic_infusion"),
@@ -195,9 +362,12 @@ PROBLEM_PROCEDURES: dict[str, tuple[str, ...]] = {
 }
 
 ICU_UNITS: tuple[str, ...] = (
-    "Medical Intensive Care Unit (MICU)", "Medical/Surgical Intensive Care Unit (MICU/SICU)",
-    "Cardiac Vascular Intensive Care Unit (CVICU)", "Coronary Care Unit (CCU)",
-    "Surgical Intensive Care Unit (SICU)", "Trauma SICU (TSICU)",
+    "Medical Intensive Care Unit (MICU)",
+    "Medical/Surgical Intensive Care Unit (MICU/SICU)",
+    "Cardiac Vascular Intensive Care Unit (CVICU)",
+    "Coronary Care Unit (CCU)",
+    "Surgical Intensive Care Unit (SICU)",
+    "Trauma SICU (TSICU)",
 )
 WARDS: tuple[str, ...] = ("Medicine", "Med/Surg", "Medicine/Cardiology", "Surgery", "Hematology/Oncology", "Transplant")
 

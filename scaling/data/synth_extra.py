@@ -12,52 +12,202 @@ import polars as pl
 
 EXTRA_COLUMNS: dict[str, tuple[str, ...]] = {
     "hosp/drgcodes": ("subject_id", "hadm_id", "drg_type", "drg_code", "description", "drg_severity", "drg_mortality"),
-    "hosp/emar": ("subject_id", "hadm_id", "emar_id", "emar_seq", "poe_id", "pharmacy_id", "enter_provider_id",
-                  "charttime", "medication", "event_txt", "scheduletime", "storetime"),
+    "hosp/emar": (
+        "subject_id",
+        "hadm_id",
+        "emar_id",
+        "emar_seq",
+        "poe_id",
+        "pharmacy_id",
+        "enter_provider_id",
+        "charttime",
+        "medication",
+        "event_txt",
+        "scheduletime",
+        "storetime",
+    ),
     "hosp/hcpcsevents": ("subject_id", "hadm_id", "chartdate", "hcpcs_cd", "seq_num", "short_description"),
     "hosp/omr": ("subject_id", "chartdate", "seq_num", "result_name", "result_value"),
-    "hosp/pharmacy": ("subject_id", "hadm_id", "pharmacy_id", "poe_id", "starttime", "stoptime", "medication",
-                      "proc_type", "status", "entertime", "verifiedtime", "route", "frequency", "disp_sched",
-                      "infusion_type", "sliding_scale", "lockout_interval", "basal_rate", "one_hr_max",
-                      "doses_per_24_hrs", "duration", "duration_interval", "expiration_value", "expiration_unit",
-                      "expirationdate", "dispensation", "fill_quantity"),
-    "icu/chartevents": ("subject_id", "hadm_id", "stay_id", "caregiver_id", "charttime", "storetime", "itemid", "value",
-                        "valuenum", "valueuom", "warning"),
-    "icu/procedureevents": ("subject_id", "hadm_id", "stay_id", "caregiver_id", "starttime", "endtime", "storetime",
-                            "itemid", "value", "valueuom", "location", "locationcategory", "orderid", "linkorderid",
-                            "ordercategoryname", "ordercategorydescription", "patientweight", "isopenbag",
-                            "continueinnextdept", "statusdescription", "originalamount", "originalrate"),
-    "icu/inputevents": ("subject_id", "hadm_id", "stay_id", "caregiver_id", "starttime", "endtime", "storetime", "itemid",
-                        "amount", "amountuom", "rate", "rateuom", "orderid", "linkorderid", "ordercategoryname",
-                        "secondaryordercategoryname", "ordercomponenttypedescription", "ordercategorydescription",
-                        "patientweight", "totalamount", "totalamountuom", "isopenbag", "continueinnextdept",
-                        "statusdescription", "originalamount", "originalrate"),
-    "icu/outputevents": ("subject_id", "hadm_id", "stay_id", "caregiver_id", "charttime", "storetime", "itemid", "value",
-                         "valueuom"),
+    "hosp/pharmacy": (
+        "subject_id",
+        "hadm_id",
+        "pharmacy_id",
+        "poe_id",
+        "starttime",
+        "stoptime",
+        "medication",
+        "proc_type",
+        "status",
+        "entertime",
+        "verifiedtime",
+        "route",
+        "frequency",
+        "disp_sched",
+        "infusion_type",
+        "sliding_scale",
+        "lockout_interval",
+        "basal_rate",
+        "one_hr_max",
+        "doses_per_24_hrs",
+        "duration",
+        "duration_interval",
+        "expiration_value",
+        "expiration_unit",
+        "expirationdate",
+        "dispensation",
+        "fill_quantity",
+    ),
+    "icu/chartevents": (
+        "subject_id",
+        "hadm_id",
+        "stay_id",
+        "caregiver_id",
+        "charttime",
+        "storetime",
+        "itemid",
+        "value",
+        "valuenum",
+        "valueuom",
+        "warning",
+    ),
+    "icu/procedureevents": (
+        "subject_id",
+        "hadm_id",
+        "stay_id",
+        "caregiver_id",
+        "starttime",
+        "endtime",
+        "storetime",
+        "itemid",
+        "value",
+        "valueuom",
+        "location",
+        "locationcategory",
+        "orderid",
+        "linkorderid",
+        "ordercategoryname",
+        "ordercategorydescription",
+        "patientweight",
+        "isopenbag",
+        "continueinnextdept",
+        "statusdescription",
+        "originalamount",
+        "originalrate",
+    ),
+    "icu/inputevents": (
+        "subject_id",
+        "hadm_id",
+        "stay_id",
+        "caregiver_id",
+        "starttime",
+        "endtime",
+        "storetime",
+        "itemid",
+        "amount",
+        "amountuom",
+        "rate",
+        "rateuom",
+        "orderid",
+        "linkorderid",
+        "ordercategoryname",
+        "secondaryordercategoryname",
+        "ordercomponenttypedescription",
+        "ordercategorydescription",
+        "patientweight",
+        "totalamount",
+        "totalamountuom",
+        "isopenbag",
+        "continueinnextdept",
+        "statusdescription",
+        "originalamount",
+        "originalrate",
+    ),
+    "icu/outputevents": (
+        "subject_id",
+        "hadm_id",
+        "stay_id",
+        "caregiver_id",
+        "charttime",
+        "storetime",
+        "itemid",
+        "value",
+        "valueuom",
+    ),
 }
 EXTRA_DICTIONARIES: dict[str, tuple[str, ...]] = {
     "hosp/d_hcpcs": ("code", "category", "long_description", "short_description"),
-    "icu/d_items": ("itemid", "label", "abbreviation", "linksto", "category", "unitname", "param_type",
-                    "lownormalvalue", "highnormalvalue"),
+    "icu/d_items": (
+        "itemid",
+        "label",
+        "abbreviation",
+        "linksto",
+        "category",
+        "unitname",
+        "param_type",
+        "lownormalvalue",
+        "highnormalvalue",
+    ),
 }
 
 # Real MIMIC-IV ICU items (id, label, abbreviation, table, category, unit, type, low, high, typical value, sd).
 ITEMS = [
     (220045, "Heart Rate", "HR", "chartevents", "Routine Vital Signs", "bpm", "Numeric", 60, 100, 85.0, 15.0),
-    (220179, "Non Invasive Blood Pressure systolic", "NBPs", "chartevents", "Routine Vital Signs", "mmHg", "Numeric", 90, 140, 120.0, 18.0),
+    (
+        220179,
+        "Non Invasive Blood Pressure systolic",
+        "NBPs",
+        "chartevents",
+        "Routine Vital Signs",
+        "mmHg",
+        "Numeric",
+        90,
+        140,
+        120.0,
+        18.0,
+    ),
     (220210, "Respiratory Rate", "RR", "chartevents", "Respiratory", "insp/min", "Numeric", 12, 20, 19.0, 5.0),
     (220277, "O2 saturation pulseoxymetry", "SpO2", "chartevents", "Respiratory", "%", "Numeric", 90, 100, 96.0, 2.5),
-    (223761, "Temperature Fahrenheit", "Temperature F", "chartevents", "Routine Vital Signs", "°F", "Numeric", None, None, 98.6, 1.0),
+    (
+        223761,
+        "Temperature Fahrenheit",
+        "Temperature F",
+        "chartevents",
+        "Routine Vital Signs",
+        "°F",
+        "Numeric",
+        None,
+        None,
+        98.6,
+        1.0,
+    ),
     (225158, "NaCl 0.9%", "NaCl 0.9%", "inputevents", "Fluids/Intake", "mL", "Solution", None, None, 250.0, 150.0),
     (226559, "Foley", "Foley", "outputevents", "Output", "mL", "Numeric", None, None, 150.0, 80.0),
-    (224560, "Arterial Line", "Arterial Line", "procedureevents", "Access Lines - Invasive", "None", "Processes", None, None, 1.0, 0.0),
+    (
+        224560,
+        "Arterial Line",
+        "Arterial Line",
+        "procedureevents",
+        "Access Lines - Invasive",
+        "None",
+        "Processes",
+        None,
+        None,
+        1.0,
+        0.0,
+    ),
 ]
-HCPCS = [("99223", "Evaluation and Management", "Initial hospital care, per day, high severity", "Hospital care"),
-         ("93010", "Medicine", "Electrocardiogram, interpretation and report", "Electrocardiogram report"),
-         ("71045", "Radiology", "Radiologic examination, chest; single view", "Chest x-ray")]
-DRGS = [("871", "SEPTICEMIA OR SEVERE SEPSIS W/O MV >96 HOURS W MCC"), ("291", "HEART FAILURE AND SHOCK W MCC"),
-        ("190", "CHRONIC OBSTRUCTIVE PULMONARY DISEASE W MCC"), ("683", "RENAL FAILURE W CC"),
-        ("392", "ESOPHAGITIS, GASTROENT & MISC DIGEST DISORDERS W/O MCC")]
+HCPCS = [
+    ("99223", "Evaluation and Management", "Initial hospital care, per day, high severity", "Hospital care"),
+    ("93010", "Medicine", "Electrocardiogram, interpretation and report", "Electrocardiogram report"),
+    ("71045", "Radiology", "Radiologic examination, chest; single view", "Chest x-ray"),
+]
+DRGS = [
+    ("871", "SEPTICEMIA OR SEVERE SEPSIS W/O MV >96 HOURS W MCC"),
+    ("291", "HEART FAILURE AND SHOCK W MCC"),
+    ("190", "CHRONIC OBSTRUCTIVE PULMONARY DISEASE W MCC"),
+    ("683", "RENAL FAILURE W CC"),
+    ("392", "ESOPHAGITIS, GASTROENT & MISC DIGEST DISORDERS W/O MCC"),
+]
 
 
 def _blank(n: int) -> pl.Series:
@@ -83,41 +233,103 @@ def extra_tables(frames: dict[str, pl.DataFrame], seed: int, chunk_index: int) -
     n = adm.height
     admit = _days(adm["admittime"])
     pick = rng.integers(0, len(DRGS), n)
-    out["hosp/drgcodes"] = pl.DataFrame({
-        "subject_id": adm["subject_id"], "hadm_id": adm["hadm_id"], "drg_type": pl.Series(["HCFA"] * n),
-        "drg_code": pl.Series([DRGS[k][0] for k in pick]), "description": pl.Series([DRGS[k][1] for k in pick]),
-        "drg_severity": _blank(n), "drg_mortality": _blank(n)})
+    out["hosp/drgcodes"] = pl.DataFrame(
+        {
+            "subject_id": adm["subject_id"],
+            "hadm_id": adm["hadm_id"],
+            "drg_type": pl.Series(["HCFA"] * n),
+            "drg_code": pl.Series([DRGS[k][0] for k in pick]),
+            "description": pl.Series([DRGS[k][1] for k in pick]),
+            "drg_severity": _blank(n),
+            "drg_mortality": _blank(n),
+        }
+    )
     hc = rng.integers(0, len(HCPCS), n)
-    out["hosp/hcpcsevents"] = pl.DataFrame({
-        "subject_id": adm["subject_id"], "hadm_id": adm["hadm_id"], "chartdate": _time(admit, "%Y-%m-%d"),
-        "hcpcs_cd": pl.Series([HCPCS[k][0] for k in hc]), "seq_num": pl.Series(["1"] * n),
-        "short_description": pl.Series([HCPCS[k][3] for k in hc])})
+    out["hosp/hcpcsevents"] = pl.DataFrame(
+        {
+            "subject_id": adm["subject_id"],
+            "hadm_id": adm["hadm_id"],
+            "chartdate": _time(admit, "%Y-%m-%d"),
+            "hcpcs_cd": pl.Series([HCPCS[k][0] for k in hc]),
+            "seq_num": pl.Series(["1"] * n),
+            "short_description": pl.Series([HCPCS[k][3] for k in hc]),
+        }
+    )
     weight = rng.normal(170, 35, n).clip(90, 350)
     systolic, diastolic = rng.normal(125, 15, n).round(), rng.normal(75, 10, n).round()
-    out["hosp/omr"] = pl.concat([
-        pl.DataFrame({"subject_id": adm["subject_id"], "chartdate": _time(admit, "%Y-%m-%d"), "seq_num": pl.Series(["1"] * n),
-                      "result_name": pl.Series(["Weight (Lbs)"] * n), "result_value": pl.Series([f"{w:.1f}" for w in weight])}),
-        pl.DataFrame({"subject_id": adm["subject_id"], "chartdate": _time(admit, "%Y-%m-%d"), "seq_num": pl.Series(["1"] * n),
-                      "result_name": pl.Series(["Blood Pressure"] * n),
-                      "result_value": pl.Series([f"{s:.0f}/{d:.0f}" for s, d in zip(systolic, diastolic)])})])
+    out["hosp/omr"] = pl.concat(
+        [
+            pl.DataFrame(
+                {
+                    "subject_id": adm["subject_id"],
+                    "chartdate": _time(admit, "%Y-%m-%d"),
+                    "seq_num": pl.Series(["1"] * n),
+                    "result_name": pl.Series(["Weight (Lbs)"] * n),
+                    "result_value": pl.Series([f"{w:.1f}" for w in weight]),
+                }
+            ),
+            pl.DataFrame(
+                {
+                    "subject_id": adm["subject_id"],
+                    "chartdate": _time(admit, "%Y-%m-%d"),
+                    "seq_num": pl.Series(["1"] * n),
+                    "result_name": pl.Series(["Blood Pressure"] * n),
+                    "result_value": pl.Series([f"{s:.0f}/{d:.0f}" for s, d in zip(systolic, diastolic)]),
+                }
+            ),
+        ]
+    )
     m = rx.height
     start = _days(rx["starttime"])
     given = start + rng.uniform(0.01, 0.2, m)
-    out["hosp/emar"] = pl.DataFrame({
-        "subject_id": rx["subject_id"], "hadm_id": rx["hadm_id"], "emar_id": rx["subject_id"] + "-" + rx["poe_seq"],
-        "emar_seq": rx["poe_seq"], "poe_id": rx["poe_id"], "pharmacy_id": rx["pharmacy_id"],
-        "enter_provider_id": _blank(m), "charttime": _time(given), "medication": rx["drug"],
-        "event_txt": pl.Series(["Administered"] * m), "scheduletime": _time(given), "storetime": _time(given + 0.01)})
+    out["hosp/emar"] = pl.DataFrame(
+        {
+            "subject_id": rx["subject_id"],
+            "hadm_id": rx["hadm_id"],
+            "emar_id": rx["subject_id"] + "-" + rx["poe_seq"],
+            "emar_seq": rx["poe_seq"],
+            "poe_id": rx["poe_id"],
+            "pharmacy_id": rx["pharmacy_id"],
+            "enter_provider_id": _blank(m),
+            "charttime": _time(given),
+            "medication": rx["drug"],
+            "event_txt": pl.Series(["Administered"] * m),
+            "scheduletime": _time(given),
+            "storetime": _time(given + 0.01),
+        }
+    )
     blank = _blank(m)
-    out["hosp/pharmacy"] = pl.DataFrame({
-        "subject_id": rx["subject_id"], "hadm_id": rx["hadm_id"], "pharmacy_id": rx["pharmacy_id"], "poe_id": rx["poe_id"],
-        "starttime": rx["starttime"], "stoptime": rx["stoptime"], "medication": rx["drug"],
-        "proc_type": pl.Series(["Unit Dose"] * m), "status": pl.Series(["Discontinued"] * m), "entertime": rx["starttime"],
-        "verifiedtime": rx["starttime"], "route": rx["route"], "frequency": pl.Series(["Q24H"] * m),
-        "disp_sched": blank, "infusion_type": blank, "sliding_scale": blank, "lockout_interval": blank,
-        "basal_rate": blank, "one_hr_max": blank, "doses_per_24_hrs": rx["doses_per_24_hrs"], "duration": blank,
-        "duration_interval": pl.Series(["Ongoing"] * m), "expiration_value": blank, "expiration_unit": blank,
-        "expirationdate": blank, "dispensation": pl.Series(["Omnicell"] * m), "fill_quantity": blank})
+    out["hosp/pharmacy"] = pl.DataFrame(
+        {
+            "subject_id": rx["subject_id"],
+            "hadm_id": rx["hadm_id"],
+            "pharmacy_id": rx["pharmacy_id"],
+            "poe_id": rx["poe_id"],
+            "starttime": rx["starttime"],
+            "stoptime": rx["stoptime"],
+            "medication": rx["drug"],
+            "proc_type": pl.Series(["Unit Dose"] * m),
+            "status": pl.Series(["Discontinued"] * m),
+            "entertime": rx["starttime"],
+            "verifiedtime": rx["starttime"],
+            "route": rx["route"],
+            "frequency": pl.Series(["Q24H"] * m),
+            "disp_sched": blank,
+            "infusion_type": blank,
+            "sliding_scale": blank,
+            "lockout_interval": blank,
+            "basal_rate": blank,
+            "one_hr_max": blank,
+            "doses_per_24_hrs": rx["doses_per_24_hrs"],
+            "duration": blank,
+            "duration_interval": pl.Series(["Ongoing"] * m),
+            "expiration_value": blank,
+            "expiration_unit": blank,
+            "expirationdate": blank,
+            "dispensation": pl.Series(["Omnicell"] * m),
+            "fill_quantity": blank,
+        }
+    )
     out.update(_icu_tables(icu, rng))
     return out
 
@@ -125,20 +337,33 @@ def extra_tables(frames: dict[str, pl.DataFrame], seed: int, chunk_index: int) -
 def _icu_tables(icu: pl.DataFrame, rng: np.random.Generator) -> dict[str, pl.DataFrame]:
     """Vital signs every 4 h of each ICU stay (up to 4 days), one infusion, one urine output and one line per stay."""
     if icu.height == 0:
-        return {name: pl.DataFrame(schema={c: pl.String for c in EXTRA_COLUMNS[name]})
-                for name in ("icu/chartevents", "icu/inputevents", "icu/outputevents", "icu/procedureevents")}
+        return {
+            name: pl.DataFrame(schema={c: pl.String for c in EXTRA_COLUMNS[name]})
+            for name in ("icu/chartevents", "icu/inputevents", "icu/outputevents", "icu/procedureevents")
+        }
     intime, outtime = _days(icu["intime"]), _days(icu["outtime"])
     stays = np.repeat(np.arange(icu.height), np.maximum(1, ((outtime - intime) * 6).astype(int)).clip(max=24))
     offset = np.concatenate([np.arange(c) for c in np.bincount(stays, minlength=icu.height) if c]) / 6
     rows = []
     for item in (i for i in ITEMS if i[3] == "chartevents"):
         value = rng.normal(item[9], item[10], len(stays)).round(0 if item[5] != "°F" else 1)
-        rows.append(pl.DataFrame({
-            "subject_id": icu["subject_id"][stays], "hadm_id": icu["hadm_id"][stays], "stay_id": icu["stay_id"][stays],
-            "caregiver_id": _blank(len(stays)), "charttime": _time(intime[stays] + offset),
-            "storetime": _time(intime[stays] + offset + 0.005), "itemid": pl.Series([str(item[0])] * len(stays)),
-            "value": pl.Series([f"{v:g}" for v in value]), "valuenum": pl.Series([f"{v:g}" for v in value]),
-            "valueuom": pl.Series([item[5]] * len(stays)), "warning": pl.Series(["0"] * len(stays))}))
+        rows.append(
+            pl.DataFrame(
+                {
+                    "subject_id": icu["subject_id"][stays],
+                    "hadm_id": icu["hadm_id"][stays],
+                    "stay_id": icu["stay_id"][stays],
+                    "caregiver_id": _blank(len(stays)),
+                    "charttime": _time(intime[stays] + offset),
+                    "storetime": _time(intime[stays] + offset + 0.005),
+                    "itemid": pl.Series([str(item[0])] * len(stays)),
+                    "value": pl.Series([f"{v:g}" for v in value]),
+                    "valuenum": pl.Series([f"{v:g}" for v in value]),
+                    "valueuom": pl.Series([item[5]] * len(stays)),
+                    "warning": pl.Series(["0"] * len(stays)),
+                }
+            )
+        )
     k = icu.height
     ids, blank = {"subject_id": icu["subject_id"], "hadm_id": icu["hadm_id"], "stay_id": icu["stay_id"]}, _blank(k)
     start, end = _time(intime + 0.05), _time(np.minimum(intime + 0.3, outtime))
@@ -146,34 +371,82 @@ def _icu_tables(icu: pl.DataFrame, rng: np.random.Generator) -> dict[str, pl.Dat
     order = pl.Series([str(9_000_000 + i) for i in range(k)])
     return {
         "icu/chartevents": pl.concat(rows),
-        "icu/inputevents": pl.DataFrame({
-            **ids, "caregiver_id": blank, "starttime": start, "endtime": end, "storetime": end, "itemid": pl.Series(["225158"] * k),
-            "amount": pl.Series([f"{v:g}" for v in volume]), "amountuom": pl.Series(["ml"] * k), "rate": blank, "rateuom": blank,
-            "orderid": order, "linkorderid": order, "ordercategoryname": pl.Series(["03-IV Fluid Bolus"] * k),
-            "secondaryordercategoryname": blank, "ordercomponenttypedescription": pl.Series(["Main order parameter"] * k),
-            "ordercategorydescription": pl.Series(["Bolus"] * k), "patientweight": pl.Series(["80"] * k),
-            "totalamount": pl.Series([f"{v:g}" for v in volume]), "totalamountuom": pl.Series(["ml"] * k),
-            "isopenbag": pl.Series(["0"] * k), "continueinnextdept": pl.Series(["0"] * k),
-            "statusdescription": pl.Series(["FinishedRunning"] * k), "originalamount": pl.Series([f"{v:g}" for v in volume]),
-            "originalrate": blank}),
-        "icu/outputevents": pl.DataFrame({
-            **ids, "caregiver_id": blank, "charttime": end, "storetime": end, "itemid": pl.Series(["226559"] * k),
-            "value": pl.Series([f"{v:g}" for v in rng.normal(150, 80, k).clip(5, 800).round()]), "valueuom": pl.Series(["ml"] * k)}),
-        "icu/procedureevents": pl.DataFrame({
-            **ids, "caregiver_id": blank, "starttime": start, "endtime": end, "storetime": end, "itemid": pl.Series(["224560"] * k),
-            "value": pl.Series(["1"] * k), "valueuom": pl.Series(["None"] * k), "location": blank, "locationcategory": blank,
-            "orderid": order, "linkorderid": order, "ordercategoryname": pl.Series(["Invasive Lines"] * k),
-            "ordercategorydescription": pl.Series(["Task"] * k), "patientweight": pl.Series(["80"] * k),
-            "isopenbag": pl.Series(["0"] * k), "continueinnextdept": pl.Series(["0"] * k),
-            "statusdescription": pl.Series(["FinishedRunning"] * k), "originalamount": pl.Series(["1"] * k),
-            "originalrate": pl.Series(["1"] * k)}),
+        "icu/inputevents": pl.DataFrame(
+            {
+                **ids,
+                "caregiver_id": blank,
+                "starttime": start,
+                "endtime": end,
+                "storetime": end,
+                "itemid": pl.Series(["225158"] * k),
+                "amount": pl.Series([f"{v:g}" for v in volume]),
+                "amountuom": pl.Series(["ml"] * k),
+                "rate": blank,
+                "rateuom": blank,
+                "orderid": order,
+                "linkorderid": order,
+                "ordercategoryname": pl.Series(["03-IV Fluid Bolus"] * k),
+                "secondaryordercategoryname": blank,
+                "ordercomponenttypedescription": pl.Series(["Main order parameter"] * k),
+                "ordercategorydescription": pl.Series(["Bolus"] * k),
+                "patientweight": pl.Series(["80"] * k),
+                "totalamount": pl.Series([f"{v:g}" for v in volume]),
+                "totalamountuom": pl.Series(["ml"] * k),
+                "isopenbag": pl.Series(["0"] * k),
+                "continueinnextdept": pl.Series(["0"] * k),
+                "statusdescription": pl.Series(["FinishedRunning"] * k),
+                "originalamount": pl.Series([f"{v:g}" for v in volume]),
+                "originalrate": blank,
+            }
+        ),
+        "icu/outputevents": pl.DataFrame(
+            {
+                **ids,
+                "caregiver_id": blank,
+                "charttime": end,
+                "storetime": end,
+                "itemid": pl.Series(["226559"] * k),
+                "value": pl.Series([f"{v:g}" for v in rng.normal(150, 80, k).clip(5, 800).round()]),
+                "valueuom": pl.Series(["ml"] * k),
+            }
+        ),
+        "icu/procedureevents": pl.DataFrame(
+            {
+                **ids,
+                "caregiver_id": blank,
+                "starttime": start,
+                "endtime": end,
+                "storetime": end,
+                "itemid": pl.Series(["224560"] * k),
+                "value": pl.Series(["1"] * k),
+                "valueuom": pl.Series(["None"] * k),
+                "location": blank,
+                "locationcategory": blank,
+                "orderid": order,
+                "linkorderid": order,
+                "ordercategoryname": pl.Series(["Invasive Lines"] * k),
+                "ordercategorydescription": pl.Series(["Task"] * k),
+                "patientweight": pl.Series(["80"] * k),
+                "isopenbag": pl.Series(["0"] * k),
+                "continueinnextdept": pl.Series(["0"] * k),
+                "statusdescription": pl.Series(["FinishedRunning"] * k),
+                "originalamount": pl.Series(["1"] * k),
+                "originalrate": pl.Series(["1"] * k),
+            }
+        ),
     }
 
 
 def extra_dictionaries() -> dict[str, pl.DataFrame]:
     """d_hcpcs and icu/d_items for every code and item the extra tables use."""
-    hcpcs = pl.DataFrame({"code": [h[0] for h in HCPCS], "category": [h[1] for h in HCPCS],
-                          "long_description": [h[2] for h in HCPCS], "short_description": [h[3] for h in HCPCS]})
+    hcpcs = pl.DataFrame(
+        {
+            "code": [h[0] for h in HCPCS],
+            "category": [h[1] for h in HCPCS],
+            "long_description": [h[2] for h in HCPCS],
+            "short_description": [h[3] for h in HCPCS],
+        }
+    )
     text = lambda v: None if v is None else str(v)  # noqa: E731
     items = pl.DataFrame({c: [text(i[k]) for i in ITEMS] for k, c in enumerate(EXTRA_DICTIONARIES["icu/d_items"])})
     return {"hosp/d_hcpcs": hcpcs, "icu/d_items": items}

@@ -157,9 +157,19 @@ def _parse(table: str) -> tuple[LabItem, ...]:
             parsed[key] = float(value)
         items.append(
             LabItem(
-                itemid=int(itemid), label=label, fluid=fluid, category=category, unit=unit or None,
-                ref_lo=_num(lo), ref_hi=_num(hi), center=float(center), spread=float(spread), kind=kind,
-                decimals=int(decimals), lod=_num(lod), effects=parsed,
+                itemid=int(itemid),
+                label=label,
+                fluid=fluid,
+                category=category,
+                unit=unit or None,
+                ref_lo=_num(lo),
+                ref_hi=_num(hi),
+                center=float(center),
+                spread=float(spread),
+                kind=kind,
+                decimals=int(decimals),
+                lod=_num(lod),
+                effects=parsed,
                 levels=tuple(levels.strip().split(",")) if levels else (),
             )
         )

@@ -40,14 +40,36 @@ _PREVALENCE = {
 # How much each condition adds to the burden that drives admissions and outcomes.
 _BURDEN = np.array([0.15, 0.3, 0.5, 0.9, 0.8, 0.3, 0.5, 0.8, 0.6, 0.3])
 # Severity bump on admission by acute problem.
-_PROBLEM_SEV = {"sepsis": 0.9, "uti": -0.1, "aki": 0.4, "bleed": 0.5, "hf_exac": 0.4, "copd_exac": 0.4,
-                "chest_pain": -0.4, "elective": -0.9}
-_EMERGENCY_TYPES = (("EW EMER.", 0.55), ("OBSERVATION ADMIT", 0.12), ("URGENT", 0.1), ("EU OBSERVATION", 0.1),
-                    ("DIRECT EMER.", 0.06), ("DIRECT OBSERVATION", 0.04), ("AMBULATORY OBSERVATION", 0.03))
+_PROBLEM_SEV = {
+    "sepsis": 0.9,
+    "uti": -0.1,
+    "aki": 0.4,
+    "bleed": 0.5,
+    "hf_exac": 0.4,
+    "copd_exac": 0.4,
+    "chest_pain": -0.4,
+    "elective": -0.9,
+}
+_EMERGENCY_TYPES = (
+    ("EW EMER.", 0.55),
+    ("OBSERVATION ADMIT", 0.12),
+    ("URGENT", 0.1),
+    ("EU OBSERVATION", 0.1),
+    ("DIRECT EMER.", 0.06),
+    ("DIRECT OBSERVATION", 0.04),
+    ("AMBULATORY OBSERVATION", 0.03),
+)
 _ELECTIVE_TYPES = (("ELECTIVE", 0.6), ("SURGICAL SAME DAY ADMISSION", 0.4))
-_DISCHARGE = (("HOME", 0.45), ("HOME HEALTH CARE", 0.25), ("SKILLED NURSING FACILITY", 0.14), ("REHAB", 0.08),
-              ("CHRONIC/LONG TERM ACUTE CARE", 0.03), ("AGAINST ADVICE", 0.02), ("PSYCH FACILITY", 0.01),
-              ("ACUTE HOSPITAL", 0.02))
+_DISCHARGE = (
+    ("HOME", 0.45),
+    ("HOME HEALTH CARE", 0.25),
+    ("SKILLED NURSING FACILITY", 0.14),
+    ("REHAB", 0.08),
+    ("CHRONIC/LONG TERM ACUTE CARE", 0.03),
+    ("AGAINST ADVICE", 0.02),
+    ("PSYCH FACILITY", 0.01),
+    ("ACUTE HOSPITAL", 0.02),
+)
 PANEL_ID = {name: i for i, name in enumerate(PANEL_NAMES)}
 MAX_DAYS = 40
 
@@ -165,26 +187,55 @@ def _new_patient(r: random.Random, subject_id: int) -> Patient:
             # Most conditions are there before the record starts; the rest begin inside it.
             onset[i] = start - r.uniform(0, 10) * 365 if r.random() < 0.6 else r.uniform(start, end)
     dx_choice = {name: r.randrange(len(DIAGNOSES[name])) for name in CONDITIONS}
-    drug_choice = {name: tuple(d for d in drugs if r.random() < 0.6) or drugs[:1] for name, drugs in CONDITION_DRUGS.items()}
+    drug_choice = {
+        name: tuple(d for d in drugs if r.random() < 0.6) or drugs[:1] for name, drugs in CONDITION_DRUGS.items()
+    }
     background = tuple(sorted(r.sample(range(len(BACKGROUND)), r.randint(0, 4))))
     return Patient(
-        subject_id=subject_id, gender=r.choice("MF"), anchor_age=age, anchor_year=anchor_year,
-        year_group_start=group_start, start=start, end=end, frailty=frailty, present=present, onset=onset,
-        cond_sev=np.array([math.exp(r.gauss(0, 0.35)) for _ in CONDITIONS]), dx_choice=dx_choice,
-        drug_choice=drug_choice, background=background,
+        subject_id=subject_id,
+        gender=r.choice("MF"),
+        anchor_age=age,
+        anchor_year=anchor_year,
+        year_group_start=group_start,
+        start=start,
+        end=end,
+        frailty=frailty,
+        present=present,
+        onset=onset,
+        cond_sev=np.array([math.exp(r.gauss(0, 0.35)) for _ in CONDITIONS]),
+        dx_choice=dx_choice,
+        drug_choice=drug_choice,
+        background=background,
         insurance="Medicare" if age >= 65 else _choice(r, (("Medicaid", 0.3), ("Other", 0.6), ("Private", 0.1))),
         language="ENGLISH" if r.random() < 0.9 else "?",
         marital=_choice(r, (("MARRIED", 0.45), ("SINGLE", 0.3), ("WIDOWED", 0.12), ("DIVORCED", 0.08), ("", 0.05))),
-        race=_choice(r, (("WHITE", 0.62), ("BLACK/AFRICAN AMERICAN", 0.15), ("HISPANIC/LATINO - PUERTO RICAN", 0.04),
-                         ("ASIAN", 0.04), ("OTHER", 0.05), ("UNKNOWN", 0.07), ("WHITE - OTHER EUROPEAN", 0.03))),
+        race=_choice(
+            r,
+            (
+                ("WHITE", 0.62),
+                ("BLACK/AFRICAN AMERICAN", 0.15),
+                ("HISPANIC/LATINO - PUERTO RICAN", 0.04),
+                ("ASIAN", 0.04),
+                ("OTHER", 0.05),
+                ("UNKNOWN", 0.07),
+                ("WHITE - OTHER EUROPEAN", 0.03),
+            ),
+        ),
     )
 
 
 def _problem(r: random.Random, e: np.ndarray) -> str:
     c = {name: e[i] for i, name in enumerate(CONDITIONS)}
-    weights = (1.0 + 2 * c["infx"] + c["cancer"] + 0.5 * c["dm"], 1.0 + 0.8 * c["dm"] + 0.5 * c["infx"],
-               0.5 + 1.5 * c["ckd"] + 0.5 * c["hf"], 0.5 + 2 * c["liver"] + 0.8 * c["afib"] + 0.5 * c["anemia"] + 0.5 * c["cancer"],
-               0.3 + 3 * c["hf"], 0.3 + 3 * c["copd"], 1.0 + 0.5 * c["htn"] + 0.5 * c["afib"], 1.2)
+    weights = (
+        1.0 + 2 * c["infx"] + c["cancer"] + 0.5 * c["dm"],
+        1.0 + 0.8 * c["dm"] + 0.5 * c["infx"],
+        0.5 + 1.5 * c["ckd"] + 0.5 * c["hf"],
+        0.5 + 2 * c["liver"] + 0.8 * c["afib"] + 0.5 * c["anemia"] + 0.5 * c["cancer"],
+        0.3 + 3 * c["hf"],
+        0.3 + 3 * c["copd"],
+        1.0 + 0.5 * c["htn"] + 0.5 * c["afib"],
+        1.2,
+    )
     return r.choices(PROBLEMS, weights=weights)[0]
 
 
@@ -194,10 +245,17 @@ def _simulate_admission(r: random.Random, p: Patient, pi: int, hi: int, admit: f
     c = {name: e[i] for i, name in enumerate(CONDITIONS)}
     problem = _problem(r, e)
     elective = problem == "elective"
-    sev0 = (-0.4 + 0.3 * b + _PROBLEM_SEV[problem] + r.gauss(0, 0.9)
-            # conditions that interact: cardiorenal, infection in the immunosuppressed, bleeding in cirrhosis
-            + 0.5 * c["ckd"] * c["hf"] + 0.6 * c["infx"] * (problem == "sepsis")
-            + 0.6 * c["liver"] * (problem == "bleed") + 0.4 * c["dm"] * (problem in ("sepsis", "uti")))
+    sev0 = (
+        -0.4
+        + 0.3 * b
+        + _PROBLEM_SEV[problem]
+        + r.gauss(0, 0.9)
+        # conditions that interact: cardiorenal, infection in the immunosuppressed, bleeding in cirrhosis
+        + 0.5 * c["ckd"] * c["hf"]
+        + 0.6 * c["infx"] * (problem == "sepsis")
+        + 0.6 * c["liver"] * (problem == "bleed")
+        + 0.4 * c["dm"] * (problem in ("sepsis", "uti"))
+    )
     severity = np.empty(MAX_DAYS)
     severity[0] = sev0
     for d in range(1, MAX_DAYS):
@@ -206,9 +264,16 @@ def _simulate_admission(r: random.Random, p: Patient, pi: int, hi: int, admit: f
     age = p.age_at(admit)
     mu, sigma = (math.log(2.5) if elective else math.log(3.2)) + 0.35 * s1 + 0.1 * b, 0.55
     los = min(max(math.exp(mu + sigma * r.gauss(0, 1)), 0.15), MAX_DAYS - 1)
-    risk_mortality = sigmoid(-4.0 + 1.2 * s1 + 0.3 * b + 0.04 * (age - 65) + 0.6 * c["ckd"] * c["hf"]
-                             + 0.6 * c["liver"] * (problem == "bleed") + 0.5 * c["infx"] * (problem == "sepsis")
-                             + 0.4 * c["cancer"])
+    risk_mortality = sigmoid(
+        -4.0
+        + 1.2 * s1
+        + 0.3 * b
+        + 0.04 * (age - 65)
+        + 0.6 * c["ckd"] * c["hf"]
+        + 0.6 * c["liver"] * (problem == "bleed")
+        + 0.5 * c["infx"] * (problem == "sepsis")
+        + 0.4 * c["cancer"]
+    )
     died = r.random() < risk_mortality
 
     def tail(x: float) -> float:
@@ -231,13 +296,31 @@ def _simulate_admission(r: random.Random, p: Patient, pi: int, hi: int, admit: f
     else:
         location = _choice(r, _DISCHARGE)
     adm_type = _choice(r, _ELECTIVE_TYPES if elective else _EMERGENCY_TYPES)
-    ed_time = admit - r.uniform(2, 8) * HOUR if adm_type in ("EW EMER.", "EU OBSERVATION", "OBSERVATION ADMIT") else None
+    ed_time = (
+        admit - r.uniform(2, 8) * HOUR if adm_type in ("EW EMER.", "EU OBSERVATION", "OBSERVATION ADMIT") else None
+    )
     ward = "Surgery" if elective else r.choice(WARDS)
     return Admission(
-        subject_index=pi, hadm_index=hi, admit=admit, disch=disch, admission_type=adm_type, problem=problem,
-        severity=severity, effects=e, burden=b, died=died, discharge_location=location, ed_time=ed_time,
-        icu_in=icu_in, icu_out=icu_out, icu_unit=icu_unit, ward=ward, risk_mortality=risk_mortality,
-        risk_long_stay=risk_long_stay, icd_version=p.icd_version(admit), age=age,
+        subject_index=pi,
+        hadm_index=hi,
+        admit=admit,
+        disch=disch,
+        admission_type=adm_type,
+        problem=problem,
+        severity=severity,
+        effects=e,
+        burden=b,
+        died=died,
+        discharge_location=location,
+        ed_time=ed_time,
+        icu_in=icu_in,
+        icu_out=icu_out,
+        icu_unit=icu_unit,
+        ward=ward,
+        risk_mortality=risk_mortality,
+        risk_long_stay=risk_long_stay,
+        icd_version=p.icd_version(admit),
+        age=age,
     )
 
 
@@ -272,11 +355,20 @@ def _admission_labs(r: random.Random, chunk: Chunk, p: Patient, a: Admission) ->
     if t < end:
         f = factors(t)
         prio = "STAT" if stat else "ROUTINE"
-        odds = {"cbc": 0.97, "chem7": 0.97, "diff": 0.6, "camgp": 0.55, "lft": 0.25 + 0.5 * c["liver"],
-                "coag": 0.25 + 0.5 * (c["liver"] or c["afib"]), "misc": 0.15, "hold": 0.3,
-                "cardiac": 0.15 + 0.4 * c["hf"] + 0.6 * (a.problem in ("chest_pain", "hf_exac")),
-                "urinalysis": 0.15 + 0.7 * (a.problem == "uti") + 0.3 * (a.problem == "sepsis"),
-                "bloodgas": 0.8 if in_icu(t) else 0.08, "a1c": 0.2 * c["dm"]}
+        odds = {
+            "cbc": 0.97,
+            "chem7": 0.97,
+            "diff": 0.6,
+            "camgp": 0.55,
+            "lft": 0.25 + 0.5 * c["liver"],
+            "coag": 0.25 + 0.5 * (c["liver"] or c["afib"]),
+            "misc": 0.15,
+            "hold": 0.3,
+            "cardiac": 0.15 + 0.4 * c["hf"] + 0.6 * (a.problem in ("chest_pain", "hf_exac")),
+            "urinalysis": 0.15 + 0.7 * (a.problem == "uti") + 0.3 * (a.problem == "sepsis"),
+            "bloodgas": 0.8 if in_icu(t) else 0.08,
+            "a1c": 0.2 * c["dm"],
+        }
         for panel, odd in odds.items():
             if r.random() < odd:
                 _draw(chunk, a.subject_index, t, a.hadm_index, panel, prio, f)
@@ -288,9 +380,16 @@ def _admission_labs(r: random.Random, chunk: Chunk, p: Patient, a: Admission) ->
         t = day + r.uniform(4.5, 6.5) * HOUR
         if t < end:
             f = factors(t)
-            odds = {"cbc": 0.9, "chem7": 0.9, "camgp": 0.6, "diff": 0.3, "lft": 0.1 + 0.3 * c["liver"],
-                    "coag": 0.15 + 0.4 * (c["liver"] or c["afib"]), "misc": 0.05,
-                    "cardiac": 0.3 if (a.problem == "hf_exac" and day - a.admit < 2) else 0.02}
+            odds = {
+                "cbc": 0.9,
+                "chem7": 0.9,
+                "camgp": 0.6,
+                "diff": 0.3,
+                "lft": 0.1 + 0.3 * c["liver"],
+                "coag": 0.15 + 0.4 * (c["liver"] or c["afib"]),
+                "misc": 0.05,
+                "cardiac": 0.3 if (a.problem == "hf_exac" and day - a.admit < 2) else 0.02,
+            }
             for panel, odd in odds.items():
                 if r.random() < odd:
                     _draw(chunk, a.subject_index, t, a.hadm_index, panel, "ROUTINE" if r.random() < 0.9 else "", f)
@@ -302,7 +401,9 @@ def _admission_labs(r: random.Random, chunk: Chunk, p: Patient, a: Admission) ->
         day += 1
 
 
-def _outpatient_labs(r: random.Random, chunk: Chunk, p: Patient, pi: int, busy: list[tuple[float, float]], stop: float) -> None:
+def _outpatient_labs(
+    r: random.Random, chunk: Chunk, p: Patient, pi: int, busy: list[tuple[float, float]], stop: float
+) -> None:
     n_active = int(p.present.sum())
     rate = 0.8 + 0.7 * n_active  # visits per year
     n = np.random.default_rng(r.getrandbits(32)).poisson(rate * (p.end - p.start) / 365)
@@ -315,8 +416,18 @@ def _outpatient_labs(r: random.Random, chunk: Chunk, p: Patient, pi: int, busy: 
         f = np.zeros(len(FACTORS))
         f[:N_COND] = e
         f[SEV] = -0.6 + 0.15 * p.burden(t, e) + r.gauss(0, 0.3)
-        odds = {"chem7": 0.85, "cbc": 0.75, "camgp": 0.2, "lft": 0.2 + 0.5 * c["liver"], "coag": 0.1 + 0.6 * c["afib"],
-                "lipids": 0.15, "a1c": 0.1 + 0.5 * c["dm"], "urinalysis": 0.1, "misc": 0.1, "cardiac": 0.05 + 0.2 * c["hf"]}
+        odds = {
+            "chem7": 0.85,
+            "cbc": 0.75,
+            "camgp": 0.2,
+            "lft": 0.2 + 0.5 * c["liver"],
+            "coag": 0.1 + 0.6 * c["afib"],
+            "lipids": 0.15,
+            "a1c": 0.1 + 0.5 * c["dm"],
+            "urinalysis": 0.1,
+            "misc": 0.1,
+            "cardiac": 0.05 + 0.2 * c["hf"],
+        }
         for panel, odd in odds.items():
             if r.random() < odd:
                 _draw(chunk, pi, t, -1, panel, "ROUTINE" if r.random() < 0.7 else "", f)

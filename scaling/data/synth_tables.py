@@ -11,7 +11,14 @@ import numpy as np
 import polars as pl
 
 from scaling.data.synth_codes import (
-    BACKGROUND, CONDITIONS, DIAGNOSES, DRUGS, GENERAL_DRUGS, LAB_COMMENTS, PROBLEM_DRUGS, PROBLEM_PROCEDURES,
+    BACKGROUND,
+    CONDITIONS,
+    DIAGNOSES,
+    DRUGS,
+    GENERAL_DRUGS,
+    LAB_COMMENTS,
+    PROBLEM_DRUGS,
+    PROBLEM_PROCEDURES,
     PROCEDURES,
 )
 from scaling.data.synth_labs import ITEM_INDEX, LAB_ITEMS, PANEL_NAMES, PANELS, loading_matrix
@@ -20,22 +27,77 @@ from scaling.data.synth_patients import FACTORS, HOUR, Chunk
 # Column order of each MIMIC-IV table (v2.2 / v3.1).
 COLUMNS: dict[str, tuple[str, ...]] = {
     "hosp/patients": ("subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"),
-    "hosp/admissions": ("subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "admission_type",
-                        "admit_provider_id", "admission_location", "discharge_location", "insurance", "language",
-                        "marital_status", "race", "edregtime", "edouttime", "hospital_expire_flag"),
+    "hosp/admissions": (
+        "subject_id",
+        "hadm_id",
+        "admittime",
+        "dischtime",
+        "deathtime",
+        "admission_type",
+        "admit_provider_id",
+        "admission_location",
+        "discharge_location",
+        "insurance",
+        "language",
+        "marital_status",
+        "race",
+        "edregtime",
+        "edouttime",
+        "hospital_expire_flag",
+    ),
     "hosp/transfers": ("subject_id", "hadm_id", "transfer_id", "eventtype", "careunit", "intime", "outtime"),
-    "hosp/labevents": ("labevent_id", "subject_id", "hadm_id", "specimen_id", "itemid", "order_provider_id",
-                       "charttime", "storetime", "value", "valuenum", "valueuom", "ref_range_lower",
-                       "ref_range_upper", "flag", "priority", "comments"),
+    "hosp/labevents": (
+        "labevent_id",
+        "subject_id",
+        "hadm_id",
+        "specimen_id",
+        "itemid",
+        "order_provider_id",
+        "charttime",
+        "storetime",
+        "value",
+        "valuenum",
+        "valueuom",
+        "ref_range_lower",
+        "ref_range_upper",
+        "flag",
+        "priority",
+        "comments",
+    ),
     "hosp/diagnoses_icd": ("subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"),
     "hosp/procedures_icd": ("subject_id", "hadm_id", "seq_num", "chartdate", "icd_code", "icd_version"),
-    "hosp/prescriptions": ("subject_id", "hadm_id", "pharmacy_id", "poe_id", "poe_seq", "order_provider_id",
-                           "starttime", "stoptime", "drug_type", "drug", "formulary_drug_cd", "gsn", "ndc",
-                           "prod_strength", "form_rx", "dose_val_rx", "dose_unit_rx", "form_val_disp",
-                           "form_unit_disp", "doses_per_24_hrs", "route"),
+    "hosp/prescriptions": (
+        "subject_id",
+        "hadm_id",
+        "pharmacy_id",
+        "poe_id",
+        "poe_seq",
+        "order_provider_id",
+        "starttime",
+        "stoptime",
+        "drug_type",
+        "drug",
+        "formulary_drug_cd",
+        "gsn",
+        "ndc",
+        "prod_strength",
+        "form_rx",
+        "dose_val_rx",
+        "dose_unit_rx",
+        "form_val_disp",
+        "form_unit_disp",
+        "doses_per_24_hrs",
+        "route",
+    ),
     "icu/icustays": ("subject_id", "hadm_id", "stay_id", "first_careunit", "last_careunit", "intime", "outtime", "los"),
-    "oracle/admissions": ("subject_id", "hadm_id", "admittime", "risk_in_hospital_mortality", "risk_long_stay",
-                          "risk_abnormal_creatinine"),
+    "oracle/admissions": (
+        "subject_id",
+        "hadm_id",
+        "admittime",
+        "risk_in_hospital_mortality",
+        "risk_long_stay",
+        "risk_abnormal_creatinine",
+    ),
     "oracle/icustays": ("subject_id", "hadm_id", "stay_id", "intime", "risk_icu_mortality"),
     "oracle/conditions": ("subject_id", "condition", "onset"),
 }
@@ -110,7 +172,7 @@ def lab_rows(chunk: Chunk, seed: int, chunk_index: int) -> tuple[pl.DataFrame, d
     value = np.where(kind == "linear", _CENTER[item] + _SPREAD[item] * z, _CENTER[item] * np.exp(_SPREAD[item] * z))
     value = np.where(item == ITEM_INDEX[50817], np.minimum(value, 100.0), value)
     decimals = _DECIMALS[item]
-    scale = 10.0 ** decimals
+    scale = 10.0**decimals
     valuenum = np.round(value * scale) / scale  # the number as written, so the flag agrees with it
     text = _num_text(value, decimals).to_numpy().astype(object)
     numeric = np.isin(kind, ("log", "linear"))
@@ -151,7 +213,9 @@ def lab_rows(chunk: Chunk, seed: int, chunk_index: int) -> tuple[pl.DataFrame, d
     units[tsh & (rng.random(n) < 0.1)] = "uU/ML"  # the same item in another unit, as in MIMIC-IV
     comment_pick = rng.random(n) < 0.01
     comments = np.full(n, None, dtype=object)
-    comments[comment_pick] = np.array(LAB_COMMENTS, dtype=object)[rng.integers(0, len(LAB_COMMENTS), comment_pick.sum())]
+    comments[comment_pick] = np.array(LAB_COMMENTS, dtype=object)[
+        rng.integers(0, len(LAB_COMMENTS), comment_pick.sum())
+    ]
 
     draw_time = np.asarray(chunk.draw_time)[draw]
     hadm_local = np.asarray(chunk.draw_hadm)[draw]
@@ -167,26 +231,32 @@ def lab_rows(chunk: Chunk, seed: int, chunk_index: int) -> tuple[pl.DataFrame, d
     def range_text(bound: np.ndarray) -> pl.Series:
         return _num_text(np.nan_to_num(bound), decimals).set(pl.Series(np.isnan(bound) | ~ref_shown), None)
 
-    frame = pl.DataFrame({
-        "labevent_id": chunk_index * 1_000_000 + np.arange(n),
-        "subject_id": subject,
-        "hadm_id": pl.Series(hadm).set(pl.Series(hadm < 0), None),
-        "specimen_id": specimen,
-        "itemid": np.array([i.itemid for i in LAB_ITEMS])[item],
-        "order_provider_id": _strings(provider),
-        "charttime": _ts(draw_time),
-        "storetime": _ts(storetime),
-        "value": _strings(text),
-        "valuenum": _strings(text).set(pl.Series(np.isnan(valuenum)), None),
-        "valueuom": _strings(units).replace("", None),
-        "ref_range_lower": range_text(ref_lo),
-        "ref_range_upper": range_text(ref_hi),
-        "flag": _strings(np.where(abnormal, "abnormal", None)),
-        "priority": _strings(priority).replace("", None),
-        "comments": _strings(comments),
-    })
+    frame = pl.DataFrame(
+        {
+            "labevent_id": chunk_index * 1_000_000 + np.arange(n),
+            "subject_id": subject,
+            "hadm_id": pl.Series(hadm).set(pl.Series(hadm < 0), None),
+            "specimen_id": specimen,
+            "itemid": np.array([i.itemid for i in LAB_ITEMS])[item],
+            "order_provider_id": _strings(provider),
+            "charttime": _ts(draw_time),
+            "storetime": _ts(storetime),
+            "value": _strings(text),
+            "valuenum": _strings(text).set(pl.Series(np.isnan(valuenum)), None),
+            "valueuom": _strings(units).replace("", None),
+            "ref_range_lower": range_text(ref_lo),
+            "ref_range_upper": range_text(ref_hi),
+            "flag": _strings(np.where(abnormal, "abnormal", None)),
+            "priority": _strings(priority).replace("", None),
+            "comments": _strings(comments),
+        }
+    )
     # Keep the file's order: by subject, then time (as MIMIC-IV is mostly grouped).
-    frame = frame.with_columns(_t=pl.Series(draw_time)).sort(["subject_id", "_t", "specimen_id"], maintain_order=True).drop("_t")
+    frame = (
+        frame.with_columns(_t=pl.Series(draw_time))
+        .sort(["subject_id", "_t", "specimen_id"], maintain_order=True)
+        .drop("_t")
+    )
     frame = frame.with_columns(labevent_id=chunk_index * 1_000_000 + pl.int_range(pl.len()))
 
     # Oracle: P(some creatinine in (24 h, 72 h] after admission is > 1.3), from the latent means.
@@ -210,7 +280,9 @@ def chunk_tables(chunk: Chunk, seed: int, chunk_index: int) -> dict[str, pl.Data
     """Every table of one chunk as string frames."""
     rng = np.random.default_rng([seed, chunk_index, 3])
     labs, creat_risk = lab_rows(chunk, seed, chunk_index)
-    tables: dict[str, dict[str, list]] = {name: {c: [] for c in cols} for name, cols in COLUMNS.items() if name != "hosp/labevents"}
+    tables: dict[str, dict[str, list]] = {
+        name: {c: [] for c in cols} for name, cols in COLUMNS.items() if name != "hosp/labevents"
+    }
 
     def add(name: str, *values) -> None:
         for column, value in zip(COLUMNS[name], values, strict=True):
@@ -228,12 +300,49 @@ def chunk_tables(chunk: Chunk, seed: int, chunk_index: int) -> dict[str, pl.Data
         sid = p.subject_id
         hadm = 20_000_000 + chunk_index * 10_000 + a.hadm_index
         ed_out = a.admit if a.ed_time is not None else None
-        location = ("EMERGENCY ROOM" if a.ed_time is not None else
-                    str(rng.choice(["PHYSICIAN REFERRAL", "TRANSFER FROM HOSPITAL", "WALK-IN/SELF REFERRAL", "CLINIC REFERRAL", "PROCEDURE SITE"])))
-        add("hosp/admissions", sid, hadm, a.admit, a.disch, a.disch if a.died else None, a.admission_type,
-            _PROVIDERS[int(rng.integers(len(_PROVIDERS)))], location, a.discharge_location, p.insurance,
-            p.language, p.marital or None, p.race, a.ed_time, ed_out, int(a.died))
-        add("oracle/admissions", sid, hadm, a.admit, a.risk_mortality, a.risk_long_stay, creat_risk.get(a.hadm_index, 0.0))
+        location = (
+            "EMERGENCY ROOM"
+            if a.ed_time is not None
+            else str(
+                rng.choice(
+                    [
+                        "PHYSICIAN REFERRAL",
+                        "TRANSFER FROM HOSPITAL",
+                        "WALK-IN/SELF REFERRAL",
+                        "CLINIC REFERRAL",
+                        "PROCEDURE SITE",
+                    ]
+                )
+            )
+        )
+        add(
+            "hosp/admissions",
+            sid,
+            hadm,
+            a.admit,
+            a.disch,
+            a.disch if a.died else None,
+            a.admission_type,
+            _PROVIDERS[int(rng.integers(len(_PROVIDERS)))],
+            location,
+            a.discharge_location,
+            p.insurance,
+            p.language,
+            p.marital or None,
+            p.race,
+            a.ed_time,
+            ed_out,
+            int(a.died),
+        )
+        add(
+            "oracle/admissions",
+            sid,
+            hadm,
+            a.admit,
+            a.risk_mortality,
+            a.risk_long_stay,
+            creat_risk.get(a.hadm_index, 0.0),
+        )
         # Transfers: ED, the ward, the ICU in between, and the discharge.
         if a.ed_time is not None:
             add("hosp/transfers", sid, None, transfer_id, "ED", "Emergency Department", a.ed_time, a.admit)
@@ -245,10 +354,29 @@ def chunk_tables(chunk: Chunk, seed: int, chunk_index: int) -> dict[str, pl.Data
             transfer_id += 2
             ward_in = a.icu_out
             stay = 30_000_000 + chunk_index * 10_000 + a.hadm_index
-            add("icu/icustays", sid, hadm, stay, a.icu_unit, a.icu_unit, a.icu_in, a.icu_out, round(a.icu_out - a.icu_in, 6))
+            add(
+                "icu/icustays",
+                sid,
+                hadm,
+                stay,
+                a.icu_unit,
+                a.icu_unit,
+                a.icu_in,
+                a.icu_out,
+                round(a.icu_out - a.icu_in, 6),
+            )
             add("oracle/icustays", sid, hadm, stay, a.icu_in, a.risk_mortality)
         if ward_in < a.disch:
-            add("hosp/transfers", sid, hadm, transfer_id, "admit" if a.icu_in is None else "transfer", a.ward, ward_in, a.disch)
+            add(
+                "hosp/transfers",
+                sid,
+                hadm,
+                transfer_id,
+                "admit" if a.icu_in is None else "transfer",
+                a.ward,
+                ward_in,
+                a.disch,
+            )
             transfer_id += 1
         add("hosp/transfers", sid, hadm, transfer_id, "discharge", None, a.disch, None)
         transfer_id += 1
@@ -294,44 +422,87 @@ def chunk_tables(chunk: Chunk, seed: int, chunk_index: int) -> dict[str, pl.Data
             stop = start + rng.uniform(0.2, 1.0) * max(a.disch - start, 0.05)
             gsn = f"{(sum(map(ord, drug)) * 7919) % 90000 + 10000:06d}"
             ndc = f"{(sum(map(ord, drug)) * 104729) % 10**11:011d}"
-            add("hosp/prescriptions", sid, hadm, chunk_index * 1_000_000 + a.hadm_index * 100 + k,
-                f"{sid}-{a.hadm_index * 100 + k + 1}", a.hadm_index * 100 + k + 1,
-                _PROVIDERS[int(rng.integers(len(_PROVIDERS)))], start, stop, "MAIN", drug,
-                drug.split()[0][:6].upper() + str(len(drug)), gsn, ndc, strength, None, dose, unit,
-                "1", disp_unit, per_day if per_day != "0" else None, route)
+            add(
+                "hosp/prescriptions",
+                sid,
+                hadm,
+                chunk_index * 1_000_000 + a.hadm_index * 100 + k,
+                f"{sid}-{a.hadm_index * 100 + k + 1}",
+                a.hadm_index * 100 + k + 1,
+                _PROVIDERS[int(rng.integers(len(_PROVIDERS)))],
+                start,
+                stop,
+                "MAIN",
+                drug,
+                drug.split()[0][:6].upper() + str(len(drug)),
+                gsn,
+                ndc,
+                strength,
+                None,
+                dose,
+                unit,
+                "1",
+                disp_unit,
+                per_day if per_day != "0" else None,
+                route,
+            )
 
     frames = {"hosp/labevents": labs}
-    time_columns = {"admittime", "dischtime", "deathtime", "edregtime", "edouttime", "intime", "outtime",
-                    "starttime", "stoptime"}
+    time_columns = {
+        "admittime",
+        "dischtime",
+        "deathtime",
+        "edregtime",
+        "edouttime",
+        "intime",
+        "outtime",
+        "starttime",
+        "stoptime",
+    }
     date_columns = {"dod", "chartdate"}
     for name, data in tables.items():
         columns = {}
         for column, values in data.items():
             if column in time_columns or (name == "oracle/conditions" and column == "onset"):
                 arr = np.array([np.nan if x is None else x for x in values], dtype=np.float64)
-                columns[column] = _ts(np.where(np.isinf(arr), np.nan, arr)) if len(arr) else pl.Series([], dtype=pl.String)
+                columns[column] = (
+                    _ts(np.where(np.isinf(arr), np.nan, arr)) if len(arr) else pl.Series([], dtype=pl.String)
+                )
             elif column in date_columns:
                 arr = np.array([np.nan if x is None else x for x in values], dtype=np.float64)
                 columns[column] = _date(arr) if len(arr) else pl.Series([], dtype=pl.String)
             else:
-                columns[column] = pl.Series(values, dtype=pl.String, strict=False) if values else pl.Series([], dtype=pl.String)
+                columns[column] = (
+                    pl.Series(values, dtype=pl.String, strict=False) if values else pl.Series([], dtype=pl.String)
+                )
         frames[name] = pl.DataFrame(columns)
     return frames
 
 
 def dictionary_tables() -> dict[str, pl.DataFrame]:
     """The d_ tables for every item and code the generator can write."""
-    labs = pl.DataFrame({
-        "itemid": [i.itemid for i in LAB_ITEMS], "label": [i.label for i in LAB_ITEMS],
-        "fluid": [i.fluid for i in LAB_ITEMS], "category": [i.category for i in LAB_ITEMS],
-    }).sort("itemid")
-    dx = {(e[0], 9): e[1] for entries in DIAGNOSES.values() for e in entries} | {(e[2], 10): e[3] for entries in DIAGNOSES.values() for e in entries}
+    labs = pl.DataFrame(
+        {
+            "itemid": [i.itemid for i in LAB_ITEMS],
+            "label": [i.label for i in LAB_ITEMS],
+            "fluid": [i.fluid for i in LAB_ITEMS],
+            "category": [i.category for i in LAB_ITEMS],
+        }
+    ).sort("itemid")
+    dx = {(e[0], 9): e[1] for entries in DIAGNOSES.values() for e in entries} | {
+        (e[2], 10): e[3] for entries in DIAGNOSES.values() for e in entries
+    }
     dx |= {(e[0], 9): e[1] for e in BACKGROUND} | {(e[2], 10): e[3] for e in BACKGROUND}
     px = {(e[0], 9): e[1] for e in PROCEDURES.values()} | {(e[2], 10): e[3] for e in PROCEDURES.values()}
 
     def table(entries: dict) -> pl.DataFrame:
         rows = sorted(entries.items(), key=lambda kv: (kv[0][1], kv[0][0]))
-        return pl.DataFrame({"icd_code": [k[0] for k, _ in rows], "icd_version": [k[1] for k, _ in rows],
-                             "long_title": [v for _, v in rows]})
+        return pl.DataFrame(
+            {
+                "icd_code": [k[0] for k, _ in rows],
+                "icd_version": [k[1] for k, _ in rows],
+                "long_title": [v for _, v in rows],
+            }
+        )
 
     return {"hosp/d_labitems": labs, "hosp/d_icd_diagnoses": table(dx), "hosp/d_icd_procedures": table(px)}

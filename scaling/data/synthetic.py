@@ -63,8 +63,9 @@ class _GzipWriter(gzip.GzipFile):
         self._raw.close()
 
 
-def write_synthetic_mimic(out: Path, patients: int, seed: int = 0, workers: int = 2,
-                          progress: Callable[[int], None] | None = None) -> SynthSummary:
+def write_synthetic_mimic(
+    out: Path, patients: int, seed: int = 0, workers: int = 2, progress: Callable[[int], None] | None = None
+) -> SynthSummary:
     """Write the synthetic MIMIC-IV under `out` (hosp/, icu/, oracle/), atomically."""
     if patients < 1:
         raise ValueError(f"--patients must be at least 1, got {patients}")
@@ -76,8 +77,10 @@ def write_synthetic_mimic(out: Path, patients: int, seed: int = 0, workers: int 
         writers = {name: _GzipWriter(tmp / f"{name}.csv.gz") for name in TABLES}
         for name, writer in writers.items():
             writer.write(_csv(pl.DataFrame(schema={c: pl.String for c in COLUMNS[name]}), header=True))
-        jobs = [(seed, k, k * CHUNK_PATIENTS, min(CHUNK_PATIENTS, patients - k * CHUNK_PATIENTS))
-                for k in range((patients + CHUNK_PATIENTS - 1) // CHUNK_PATIENTS)]
+        jobs = [
+            (seed, k, k * CHUNK_PATIENTS, min(CHUNK_PATIENTS, patients - k * CHUNK_PATIENTS))
+            for k in range((patients + CHUNK_PATIENTS - 1) // CHUNK_PATIENTS)
+        ]
         rows = dict.fromkeys(TABLES, 0)
         ctx = multiprocessing.get_context("forkserver")
         pool = ctx.Pool(workers) if workers > 1 and len(jobs) > 1 else None

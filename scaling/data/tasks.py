@@ -13,7 +13,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-LABEL_SCHEMA = pa.schema([("subject_id", pa.int64()), ("prediction_time", pa.timestamp("us")), ("boolean_value", pa.bool_())])
+LABEL_SCHEMA = pa.schema(
+    [("subject_id", pa.int64()), ("prediction_time", pa.timestamp("us")), ("boolean_value", pa.bool_())]
+)
 
 
 @dataclass(frozen=True)
@@ -33,10 +35,13 @@ TASKS = ("in_hospital_mortality", "long_stay", "icu_mortality", "abnormal_creati
 
 def _pairs(events: pl.LazyFrame, start_prefix: str, end_code_prefix: str) -> pl.LazyFrame:
     """Each start event with the same subject's first end event at or after it."""
-    starts = events.filter(pl.col("code").str.starts_with(start_prefix)).select("subject_id", start="time").sort("start")
+    starts = (
+        events.filter(pl.col("code").str.starts_with(start_prefix)).select("subject_id", start="time").sort("start")
+    )
     ends = events.filter(pl.col("code").str.starts_with(end_code_prefix)).select("subject_id", end="time").sort("end")
-    return starts.join_asof(ends, left_on="start", right_on="end", by="subject_id", strategy="forward",
-                                 check_sortedness=False).filter(pl.col("end").is_not_null())
+    return starts.join_asof(
+        ends, left_on="start", right_on="end", by="subject_id", strategy="forward", check_sortedness=False
+    ).filter(pl.col("end").is_not_null())
 
 
 def _deaths(events: pl.LazyFrame) -> pl.LazyFrame:
@@ -44,48 +49,81 @@ def _deaths(events: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _label_frame(frame: pl.DataFrame, label: pl.Expr) -> pl.DataFrame:
-    return frame.select(pl.col("subject_id").cast(pl.Int64), pl.col("prediction_time").cast(pl.Datetime("us")),
-                        boolean_value=label).unique(["subject_id", "prediction_time"], keep="first").sort("subject_id", "prediction_time")
+    return (
+        frame.select(
+            pl.col("subject_id").cast(pl.Int64), pl.col("prediction_time").cast(pl.Datetime("us")), boolean_value=label
+        )
+        .unique(["subject_id", "prediction_time"], keep="first")
+        .sort("subject_id", "prediction_time")
+    )
 
 
 def build_tasks(events: pl.LazyFrame, config: TaskConfig) -> tuple[dict[str, pl.DataFrame], dict[str, dict[str, int]]]:
     """All task label frames, and per task the cohort exclusions by reason."""
     deaths = _deaths(events)
     predict = pl.duration(hours=config.prediction_hours)
-    admissions = (_pairs(events, "HOSPITAL_ADMISSION//", "HOSPITAL_DISCHARGE//").join(deaths, on="subject_id", how="left")
-                  .with_columns(prediction_time=pl.col("start") + predict).collect())
+    admissions = (
+        _pairs(events, "HOSPITAL_ADMISSION//", "HOSPITAL_DISCHARGE//")
+        .join(deaths, on="subject_id", how="left")
+        .with_columns(prediction_time=pl.col("start") + predict)
+        .collect()
+    )
     exclusions: dict[str, dict[str, int]] = {}
     # In hospital at the prediction time: discharged after it, and not dead at or before it.
     gone = pl.col("end") <= pl.col("prediction_time")
     dead = pl.col("death").is_not_null() & (pl.col("death") <= pl.col("prediction_time"))
     cohort = admissions.filter(~gone & ~dead)
-    hospital_exclusions = {"discharged by the prediction time": admissions.filter(gone & ~dead).height,
-                           "died by the prediction time": admissions.filter(dead).height}
+    hospital_exclusions = {
+        "discharged by the prediction time": admissions.filter(gone & ~dead).height,
+        "died by the prediction time": admissions.filter(dead).height,
+    }
     labels = {}
-    labels["in_hospital_mortality"] = _label_frame(cohort, pl.col("death").is_not_null() & (pl.col("death") <= pl.col("end")))
+    labels["in_hospital_mortality"] = _label_frame(
+        cohort, pl.col("death").is_not_null() & (pl.col("death") <= pl.col("end"))
+    )
     exclusions["in_hospital_mortality"] = hospital_exclusions
-    labels["long_stay"] = _label_frame(cohort, (pl.col("end") - pl.col("start")) > pl.duration(days=config.long_stay_days))
+    labels["long_stay"] = _label_frame(
+        cohort, (pl.col("end") - pl.col("start")) > pl.duration(days=config.long_stay_days)
+    )
     exclusions["long_stay"] = hospital_exclusions
 
     # ICU mortality: predict 24 h into the stay; the stay must outlast the gap (alive and in the ICU at 48 h).
-    stays = (_pairs(events, "ICU_ADMISSION//", "ICU_DISCHARGE").join(deaths, on="subject_id", how="left")
-             .with_columns(prediction_time=pl.col("start") + predict, gap_end=pl.col("start") + pl.duration(hours=config.icu_gap_hours))
-             .collect())
+    stays = (
+        _pairs(events, "ICU_ADMISSION//", "ICU_DISCHARGE")
+        .join(deaths, on="subject_id", how="left")
+        .with_columns(
+            prediction_time=pl.col("start") + predict, gap_end=pl.col("start") + pl.duration(hours=config.icu_gap_hours)
+        )
+        .collect()
+    )
     short = pl.col("end") <= pl.col("gap_end")
     died_early = pl.col("death").is_not_null() & (pl.col("death") <= pl.col("gap_end"))
-    labels["icu_mortality"] = _label_frame(stays.filter(~short & ~died_early), pl.col("death").is_not_null() & (pl.col("death") <= pl.col("end")))
-    exclusions["icu_mortality"] = {"died within the gap": stays.filter(died_early).height,
-                                   "left the ICU within the gap": stays.filter(short & ~died_early).height}
+    labels["icu_mortality"] = _label_frame(
+        stays.filter(~short & ~died_early), pl.col("death").is_not_null() & (pl.col("death") <= pl.col("end"))
+    )
+    exclusions["icu_mortality"] = {
+        "died within the gap": stays.filter(died_early).height,
+        "left the ICU within the gap": stays.filter(short & ~died_early).height,
+    }
 
     # Abnormal creatinine: some creatinine > threshold in (prediction, prediction + window]; needs a measurement there.
     window = pl.duration(hours=config.creatinine_window_hours)
-    creat = events.filter(pl.col("code").str.starts_with(config.creatinine_prefix) & pl.col("numeric_value").is_not_null()).select(
-        "subject_id", t="time", v="numeric_value")
-    measured = (cohort.lazy().join(creat, on="subject_id", how="inner")
-                .filter((pl.col("t") > pl.col("prediction_time")) & (pl.col("t") <= pl.col("prediction_time") + window))
-                .group_by("subject_id", "prediction_time").agg(high=(pl.col("v") > config.creatinine_threshold).any()).collect())
+    creat = events.filter(
+        pl.col("code").str.starts_with(config.creatinine_prefix) & pl.col("numeric_value").is_not_null()
+    ).select("subject_id", t="time", v="numeric_value")
+    measured = (
+        cohort.lazy()
+        .join(creat, on="subject_id", how="inner")
+        .filter((pl.col("t") > pl.col("prediction_time")) & (pl.col("t") <= pl.col("prediction_time") + window))
+        .group_by("subject_id", "prediction_time")
+        .agg(high=(pl.col("v") > config.creatinine_threshold).any())
+        .collect()
+    )
     labels["abnormal_creatinine"] = _label_frame(measured, pl.col("high"))
-    exclusions["abnormal_creatinine"] = {**hospital_exclusions, "no creatinine in the window": cohort.height - measured.height}
+    exclusions["abnormal_creatinine"] = {
+        **hospital_exclusions,
+        "no creatinine in the window": cohort.height - measured.height,
+    }
     return labels, exclusions
 
 
@@ -95,7 +133,12 @@ def write_tasks(folder, labels: dict[str, pl.DataFrame], splits: pl.DataFrame) -
     summary = {}
     for name, frame in labels.items():
         pq.write_table(frame.to_arrow().cast(LABEL_SCHEMA), folder / f"{name}.parquet")
-        by_split = frame.join(splits, on="subject_id", how="left").group_by("split").agg(
-            n=pl.len(), positives=pl.col("boolean_value").sum())
-        summary[name] = {row["split"]: {"n": row["n"], "positives": int(row["positives"])} for row in by_split.iter_rows(named=True)}
+        by_split = (
+            frame.join(splits, on="subject_id", how="left")
+            .group_by("split")
+            .agg(n=pl.len(), positives=pl.col("boolean_value").sum())
+        )
+        summary[name] = {
+            row["split"]: {"n": row["n"], "positives": int(row["positives"])} for row in by_split.iter_rows(named=True)
+        }
     return summary

@@ -31,8 +31,21 @@ class IntervalScheme:
 
     name: str = "ethos13"
     bounds_minutes: tuple[float, ...] = (5, 15, 60, 120, 360, 720, 1440, 4320, 10080, 20160, 43200, 129600, 259200)
-    labels: tuple[str, ...] = ("5m-15m", "15m-1h", "1h-2h", "2h-6h", "6h-12h", "12h-1d", "1d-3d", "3d-1w",
-                               "1w-2w", "2w-1mt", "1mt-3mt", "3mt-6mt", ">6mt")
+    labels: tuple[str, ...] = (
+        "5m-15m",
+        "15m-1h",
+        "1h-2h",
+        "2h-6h",
+        "6h-12h",
+        "12h-1d",
+        "1d-3d",
+        "3d-1w",
+        "1w-2w",
+        "2w-1mt",
+        "1mt-3mt",
+        "3mt-6mt",
+        ">6mt",
+    )
     repeat_minutes: float = 259200
     max_repeat: int = 10
 
@@ -80,35 +93,62 @@ class Vocabulary:
         return np.dtype(np.uint16) if self.size <= np.iinfo(np.uint16).max else np.dtype(np.uint32)
 
     def frame(self) -> pl.DataFrame:
-        return pl.DataFrame({"token_id": np.arange(self.size), "token": self.tokens, "kind": self.kinds,
-                             "count": self.counts})
+        return pl.DataFrame(
+            {"token_id": np.arange(self.size), "token": self.tokens, "kind": self.kinds, "count": self.counts}
+        )
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.frame().write_parquet(folder / "vocab.parquet")
         self.quantiles.write_parquet(folder / "quantiles.parquet")
-        (folder / "tokenizer.json").write_text(json.dumps(
-            {"config": asdict(self.config), "age_bounds": list(self.age_bounds), "vocab_size": self.size,
-             "dtype": self.dtype.name}, indent=2) + "\n")
+        (folder / "tokenizer.json").write_text(
+            json.dumps(
+                {
+                    "config": asdict(self.config),
+                    "age_bounds": list(self.age_bounds),
+                    "vocab_size": self.size,
+                    "dtype": self.dtype.name,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
     @classmethod
     def load(cls, folder: Path) -> "Vocabulary":
         meta = json.loads((folder / "tokenizer.json").read_text())
         frame = pl.read_parquet(folder / "vocab.parquet")
         cfg = meta["config"]
-        config = TokenizerConfig(**{**cfg, "intervals": IntervalScheme(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["intervals"].items()}),
-                                    "drop_codes": tuple(cfg["drop_codes"])})
-        return cls(tokens=tuple(frame["token"]), counts=tuple(frame["count"]), kinds=tuple(frame["kind"]),
-                   quantiles=pl.read_parquet(folder / "quantiles.parquet"), age_bounds=tuple(meta["age_bounds"]),
-                   config=config)
+        config = TokenizerConfig(
+            **{
+                **cfg,
+                "intervals": IntervalScheme(
+                    **{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["intervals"].items()}
+                ),
+                "drop_codes": tuple(cfg["drop_codes"]),
+            }
+        )
+        return cls(
+            tokens=tuple(frame["token"]),
+            counts=tuple(frame["count"]),
+            kinds=tuple(frame["kind"]),
+            quantiles=pl.read_parquet(folder / "quantiles.parquet"),
+            age_bounds=tuple(meta["age_bounds"]),
+            config=config,
+        )
 
 
 def _age_years(events: pl.LazyFrame) -> pl.LazyFrame:
     """Age at first timed event per subject (null where there is no birth event)."""
     birth = events.filter(pl.col("code") == "MEDS_BIRTH").group_by("subject_id").agg(birth=pl.col("time").min())
-    first = events.filter(pl.col("time").is_not_null() & (pl.col("code") != "MEDS_BIRTH")).group_by("subject_id").agg(first=pl.col("time").min())
+    first = (
+        events.filter(pl.col("time").is_not_null() & (pl.col("code") != "MEDS_BIRTH"))
+        .group_by("subject_id")
+        .agg(first=pl.col("time").min())
+    )
     return first.join(birth, on="subject_id", how="left").select(
-        "subject_id", age=(pl.col("first") - pl.col("birth")).dt.total_days() / 365.25)
+        "subject_id", age=(pl.col("first") - pl.col("birth")).dt.total_days() / 365.25
+    )
 
 
 def fit_vocabulary(train: pl.LazyFrame, config: TokenizerConfig) -> Vocabulary:
@@ -116,18 +156,29 @@ def fit_vocabulary(train: pl.LazyFrame, config: TokenizerConfig) -> Vocabulary:
     timed = train.filter(~pl.col("code").is_in(config.drop_codes))
     counts = timed.group_by("code").agg(count=pl.len()).collect().sort("code")
     kept = counts.filter(pl.col("count") >= config.min_code_count)
-    texts = (timed.filter(pl.col("numeric_value").is_null() & pl.col("text_value").is_not_null())
-             .group_by("text_value").agg(count=pl.len()).filter(pl.col("count") >= config.min_text_count)
-             .collect().sort("text_value"))
+    texts = (
+        timed.filter(pl.col("numeric_value").is_null() & pl.col("text_value").is_not_null())
+        .group_by("text_value")
+        .agg(count=pl.len())
+        .filter(pl.col("count") >= config.min_text_count)
+        .collect()
+        .sort("text_value")
+    )
     categories = sorted(set(counts.select(category(pl.col("code")))["code"].to_list()))
     probs = [i / config.quantiles for i in range(1, config.quantiles)]
     numeric = timed.filter(pl.col("numeric_value").is_not_null() & pl.col("code").is_in(kept["code"].implode()))
-    quantiles = (numeric.group_by("code").agg([pl.col("numeric_value").quantile(p, "linear").alias(f"q{i + 1}") for i, p in enumerate(probs)])
-                 .collect().sort("code"))
+    quantiles = (
+        numeric.group_by("code")
+        .agg([pl.col("numeric_value").quantile(p, "linear").alias(f"q{i + 1}") for i, p in enumerate(probs)])
+        .collect()
+        .sort("code")
+    )
     ages = _age_years(train).collect()["age"].drop_nulls()
     age_bounds = tuple(float(ages.quantile(p, "linear")) for p in probs) if len(ages) else ()
     n = config.intervals
-    tokens = list(SPECIALS) + [f"TIME//{label}" for label in n.labels] + [f"Q{i}" for i in range(1, config.quantiles + 1)]
+    tokens = (
+        list(SPECIALS) + [f"TIME//{label}" for label in n.labels] + [f"Q{i}" for i in range(1, config.quantiles + 1)]
+    )
     tokens += [f"AGE//Q{i}" for i in range(1, config.quantiles + 1)] + [f"UNK//{c}" for c in categories]
     kinds = ["special"] * len(SPECIALS) + ["interval"] * len(n.labels) + ["quantile"] * config.quantiles
     kinds += ["age"] * config.quantiles + ["unknown"] * len(categories)
@@ -138,11 +189,19 @@ def fit_vocabulary(train: pl.LazyFrame, config: TokenizerConfig) -> Vocabulary:
     tokens += [f"TXT//{t}" for t in texts["text_value"]]
     kinds += ["text"] * texts.height
     token_counts += texts["count"].to_list()
-    return Vocabulary(tokens=tuple(tokens), counts=tuple(token_counts), kinds=tuple(kinds), quantiles=quantiles,
-                      age_bounds=age_bounds, config=config)
+    return Vocabulary(
+        tokens=tuple(tokens),
+        counts=tuple(token_counts),
+        kinds=tuple(kinds),
+        quantiles=quantiles,
+        age_bounds=age_bounds,
+        config=config,
+    )
 
 
-def tokenize(events: pl.DataFrame, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def tokenize(
+    events: pl.DataFrame, vocab: Vocabulary
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Events of whole subjects (sorted by subject, time) -> (tokens, times, subject_ids, lengths, prefix_lengths)."""
     cfg = vocab.config
     ids = pl.DataFrame({"token": vocab.tokens, "id": np.arange(vocab.size, dtype=np.int64)})
@@ -151,19 +210,37 @@ def tokenize(events: pl.DataFrame, vocab: Vocabulary) -> tuple[np.ndarray, np.nd
     age = _age_years(events.lazy()).collect()
     events = events.filter(~pl.col("code").is_in(cfg.drop_codes)).with_row_index("_order")
     # Code tokens: known codes, else the unknown token of their category.
-    events = events.join(ids, left_on="code", right_on="token", how="left").join(
-        ids.rename({"id": "_unk"}), left_on=pl.concat_str([pl.lit("UNK//"), category(pl.col("code"))]),
-        right_on="token", how="left").sort("_order")
+    events = (
+        events.join(ids, left_on="code", right_on="token", how="left")
+        .join(
+            ids.rename({"id": "_unk"}),
+            left_on=pl.concat_str([pl.lit("UNK//"), category(pl.col("code"))]),
+            right_on="token",
+            how="left",
+        )
+        .sort("_order")
+    )
     code_id = events.select(pl.coalesce("id", "_unk", pl.lit(lookup["UNK//OTHER"]))).to_series().to_numpy()
     # Value tokens: the quantile bin of a number within its code; a text result's own token or TXT//RARE.
     q_cols = [c for c in vocab.quantiles.columns if c != "code"]
-    with_q = events.select("_order", "code", "numeric_value", "text_value").join(vocab.quantiles, on="code", how="left").sort("_order")
-    above = pl.sum_horizontal([(pl.col("numeric_value") > pl.col(c)).cast(pl.Int64) for c in q_cols]) if q_cols else pl.lit(0)
+    with_q = (
+        events.select("_order", "code", "numeric_value", "text_value")
+        .join(vocab.quantiles, on="code", how="left")
+        .sort("_order")
+    )
+    above = (
+        pl.sum_horizontal([(pl.col("numeric_value") > pl.col(c)).cast(pl.Int64) for c in q_cols])
+        if q_cols
+        else pl.lit(0)
+    )
     texts = ids.filter(pl.col("token").str.starts_with("TXT//")).with_columns(pl.col("token").str.slice(5))
     value = with_q.select(
-        bin=pl.when(pl.col("numeric_value").is_not_null() & pl.col(q_cols[0] if q_cols else "code").is_not_null()).then(above),
+        bin=pl.when(pl.col("numeric_value").is_not_null() & pl.col(q_cols[0] if q_cols else "code").is_not_null()).then(
+            above
+        ),
         has_text=pl.col("numeric_value").is_null() & pl.col("text_value").is_not_null(),
-        text_value="text_value")
+        text_value="text_value",
+    )
     text_id = value.join(texts, left_on="text_value", right_on="token", how="left", maintain_order="left")["id"]
     value_id = np.where(value["bin"].is_not_null().to_numpy(), lookup["Q1"] + value["bin"].fill_null(0).to_numpy(), -1)
     value_id = np.where(value["has_text"].to_numpy(), text_id.fill_null(lookup["TXT//RARE"]).to_numpy(), value_id)
@@ -175,7 +252,11 @@ def tokenize(events: pl.DataFrame, vocab: Vocabulary) -> tuple[np.ndarray, np.nd
     subjects, first_index = np.unique(subject, return_index=True)
     age = pl.DataFrame({"subject_id": subjects}).join(age, on="subject_id", how="left")["age"].to_numpy()
     bounds = np.asarray(vocab.age_bounds)
-    age_id = np.where(np.isnan(age.astype(float)), lookup["AGE//UNK"], lookup["AGE//Q1"] + np.searchsorted(bounds, np.nan_to_num(age.astype(float)), side="left"))
+    age_id = np.where(
+        np.isnan(age.astype(float)),
+        lookup["AGE//UNK"],
+        lookup["AGE//Q1"] + np.searchsorted(bounds, np.nan_to_num(age.astype(float)), side="left"),
+    )
     # Gaps before each timed event (none for the first timed event of a subject, or at equal times).
     prev_time = np.roll(time_us, 1)
     same_subject = np.concatenate([[False], subject[1:] == subject[:-1]])
@@ -248,8 +329,14 @@ class TimelineWriter:
             meta = self._meta[split]
             lengths = np.concatenate(meta["lengths"]) if meta["lengths"] else np.zeros(0, np.int64)
             np.save(self.folder / split / "offsets.npy", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
-            np.save(self.folder / split / "subject_ids.npy", np.concatenate(meta["subject_ids"]) if meta["subject_ids"] else np.zeros(0, np.int64))
-            np.save(self.folder / split / "prefix_lengths.npy", (np.concatenate(meta["prefix"]) if meta["prefix"] else np.zeros(0)).astype(np.int32))
+            np.save(
+                self.folder / split / "subject_ids.npy",
+                np.concatenate(meta["subject_ids"]) if meta["subject_ids"] else np.zeros(0, np.int64),
+            )
+            np.save(
+                self.folder / split / "prefix_lengths.npy",
+                (np.concatenate(meta["prefix"]) if meta["prefix"] else np.zeros(0)).astype(np.int32),
+            )
             stats[split] = {"subjects": int(len(lengths)), "tokens": int(lengths.sum())}
         return stats
 
@@ -272,9 +359,13 @@ class Timelines:
         def memmap(name: str, dt) -> np.ndarray:
             return np.memmap(base / name, dtype=dt, mode="r", shape=(int(n),)) if n else np.zeros(0, dt)
 
-        return cls(tokens=memmap("tokens.bin", dtype), times=memmap("times.bin", np.int64),
-                   offsets=np.load(base / "offsets.npy"), subject_ids=np.load(base / "subject_ids.npy"),
-                   prefix_lengths=np.load(base / "prefix_lengths.npy"))
+        return cls(
+            tokens=memmap("tokens.bin", dtype),
+            times=memmap("times.bin", np.int64),
+            offsets=np.load(base / "offsets.npy"),
+            subject_ids=np.load(base / "subject_ids.npy"),
+            prefix_lengths=np.load(base / "prefix_lengths.npy"),
+        )
 
     def __len__(self) -> int:
         return len(self.subject_ids)

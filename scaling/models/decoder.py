@@ -30,17 +30,21 @@ class Decoder(nnx.Module):
         self.blocks = BlockStack(config.stack, rngs)
         self.final_norm = nnx.Param(jnp.ones((config.d_model,)))
         if not config.tie_embeddings:
-            self.unembedding = nnx.Param(INIT_STD * jax.random.normal(rngs.params(), (config.d_model, config.vocab_size)))
+            self.unembedding = nnx.Param(
+                INIT_STD * jax.random.normal(rngs.params(), (config.d_model, config.vocab_size))
+            )
 
-    def hidden(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array, dtype=jnp.float32,
-               unroll: bool = False) -> jax.Array:
+    def hidden(
+        self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array, dtype=jnp.float32, unroll: bool = False
+    ) -> jax.Array:
         """Final-norm hidden states [b, t, d]."""
         x = self.embedding[...][tokens]
         x = self.blocks(x, causal_segment_mask(segment_ids), positions, dtype, unroll)
         return rms_norm(x, self.final_norm[...])
 
-    def __call__(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array, dtype=jnp.float32,
-                 unroll: bool = False) -> jax.Array:
+    def __call__(
+        self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array, dtype=jnp.float32, unroll: bool = False
+    ) -> jax.Array:
         """Logits [b, t, vocab] in float32."""
         h = self.hidden(tokens, positions, segment_ids, dtype, unroll)
         out = self.embedding[...].T if self.config.tie_embeddings else self.unembedding[...]

@@ -48,7 +48,9 @@ class DecoderConfig:
 
     @property
     def stack(self) -> StackConfig:
-        return StackConfig(d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, d_ff=self.d_ff, rotary=True)
+        return StackConfig(
+            d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, d_ff=self.d_ff, rotary=True
+        )
 
     def params(self) -> int:
         """All weights: embedding, blocks, final norm, unembedding unless tied."""
@@ -74,7 +76,9 @@ class EncoderConfig:
 
     @property
     def stack(self) -> StackConfig:
-        return StackConfig(d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, d_ff=self.d_ff, rotary=False)
+        return StackConfig(
+            d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, d_ff=self.d_ff, rotary=False
+        )
 
 
 def labrador_params(c: EncoderConfig) -> tuple[int, int]:

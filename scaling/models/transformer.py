@@ -53,15 +53,23 @@ class BlockStack(nnx.Module):
         self.w_up = _normal(rngs, (n, c.d_model, c.d_ff), INIT_STD)
         self.w_down = _normal(rngs, (n, c.d_ff, c.d_model), out_std)
 
-    def __call__(self, x: jax.Array, mask: jax.Array, positions: jax.Array | None = None,
-                 dtype: jnp.dtype = jnp.float32, unroll: bool = False) -> jax.Array:
+    def __call__(
+        self,
+        x: jax.Array,
+        mask: jax.Array,
+        positions: jax.Array | None = None,
+        dtype: jnp.dtype = jnp.float32,
+        unroll: bool = False,
+    ) -> jax.Array:
         """x: [b, t, d]; mask: [b, t, s] True where position t may attend to s.
 
         `unroll=True` inlines every layer: compile time grows with depth, but XLA's cost analysis
         (which counts a loop body once) then sees every layer; used to check the FLOP count."""
         c = self.config
-        weights = {name: getattr(self, name)[...] for name in
-                   ("attn_norm", "wq", "wk", "wv", "wo", "mlp_norm", "w_gate", "w_up", "w_down")}
+        weights = {
+            name: getattr(self, name)[...]
+            for name in ("attn_norm", "wq", "wk", "wv", "wo", "mlp_norm", "w_gate", "w_up", "w_down")
+        }
         bias = jnp.where(mask, 0.0, -1e30)[:, None, :, :]  # [b, 1, t, s]
 
         b, t, d = x.shape
@@ -79,7 +87,9 @@ class BlockStack(nnx.Module):
             q, k, v = (z.transpose(0, 2, 1, 3) for z in (q, k, v))  # [b, h, t, k]: batch axes leading
             scores = jnp.einsum("bhtk,bhsk->bhts", q, k).astype(jnp.float32) / jnp.sqrt(c.head_dim)
             probs = jax.nn.softmax(scores + bias, axis=-1).astype(dtype)
-            attended = jnp.einsum("bhts,bhsk->bhtk", probs, v).transpose(0, 2, 1, 3).reshape(b * t, c.n_heads, c.head_dim)
+            attended = (
+                jnp.einsum("bhts,bhsk->bhtk", probs, v).transpose(0, 2, 1, 3).reshape(b * t, c.n_heads, c.head_dim)
+            )
             x = x + jnp.einsum("nhk,hkd->nd", attended, w["wo"])
             h = rms_norm(x, w["mlp_norm"])
             gated = jax.nn.silu(jnp.einsum("nd,df->nf", h, w["w_gate"])) * jnp.einsum("nd,df->nf", h, w["w_up"])

@@ -32,7 +32,11 @@ def _load(spec: Path) -> tuple[SweepSpec, Plan]:
 def _human(seconds: float | None) -> str:
     if seconds is None:
         return "?"
-    return f"{seconds:.0f} s" if seconds < 120 else (f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h")
+    return (
+        f"{seconds:.0f} s"
+        if seconds < 120
+        else (f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h")
+    )
 
 
 @sweep_app.command("plan")
@@ -49,10 +53,26 @@ def plan_command(
         throughput = timed_throughput(sweep, [r.candidate.width for r in plan.runs])
     else:
         throughput = measured_throughput(folder.parent.parent, sweep)
-    table = Table(title=f"{sweep.name} v{sweep.version}: {sweep.family} on {sweep.data} ({plan.inputs.vocab_size} "
-                        f"tokens, context {plan.inputs.context}); convention {sweep.convention}")
-    for column in ("run", "budget", "width", "layers", "heads", "params", "non-embed", "tokens", "steps", "batch",
-                   "lr", "FLOPs", "epochs", "est. time"):
+    table = Table(
+        title=f"{sweep.name} v{sweep.version}: {sweep.family} on {sweep.data} ({plan.inputs.vocab_size} "
+        f"tokens, context {plan.inputs.context}); convention {sweep.convention}"
+    )
+    for column in (
+        "run",
+        "budget",
+        "width",
+        "layers",
+        "heads",
+        "params",
+        "non-embed",
+        "tokens",
+        "steps",
+        "batch",
+        "lr",
+        "FLOPs",
+        "epochs",
+        "est. time",
+    ):
         table.add_column(column, justify="left" if column == "run" else "right")
     total_seconds, unknown = 0.0, 0
     batch = sweep.recipe.batch_rows * plan.inputs.context
@@ -61,17 +81,34 @@ def plan_command(
         seconds = estimate_seconds(throughput, c)
         total_seconds += seconds or 0.0
         unknown += seconds is None
-        table.add_row(r.run_id, f"{r.budget:.3g}", str(c.width), str(c.layers), str(c.heads), f"{c.params:,}",
-                      f"{c.params_nonembed:,}", f"{c.tokens:,}", f"{c.steps:,}", f"{batch:,}", f"{c.learning_rate:.3g}",
-                      f"{c.flops:.3g}", f"{r.epochs:.2f}", _human(seconds))
+        table.add_row(
+            r.run_id,
+            f"{r.budget:.3g}",
+            str(c.width),
+            str(c.layers),
+            str(c.heads),
+            f"{c.params:,}",
+            f"{c.params_nonembed:,}",
+            f"{c.tokens:,}",
+            f"{c.steps:,}",
+            f"{batch:,}",
+            f"{c.learning_rate:.3g}",
+            f"{c.flops:.3g}",
+            f"{r.epochs:.2f}",
+            _human(seconds),
+        )
     out_console.print(table)
-    slots = max(1, int(_cpu_count() // sweep.resources.cpus)) if not (sweep.resources.gpus or sweep.resources.tpus) else 1
+    slots = (
+        max(1, int(_cpu_count() // sweep.resources.cpus)) if not (sweep.resources.gpus or sweep.resources.tpus) else 1
+    )
     known = unknown < len(plan.runs)
-    out_console.print(f"{len(plan.runs)} runs over {len(sweep.budgets)} budgets; {plan.total_flops:.3g} FLOPs in all"
-                      + (f"; estimated {_human(total_seconds)} of run time" if known else "")
-                      + (f" ({_human(total_seconds / slots)} at {slots} at a time on this machine)" if known and slots > 1 else "")
-                      + (f"; {unknown} runs without a measured throughput for their width" if unknown else ""),
-                      highlight=False)
+    out_console.print(
+        f"{len(plan.runs)} runs over {len(sweep.budgets)} budgets; {plan.total_flops:.3g} FLOPs in all"
+        + (f"; estimated {_human(total_seconds)} of run time" if known else "")
+        + (f" ({_human(total_seconds / slots)} at {slots} at a time on this machine)" if known and slots > 1 else "")
+        + (f"; {unknown} runs without a measured throughput for their width" if unknown else ""),
+        highlight=False,
+    )
     if throughput.source:
         out_console.print(f"throughput from {throughput.source}", highlight=False)
     else:
@@ -90,9 +127,15 @@ def _cpu_count() -> int:
 def run_command(
     spec: SpecArg,
     runs_root: RunsRoot = None,
-    address: Annotated[str | None, typer.Option(help="Join this Ray cluster (e.g. auto, HOST:6379); default: start one here.")] = None,
-    max_parallel: Annotated[int | None, typer.Option(help="Runs at once (default: as many as the resources allow).", min=1)] = None,
-    dashboard: Annotated[bool, typer.Option(help="Start the Ray dashboard of an embedded cluster (127.0.0.1 only).")] = False,
+    address: Annotated[
+        str | None, typer.Option(help="Join this Ray cluster (e.g. auto, HOST:6379); default: start one here.")
+    ] = None,
+    max_parallel: Annotated[
+        int | None, typer.Option(help="Runs at once (default: as many as the resources allow).", min=1)
+    ] = None,
+    dashboard: Annotated[
+        bool, typer.Option(help="Start the Ray dashboard of an embedded cluster (127.0.0.1 only).")
+    ] = False,
 ) -> None:
     """Train every unfinished run of the sweep on Ray, then write runs.parquet; run again to resume."""
     from scaling.sweep.driver import run_sweep
@@ -102,11 +145,13 @@ def run_command(
     except SpecError as error:
         raise UserError(str(error)) from None
     with Live(console=console, refresh_per_second=2, transient=False) as live:
+
         def report(progress) -> None:
             live.update(progress.line())
 
         def log(text: str) -> None:
             live.console.print(text, highlight=False, soft_wrap=True)
+
         try:
             summary = run_sweep(sweep, runs_root, address, max_parallel, report=report, log=log, dashboard=dashboard)
         except (SpecError, DatasetError) as error:
@@ -115,9 +160,12 @@ def run_command(
     if not console.is_terminal:  # Live ends its last line only on a terminal
         console.print()
     p = summary.progress
-    out_console.print(f"{sweep.name} v{sweep.version}: {p.done} trained, {p.skipped} finished before, {p.diverged} "
-                      f"diverged, {p.failed} failed; {p.preemptions} preemptions, {p.retried_failures} retried errors; "
-                      f"{summary.wall_seconds:.0f} s", highlight=False)
+    out_console.print(
+        f"{sweep.name} v{sweep.version}: {p.done} trained, {p.skipped} finished before, {p.diverged} "
+        f"diverged, {p.failed} failed; {p.preemptions} preemptions, {p.retried_failures} retried errors; "
+        f"{summary.wall_seconds:.0f} s",
+        highlight=False,
+    )
     for run_id, error in summary.failed.items():
         out_console.print(f"[red]failed[/] {run_id}: {error.splitlines()[-1] if error else ''}", highlight=False)
     out_console.print(f"wrote {summary.runs_table}", highlight=False)
@@ -131,7 +179,12 @@ def submit_command(
     address: Annotated[str, typer.Option(help="The cluster's dashboard, e.g. http://HEAD:8265.")],
     runs_root: RunsRoot = None,
     max_parallel: Annotated[int | None, typer.Option(min=1, help="Runs at once.")] = None,
-    token_file: Annotated[Path | None, typer.Option(help="The cluster's auth token (default: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token).")] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="The cluster's auth token (default: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)."
+        ),
+    ] = None,
     wait: Annotated[bool, typer.Option(help="Follow the job's log until it ends; exit 1 if it failed.")] = False,
 ) -> None:
     """Send the sweep's driver to an existing Ray cluster through Ray Jobs."""
@@ -143,9 +196,11 @@ def submit_command(
     except (SpecError, SubmitError) as error:
         raise UserError(str(error)) from None
     out_console.print(f"submitted {job_id} to {address}", highlight=False)
-    out_console.print(f"follow it:  ray job logs --follow {job_id} --address {address}\n"
-                      f"its runs:   ehrscale sweep status {spec}" + (f" --runs-root {runs_root}" if runs_root else ""),
-                      highlight=False)
+    out_console.print(
+        f"follow it:  ray job logs --follow {job_id} --address {address}\n"
+        f"its runs:   ehrscale sweep status {spec}" + (f" --runs-root {runs_root}" if runs_root else ""),
+        highlight=False,
+    )
     if wait:
         status = follow(client, job_id, lambda text: out_console.print(text, end="", highlight=False))
         out_console.print(f"job {job_id}: {status}", highlight=False)
@@ -168,8 +223,15 @@ def status_command(spec: SpecArg, runs_root: RunsRoot = None) -> None:
         state = run_state(folder / r.run_id, r)
         counts[state.state] = counts.get(state.state, 0) + 1
         loss = losses.get(r.run_id)
-        table.add_row(r.run_id, state.state, f"{state.step:,}/{state.steps:,}", f"{loss:.4f}" if loss is not None else "",
-                      str(state.preemptions), str(state.failures), (state.error.splitlines() or [""])[-1][:80])
+        table.add_row(
+            r.run_id,
+            state.state,
+            f"{state.step:,}/{state.steps:,}",
+            f"{loss:.4f}" if loss is not None else "",
+            str(state.preemptions),
+            str(state.failures),
+            (state.error.splitlines() or [""])[-1][:80],
+        )
     out_console.print(table)
     out_console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())), highlight=False)
 
@@ -177,7 +239,9 @@ def status_command(spec: SpecArg, runs_root: RunsRoot = None) -> None:
 def collect_command(
     spec: SpecArg,
     runs_root: RunsRoot = None,
-    out: Annotated[Path | None, typer.Option(help="Where to write (.parquet or .csv); default: runs.parquet in the sweep folder.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write (.parquet or .csv); default: runs.parquet in the sweep folder.")
+    ] = None,
 ) -> None:
     """Write runs.parquet from the run folders: one row per run, with the columns the analysis reads."""
     sweep, plan = _load(spec)
@@ -186,6 +250,7 @@ def collect_command(
         raise UserError(f"{folder}: no runs yet; start them with `ehrscale sweep run {spec}`")
     path, frame = write_runs_table(plan, folder, out)
     counts = frame.group_by("status").len().sort("status")
-    out_console.print(f"wrote {path}: {frame.height} runs ("
-                      + ", ".join(f"{n} {s}" for s, n in counts.iter_rows()) + ")", highlight=False)
-
+    out_console.print(
+        f"wrote {path}: {frame.height} runs (" + ", ".join(f"{n} {s}" for s, n in counts.iter_rows()) + ")",
+        highlight=False,
+    )

@@ -19,7 +19,14 @@ from pathlib import Path
 from scaling.data.dataset import PreparedDataset
 from scaling.sweep.plan import Plan, PlannedRun, make_plan
 from scaling.sweep.spec import Resources, SweepSpec
-from scaling.sweep.state import check_sweep_record, clear_failed, mark_failed, record_attempt, run_state, write_runs_table
+from scaling.sweep.state import (
+    check_sweep_record,
+    clear_failed,
+    mark_failed,
+    record_attempt,
+    run_state,
+    write_runs_table,
+)
 
 CPU_SINGLE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
@@ -49,9 +56,11 @@ class Progress:
 
     def line(self) -> str:
         eta = self.eta_seconds
-        return (f"done {self.done + self.skipped}/{self.total} (skipped {self.skipped}) · running {self.running} · "
-                f"failed {self.failed} · diverged {self.diverged} · preempted {self.preemptions}"
-                + (f" · ETA {eta / 60:.1f} min" if eta is not None else ""))
+        return (
+            f"done {self.done + self.skipped}/{self.total} (skipped {self.skipped}) · running {self.running} · "
+            f"failed {self.failed} · diverged {self.diverged} · preempted {self.preemptions}"
+            + (f" · ETA {eta / 60:.1f} min" if eta is not None else "")
+        )
 
 
 @dataclass(frozen=True)
@@ -103,9 +112,11 @@ def execute_run(spec_record: dict, run_dir: str, cache_dir: str, env: dict[str, 
     run_dir.mkdir(parents=True, exist_ok=True)
     enable_compilation_cache(Path(cache_dir))
     with open(run_dir / "train.log", "a") as log_file:
+
         def log(message: str) -> None:
             log_file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
             log_file.flush()
+
         try:
             result = run(parse_spec(spec_record, str(run_dir / "spec.json")), run_dir, log=log)
         except Exception:
@@ -131,8 +142,13 @@ def connect(address: str | None, dashboard: bool = False, num_cpus: int | None =
         from ray._private import ray_constants
 
         ray_constants.ENABLE_RAY_CLUSTER = False  # in case ray was imported before the switch was set
-        ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",
-                 _node_ip_address="127.0.0.1", log_to_driver=False)
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=dashboard,
+            dashboard_host="127.0.0.1",
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+        )
     return ray
 
 
@@ -150,17 +166,30 @@ def slots(ray, resources: Resources) -> int:
 def _preemption_errors(ray) -> tuple[type, ...]:
     """Errors that mean the worker or its node went away, not that the run is wrong."""
     e = ray.exceptions
-    return (e.WorkerCrashedError, e.NodeDiedError, e.LocalRayletDiedError, e.ObjectLostError, e.OwnerDiedError,
-            e.TaskCancelledError)
+    return (
+        e.WorkerCrashedError,
+        e.NodeDiedError,
+        e.LocalRayletDiedError,
+        e.ObjectLostError,
+        e.OwnerDiedError,
+        e.TaskCancelledError,
+    )
 
 
 def data_hash(dataset: PreparedDataset) -> str:
     return dataset.manifest["source"]["content_hash"]
 
 
-def run_sweep(sweep: SweepSpec, runs_root: str | Path | None = None, address: str | None = None,
-              max_parallel: int | None = None, report: Callable[[Progress], None] = lambda p: None,
-              log: Callable[[str], None] = print, num_cpus: int | None = None, dashboard: bool = False) -> Summary:
+def run_sweep(
+    sweep: SweepSpec,
+    runs_root: str | Path | None = None,
+    address: str | None = None,
+    max_parallel: int | None = None,
+    report: Callable[[Progress], None] = lambda p: None,
+    log: Callable[[str], None] = print,
+    num_cpus: int | None = None,
+    dashboard: bool = False,
+) -> Summary:
     """Run every unfinished run of the sweep and collect runs.parquet."""
     started = time.perf_counter()
     dataset = PreparedDataset.open(sweep.data)
@@ -184,17 +213,37 @@ def run_sweep(sweep: SweepSpec, runs_root: str | Path | None = None, address: st
     timings: list[Timing] = []
     limit = 1
     if queue:
-        failed, limit = _drive(plan, folder, queue, progress, address, max_parallel, report, log, num_cpus, dashboard, timings)
+        failed, limit = _drive(
+            plan, folder, queue, progress, address, max_parallel, report, log, num_cpus, dashboard, timings
+        )
     else:
         log(f"{sweep.name} v{sweep.version}: all {len(plan.runs)} runs finished already; nothing to train")
     table, _ = write_runs_table(plan, folder)
     report(progress)
-    return Summary(folder=folder, runs_table=table, progress=progress, failed=failed,
-                   wall_seconds=time.perf_counter() - started, timings=tuple(timings), slots=limit)
+    return Summary(
+        folder=folder,
+        runs_table=table,
+        progress=progress,
+        failed=failed,
+        wall_seconds=time.perf_counter() - started,
+        timings=tuple(timings),
+        slots=limit,
+    )
 
 
-def _drive(plan: Plan, folder: Path, queue: list[PlannedRun], progress: Progress, address, max_parallel, report,
-           log, num_cpus, dashboard, timings: list[Timing]) -> tuple[dict[str, str], int]:
+def _drive(
+    plan: Plan,
+    folder: Path,
+    queue: list[PlannedRun],
+    progress: Progress,
+    address,
+    max_parallel,
+    report,
+    log,
+    num_cpus,
+    dashboard,
+    timings: list[Timing],
+) -> tuple[dict[str, str], int]:
     sweep = plan.sweep
     ray = connect(address, dashboard, num_cpus)
     resources = sweep.resources
@@ -218,7 +267,9 @@ def _drive(plan: Plan, folder: Path, queue: list[PlannedRun], progress: Progress
     while queue or in_flight:
         while queue and len(in_flight) < limit:
             planned = queue.pop(0)
-            ref = task.remote(json.loads(json.dumps(planned.spec.to_dict())), str(folder / planned.run_id), cache, env)  # as TOML/JSON gives it
+            ref = task.remote(
+                json.loads(json.dumps(planned.spec.to_dict())), str(folder / planned.run_id), cache, env
+            )  # as TOML/JSON gives it
             in_flight[ref] = planned
             submitted[ref] = time.time()
         progress.running = len(in_flight)
@@ -235,7 +286,14 @@ def _drive(plan: Plan, folder: Path, queue: list[PlannedRun], progress: Progress
                 preempted[planned.run_id] += 1
                 progress.preemptions += 1
                 if preempted[planned.run_id] > sweep.retries.preemptions:
-                    _fail(run_dir, planned, f"lost its worker {preempted[planned.run_id]} times: {error}", failed, progress, log)
+                    _fail(
+                        run_dir,
+                        planned,
+                        f"lost its worker {preempted[planned.run_id]} times: {error}",
+                        failed,
+                        progress,
+                        log,
+                    )
                 else:
                     log(f"{planned.run_id}: worker lost ({type(error).__name__}); retrying from its checkpoint")
                     queue.insert(0, planned)

@@ -58,8 +58,11 @@ def choose_sizes(accepted: list[Candidate], count: int, span: float, tokens_per_
     logs = [math.log(c.params_nonembed) for c in by_size]
     guess = min(by_size, key=lambda c: abs(math.log(c.tokens / c.params_nonembed / tokens_per_param)))
     half = math.log(span) / 2
-    centre = min(max(math.log(guess.params_nonembed), logs[0] + half), logs[-1] - half) if logs[-1] - logs[0] > 2 * half \
+    centre = (
+        min(max(math.log(guess.params_nonembed), logs[0] + half), logs[-1] - half)
+        if logs[-1] - logs[0] > 2 * half
         else (logs[0] + logs[-1]) / 2
+    )
     targets = [centre] if count == 1 else [centre - half + 2 * half * i / (count - 1) for i in range(count)]
     chosen: set[int] = set()
     for target in sorted(targets, key=lambda t: abs(t - centre)):  # the middle first; each takes the nearest size left
@@ -83,20 +86,38 @@ def make_plan(sweep: SweepSpec, dataset: PreparedDataset | None = None) -> Plan:
         else:
             chosen = choose_sizes(accepted, sweep.sizes.count, sweep.sizes.span, sized.tokens_per_param)
             if len(chosen) < sweep.sizes.count:
-                warnings.append(f"budget {budget:.3g}: {len(chosen)} of {sweep.sizes.count} sizes fit "
-                                f"({len(accepted)} widths of the recipe spend it in at least {sized.min_steps} steps)")
+                warnings.append(
+                    f"budget {budget:.3g}: {len(chosen)} of {sweep.sizes.count} sizes fit "
+                    f"({len(accepted)} widths of the recipe spend it in at least {sized.min_steps} steps)"
+                )
         if len(chosen) < MIN_SIZES_FOR_PARABOLA:
-            warnings.append(f"budget {budget:.3g}: {len(chosen)} sizes; an IsoFLOP parabola needs {MIN_SIZES_FOR_PARABOLA}")
+            warnings.append(
+                f"budget {budget:.3g}: {len(chosen)} sizes; an IsoFLOP parabola needs {MIN_SIZES_FOR_PARABOLA}"
+            )
         for candidate in chosen:
             epochs = candidate.steps * sized.batch_rows / inputs.rows_per_epoch if inputs.rows_per_epoch else math.inf
             if epochs > 1:
-                warnings.append(f"{run_id(budget, candidate.width, sweep.seeds[0])}: {candidate.tokens:,} tokens repeat "
-                                f"the training data {epochs:.1f} times")
+                warnings.append(
+                    f"{run_id(budget, candidate.width, sweep.seeds[0])}: {candidate.tokens:,} tokens repeat "
+                    f"the training data {epochs:.1f} times"
+                )
             for seed in sweep.seeds:
                 rid = run_id(budget, candidate.width, seed)
-                spec = RunSpec(name=rid, data=sweep.data, width=candidate.width, tokens=candidate.tokens,
-                               family=sweep.family, seed=seed, convention=sweep.convention, dtype=sweep.dtype,
-                               tasks=sweep.tasks, probe_train_rows=sweep.probe_train_rows, recipe=sweep.recipe,
-                               train=sweep.train)
-                runs.append(PlannedRun(run_id=rid, budget=budget, seed=seed, candidate=candidate, spec=spec, epochs=epochs))
+                spec = RunSpec(
+                    name=rid,
+                    data=sweep.data,
+                    width=candidate.width,
+                    tokens=candidate.tokens,
+                    family=sweep.family,
+                    seed=seed,
+                    convention=sweep.convention,
+                    dtype=sweep.dtype,
+                    tasks=sweep.tasks,
+                    probe_train_rows=sweep.probe_train_rows,
+                    recipe=sweep.recipe,
+                    train=sweep.train,
+                )
+                runs.append(
+                    PlannedRun(run_id=rid, budget=budget, seed=seed, candidate=candidate, spec=spec, epochs=epochs)
+                )
     return Plan(sweep=sweep, inputs=inputs, runs=tuple(runs), warnings=tuple(warnings))

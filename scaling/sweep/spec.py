@@ -97,9 +97,16 @@ class SweepSpec:
 
     def result_fields(self) -> dict:
         """What decides the sweep's runs (a change under the same name and version is refused)."""
-        return {"family": self.family, "data": self.data, "budgets": list(self.budgets), "convention": self.convention,
-                "seeds": list(self.seeds), "dtype": self.dtype, "sizes": _plain(dataclasses.asdict(self.sizes)),
-                "recipe": _plain(dataclasses.asdict(self.recipe))}
+        return {
+            "family": self.family,
+            "data": self.data,
+            "budgets": list(self.budgets),
+            "convention": self.convention,
+            "seeds": list(self.seeds),
+            "dtype": self.dtype,
+            "sizes": _plain(dataclasses.asdict(self.sizes)),
+            "recipe": _plain(dataclasses.asdict(self.recipe)),
+        }
 
 
 def _plain(value):
@@ -111,8 +118,19 @@ def _plain(value):
     return value
 
 
-_TOP = {"name": str, "version": (int, str), "family": str, "data": str, "budgets": list, "runs_root": str,
-        "convention": str, "seeds": list, "tasks": list, "probe_train_rows": int, "dtype": str}
+_TOP = {
+    "name": str,
+    "version": (int, str),
+    "family": str,
+    "data": str,
+    "budgets": list,
+    "runs_root": str,
+    "convention": str,
+    "seeds": list,
+    "tasks": list,
+    "probe_train_rows": int,
+    "dtype": str,
+}
 _TABLES = ("sizes", "recipe", "train", "resources", "retries")
 _REQUIRED = ("name", "version", "family", "data", "budgets")
 
@@ -150,8 +168,10 @@ def parse_sweep(source: dict, where: str) -> SweepSpec:
     """A validated SweepSpec from parsed TOML; `where` names the file in messages."""
     unknown = sorted(set(source) - set(_TOP) - set(_TABLES))
     if unknown:
-        raise SpecError(f"{where}: unknown key(s) {', '.join(unknown)} "
-                        f"(known: {', '.join(sorted(_TOP))}, {', '.join(f'[{t}]' for t in _TABLES)})")
+        raise SpecError(
+            f"{where}: unknown key(s) {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(_TOP))}, {', '.join(f'[{t}]' for t in _TABLES)})"
+        )
     for key in _REQUIRED:
         if key not in source:
             raise SpecError(f"{where}: missing key '{key}'")
@@ -161,7 +181,9 @@ def parse_sweep(source: dict, where: str) -> SweepSpec:
     name, version = source["name"], str(source["version"])
     for key, value in (("name", name), ("version", version)):
         if not NAME.match(value):
-            raise SpecError(f"{where}: '{key}' must be letters, digits, '_', '-' or '.' (it names a folder), got {value!r}")
+            raise SpecError(
+                f"{where}: '{key}' must be letters, digits, '_', '-' or '.' (it names a folder), got {value!r}"
+            )
     if source["family"] not in FAMILIES:
         raise SpecError(f"{where}: 'family' must be one of {', '.join(FAMILIES)}, got {source['family']!r}")
     if source.get("convention", "exact") not in CONVENTIONS:
@@ -185,31 +207,64 @@ def parse_sweep(source: dict, where: str) -> SweepSpec:
     if source.get("probe_train_rows", 0) < 0:
         raise SpecError(f"{where}: 'probe_train_rows' must be 0 (all) or more, got {source['probe_train_rows']!r}")
 
-    sizes = _check_table(where, "sizes", source.get("sizes", {}), {"count": int, "span": float, "widths": list},
-                         lambda k, v: _size_problem(k, v))
+    sizes = _check_table(
+        where,
+        "sizes",
+        source.get("sizes", {}),
+        {"count": int, "span": float, "widths": list},
+        lambda k, v: _size_problem(k, v),
+    )
     if "widths" in sizes and ({"count", "span"} & set(sizes)):
         raise SpecError(f"{where}: [sizes] takes either 'widths' or 'count' and 'span', not both")
-    resources = _check_table(where, "resources", source.get("resources", {}),
-                             {"cpus": float, "gpus": float, "tpus": int, "accelerator_type": str, "hosts": int},
-                             _resource_problem)
-    retries = _check_table(where, "retries", source.get("retries", {}), {"preemptions": int, "failures": int},
-                           lambda k, v: "must be 0 or more" if v < 0 else None)
+    resources = _check_table(
+        where,
+        "resources",
+        source.get("resources", {}),
+        {"cpus": float, "gpus": float, "tpus": int, "accelerator_type": str, "hosts": int},
+        _resource_problem,
+    )
+    retries = _check_table(
+        where,
+        "retries",
+        source.get("retries", {}),
+        {"preemptions": int, "failures": int},
+        lambda k, v: "must be 0 or more" if v < 0 else None,
+    )
     train_fields = {f.name: int for f in dataclasses.fields(TrainSettings)}
-    train = _check_table(where, "train", source.get("train", {}), train_fields,
-                         lambda k, v: "must be a positive integer" if v < 1 else None)
+    train = _check_table(
+        where,
+        "train",
+        source.get("train", {}),
+        train_fields,
+        lambda k, v: "must be a positive integer" if v < 1 else None,
+    )
     try:
-        recipe = override(Recipe(family=source["family"]), _check_table(where, "recipe", source.get("recipe", {}),
-                                                                        _recipe_kinds(), lambda k, v: None))
+        recipe = override(
+            Recipe(family=source["family"]),
+            _check_table(where, "recipe", source.get("recipe", {}), _recipe_kinds(), lambda k, v: None),
+        )
     except (ValueError, TypeError) as error:
         raise SpecError(f"{where}: [recipe]: {error}") from error
     resources.pop("hosts", None)  # 1, checked above
     return SweepSpec(
-        name=name, version=version, family=source["family"], data=source["data"], budgets=tuple(float(b) for b in budgets),
-        runs_root=source.get("runs_root", "runs"), convention=source.get("convention", "exact"), seeds=tuple(seeds),
-        tasks=tuple(tasks), probe_train_rows=source.get("probe_train_rows", PROBE_TRAIN_ROWS), dtype=source.get("dtype", "float32"),
+        name=name,
+        version=version,
+        family=source["family"],
+        data=source["data"],
+        budgets=tuple(float(b) for b in budgets),
+        runs_root=source.get("runs_root", "runs"),
+        convention=source.get("convention", "exact"),
+        seeds=tuple(seeds),
+        tasks=tuple(tasks),
+        probe_train_rows=source.get("probe_train_rows", PROBE_TRAIN_ROWS),
+        dtype=source.get("dtype", "float32"),
         sizes=Sizes(**{k: tuple(v) if isinstance(v, list) else v for k, v in sizes.items()}),
-        recipe=recipe, train=TrainSettings(**train), resources=Resources(**resources), retries=Retries(**retries),
-        source=where)
+        recipe=recipe,
+        train=TrainSettings(**train),
+        resources=Resources(**resources),
+        retries=Retries(**retries),
+        source=where,
+    )
 
 
 def _size_problem(key: str, value) -> str | None:
@@ -217,7 +272,9 @@ def _size_problem(key: str, value) -> str | None:
         return "must be 1 or more"
     if key == "span" and not (math.isfinite(value) and value >= 1):
         return "must be a ratio of 1 or more"
-    if key == "widths" and (not value or not all(_is(w, int) and w > 0 for w in value) or len(set(value)) != len(value)):
+    if key == "widths" and (
+        not value or not all(_is(w, int) and w > 0 for w in value) or len(set(value)) != len(value)
+    ):
         return "must be a non-empty list of distinct positive integers"
     return None
 

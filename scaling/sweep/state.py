@@ -22,11 +22,29 @@ SWEEP_RECORD = "sweep.json"
 ATTEMPTS = "attempts.json"
 RUNS_TABLE = "runs.parquet"
 # The columns `runs.parquet` always has (analysis.table reads params, tokens, loss, flops, budget, status).
-COLUMNS = {"run_id": pl.String, "family": pl.String, "budget": pl.Float64, "seed": pl.Int64, "width": pl.Int64,
-           "layers": pl.Int64, "params": pl.Int64, "params_nonembed": pl.Int64, "tokens": pl.Int64, "steps": pl.Int64,
-           "flops": pl.Float64, "convention": pl.String, "loss": pl.Float64, "train_loss": pl.Float64,
-           "status": pl.String, "wall_seconds": pl.Float64, "tokens_per_s": pl.Float64, "mfu": pl.Float64,
-           "preemptions": pl.Int64, "failures": pl.Int64, "error": pl.String}
+COLUMNS = {
+    "run_id": pl.String,
+    "family": pl.String,
+    "budget": pl.Float64,
+    "seed": pl.Int64,
+    "width": pl.Int64,
+    "layers": pl.Int64,
+    "params": pl.Int64,
+    "params_nonembed": pl.Int64,
+    "tokens": pl.Int64,
+    "steps": pl.Int64,
+    "flops": pl.Float64,
+    "convention": pl.String,
+    "loss": pl.Float64,
+    "train_loss": pl.Float64,
+    "status": pl.String,
+    "wall_seconds": pl.Float64,
+    "tokens_per_s": pl.Float64,
+    "mfu": pl.Float64,
+    "preemptions": pl.Int64,
+    "failures": pl.Int64,
+    "error": pl.String,
+}
 
 
 @dataclass(frozen=True)
@@ -53,9 +71,11 @@ def check_sweep_record(sweep: SweepSpec, folder: Path, data_hash: str) -> None:
         old = json.loads(path.read_text())
         differ = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
         if differ:
-            raise SpecError(f"{sweep.source}: sweep {sweep.name!r} version {sweep.version!r} in {folder} was run with "
-                            f"another spec (fields that differ: {', '.join(differ)}); raise 'version' for a new sweep, "
-                            f"or delete {folder}")
+            raise SpecError(
+                f"{sweep.source}: sweep {sweep.name!r} version {sweep.version!r} in {folder} was run with "
+                f"another spec (fields that differ: {', '.join(differ)}); raise 'version' for a new sweep, "
+                f"or delete {folder}"
+            )
         return
     folder.mkdir(parents=True, exist_ok=True)
     write_json(path, record)
@@ -132,12 +152,29 @@ def collect(plan: Plan, folder: Path) -> pl.DataFrame:
         run_dir = folder / planned.run_id
         state = run_state(run_dir, planned)
         c = planned.candidate
-        row = {"run_id": planned.run_id, "family": plan.sweep.family, "budget": planned.budget, "seed": planned.seed,
-               "width": c.width, "layers": c.layers, "params": c.params, "params_nonembed": c.params_nonembed,
-               "tokens": c.tokens, "steps": c.steps, "flops": c.flops, "convention": plan.sweep.convention,
-               "loss": None, "train_loss": None, "status": {"done": "ok"}.get(state.state, state.state),
-               "wall_seconds": None, "tokens_per_s": None, "mfu": None, "preemptions": state.preemptions,
-               "failures": state.failures, "error": state.error or None}
+        row = {
+            "run_id": planned.run_id,
+            "family": plan.sweep.family,
+            "budget": planned.budget,
+            "seed": planned.seed,
+            "width": c.width,
+            "layers": c.layers,
+            "params": c.params,
+            "params_nonembed": c.params_nonembed,
+            "tokens": c.tokens,
+            "steps": c.steps,
+            "flops": c.flops,
+            "convention": plan.sweep.convention,
+            "loss": None,
+            "train_loss": None,
+            "status": {"done": "ok"}.get(state.state, state.state),
+            "wall_seconds": None,
+            "tokens_per_s": None,
+            "mfu": None,
+            "preemptions": state.preemptions,
+            "failures": state.failures,
+            "error": state.error or None,
+        }
         result_path = run_dir / "result.json"
         if result_path.exists():
             result = json.loads(result_path.read_text())
@@ -158,7 +195,9 @@ def _reference_aurocs(path: Path) -> dict[str, float]:
     for task, entry in json.loads(path.read_text()).items():
         xgboost = ((entry.get("baselines") or {}).get("xgboost") or {}).get("auroc")
         oracle = (entry.get("oracle") or {}).get("auroc")
-        found.update({k: v for k, v in ((f"xgboost_auroc_{task}", xgboost), (f"oracle_auroc_{task}", oracle)) if v is not None})
+        found.update(
+            {k: v for k, v in ((f"xgboost_auroc_{task}", xgboost), (f"oracle_auroc_{task}", oracle)) if v is not None}
+        )
     return found
 
 

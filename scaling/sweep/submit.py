@@ -61,17 +61,25 @@ def entrypoint(spec_path: str, runs_root: str | None, max_parallel: int | None) 
     return " ".join(command)
 
 
-def submit(sweep: SweepSpec, spec: Path, address: str, runs_root: str | None = None, max_parallel: int | None = None,
-           token_file: Path | None = None):
+def submit(
+    sweep: SweepSpec,
+    spec: Path,
+    address: str,
+    runs_root: str | None = None,
+    max_parallel: int | None = None,
+    token_file: Path | None = None,
+):
     """Submit the driver as a Ray job; return (job id, client)."""
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
     for key, value in (("data", sweep.data), ("runs_root", runs_root or sweep.runs_root)):
         if not Path(value).is_absolute():
-            raise SubmitError(f"{spec}: '{key}' is {value!r}; a cluster job needs an absolute path that every node sees "
-                              f"(shared storage), or the runs land in the job's temporary copy of the working directory"
-                              + (" (override it with --runs-root)" if key == "runs_root" else ""))
+            raise SubmitError(
+                f"{spec}: '{key}' is {value!r}; a cluster job needs an absolute path that every node sees "
+                f"(shared storage), or the runs land in the job's temporary copy of the working directory"
+                + (" (override it with --runs-root)" if key == "runs_root" else "")
+            )
     token = find_token(token_file)
     headers = {"Authorization": f"Bearer {token}"} if token else None
     staged = stage(spec)
@@ -80,13 +88,18 @@ def submit(sweep: SweepSpec, spec: Path, address: str, runs_root: str | None = N
         job_id = client.submit_job(
             entrypoint=entrypoint(f"sweeps/{Path(spec).name}", runs_root, max_parallel),
             runtime_env={"working_dir": str(staged)},
-            metadata={"sweep": sweep.name, "version": sweep.version})
+            metadata={"sweep": sweep.name, "version": sweep.version},
+        )
     except AuthenticationError as error:
-        raise SubmitError(f"could not submit to {address}: {str(error).splitlines()[0]}. The cluster wants its token: "
-                          "pass --token-file, or set RAY_AUTH_TOKEN (`ray get-auth-token` on the head prints it)") from None
+        raise SubmitError(
+            f"could not submit to {address}: {str(error).splitlines()[0]}. The cluster wants its token: "
+            "pass --token-file, or set RAY_AUTH_TOKEN (`ray get-auth-token` on the head prints it)"
+        ) from None
     except (ConnectionError, RuntimeError, ValueError) as error:
         text = str(error)
-        raise SubmitError(f"could not submit to {address}: {text.splitlines()[0] if text else type(error).__name__}") from None
+        raise SubmitError(
+            f"could not submit to {address}: {text.splitlines()[0] if text else type(error).__name__}"
+        ) from None
     finally:
         shutil.rmtree(staged, ignore_errors=True)  # uploaded by now
     return job_id, client

@@ -25,9 +25,13 @@ class Throughput:
 def _matches(record: dict, sweep: SweepSpec) -> bool:
     spec = record.get("spec", {})
     recipe = spec.get("recipe", {})
-    return (spec.get("family") == sweep.family and spec.get("dtype") == sweep.dtype
-            and record.get("convention") == sweep.convention
-            and recipe.get("context") == sweep.recipe.context and recipe.get("batch_rows") == sweep.recipe.batch_rows)
+    return (
+        spec.get("family") == sweep.family
+        and spec.get("dtype") == sweep.dtype
+        and record.get("convention") == sweep.convention
+        and recipe.get("context") == sweep.recipe.context
+        and recipe.get("batch_rows") == sweep.recipe.batch_rows
+    )
 
 
 def measured_throughput(runs_root: Path, sweep: SweepSpec) -> Throughput:
@@ -49,8 +53,11 @@ def measured_throughput(runs_root: Path, sweep: SweepSpec) -> Throughput:
         runs += 1
     if not runs:
         return Throughput()
-    return Throughput({w: median(v) for w, v in tokens.items()}, {w: median(v) for w, v in flops.items()},
-                      f"{runs} finished runs under {runs_root}")
+    return Throughput(
+        {w: median(v) for w, v in tokens.items()},
+        {w: median(v) for w, v in flops.items()},
+        f"{runs} finished runs under {runs_root}",
+    )
 
 
 def timed_throughput(sweep: SweepSpec, widths: list[int], steps: int = 5) -> Throughput:
@@ -60,8 +67,18 @@ def timed_throughput(sweep: SweepSpec, widths: list[int], steps: int = 5) -> Thr
 
     tokens = {}
     for width in sorted(set(widths)):
-        spec = RunSpec(name=f"measure-w{width}", data=sweep.data, width=width, tokens=1, family=sweep.family,
-                       seed=0, convention=sweep.convention, dtype=sweep.dtype, recipe=sweep.recipe, train=sweep.train)
+        spec = RunSpec(
+            name=f"measure-w{width}",
+            data=sweep.data,
+            width=width,
+            tokens=1,
+            family=sweep.family,
+            seed=0,
+            convention=sweep.convention,
+            dtype=sweep.dtype,
+            recipe=sweep.recipe,
+            train=sweep.train,
+        )
         tokens[width] = measure_tokens_per_s(spec, steps)
     return Throughput(tokens, {}, f"{steps} timed steps per width on this machine")
 
