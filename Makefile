@@ -7,9 +7,9 @@ VENV := .venv
 EHRSCALE := $(VENV)/bin/ehrscale
 DEMO := out/demo
 DEMO_PATIENTS ?= 21500
-DEMO_RUNS := $(DEMO)/runs/demo/2
+DEMO_RUNS := $(DEMO)/runs/demo/3
 
-.PHONY: demo test test-slow test-faults test-cluster bench lock clean
+.PHONY: demo test test-slow test-faults test-cluster lint bench lock clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -26,9 +26,9 @@ demo: $(VENV)/.synced
 	else $(EHRSCALE) data prepare --mimic $(DEMO)/mimic --out $(DEMO)/prep; fi
 	$(EHRSCALE) sweep run sweeps/demo.toml
 	@if [ $(DEMO)/report.md -nt $(DEMO_RUNS)/runs.parquet ]; then echo "reusing the fits, figures and report (runs.parquet is unchanged)"; \
-	else $(EHRSCALE) fit $(DEMO_RUNS)/runs.parquet --params-col params_nonembed \
-	  && $(EHRSCALE) plot $(DEMO_RUNS)/runs.parquet --params-col params_nonembed --out $(DEMO)/figures \
-	  && $(EHRSCALE) report $(DEMO_RUNS)/runs.parquet --params-col params_nonembed --figures $(DEMO)/figures \
+	else $(EHRSCALE) fit $(DEMO_RUNS)/runs.parquet \
+	  && $(EHRSCALE) plot $(DEMO_RUNS)/runs.parquet --out $(DEMO)/figures \
+	  && $(EHRSCALE) report $(DEMO_RUNS)/runs.parquet --figures $(DEMO)/figures \
 	       --title "ehrscale demo: the timeline decoder on the built-in synthetic MIMIC-IV" --out $(DEMO)/report.md; fi
 	@echo "demo: report in $(DEMO)/report.md; runs in $(DEMO_RUNS) (runs.parquet, fits.json); figures in $(DEMO)/figures"
 
@@ -43,6 +43,10 @@ test-faults: $(VENV)/.synced
 
 test-cluster: $(VENV)/.synced
 	$(VENV)/bin/pytest -q -m cluster
+
+lint: $(VENV)/.synced
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: $(VENV)/.synced
 	$(VENV)/bin/python benchmarks/bench_synth.py --workdir out/bench

@@ -1,7 +1,8 @@
 """Downstream laws: AUROC against compute (floor 0.5, saturating in log C) and loss against AUROC.
 
 AUROC(C) = 0.5 + (h - 0.5) x sigmoid(k (log10 C - x0)): 0.5 at no compute, rising to a ceiling h.
-It is fitted to the compute-optimal frontier: at each budget, the run with the lowest loss.
+It is fitted to the compute-optimal frontier: at each budget, the run with the lowest loss; its
+interval comes from a residual bootstrap, and only from 4 frontier points on.
 """
 
 from dataclasses import dataclass
@@ -29,16 +30,13 @@ class AurocLaw:
     draws: np.ndarray  # [replicates, 3]
     points: int
 
-    def predict(self, compute: float) -> tuple[float, float, float]:
-        """AUROC at a budget and its 95% bootstrap interval."""
+    def predict(self, compute: float) -> tuple[float, float | None, float | None]:
+        """AUROC at a budget and its 95% bootstrap interval (None where the points cannot support one)."""
         x = np.log10(compute)
-        values = (
-            saturating(x, self.draws[:, 0], self.draws[:, 1], self.draws[:, 2]) if len(self.draws) else np.array([])
-        )
         point = float(saturating(x, self.h, self.k, self.x0))
-        if not len(values):
-            return point, point, point
-        lo, hi = np.percentile(values, [2.5, 97.5])
+        if len(self.draws) < 2:
+            return point, None, None
+        lo, hi = np.percentile(saturating(x, self.draws[:, 0], self.draws[:, 1], self.draws[:, 2]), [2.5, 97.5])
         return point, float(lo), float(hi)
 
     def as_dict(self) -> dict:
@@ -49,7 +47,19 @@ class AurocLaw:
             "k": self.k,
             "x0": self.x0,
             "points": self.points,
+            "draws": np.asarray(self.draws).tolist(),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AurocLaw":
+        return cls(
+            task=data["task"],
+            h=data["h"],
+            k=data["k"],
+            x0=data["x0"],
+            draws=np.asarray(data["draws"], dtype=float).reshape(-1, 3),
+            points=data["points"],
+        )
 
 
 def auroc_tasks(table: Table) -> list[str]:
@@ -81,7 +91,11 @@ def _fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float] | None:
 
 
 def fit_auroc(table: Table, task: str, seed: int = 0, resamples: int = BOOTSTRAP) -> AurocLaw | None:
-    """The saturating law of a task's AUROC along the frontier; None with fewer than 3 frontier points."""
+    """The saturating law of a task's AUROC along the frontier; None with fewer than 3 frontier points.
+
+    Three parameters through 3 points is an exact fit with nothing left to estimate its error: it gets no
+    interval. From 4 points on, a residual bootstrap gives one: the fit's residuals (scaled by
+    sqrt(n / (n - 3)) for the parameters fitted) resampled onto its predictions, and refitted."""
     points = frontier(table).filter(pl.col(f"auroc_{task}").is_not_null())
     if points.height < 3:
         return None
@@ -90,16 +104,16 @@ def fit_auroc(table: Table, task: str, seed: int = 0, resamples: int = BOOTSTRAP
     if fitted is None:
         return None
     rng = np.random.default_rng(seed)
-    draws = [
-        d
-        for d in (
-            _fit(x[p], y[p])
-            for p in (rng.integers(0, len(x), len(x)) for _ in range(resamples))
-            if len(np.unique(x[p])) >= 3
-        )
-        if d is not None
-    ]
-    return AurocLaw(task=task, h=fitted[0], k=fitted[1], x0=fitted[2], draws=np.asarray(draws), points=len(x))
+    draws = []
+    if len(x) >= 4:
+        predicted = saturating(x, *fitted)
+        residuals = (y - predicted) * np.sqrt(len(x) / (len(x) - 3))
+        draws = [
+            d for d in (_fit(x, predicted + rng.choice(residuals, len(x))) for _ in range(resamples)) if d is not None
+        ]
+    return AurocLaw(
+        task=task, h=fitted[0], k=fitted[1], x0=fitted[2], draws=np.asarray(draws).reshape(-1, 3), points=len(x)
+    )
 
 
 def loss_vs_auroc(table: Table, task: str) -> dict | None:

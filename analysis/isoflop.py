@@ -1,15 +1,24 @@
-"""Approach 2: parabolas of loss in log N (and in log D) per budget, their vertices, then N_opt = k C^a and D_opt = k' C^b.
+"""Approach 2: parabolas of loss in log N per budget, their vertices, then N_opt = k C^a and D_opt = k' C^b.
 
 A budget is excluded, with a warning naming it and the reason, when it has fewer than 3 points,
-its parabola has non-positive curvature, or its minimum lies outside the sampled sizes. Intervals
-come from a bootstrap over each budget's points (vertex) and over the budgets (exponents).
+its parabola has non-positive curvature, or its minimum lies outside the sampled sizes. Each
+budget's D_opt is the tokens its N_opt spends the budget on under the table's own cost per token
+(`analysis.cost`): D_opt = C / c(N_opt).
+
+Intervals: a budget's vertex from a bootstrap over its points (each replicate's minimum bounded by the
+budget's sampled sizes, `bounded_minimum`). The laws' intervals from a two-level
+bootstrap: resample the budgets, and for each one drawn take one of its own vertex replicates, so
+the uncertainty of every minimum reaches the exponent (holding the minima fixed made the interval
+too narrow). Beside it, with fewer than about 6 budgets, a Student-t interval of the log-log slope.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
+from scipy import stats
 
+from analysis.cost import CostModel
 from analysis.table import Table, TableError
 
 MIN_POINTS = 3
@@ -24,28 +33,63 @@ class Vertex:
     loss: float
     n_interval: tuple[float, float]
     points: int
+    # inner bootstrap replicates of (log N_opt, loss at the vertex); not serialised
+    draws: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)), repr=False, compare=False)
+
+    def as_dict(self) -> dict:
+        return {
+            "budget": self.budget,
+            "n_opt": self.n_opt,
+            "d_opt": self.d_opt,
+            "loss": self.loss,
+            "n_interval": list(self.n_interval),
+            "points": self.points,
+        }
+
+
+def _clean(pair) -> list | None:
+    return None if pair is None or any(np.isnan(pair)) else [float(x) for x in pair]
 
 
 @dataclass(frozen=True)
 class PowerLaw:
-    """y = coefficient x C^exponent, fitted in log-log; intervals are 95% bootstrap percentiles."""
+    """y = coefficient x C^exponent, fitted in log-log; 95% intervals from the two-level bootstrap, and Student-t."""
 
     exponent: float
     coefficient: float
     exponent_interval: tuple[float, float]
     coefficient_interval: tuple[float, float]
+    exponent_interval_t: tuple[float, float] = (float("nan"), float("nan"))
+    budgets: int = 0
 
     def __call__(self, compute: float) -> float:
         return self.coefficient * compute**self.exponent
 
     def as_dict(self) -> dict:
         """JSON-ready; an interval that cannot be estimated (fewer than 3 budgets) is null."""
-        clean = lambda pair: None if any(np.isnan(pair)) else list(pair)  # noqa: E731
         return {
             "exponent": self.exponent,
             "coefficient": self.coefficient,
-            "interval": {"exponent": clean(self.exponent_interval), "coefficient": clean(self.coefficient_interval)},
+            "budgets": self.budgets,
+            "interval": {
+                "exponent": _clean(self.exponent_interval),
+                "coefficient": _clean(self.coefficient_interval),
+                "exponent_t": _clean(self.exponent_interval_t),
+            },
         }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PowerLaw":
+        nan = (float("nan"), float("nan"))
+        pair = lambda key: tuple(data["interval"].get(key) or nan)  # noqa: E731
+        return cls(
+            exponent=data["exponent"],
+            coefficient=data["coefficient"],
+            exponent_interval=pair("exponent"),
+            coefficient_interval=pair("coefficient"),
+            exponent_interval_t=pair("exponent_t"),
+            budgets=data.get("budgets", 0),
+        )
 
 
 @dataclass(frozen=True)
@@ -58,6 +102,7 @@ class IsoflopFit:
     bootstrap_d: np.ndarray
     loss_opt: PowerLaw  # the vertices' loss against compute, L_opt = k C^c (a local power law, no floor)
     bootstrap_loss: np.ndarray
+    cost: CostModel = field(default_factory=CostModel.six_n)
 
 
 def parabola_vertex(log_x: np.ndarray, y: np.ndarray) -> tuple[float, float, float] | None:
@@ -69,7 +114,21 @@ def parabola_vertex(log_x: np.ndarray, y: np.ndarray) -> tuple[float, float, flo
     return x, r - q * q / (4 * p), p
 
 
-def _fit_budget(group: pl.DataFrame, rng: np.random.Generator, resamples: int) -> tuple[Vertex | None, str | None]:
+def bounded_minimum(log_x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> tuple[float, float]:
+    """The minimum of the fitted parabola over [lo, hi]: its vertex clipped to the range, or the lower end
+    when it curves downwards. A bootstrap replicate of a budget's minimum: the budget's sampled sizes bound it
+    (a budget whose own vertex lies outside them is excluded), so one flat resample cannot put it at 1e50."""
+    p, q, r = np.polyfit(log_x, y, 2)
+    if p > 0:
+        x = float(np.clip(-q / (2 * p), lo, hi))
+    else:
+        x = lo if np.polyval((p, q, r), lo) <= np.polyval((p, q, r), hi) else hi
+    return x, float(np.polyval((p, q, r), x))
+
+
+def _fit_budget(
+    group: pl.DataFrame, cost: CostModel, rng: np.random.Generator, resamples: int
+) -> tuple[Vertex | None, str | None]:
     log_n = np.log(group["params"].to_numpy())
     loss = group["loss"].to_numpy()
     budget = float(group["budget"][0])
@@ -83,61 +142,87 @@ def _fit_budget(group: pl.DataFrame, rng: np.random.Generator, resamples: int) -
     x, y, _ = fit
     if not (log_n.min() <= x <= log_n.max()):
         side = "above the largest" if x > log_n.max() else "below the smallest"
-        return None, f"minimum at N = {np.exp(x):.3g}, {side} sampled size: sample further that way"
+        return None, f"minimum at N = {np.exp(min(x, 700.0)):.3g}, {side} sampled size: sample further that way"
     draws = []
     for _ in range(resamples):
         pick = rng.integers(0, len(log_n), len(log_n))
         if len(np.unique(log_n[pick])) >= MIN_POINTS:
-            vertex = parabola_vertex(log_n[pick], loss[pick])
-            if vertex is not None:
-                draws.append(vertex[0])
-    lo, hi = np.percentile(draws, [2.5, 97.5]) if draws else (x, x)
+            draws.append(bounded_minimum(log_n[pick], loss[pick], log_n.min(), log_n.max()))
+    draws = np.asarray(draws).reshape(-1, 2)
+    lo, hi = np.percentile(draws[:, 0], [2.5, 97.5]) if len(draws) else (x, x)
     n_opt = float(np.exp(x))
-    # Tokens at the optimum: the vertex of the same budget's parabola in log D; if that one has no
-    # interior minimum, the tokens the optimal size spends the budget on.
-    log_d = np.log(group["tokens"].to_numpy())
-    in_d = parabola_vertex(log_d, loss)
-    if in_d is not None and log_d.min() <= in_d[0] <= log_d.max():
-        d_opt = float(np.exp(in_d[0]))
-    else:
-        per = float(np.median(group["flops"].to_numpy() / (group["params"].to_numpy() * group["tokens"].to_numpy())))
-        d_opt = budget / (per * n_opt)
     return Vertex(
         budget=budget,
         n_opt=n_opt,
-        d_opt=d_opt,
+        d_opt=float(cost.tokens(n_opt, budget)),
         loss=float(y),
         n_interval=(float(np.exp(lo)), float(np.exp(hi))),
         points=len(log_n),
+        draws=draws,
     ), None
 
 
-def _power_law(
-    compute: np.ndarray, values: np.ndarray, rng: np.random.Generator, resamples: int
-) -> tuple[PowerLaw, np.ndarray]:
-    """Log-log line; bootstrap over the budgets, which needs at least 3 of them for an interval."""
+def _t_interval(log_c: np.ndarray, log_y: np.ndarray) -> tuple[float, float]:
+    """95% Student-t interval of the log-log slope (n - 2 degrees of freedom); NaN below 3 budgets."""
+    n = len(log_c)
+    if n < 3:
+        return float("nan"), float("nan")
+    result = stats.linregress(log_c, log_y)
+    half = stats.t.ppf(0.975, n - 2) * result.stderr
+    return float(result.slope - half), float(result.slope + half)
+
+
+def _power_law(compute: np.ndarray, values: np.ndarray, draws: np.ndarray) -> PowerLaw:
+    """Log-log line through the vertices; intervals from the two-level draws [replicates, 2] (intercept, slope)."""
     slope, intercept = np.polyfit(np.log(compute), np.log(values), 1)
-    if len(compute) < 3:
-        nan = (float("nan"), float("nan"))
-        law = PowerLaw(
-            exponent=float(slope), coefficient=float(np.exp(intercept)), exponent_interval=nan, coefficient_interval=nan
+    nan = (float("nan"), float("nan"))
+    if len(compute) < 3 or len(draws) < 2:
+        return PowerLaw(
+            exponent=float(slope),
+            coefficient=float(np.exp(intercept)),
+            exponent_interval=nan,
+            coefficient_interval=nan,
+            budgets=len(compute),
         )
-        return law, np.array([[intercept, slope]])
-    draws = []
-    for _ in range(resamples):
-        pick = rng.integers(0, len(compute), len(compute))
-        if len(np.unique(compute[pick])) >= 2:
-            s, i = np.polyfit(np.log(compute[pick]), np.log(values[pick]), 1)
-            draws.append((i, s))
-    draws = np.asarray(draws) if draws else np.array([[intercept, slope]])
     (ilo, ihi), (slo, shi) = np.percentile(draws[:, 0], [2.5, 97.5]), np.percentile(draws[:, 1], [2.5, 97.5])
-    law = PowerLaw(
+    with np.errstate(
+        over="ignore"
+    ):  # a coefficient's bound can be beyond float range on a wild sweep: inf, said as such
+        ilo, ihi = float(np.exp(ilo)), float(np.exp(ihi))
+    return PowerLaw(
         exponent=float(slope),
         coefficient=float(np.exp(intercept)),
         exponent_interval=(float(slo), float(shi)),
-        coefficient_interval=(float(np.exp(ilo)), float(np.exp(ihi))),
+        coefficient_interval=(ilo, ihi),
+        exponent_interval_t=_t_interval(np.log(compute), np.log(values)),
+        budgets=len(compute),
     )
-    return law, draws
+
+
+def _two_level_draws(
+    vertices: list[Vertex], cost: CostModel, rng: np.random.Generator, resamples: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(intercept, slope) replicates of the N, D and loss laws: budgets resampled, each with one of its own
+    vertex replicates."""
+    k = len(vertices)
+    compute = np.array([v.budget for v in vertices])
+    point = [np.array([[np.log(v.n_opt), v.loss]]) for v in vertices]
+    inner = [v.draws if len(v.draws) else p for v, p in zip(vertices, point)]
+    out = {"n": [], "d": [], "loss": []}
+    if k < 3:
+        return tuple(np.zeros((0, 2)) for _ in out)
+    for _ in range(resamples):
+        pick = rng.integers(0, k, k)
+        if len(np.unique(pick)) < 2:
+            continue
+        chosen = np.array([inner[i][rng.integers(0, len(inner[i]))] for i in pick])
+        log_c = np.log(compute[pick])
+        log_n, loss = chosen[:, 0], chosen[:, 1]
+        log_d = np.log(cost.tokens(np.exp(log_n), compute[pick]))
+        for key, y in (("n", log_n), ("d", log_d), ("loss", np.log(np.maximum(loss, 1e-300)))):
+            s, i = np.polyfit(log_c, y, 1)
+            out[key].append((i, s))
+    return tuple(np.asarray(out[key]).reshape(-1, 2) for key in ("n", "d", "loss"))
 
 
 def fit_isoflop(table: Table, seed: int = 0, resamples: int = BOOTSTRAP) -> IsoflopFit:
@@ -146,7 +231,7 @@ def fit_isoflop(table: Table, seed: int = 0, resamples: int = BOOTSTRAP) -> Isof
     vertices, excluded = [], []
     for budget in table.budgets:
         group = table.frame.filter(pl.col("budget") == budget)
-        vertex, reason = _fit_budget(group, rng, resamples)
+        vertex, reason = _fit_budget(group, table.cost, rng, resamples)
         if vertex is None:
             excluded.append({"budget": budget, "reason": reason})
         else:
@@ -158,18 +243,17 @@ def fit_isoflop(table: Table, seed: int = 0, resamples: int = BOOTSTRAP) -> Isof
             f"(excluded: {detail}). Add budgets, or sizes either side of each budget's best run."
         )
     compute = np.array([v.budget for v in vertices])
-    n_law, n_draws = _power_law(compute, np.array([v.n_opt for v in vertices]), rng, resamples)
-    d_law, d_draws = _power_law(compute, np.array([v.d_opt for v in vertices]), rng, resamples)
-    loss_law, loss_draws = _power_law(compute, np.array([v.loss for v in vertices]), rng, resamples)
+    n_draws, d_draws, loss_draws = _two_level_draws(vertices, table.cost, rng, resamples)
     return IsoflopFit(
         vertices=vertices,
         excluded=excluded,
-        n_opt=n_law,
-        d_opt=d_law,
+        n_opt=_power_law(compute, np.array([v.n_opt for v in vertices]), n_draws),
+        d_opt=_power_law(compute, np.array([v.d_opt for v in vertices]), d_draws),
         bootstrap_n=n_draws,
         bootstrap_d=d_draws,
-        loss_opt=loss_law,
+        loss_opt=_power_law(compute, np.array([v.loss for v in vertices]), loss_draws),
         bootstrap_loss=loss_draws,
+        cost=table.cost,
     )
 
 
@@ -178,6 +262,7 @@ def predict_interval(draws: np.ndarray, compute: float) -> tuple[float, float] |
     None when there was nothing to resample (fewer than 3 budgets)."""
     if len(draws) < 2:
         return None
-    values = np.exp(draws[:, 0] + draws[:, 1] * np.log(compute))
+    with np.errstate(over="ignore"):
+        values = np.exp(draws[:, 0] + draws[:, 1] * np.log(compute))
     lo, hi = np.percentile(values, [2.5, 97.5])
     return float(lo), float(hi)

@@ -1,4 +1,7 @@
-"""Figures of a results table and its fits, each as PNG and SVG."""
+"""Figures of a results table and its fits (`analysis.fits`: the replicates the report quotes), as PNG and SVG.
+
+Axes say what the table holds: the loss as the table describes it (`Table.loss_label`), the
+parameter count the fits use, compute under the table's own FLOPs per token."""
 
 from pathlib import Path
 
@@ -9,7 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from analysis.downstream import auroc_tasks, fit_auroc, frontier, loss_vs_auroc, saturating  # noqa: E402
+from analysis.downstream import AurocLaw, auroc_tasks, frontier, saturating  # noqa: E402
+from analysis.fits import Fits  # noqa: E402
 from analysis.isoflop import IsoflopFit, predict_interval  # noqa: E402
 from analysis.parametric import ParametricFit  # noqa: E402
 from analysis.table import Table  # noqa: E402
@@ -38,6 +42,15 @@ def isoflop_curves(table: Table, fit: IsoflopFit | None, out: Path) -> list[Path
         group = table.frame.filter(pl.col("budget") == budget).sort("params")
         n, loss = group["params"].to_numpy(), group["loss"].to_numpy()
         ax.scatter(n, loss, color=colors[budget], s=18, label=f"C = {budget:.2g} FLOPs")
+        if "loss_se" in group.columns and group["loss_se"].is_not_null().any():  # 95% error bars of each run's loss
+            ax.errorbar(
+                n,
+                loss,
+                yerr=1.96 * group["loss_se"].fill_null(0.0).to_numpy(),
+                fmt="none",
+                color=colors[budget],
+                lw=0.8,
+            )
         if budget in vertices and len(n) >= 3:
             p = np.polyfit(np.log(n), loss, 2)
             grid = np.geomspace(n.min(), n.max(), 100)
@@ -45,35 +58,45 @@ def isoflop_curves(table: Table, fit: IsoflopFit | None, out: Path) -> list[Path
             v = vertices[budget]
             ax.plot([v.n_opt], [v.loss], marker="*", color=colors[budget], ms=12, mec="black", mew=0.5)
     ax.set_xscale("log")
-    ax.set_xlabel("parameters N")
-    ax.set_ylabel("held-out loss (nats per token)")
+    ax.set_xlabel(f"parameters N ({table.params_from})")
+    ax.set_ylabel(table.loss_label)
     ax.set_title("IsoFLOP curves: parabola in log N per budget; * = fitted minimum")
     ax.legend(fontsize=7, ncol=2)
     return _save(fig, out, "isoflop_curves")
 
 
 def optimal_scaling(fit: IsoflopFit, parametric: ParametricFit | None, out: Path) -> list[Path]:
+    """N_opt(C) and D_opt(C) as the answers give them: Approach 2's N* law and D* = C / c(N*), Approach 3's optimum."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     budgets = np.array([v.budget for v in fit.vertices])
     grid = np.geomspace(budgets.min() / 3, budgets.max() * 100, 60)
-    for ax, law, draws, values, label in (
-        (axes[0], fit.n_opt, fit.bootstrap_n, [v.n_opt for v in fit.vertices], "parameters N_opt"),
-        (axes[1], fit.d_opt, fit.bootstrap_d, [v.d_opt for v in fit.vertices], "tokens D_opt"),
+    n_star = np.array([fit.n_opt(c) for c in grid])
+    bands = np.array([predict_interval(fit.bootstrap_n, c) for c in grid]) if len(fit.bootstrap_n) >= 2 else None
+    for index, (ax, label, values) in enumerate(
+        (
+            (axes[0], "parameters N_opt", [v.n_opt for v in fit.vertices]),
+            (axes[1], "tokens D_opt", [v.d_opt for v in fit.vertices]),
+        )
     ):
-        if len(draws) >= 2:
-            bands = np.array([predict_interval(draws, c) for c in grid])
-            ax.fill_between(grid, bands[:, 0], bands[:, 1], color="C0", alpha=0.2, label="95% bootstrap band")
+        curve = n_star if index == 0 else fit.cost.tokens(n_star, grid)
+        if bands is not None:
+            band = bands if index == 0 else np.sort(fit.cost.tokens(bands, grid[:, None]), axis=1)
+            ax.fill_between(grid, band[:, 0], band[:, 1], color="C0", alpha=0.2, label="95% bootstrap band")
+        law = fit.n_opt if index == 0 else fit.d_opt
         ax.plot(
-            grid, [law(c) for c in grid], color="C0", label=f"Approach 2: {law.coefficient:.3g} C^{law.exponent:.3f}"
+            grid,
+            curve,
+            color="C0",
+            label=f"Approach 2: {law.coefficient:.3g} C^{law.exponent:.3f}"
+            + ("" if index == 0 else " (D* = C / c(N*))"),
         )
         if parametric is not None:
-            index = 0 if label.startswith("parameters") else 1
             ax.plot(
                 grid,
                 [parametric.optimum(c)[index] for c in grid],
                 color="C3",
                 ls="--",
-                label=f"Approach 3: C^{parametric.a if index == 0 else 1 - parametric.a:.3f}",
+                label="Approach 3: min L(N, D) on c(N) D = C",
             )
         ax.scatter(budgets, values, color="black", zorder=3, s=20, label="IsoFLOP minima")
         ax.axvline(budgets.max(), color="grey", lw=0.8, ls=":")
@@ -88,6 +111,7 @@ def optimal_scaling(fit: IsoflopFit, parametric: ParametricFit | None, out: Path
 
 
 def loss_frontier(table: Table, parametric: ParametricFit | None, out: Path) -> list[Path]:
+    """Every run's loss against its compute, the best per budget, and Approach 3's frontier (same compute)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.scatter(table.frame["flops"], table.frame["loss"], color="grey", s=10, alpha=0.6, label="runs")
     best = frontier(table)
@@ -103,13 +127,13 @@ def loss_frontier(table: Table, parametric: ParametricFit | None, out: Path) -> 
         )
     ax.set_xscale("log")
     ax.set_xlabel("training compute C (FLOPs)")
-    ax.set_ylabel("held-out loss (nats per token)")
+    ax.set_ylabel(table.loss_label)
     ax.set_title("loss against compute")
     ax.legend(fontsize=8)
     return _save(fig, out, "loss_frontier")
 
 
-def auroc_figures(table: Table, out: Path) -> list[Path]:
+def auroc_figures(table: Table, laws: tuple[AurocLaw, ...], lines: tuple[dict, ...], out: Path) -> list[Path]:
     tasks = auroc_tasks(table)
     if not tasks:
         return []
@@ -129,7 +153,7 @@ def auroc_figures(table: Table, out: Path) -> list[Path]:
                 fmt="none",
                 color="C0",
             )
-        law = fit_auroc(table, task)
+        law = next((law for law in laws if law.task == task), None)
         if law is not None:
             grid = np.geomspace(best["flops"].min() / 3, best["flops"].max() * 100, 60)
             ax.plot(
@@ -154,7 +178,7 @@ def auroc_figures(table: Table, out: Path) -> list[Path]:
     for ax, task in zip(axes[0], tasks):
         rows = table.frame.filter(pl.col(f"auroc_{task}").is_not_null())
         ax.scatter(rows["loss"], rows[f"auroc_{task}"], color="C1", s=14, label="runs")
-        line = loss_vs_auroc(table, task)
+        line = next((line for line in lines if line["task"] == task), None)
         if line is not None:
             grid = np.linspace(rows["loss"].min(), rows["loss"].max(), 20)
             ax.plot(
@@ -163,18 +187,18 @@ def auroc_figures(table: Table, out: Path) -> list[Path]:
                 color="C1",
                 label=f"fit; Spearman {line['spearman']:.2f}",
             )
-        ax.set_xlabel("held-out loss (nats per token)")
+        ax.set_xlabel(table.loss_label)
         ax.set_ylabel(f"AUROC, {task.replace('_', ' ')}")
         ax.legend(fontsize=7)
     paths += _save(fig, out, "loss_vs_auroc")
     return paths
 
 
-def plot_all(table: Table, isoflop: IsoflopFit | None, parametric: ParametricFit | None, out: Path) -> list[Path]:
+def plot_all(table: Table, fits: Fits, out: Path) -> list[Path]:
     """Every figure the table supports; returns the files written."""
-    paths = isoflop_curves(table, isoflop, out)
-    if isoflop is not None:
-        paths += optimal_scaling(isoflop, parametric, out)
-    paths += loss_frontier(table, parametric, out)
-    paths += auroc_figures(table, out)
+    paths = isoflop_curves(table, fits.isoflop, out)
+    if fits.isoflop is not None:
+        paths += optimal_scaling(fits.isoflop, fits.parametric, out)
+    paths += loss_frontier(table, fits.parametric, out)
+    paths += auroc_figures(table, fits.auroc_laws, fits.loss_lines, out)
     return paths

@@ -4,6 +4,9 @@ Per budget the IsoFLOP minimum (and whether it is interior: the lowest-loss run 
 smallest nor the largest size, and the parabola curves upwards); the fitted laws with 95% intervals
 (Approach 2 and Approach 3); the compute-optimal model and tokens at budgets beyond the grid; AUROC
 against compute beside XGBoost and the oracle; the figures. Aggregates only: no identifiers.
+
+Every number comes from one `analysis.fits.Fits` (what fits.json holds), so the report's intervals
+are the figures' bands; both approaches answer for the table's own compute (`analysis.cost`).
 """
 
 import math
@@ -15,6 +18,7 @@ import polars as pl
 
 from analysis.answers import optimal
 from analysis.downstream import AurocLaw, auroc_tasks, frontier
+from analysis.fits import Fits
 from analysis.isoflop import IsoflopFit, parabola_vertex
 from analysis.parametric import ParametricFit
 from analysis.table import Table
@@ -27,7 +31,7 @@ def _g(x: float | None, digits: int = 3) -> str:
 
 
 def _interval(pair, digits: int = 3) -> str:
-    return f"[{_g(pair[0], digits)}, {_g(pair[1], digits)}]" if pair else "(no interval: fewer than 3 budgets)"
+    return f"[{_g(pair[0], digits)}, {_g(pair[1], digits)}]" if pair else "(no interval: too few points)"
 
 
 def budget_minima(table: Table) -> list[dict]:
@@ -38,6 +42,7 @@ def budget_minima(table: Table) -> list[dict]:
         params, loss = group["params"].to_numpy(), group["loss"].to_numpy()
         best = int(np.argmin(loss))
         curved = len(np.unique(params)) >= 3 and parabola_vertex(np.log(params), loss) is not None
+        se = group["loss_se"].to_numpy() if "loss_se" in group.columns else np.full(len(loss), np.nan)
         rows.append(
             {
                 "budget": budget,
@@ -45,6 +50,9 @@ def budget_minima(table: Table) -> list[dict]:
                 "best_params": float(params[best]),
                 "best_tokens": float(group["tokens"][best]),
                 "best_loss": float(loss[best]),
+                "best_loss_se": float(se[best]) if se[best] is not None else float("nan"),
+                "gaps": np.abs(np.diff(loss)).tolist(),
+                "ses": [float(x) for x in se if x is not None],
                 "interior": curved and 0 < best < len(params) - 1,
                 "position": "smallest" if best == 0 else "largest" if best == len(params) - 1 else "inside",
             }
@@ -57,15 +65,17 @@ def _isoflop_section(iso: IsoflopFit | None, minima: list[dict]) -> list[str]:
     lines = [
         "## IsoFLOP minima",
         "",
-        "| budget (FLOPs) | sizes | best run: params | tokens | loss | minimum | parabola N* [95%] |",
+        "| budget (FLOPs) | sizes | best run: params | tokens | loss +- 1.96 SE | minimum | parabola N* [95%] |",
         "|---:|---:|---:|---:|---:|---|---:|",
     ]
     for m in minima:
         v = vertex.get(m["budget"])
         where = "interior" if m["interior"] else f"at the {m['position']} size"
+        error = f" +- {1.96 * m['best_loss_se']:.4f}" if math.isfinite(m["best_loss_se"]) else ""
         lines.append(
             f"| {m['budget']:.3g} | {m['sizes']} | {m['best_params']:,.0f} | {m['best_tokens']:,.0f} | "
-            f"{m['best_loss']:.4f} | {where} | {_g(v.n_opt) + ' ' + _interval(v.n_interval) if v else 'excluded'} |"
+            f"{m['best_loss']:.4f}{error} | {where} | "
+            f"{_g(v.n_opt) + ' ' + _interval(v.n_interval) if v else 'excluded'} |"
         )
     interior = [m for m in minima if m["interior"]]
     optima = [m["best_params"] for m in interior]
@@ -84,43 +94,86 @@ def _isoflop_section(iso: IsoflopFit | None, minima: list[dict]) -> list[str]:
     ]
     for item in iso.excluded if iso else []:
         lines.append(f"- budget {item['budget']:.3g} left out of Approach 2: {item['reason']}")
+    ses = [x for m in minima for x in m["ses"] if math.isfinite(x)]
+    gaps = [x for m in minima for x in m["gaps"]]
+    if ses and gaps:
+        lines += [
+            "",
+            f"Each run's loss has a standard error over its evaluation sequences of {np.median(ses):.4f} (median; "
+            f"{min(ses):.4f} to {max(ses):.4f}); the loss gap between neighbouring sizes of a budget is "
+            f"{np.median(gaps):.4f} (median; smallest {min(gaps):.4f}). Every run is scored on the same rows, "
+            "so the error of a difference between two runs is smaller still.",
+        ]
     return lines
 
 
-def _laws_section(iso: IsoflopFit | None, parametric: ParametricFit | None) -> list[str]:
-    lines = ["## Fitted laws (95% bootstrap intervals)", ""]
+def _laws_section(iso: IsoflopFit | None, parametric: ParametricFit | None, iso_error: str | None) -> list[str]:
+    lines = ["## Fitted laws (95% intervals)", ""]
     if iso is None:
-        lines.append("- Approach 2 (IsoFLOP parabolas): not available (fewer than 2 budgets with an interior minimum).")
+        lines.append(
+            "- Approach 2 (IsoFLOP parabolas): not available"
+            + (f": {iso_error}" if iso_error else " (fewer than 2 budgets with an interior minimum).")
+        )
     else:
         for name, law, what in (
             ("N_opt", iso.n_opt, "parameters"),
             ("D_opt", iso.d_opt, "tokens"),
             ("L_opt", iso.loss_opt, "loss"),
         ):
+            interval = law.as_dict()["interval"]
+            t = (
+                f", Student-t {_interval(interval['exponent_t'])} ({law.budgets - 2} df)"
+                if interval["exponent_t"]
+                else ""
+            )
             lines.append(
                 f"- Approach 2: {name} = {law.coefficient:.3g} x C^{law.exponent:.3f} ({what}); exponent "
-                f"{_interval(law.as_dict()['interval']['exponent'])}"
+                f"{_interval(interval['exponent'])} (two-level bootstrap){t}"
             )
     if parametric is not None:
         p, iv = parametric, parametric.intervals
+        e = f"E fixed at {p.fixed_E:g}" if p.fixed_E is not None else f"E {_interval(iv.get('E'))}"
         lines.append(
             f"- Approach 3: L(N, D) = {p.E:.3f} + {p.A:.4g} / N^{p.alpha:.3f} + {p.B:.4g} / D^{p.beta:.3f}; "
-            f"E {_interval(iv.get('E'))}, alpha {_interval(iv.get('alpha'))}, beta {_interval(iv.get('beta'))}; "
-            f"N_opt ~ C^{p.a:.3f} {_interval(iv.get('a'))}"
+            f"{e}, alpha {_interval(iv.get('alpha'))}, beta {_interval(iv.get('beta'))}; "
+            f"under C = 6ND N_opt would grow as C^{p.a:.3f} {_interval(iv.get('a'))}"
         )
+        if p.excluded:
+            lines.append(
+                f"- Approach 3 leaves out its {len(p.excluded)} worst-fitted point(s); that moved "
+                + ", ".join(f"{k} by {v:+.3g}" for k, v in p.shift.items())
+            )
     return lines
 
 
-def _beyond_section(iso, parametric, laws: list[AurocLaw], budgets: list[float]) -> list[str]:
+def _compute_section(table: Table) -> list[str]:
+    cost = table.cost
+    lines = ["## Compute", ""]
+    if cost.assumed_6nd:
+        return lines + ["The table has no FLOPs: every answer assumes C = 6 N D."]
+    ratios = np.exp(np.array(cost.log_c) - np.array(cost.log_n)) / 6
+    lines.append(
+        f"Budgets are spent as the runs spent them: FLOPs per token c(N) from {cost.source}, "
+        f"{ratios[0]:.2f} x 6N at the smallest size and {ratios[-1]:.2f} x 6N at the largest "
+        f"(N = `{table.params_from}`). "
+        "Both approaches below answer for that same compute: D* = C / c(N*) (c interpolated between the "
+        "table's sizes, continued linearly in N beyond them)."
+    )
+    return lines
+
+
+def _beyond_section(iso, parametric, laws: list[AurocLaw], budgets: list[float], cost) -> list[str]:
     lines = [
         "## Compute-optimal model and tokens beyond the grid",
         "",
-        "| budget (FLOPs) | N* (Approach 2) [95%] | D* (Approach 2) [95%] | N* (Approach 3) [95%] | D* (Approach 3) [95%] "
+        "| budget (FLOPs) | N* (Approach 2) [95%] | D* (Approach 2) [95%] | N* (Approach 3) [95%] "
+        "| D* (Approach 3) [95%] "
         "| loss (Approach 3) [95%] |" + "".join(f" AUROC {law.task} [95%] |" for law in laws),
         "|---:|---:|---:|---:|---:|---:|" + "---:|" * len(laws),
     ]
+    agreement = []
     for budget in budgets:
-        answer = optimal(iso, parametric, budget, laws)
+        answer = optimal(iso, parametric, budget, laws, cost)
         cells = [f"{budget:.3g}"]
         for name in ("isoflop", "parametric"):
             a = answer.get(name)
@@ -138,10 +191,18 @@ def _beyond_section(iso, parametric, laws: list[AurocLaw], budgets: list[float])
             value = answer["auroc"][law.task]
             cells.append(f"{value['auroc']:.3f} {_interval(value['interval'])}")
         lines.append("| " + " | ".join(cells) + " |")
+        if "disagreement" in answer:
+            agreement.append((budget, answer["disagreement"]["n_opt_ratio"], answer["disagreement"]["d_opt_ratio"]))
+    lines.append("")
+    if agreement:
+        lines.append(
+            "For the same compute the approaches differ by "
+            + "; ".join(f"{n:.2f}x in N* and {d:.2f}x in D* at {b:.3g}" for b, n, d in agreement)
+            + " (Approach 3 over Approach 2)."
+        )
     lines += [
-        "",
         "Extrapolations: the further past the largest budget of the grid, the less the intervals (which "
-        "only resample the grid's budgets) cover what can go wrong.",
+        "only resample the grid's runs) cover what can go wrong."
     ]
     return lines
 
@@ -190,21 +251,19 @@ def _auroc_section(table: Table, laws: list[AurocLaw]) -> list[str]:
 
 def render(
     table: Table,
-    iso: IsoflopFit | None,
-    parametric: ParametricFit | None,
-    laws: list[AurocLaw],
+    fits: Fits,
     *,
     title: str,
     source: str,
-    params_from: str,
     figures: Path | None,
     report_dir: Path,
     beyond: tuple[float, ...] = (10.0, 100.0, 1000.0),
 ) -> str:
     """The report as markdown."""
     frame = table.frame
+    iso, parametric, laws = fits.isoflop, fits.parametric, list(fits.auroc_laws)
     minima = budget_minima(table)
-    conventions = sorted(frame["convention"].unique().to_list()) if "convention" in frame.columns else []
+    conventions = sorted(frame["convention"].drop_nulls().unique().to_list()) if "convention" in frame.columns else []
     top = max(table.budgets)
     lines = [
         f"# {title}",
@@ -212,11 +271,18 @@ def render(
         f"From `{source}`: {frame.height} finished runs over {len(table.budgets)} budgets "
         f"({', '.join(f'{b:.3g}' for b in table.budgets)} FLOPs"
         + (f", {', '.join(conventions)} convention" if conventions else "")
-        + f"); parameters = `{params_from}`.",
+        + f"); parameters = `{table.params_from}`; "
+        f"loss = {table.loss_label}. Fits: fits.json key `{fits.key[:12]}`, {fits.resamples} bootstrap replicates.",
     ]
     lines += [f"- note: {note}" for note in table.notes]
-    lines += [""] + _isoflop_section(iso, minima) + [""] + _laws_section(iso, parametric) + [""]
-    lines += _beyond_section(iso, parametric, laws, [top * k for k in beyond]) + [""] + _auroc_section(table, laws)
+    lines += [f"- warning: {warning}" for warning in table.warnings]
+    lines += [""] + _compute_section(table) + [""] + _isoflop_section(iso, minima) + [""]
+    lines += _laws_section(iso, parametric, fits.isoflop_error) + [""]
+    lines += (
+        _beyond_section(iso, parametric, laws, [top * k for k in beyond], table.cost)
+        + [""]
+        + _auroc_section(table, laws)
+    )
     if figures is not None:
         lines += ["## Figures", ""]
         for name in FIGURES:

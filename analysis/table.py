@@ -1,9 +1,16 @@
 """Read a results table (parquet or CSV) into the columns the fits need, with clear errors.
 
-Needs `params`, `tokens`, `loss`; uses `flops`, `budget`, `status`, `family` and `auroc_<task>` when
-present. Column names can be mapped (`{"params": "Model Size"}`). Rows whose status is not `ok` are
-left out with a note. Missing `flops` is 6 x params x tokens; missing `budget` groups runs whose
-FLOPs agree within a tolerance (in log space).
+Needs `params`, `tokens`, `loss`; uses `flops`, `flops_per_token`, `budget`, `status`, `family`,
+`fit_params`, `loss_se` and `auroc_<task>` when present. Column names can be mapped
+(`{"params": "Model Size"}`); without a mapping, a `fit_params` column (ours: `params_nonembed`) names
+the parameter count the fits use. Every row left out is counted by reason in the notes: a status
+other than `ok` (an empty status counts as "missing"), an exact duplicate. Missing `flops` is
+`budget` if there is one, else 6 x params x tokens (said in the notes: C = 6ND is then assumed);
+missing `budget` groups runs whose FLOPs agree within a tolerance (in log space), with a warning
+when that leaves a budget of one run.
+
+Compute comes from the table (`analysis.cost`): each run's FLOPs per token is `flops / tokens`,
+so answers spend a budget under the same convention the runs spent it.
 """
 
 from dataclasses import dataclass, field
@@ -12,7 +19,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from analysis.cost import CostModel
+
 REQUIRED = ("params", "tokens", "loss")
+LOSS_UNITS = {"timeline": "nats per token", "bert": "nats per masked lab", "labrador": "CE + MSE per masked lab"}
 
 
 class TableError(Exception):
@@ -21,11 +31,15 @@ class TableError(Exception):
 
 @dataclass(frozen=True)
 class Table:
-    """The usable rows, and notes on what was left out and why."""
+    """The usable rows, how compute is counted, and notes on what was left out and why."""
 
-    frame: pl.DataFrame  # params, tokens, loss, flops, budget (+ family, auroc_* when present)
+    frame: pl.DataFrame  # params, tokens, loss, flops, budget (+ family, loss_se, auroc_* when present)
+    cost: CostModel
     notes: tuple[str, ...] = field(default_factory=tuple)
+    warnings: tuple[str, ...] = field(default_factory=tuple)
     flops_from: str = "flops column"
+    params_from: str = "params"
+    loss_label: str = "loss"
 
     @property
     def budgets(self) -> list[float]:
@@ -37,34 +51,60 @@ def read(path: Path, columns: dict[str, str] | None = None, budget_tolerance: fl
     path = Path(path)
     if not path.exists():
         raise TableError(f"{path}: no such file")
-    frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path, infer_schema_length=10_000)
+    if path.is_dir():
+        raise TableError(f"{path}: a folder, not a results table (.parquet or .csv)")
+    try:
+        frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path, infer_schema_length=10_000)
+    except (pl.exceptions.PolarsError, OSError) as error:
+        raise TableError(
+            f"{path}: cannot be read as {'parquet' if path.suffix == '.parquet' else 'CSV'}: "
+            f"{str(error).splitlines()[0]}"
+        ) from None
     return prepare(frame, str(path), columns, budget_tolerance)
+
+
+def _fit_params(frame: pl.DataFrame, renames: dict[str, str]) -> str | None:
+    """The table's own choice of parameter count (`fit_params`), when the user mapped none."""
+    if "params" in renames.values() or "fit_params" not in frame.columns:
+        return None
+    named = frame["fit_params"].drop_nulls().unique().to_list()
+    return named[0] if len(named) == 1 and named[0] in frame.columns and named[0] != "params" else None
 
 
 def prepare(
     frame: pl.DataFrame, name: str = "table", columns: dict[str, str] | None = None, budget_tolerance: float = 0.1
 ) -> Table:
     renames = {source: target for target, source in (columns or {}).items()}
+    chosen = _fit_params(frame, renames)
+    if chosen:
+        renames[chosen] = "params"
     missing_sources = [s for s in renames if s not in frame.columns]
     if missing_sources:
         raise TableError(
-            f"{name}: no column {', '.join(repr(s) for s in missing_sources)} to map (columns: {', '.join(frame.columns)})"
+            f"{name}: no column {', '.join(repr(s) for s in missing_sources)} to map "
+            f"(columns: {', '.join(frame.columns)})"
         )
     # A mapped column replaces a column of the target's name (runs.parquet has both params and params_nonembed).
     replaced = [target for source, target in renames.items() if target in frame.columns and target not in renames]
     frame = frame.drop(replaced).rename(renames)
-    notes = []
+    params_from = next((s for s, t in renames.items() if t == "params"), "params")
+    notes, warnings = [], []
+    if chosen:
+        notes.append(f"parameters = {chosen} (the table's fit_params column)")
     flops_from = "flops column"
     if "flops" not in frame.columns and "budget" in frame.columns:
         frame = frame.with_columns(flops=pl.col("budget"))
         flops_from = "budget column"
         notes.append("flops = budget: the table has no flops column")
+    if "tokens" not in frame.columns and {"flops", "flops_per_token"} <= set(frame.columns):
+        frame = frame.with_columns(tokens=pl.col("flops") / pl.col("flops_per_token"))
+        notes.append("tokens = flops / flops_per_token: the table has no tokens column")
     if "params" not in frame.columns and {"flops", "tokens"} <= set(frame.columns):
         frame = frame.with_columns(params=pl.col("flops") / (6 * pl.col("tokens")))
-        notes.append("params = flops / (6 x tokens): the table has no params column")
+        notes.append("params = flops / (6 x tokens): the table has no params column (C = 6ND assumed)")
     if "tokens" not in frame.columns and {"flops", "params"} <= set(frame.columns):
         frame = frame.with_columns(tokens=pl.col("flops") / (6 * pl.col("params")))
-        notes.append("tokens = flops / (6 x params): the table has no tokens column")
+        notes.append("tokens = flops / (6 x params): the table has no tokens column (C = 6ND assumed)")
     for column in REQUIRED:
         if column not in frame.columns:
             raise TableError(
@@ -72,6 +112,7 @@ def prepare(
                 f"map one with --{column}-col NAME"
             )
     if "status" in frame.columns:
+        frame = frame.with_columns(pl.col("status").cast(pl.String).fill_null("missing").replace("", "missing"))
         bad = frame.filter(pl.col("status") != "ok")
         if bad.height:
             reasons = ", ".join(f"{s}: {n}" for s, n in bad.group_by("status").len().sort("status").iter_rows())
@@ -80,28 +121,75 @@ def prepare(
     if "flops" not in frame.columns:
         frame = frame.with_columns(flops=6.0 * pl.col("params") * pl.col("tokens"))
         flops_from = "6 x params x tokens"
-        notes.append("flops = 6 x params x tokens: the table has no flops column")
-    numeric = ["params", "tokens", "loss", "flops"] + (["budget"] if "budget" in frame.columns else [])
+        notes.append("flops = 6 x params x tokens: the table has no flops column (C = 6ND assumed)")
+    numeric = ["params", "tokens", "loss", "flops"] + [
+        c for c in ("budget", "flops_per_token", "loss_se") if c in frame.columns
+    ]
     frame = frame.with_columns([pl.col(c).cast(pl.Float64, strict=False) for c in numeric])
-    for column in numeric:
-        bad = frame.filter(pl.col(column).is_null() | pl.col(column).is_nan() | (pl.col(column) <= 0)).height
+    for column in ("params", "tokens", "loss", "flops", "budget", "flops_per_token"):
+        if column not in frame.columns:
+            continue
+        bad = frame.filter(pl.col(column).is_null() | ~pl.col(column).is_finite() | (pl.col(column) <= 0)).height
         if bad:
-            raise TableError(f"{name}: column '{column}' has {bad} row(s) that are missing, NaN or not positive")
-    if "budget" not in frame.columns:
-        frame = frame.with_columns(budget=_group_budgets(frame["flops"].to_numpy(), budget_tolerance))
-        notes.append(f"budgets grouped from flops within {budget_tolerance:.0%}")
+            raise TableError(
+                f"{name}: column '{column}' has {bad} row(s) that are missing, NaN, infinite or not positive"
+            )
     if frame.height == 0:
-        raise TableError(f"{name}: no usable rows")
-    return Table(frame=frame, notes=tuple(notes), flops_from=flops_from)
+        raise TableError(f"{name}: no usable rows" + (f" ({'; '.join(notes)})" if notes else ""))
+    key = ["params", "tokens", "loss", "flops"] + [c for c in ("budget", "seed") if c in frame.columns]
+    duplicated = frame.height - frame.unique(subset=key).height
+    if duplicated:
+        frame = frame.unique(subset=key, keep="first", maintain_order=True)
+        warnings.append(
+            f"left out {duplicated} exact duplicate row(s) (same params, tokens, loss and FLOPs): "
+            "a run counted twice narrows every interval without new information"
+        )
+    if "budget" not in frame.columns:
+        budgets, singles = _group_budgets(frame["flops"].to_numpy(), budget_tolerance)
+        frame = frame.with_columns(budget=budgets)
+        notes.append(f"budgets grouped from flops within {budget_tolerance:.0%} (--budget-tolerance)")
+        if singles:
+            warnings.append(
+                f"grouping FLOPs within {budget_tolerance:.0%} leaves {len(singles)} budget(s) of a single run "
+                f"({', '.join(f'{b:.3g}' for b in singles)}): if those runs belong to a neighbouring budget, "
+                "raise --budget-tolerance"
+            )
+    cost, cost_note = CostModel.from_frame(frame, flops_from)
+    notes.append(cost_note)
+    return Table(
+        frame=frame,
+        cost=cost,
+        notes=tuple(notes),
+        warnings=tuple(warnings),
+        flops_from=flops_from,
+        params_from=params_from,
+        loss_label=_loss_label(frame, renames),
+    )
 
 
-def _group_budgets(flops: np.ndarray, tolerance: float) -> np.ndarray:
-    """Runs whose FLOPs are within `tolerance` of their neighbour in log space share a budget (the group's median)."""
+def _loss_label(frame: pl.DataFrame, renames: dict[str, str]) -> str:
+    """The loss axis as the table describes it: the split and unit our runs record, or the column's own name."""
+    source = next((s for s, t in renames.items() if t == "loss"), None)
+    if source:
+        return source
+    families = frame["family"].drop_nulls().unique().to_list() if "family" in frame.columns else []
+    splits = frame["loss_split"].drop_nulls().unique().to_list() if "loss_split" in frame.columns else []
+    unit = LOSS_UNITS.get(families[0]) if len(families) == 1 else None
+    where = f"{splits[0]} loss" if len(splits) == 1 else "loss"
+    return f"{where} ({unit})" if unit else where
+
+
+def _group_budgets(flops: np.ndarray, tolerance: float) -> tuple[np.ndarray, list[float]]:
+    """Runs whose FLOPs are within `tolerance` of their neighbour in log space share a budget (the group's median);
+    also the budgets that hold a single run."""
     order = np.argsort(flops)
     logs = np.log(flops[order])
     group = np.concatenate([[0], np.cumsum(np.diff(logs) > np.log1p(tolerance))])
     budgets = np.empty_like(flops)
+    singles = []
     for g in np.unique(group):
         members = order[group == g]
         budgets[members] = float(np.median(flops[members]))
-    return budgets
+        if len(members) == 1:
+            singles.append(float(flops[members[0]]))
+    return budgets, singles

@@ -55,7 +55,8 @@ def main() -> None:
         oracle = (report["oracle"] or {}).get("auroc")
         fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
         print(
-            f"| {task} | {rows:,} | {first.seconds:.1f} | {again.seconds:.1f} | {fmt(probe)} | {fmt(xgb)} | {fmt(oracle)} |",
+            f"| {task} | {rows:,} | {first.seconds:.1f} | {again.seconds:.1f} | {fmt(probe)} | {fmt(xgb)} "
+            f"| {fmt(oracle)} |",
             flush=True,
         )
     if args.workdir is None:

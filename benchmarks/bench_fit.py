@@ -28,7 +28,8 @@ def main() -> None:
     table = read(args.points, {"params": "Model Size", "flops": "Training FLOP"})
     print(f"machine: {machine()}")
     print(
-        f"{table.frame.height} points, {len(table.budgets)} budgets; {len(start_grid())} starts; {args.resamples} bootstrap refits"
+        f"{table.frame.height} points, {len(table.budgets)} budgets; {len(start_grid())} starts; "
+        f"{args.resamples} bootstrap refits"
     )
     start = time.perf_counter()
     fit = fit_parametric(table, resamples=0 if args.resamples == 0 else args.resamples)

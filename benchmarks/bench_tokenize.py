@@ -68,7 +68,8 @@ def main() -> None:
         f"{bound:,.0f} tokens/s here (at 100% of that peak); a loader must beat 20x that: {20 * bound:,.0f} tokens/s"
     )
     print(
-        "| events | tokens | bags | derive wall s | events/s | peak RSS MiB | timeline loader tokens/s (ctx 256, batch 16) | bag loader bags/s (batch 256) |"
+        "| events | tokens | bags | derive wall s | events/s | peak RSS MiB "
+        "| timeline loader tokens/s (ctx 256, batch 16) | bag loader bags/s (batch 256) |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for prep in args.prep:

@@ -74,12 +74,14 @@ def main() -> None:
     print("| fit | wall s | E | A | B | alpha | beta | summed Huber objective |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     print(
-        f"| ehrscale (L-BFGS, summed) | {our_seconds:.1f} | {ours.E:.3f} | {ours.A:.1f} | {ours.B:.1f} | {ours.alpha:.3f} | "
+        f"| ehrscale (L-BFGS, summed) | {our_seconds:.1f} | {ours.E:.3f} | {ours.A:.1f} | {ours.B:.1f} "
+        f"| {ours.alpha:.3f} | "
         f"{ours.beta:.3f} | {summed(ours.E, ours.A, ours.B, ours.alpha, ours.beta):.6f} |"
     )
     print(
-        f"| chinchilla 0.2.0 (BFGS, mean) | {theirs['seconds']:.1f} | {theirs['E']:.3f} | {theirs['A']:.1f} | {theirs['B']:.1f} | "
-        f"{theirs['alpha']:.3f} | {theirs['beta']:.3f} | {summed(theirs['E'], theirs['A'], theirs['B'], theirs['alpha'], theirs['beta']):.6f} |"
+        f"| chinchilla 0.2.0 (BFGS, mean) | {theirs['seconds']:.1f} | {theirs['E']:.3f} | {theirs['A']:.1f} "
+        f"| {theirs['B']:.1f} | {theirs['alpha']:.3f} | {theirs['beta']:.3f} "
+        f"| {summed(theirs['E'], theirs['A'], theirs['B'], theirs['alpha'], theirs['beta']):.6f} |"
     )
 
 

@@ -1,6 +1,7 @@
 """Training throughput and MFU of the timeline decoder for widths 64 to 512.
 
-    .venv/bin/python benchmarks/train_throughput.py [--widths 64 128 256 512] [--context 128] [--batch-rows 16] [--dtype float32]
+    .venv/bin/python benchmarks/train_throughput.py [--widths 64 128 256 512] [--context 128] [--batch-rows 16]
+        [--dtype float32]
 
 MFU = (exact training FLOPs per token x tokens/s) / the matmul peak (of --dtype) measured in this
 same process. The step is the real one of `scaling.train.step_functions` (the decoder's loss,

@@ -18,6 +18,10 @@ from rich.table import Table
 
 from scaling import __version__
 from scaling.console import UserError, console, out_console
+from scaling.data.labbags import BagConfig
+from scaling.data.prepare import PrepareConfig
+from scaling.data.timelines import TokenizerConfig
+from scaling.runspec import PROBE_TRAIN_ROWS
 from scaling.sweep.commands import collect_command, sweep_app
 
 app = typer.Typer(
@@ -75,33 +79,40 @@ def prepare(
         Path | None, typer.Option(help="MIMIC-IV folder holding hosp/ and icu/ (.csv or .csv.gz).")
     ] = None,
     meds: Annotated[Path | None, typer.Option(help="A MEDS dataset folder (data/, metadata/), used as is.")] = None,
-    split_seed: Annotated[int, typer.Option(help="Seed of the subject-level train/tuning/held_out split.")] = 0,
-    split: Annotated[str, typer.Option(help="Train,tuning,held_out fractions.")] = "0.8,0.1,0.1",
+    split_seed: Annotated[
+        int, typer.Option(help="Seed of the subject-level train/tuning/held_out split.")
+    ] = PrepareConfig.split_seed,
+    split: Annotated[str, typer.Option(help="Train,tuning,held_out fractions.")] = ",".join(
+        f"{x:g}" for x in PrepareConfig.split_fractions
+    ),
     shards: Annotated[int | None, typer.Option(min=1, help="Event shards (default: from the source size).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
-    quantiles: Annotated[int, typer.Option(min=2, help="Value tokens per code (Q1..Qn), fitted on train.")] = 10,
+    quantiles: Annotated[
+        int, typer.Option(min=2, help="Value tokens per code (Q1..Qn), fitted on train.")
+    ] = TokenizerConfig.quantiles,
     min_code_count: Annotated[
         int, typer.Option(min=1, help="Train count below which a code becomes UNK//<category>.")
-    ] = 10,
+    ] = TokenizerConfig.min_code_count,
     bag_min_count: Annotated[
         int, typer.Option(min=1, help="Train rows a lab item needs to enter the bag vocabulary.")
-    ] = 500,
-    bag_min_labs: Annotated[int, typer.Option(min=1, help="Fewest labs in a bag.")] = 3,
-    bag_max_labs: Annotated[int, typer.Option(min=1, help="Most labs in a bag (longer bags are subsampled).")] = 90,
-    bag_max_missing: Annotated[float, typer.Option(min=0, max=1, help="Largest share of labs without a value.")] = 0.5,
+    ] = BagConfig.min_code_count,
+    bag_min_labs: Annotated[int, typer.Option(min=1, help="Fewest labs in a bag.")] = BagConfig.min_labs,
+    bag_max_labs: Annotated[
+        int, typer.Option(min=1, help="Most labs in a bag (longer bags are subsampled).")
+    ] = BagConfig.max_labs,
+    bag_max_missing: Annotated[
+        float, typer.Option(min=0, max=1, help="Largest share of labs without a value.")
+    ] = BagConfig.max_missing_fraction,
     bag_drop_subsets: Annotated[
         bool, typer.Option(help="Drop a bag whose labs are a subset of the previous bag's.")
-    ] = True,
+    ] = BagConfig.drop_subsets,
     events_only: Annotated[
         bool, typer.Option(help="Stop after the MEDS events (no timelines, bags or tasks).")
     ] = False,
 ) -> None:
     """Read a source into MEDS events, then timelines, lab bags and task labels, all under OUT."""
     from scaling.data.csv_stream import SourceError
-    from scaling.data.labbags import BagConfig
-    from scaling.data.prepare import PrepareConfig
     from scaling.data.prepare import prepare as run_prepare
-    from scaling.data.timelines import TokenizerConfig
 
     try:
         fractions = tuple(float(x) for x in split.split(","))
@@ -247,7 +258,10 @@ def eval_command(
     tasks: Annotated[str | None, typer.Option(help="Comma-separated tasks (default: the spec's, else all).")] = None,
     probe_train_rows: Annotated[
         int | None,
-        typer.Option(min=0, help="The probe's training rows, a seeded sample (default: the spec's, 10,000; 0: all)."),
+        typer.Option(
+            min=0,
+            help=f"The probe's training rows, a seeded sample (default: the spec's, {PROBE_TRAIN_ROWS:,}; 0: all).",
+        ),
     ] = None,
 ) -> None:
     """Linear-probe AUROC of a trained model on downstream tasks, beside XGBoost and the oracle."""
@@ -267,26 +281,73 @@ def eval_command(
         raise UserError(str(error)) from None
 
 
-def _table_options(params_col, tokens_col, loss_col, flops_col, budget_col) -> dict[str, str]:
-    mapping = {"params": params_col, "tokens": tokens_col, "loss": loss_col, "flops": flops_col, "budget": budget_col}
-    return {k: v for k, v in mapping.items() if v}
-
-
 ColumnOption = Annotated[str | None, typer.Option(help="Name of this column in the table, if it differs.")]
+FitsOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="fits.json to read or write (default: beside the table when that "
+        "folder is writable, else in the current folder)."
+    ),
+]
+ResamplesOption = Annotated[
+    int | None, typer.Option(min=10, help="Bootstrap replicates (default: those of a current fits.json, else 400).")
+]
+ToleranceOption = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        help="Runs whose FLOPs agree within this fraction share a budget (used when the table has no budget column).",
+    ),
+]
+FixedEOption = Annotated[
+    float | None, typer.Option("--fixed-e", help="Hold Approach 3's irreducible loss E at this value.")
+]
+ExcludeOption = Annotated[
+    int, typer.Option(min=0, help="Leave out the k points Approach 3 fits worst, and report the shift.")
+]
 
 
-def _both_fits(data, resamples: int):
-    """Approach 2 where the table allows it (else None, said once) and Approach 3."""
-    from analysis.isoflop import fit_isoflop
-    from analysis.parametric import fit_parametric
+def _fit_options(
+    method: str = "all", resamples=None, budget_tolerance: float = 0.1, fixed_e=None, exclude_worst: int = 0, **columns
+):
+    from analysis.fits import FitOptions
     from analysis.table import TableError
 
+    mapping = {k.removesuffix("_col"): v for k, v in columns.items() if v}
     try:
-        iso = fit_isoflop(data, resamples=resamples)
+        return FitOptions(
+            method=method,
+            budget_tolerance=budget_tolerance,
+            fixed_E=fixed_e,
+            exclude_worst=exclude_worst,
+            columns=tuple(sorted(mapping.items())),
+            resamples=resamples,
+        )
     except TableError as error:
-        out_console.print(f"Approach 2 not available: {error}", highlight=False)
-        iso = None
-    return iso, fit_parametric(data, resamples=resamples)
+        raise UserError(str(error)) from None
+
+
+def _load_fits(table: Path, options, fits_path: Path | None, refit: bool = False, quiet: bool = False):
+    """The table and its current fits (read from fits.json, or fitted and written there); user errors as UserError."""
+    from analysis.fits import load_or_fit
+    from analysis.table import TableError, read
+
+    try:
+        data = read(table, dict(options.columns), options.budget_tolerance)
+        fits, path, how = load_or_fit(table, data, options, fits_path, refit=refit)
+    except TableError as error:
+        raise UserError(str(error)) from None
+    if not quiet:
+        for warning in data.warnings:
+            console.print(f"warning: {warning}", highlight=False, soft_wrap=True)
+        if fits.isoflop_error:
+            out_console.print(f"Approach 2 not available: {fits.isoflop_error}", highlight=False)
+        console.print(how, highlight=False, soft_wrap=True)
+    return data, fits
+
+
+def _interval_text(pair, digits: str = ".3f") -> str:
+    return f"[{pair[0]:{digits}}, {pair[1]:{digits}}]" if pair else "(no interval)"
 
 
 @app.command("fit")
@@ -294,94 +355,90 @@ def fit_command(
     table: Annotated[
         Path, typer.Argument(help="Results table: runs.parquet or a CSV (params, tokens, loss; flops, budget).")
     ],
-    method: Annotated[str, typer.Option(help="isoflop (Approach 2), parametric (Approach 3) or all.")] = "all",
+    method: Annotated[
+        str,
+        typer.Option(
+            help="isoflop (Approach 2), parametric (Approach 3) or all (Approach 3 "
+            "still fitted when Approach 2 cannot be)."
+        ),
+    ] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="Print only JSON.")] = False,
-    fits: Annotated[Path | None, typer.Option(help="Where to write fits.json (default: beside the table).")] = None,
+    fits: FitsOption = None,
     resamples: Annotated[int, typer.Option(min=10, help="Bootstrap replicates.")] = 400,
+    budget_tolerance: ToleranceOption = 0.1,
+    fixed_e: FixedEOption = None,
+    exclude_worst: ExcludeOption = 0,
     params_col: ColumnOption = None,
     tokens_col: ColumnOption = None,
     loss_col: ColumnOption = None,
     flops_col: ColumnOption = None,
     budget_col: ColumnOption = None,
 ) -> None:
-    """Fit IsoFLOP parabolas and power laws (Approach 2) and/or L(N, D) (Approach 3) to a results table."""
-    from analysis.downstream import auroc_tasks, fit_auroc, loss_vs_auroc
-    from analysis.isoflop import fit_isoflop
-    from analysis.parametric import fit_parametric
-    from analysis.table import TableError, read
+    """Fit IsoFLOP parabolas and power laws (Approach 2) and/or L(N, D) (Approach 3); write fits.json."""
+    from analysis.fits import document
 
-    if method not in ("isoflop", "parametric", "all"):
-        raise UserError(f"--method must be isoflop, parametric or all, got {method!r}")
-    try:
-        data = read(table, _table_options(params_col, tokens_col, loss_col, flops_col, budget_col))
-        conventions = (
-            sorted(data.frame["convention"].unique().to_list()) if "convention" in data.frame.columns else None
-        )
-        out: dict = {
-            "table": str(table),
-            "rows": data.frame.height,
-            "flops_from": data.flops_from,
-            "flop_convention": conventions or "not recorded in the table",
-            "notes": list(data.notes),
-        }
-        if method in ("isoflop", "all"):
-            iso = fit_isoflop(data, resamples=resamples)
-            out["isoflop"] = {
-                "n_opt": iso.n_opt.as_dict(),
-                "d_opt": iso.d_opt.as_dict(),
-                "loss_opt": iso.loss_opt.as_dict(),
-                "budgets": [v.__dict__ for v in iso.vertices],
-                "excluded": iso.excluded,
-            }
-        if method in ("parametric", "all"):
-            out["parametric"] = fit_parametric(data, resamples=resamples).as_dict()
-        laws = [law for law in (fit_auroc(data, task) for task in auroc_tasks(data)) if law is not None]
-        lines = [line for line in (loss_vs_auroc(data, task) for task in auroc_tasks(data)) if line is not None]
-        if laws or lines:
-            out["downstream"] = {"auroc_vs_compute": [law.as_dict() for law in laws], "loss_vs_auroc": lines}
-    except TableError as error:
-        raise UserError(str(error)) from None
-    path = fits or table.with_name("fits.json")
-    path.write_text(json.dumps(out, indent=2, default=list) + "\n")
+    options = _fit_options(
+        method,
+        resamples,
+        budget_tolerance,
+        fixed_e,
+        exclude_worst,
+        params_col=params_col,
+        tokens_col=tokens_col,
+        loss_col=loss_col,
+        flops_col=flops_col,
+        budget_col=budget_col,
+    )
+    data, result = _load_fits(table, options, fits, refit=True, quiet=as_json)
+    out = document(result, data, str(table))
     if as_json:
-        typer.echo(
-            json.dumps(
-                out.get("isoflop") if method == "isoflop" else out.get("parametric") if method == "parametric" else out,
-                default=list,
-            )
-        )
+        summary = {k: v for k, v in out.items() if k != "bootstrap"}
+        for name in ("isoflop", "parametric"):
+            if name in summary:
+                summary[name] = {k: v for k, v in summary[name].items() if k != "bootstrap"}
+        typer.echo(json.dumps(summary.get(method) if method != "all" else summary, default=list))
         return
     for note in out["notes"]:
         out_console.print(f"note: {note}", highlight=False)
-    if "isoflop" in out:
-        for item in out["isoflop"]["excluded"]:
+    if result.isoflop is not None:
+        for item in result.isoflop.excluded:
             out_console.print(f"warning: budget {item['budget']:.3g} excluded: {item['reason']}", highlight=False)
-        for name in ("n_opt", "d_opt"):
-            law = out["isoflop"][name]
-            interval = law["interval"]["exponent"]
+        for name, law in (("N_opt", result.isoflop.n_opt), ("D_opt", result.isoflop.d_opt)):
+            interval = law.as_dict()["interval"]
             spread = (
-                f"exponent 95% [{interval[0]:.3f}, {interval[1]:.3f}]"
-                if interval
+                f"exponent 95% {_interval_text(interval['exponent'])} (two-level bootstrap), "
+                f"{_interval_text(interval['exponent_t'])} (Student-t, {law.budgets - 2} df)"
+                if interval["exponent"]
                 else "no interval: it needs 3 budgets or more"
             )
             out_console.print(
-                f"Approach 2: {name} = {law['coefficient']:.3g} x C^{law['exponent']:.3f} ({spread})", highlight=False
+                f"Approach 2: {name} = {law.coefficient:.3g} x C^{law.exponent:.3f} ({spread})", highlight=False
             )
-    if "parametric" in out:
-        p = out["parametric"]
+    if result.parametric is not None:
+        p = result.parametric
+        fixed = f" (E fixed at {p.fixed_E:g})" if p.fixed_E is not None else ""
         out_console.print(
-            f"Approach 3: L = {p['E']:.3f} + {p['A']:.4g} / N^{p['alpha']:.3f} + {p['B']:.4g} / D^{p['beta']:.3f}; "
-            f"N_opt ~ C^{p['allocation']['a']:.3f} (95% [{p['intervals']['a'][0]:.3f}, {p['intervals']['a'][1]:.3f}])",
+            f"Approach 3: L = {p.E:.3f} + {p.A:.4g} / N^{p.alpha:.3f} + {p.B:.4g} / D^{p.beta:.3f}{fixed}; "
+            f"N_opt ~ C^{p.a:.3f} (95% {_interval_text(p.intervals.get('a'))})",
             highlight=False,
         )
-    out_console.print(f"wrote {path}", highlight=False)
+        if p.excluded:
+            shift = ", ".join(f"{k} {v:+.3g}" for k, v in p.shift.items())
+            out_console.print(
+                f"Approach 3 without its {len(p.excluded)} worst-fitted point(s): {shift}", highlight=False
+            )
 
 
 @app.command("optimal")
 def optimal_command(
     table: Annotated[Path, typer.Argument(help="Results table (as for `ehrscale fit`).")],
     budget: Annotated[float, typer.Option(help="Compute budget in FLOPs, e.g. 1e20.")],
-    resamples: Annotated[int, typer.Option(min=10, help="Bootstrap replicates.")] = 400,
+    as_json: Annotated[bool, typer.Option("--json", help="Print only JSON.")] = False,
+    fits: FitsOption = None,
+    resamples: ResamplesOption = None,
+    budget_tolerance: ToleranceOption = 0.1,
+    fixed_e: FixedEOption = None,
+    exclude_worst: ExcludeOption = 0,
     params_col: ColumnOption = None,
     tokens_col: ColumnOption = None,
     loss_col: ColumnOption = None,
@@ -390,43 +447,51 @@ def optimal_command(
 ) -> None:
     """For a budget: the compute-optimal model size and token count (and loss), with intervals, from both approaches."""
     from analysis.answers import optimal
-    from analysis.downstream import auroc_tasks, fit_auroc
-    from analysis.table import TableError, read
 
-    try:
-        data = read(table, _table_options(params_col, tokens_col, loss_col, flops_col, budget_col))
-        iso, parametric = _both_fits(data, resamples)
-        laws = [law for law in (fit_auroc(data, task) for task in auroc_tasks(data)) if law is not None]
-        answer = optimal(iso, parametric, budget, laws)
-    except TableError as error:
-        raise UserError(str(error)) from None
+    if not budget > 0:
+        raise UserError(f"--budget must be a positive number of FLOPs, got {budget}")
+    options = _fit_options(
+        "all",
+        resamples,
+        budget_tolerance,
+        fixed_e,
+        exclude_worst,
+        params_col=params_col,
+        tokens_col=tokens_col,
+        loss_col=loss_col,
+        flops_col=flops_col,
+        budget_col=budget_col,
+    )
+    data, result = _load_fits(table, options, fits, quiet=as_json)
+    answer = optimal(result.isoflop, result.parametric, budget, list(result.auroc_laws), data.cost)
+    if as_json:
+        typer.echo(json.dumps(answer, default=float))
+        return
+    compute = answer["compute"]
+    out_console.print(
+        f"compute: {'C = 6ND assumed (the table has no FLOPs)' if compute['assumed_6nd'] else compute['rule']}; "
+        f"FLOPs per token from {compute['from']}",
+        highlight=False,
+    )
     for name, label in (("isoflop", "Approach 2 (IsoFLOP)"), ("parametric", "Approach 3 (L(N, D))")):
         if name in answer:
             a = answer[name]
-
-            def spread(key: str, digits: str) -> str:
-                interval = a[f"{key}_interval"]
-                return (
-                    f"[{interval[0]:{digits}}, {interval[1]:{digits}}]"
-                    if interval
-                    else "(no interval: fewer than 3 budgets)"
-                )
-
             line = (
-                f"{label}: N* = {a['n_opt']:.3g} {spread('n_opt', '.3g')} parameters, "
-                f"D* = {a['d_opt']:.3g} {spread('d_opt', '.3g')} tokens, loss {a['loss']:.3f} {spread('loss', '.3f')}"
+                f"{label}: N* = {a['n_opt']:.3g} {_interval_text(a['n_opt_interval'], '.3g')} parameters, "
+                f"D* = {a['d_opt']:.3g} {_interval_text(a['d_opt_interval'], '.3g')} tokens, "
+                f"loss {a['loss']:.3f} {_interval_text(a['loss_interval'])}; spends {a['spends']:.3g} FLOPs"
             )
             out_console.print(line, highlight=False)
     for task, value in answer.get("auroc", {}).items():
         out_console.print(
-            f"AUROC {task}: {value['auroc']:.3f} [{value['interval'][0]:.3f}, {value['interval'][1]:.3f}] "
+            f"AUROC {task}: {value['auroc']:.3f} {_interval_text(value['interval'])} "
             "(saturating law along the compute-optimal frontier)",
             highlight=False,
         )
     if "disagreement" in answer:
         out_console.print(
             f"the approaches disagree by {answer['disagreement']['n_opt_ratio']:.2f}x on N* "
-            f"and {answer['disagreement']['d_opt_ratio']:.2f}x on D*",
+            f"and {answer['disagreement']['d_opt_ratio']:.2f}x on D* (same compute)",
             highlight=False,
         )
 
@@ -437,6 +502,19 @@ def next_grid_command(
     budget: Annotated[float, typer.Option(help="The new budget in FLOPs.")],
     sizes: Annotated[int, typer.Option(min=3, help="How many sizes.")] = 7,
     span: Annotated[float, typer.Option(min=1.5, help="The grid runs from N*/span to N* x span.")] = 8.0,
+    write_spec: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write a runnable sweep spec (TOML) for the new budget: widths "
+            "from the recipe nearest the sizes, tokens that spend it exactly."
+        ),
+    ] = None,
+    from_spec: Annotated[
+        Path | None, typer.Option(help="The sweep spec the table came from (default: the sweep.json beside the table).")
+    ] = None,
+    fits: FitsOption = None,
+    resamples: ResamplesOption = None,
+    budget_tolerance: ToleranceOption = 0.1,
     params_col: ColumnOption = None,
     tokens_col: ColumnOption = None,
     loss_col: ColumnOption = None,
@@ -445,41 +523,78 @@ def next_grid_command(
 ) -> None:
     """Model sizes for a new budget, centred on the predicted optimum (Approach 2) and spanning it."""
     from analysis.answers import next_grid
-    from analysis.isoflop import fit_isoflop
-    from analysis.table import TableError, read
 
-    try:
-        data = read(table, _table_options(params_col, tokens_col, loss_col, flops_col, budget_col))
-        fit = fit_isoflop(data, resamples=50)
-    except TableError as error:
-        raise UserError(str(error)) from None
-    n_opt = fit.n_opt(budget)
-    out_console.print(f"predicted N* at {budget:.3g} FLOPs: {n_opt:.3g} parameters", highlight=False)
-    for row in next_grid(n_opt, budget, sizes, span):
-        out_console.print(f"  params {row['params']:.3g}  tokens {row['tokens']:.3g}", highlight=False)
+    options = _fit_options(
+        "all",
+        resamples,
+        budget_tolerance,
+        params_col=params_col,
+        tokens_col=tokens_col,
+        loss_col=loss_col,
+        flops_col=flops_col,
+        budget_col=budget_col,
+    )
+    data, result = _load_fits(table, options, fits)
+    if result.isoflop is None:
+        raise UserError(f"next-grid centres on Approach 2's N*, which this table cannot give: {result.isoflop_error}")
+    n_opt = result.isoflop.n_opt(budget)
+    out_console.print(
+        f"predicted N* at {budget:.3g} FLOPs: {n_opt:.3g} parameters ({data.params_from})", highlight=False
+    )
+    grid = next_grid(n_opt, budget, data.cost, sizes, span)
+    for row in grid:
+        out_console.print(
+            f"  params {row['params']:.3g}  tokens {row['tokens']:.3g}  ({row['flops_per_token']:.3g} FLOPs per token)",
+            highlight=False,
+        )
+    if write_spec is not None:
+        from scaling.sweep.nextgrid import NextGridError, write_next_sweep
+
+        try:
+            text, chosen = write_next_sweep(
+                table, budget, [row["params"] for row in grid], data.params_from, write_spec, from_spec
+            )
+        except NextGridError as error:
+            raise UserError(str(error)) from None
+        out_console.print(
+            f"wrote {write_spec}: widths {', '.join(str(c.width) for c in chosen)} "
+            f"({', '.join(f'{c.flops:.4g}' for c in chosen)} FLOPs)",
+            highlight=False,
+        )
 
 
 @app.command("plot")
 def plot_command(
     table: Annotated[Path, typer.Argument(help="Results table (as for `ehrscale fit`).")],
     out: Annotated[Path, typer.Option(help="Folder for the figures (PNG and SVG).")],
-    resamples: Annotated[int, typer.Option(min=10, help="Bootstrap replicates for the bands.")] = 200,
+    fits: FitsOption = None,
+    resamples: ResamplesOption = None,
+    budget_tolerance: ToleranceOption = 0.1,
+    fixed_e: FixedEOption = None,
+    exclude_worst: ExcludeOption = 0,
     params_col: ColumnOption = None,
     tokens_col: ColumnOption = None,
     loss_col: ColumnOption = None,
     flops_col: ColumnOption = None,
     budget_col: ColumnOption = None,
 ) -> None:
-    """IsoFLOP curves, N_opt(C) and D_opt(C) with extrapolation bands, the loss frontier, AUROC against compute and loss."""
+    """IsoFLOP curves, N_opt(C) and D_opt(C) with extrapolation bands, the loss frontier, AUROC figures."""
     from analysis.plots import plot_all
-    from analysis.table import TableError, read
 
-    try:
-        data = read(table, _table_options(params_col, tokens_col, loss_col, flops_col, budget_col))
-        paths = plot_all(data, *_both_fits(data, resamples), out)
-    except TableError as error:
-        raise UserError(str(error)) from None
-    for path in paths:
+    options = _fit_options(
+        "all",
+        resamples,
+        budget_tolerance,
+        fixed_e,
+        exclude_worst,
+        params_col=params_col,
+        tokens_col=tokens_col,
+        loss_col=loss_col,
+        flops_col=flops_col,
+        budget_col=budget_col,
+    )
+    data, result = _load_fits(table, options, fits)
+    for path in plot_all(data, result, out):
         out_console.print(f"wrote {path}", highlight=False)
 
 
@@ -492,7 +607,11 @@ def report_command(
     beyond: Annotated[
         str, typer.Option(help="Budgets past the grid to answer for, as multiples of its largest.")
     ] = "10,100,1000",
-    resamples: Annotated[int, typer.Option(min=10, help="Bootstrap replicates.")] = 400,
+    fits: FitsOption = None,
+    resamples: ResamplesOption = None,
+    budget_tolerance: ToleranceOption = 0.1,
+    fixed_e: FixedEOption = None,
+    exclude_worst: ExcludeOption = 0,
     params_col: ColumnOption = None,
     tokens_col: ColumnOption = None,
     loss_col: ColumnOption = None,
@@ -500,32 +619,28 @@ def report_command(
     budget_col: ColumnOption = None,
 ) -> None:
     """One page of what a sweep found: IsoFLOP minima, laws with intervals, optimal N and D past the grid, AUROC."""
-    from analysis.downstream import auroc_tasks, fit_auroc
     from analysis.report import render
-    from analysis.table import TableError, read
     from scaling.data.atomic import write_text
 
     try:
         multiples = tuple(float(x) for x in beyond.split(","))
     except ValueError:
         raise UserError(f"--beyond must be comma-separated numbers, got {beyond!r}") from None
-    try:
-        data = read(table, _table_options(params_col, tokens_col, loss_col, flops_col, budget_col))
-        iso, parametric = _both_fits(data, resamples)
-        laws = [law for law in (fit_auroc(data, task) for task in auroc_tasks(data)) if law is not None]
-    except TableError as error:
-        raise UserError(str(error)) from None
+    options = _fit_options(
+        "all",
+        resamples,
+        budget_tolerance,
+        fixed_e,
+        exclude_worst,
+        params_col=params_col,
+        tokens_col=tokens_col,
+        loss_col=loss_col,
+        flops_col=flops_col,
+        budget_col=budget_col,
+    )
+    data, result = _load_fits(table, options, fits)
     text = render(
-        data,
-        iso,
-        parametric,
-        laws,
-        title=title,
-        source=str(table),
-        params_from=params_col or "params",
-        figures=figures,
-        report_dir=out.parent,
-        beyond=multiples,
+        data, result, title=title, source=str(table), figures=figures, report_dir=out.parent, beyond=multiples
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, text)

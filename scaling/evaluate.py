@@ -6,8 +6,8 @@ keeps the static context and the most recent tokens that fit the context window)
 mean of the embeddings of the subject's bags in the 24 h before the prediction time (rows with no such
 bag are counted and reported, and left out of that model's probe). A linear probe is then fitted
 and scored (`scaling.probe`), beside the baselines and the oracle (`scaling.baselines`).
-Results go into the run's result.json (`auroc_<task>`, `_lo`, `_hi`, `auprc_<task>`) and, whole,
-into eval.json.
+Results go into the run's eval.json (`scaling.record`), task by task; result.json, written once by
+training, is never touched, and `collect` joins the two.
 """
 
 import json
@@ -26,6 +26,7 @@ from scaling.data.labbags import bert_tokens
 from scaling.data.meds_io import SPLITS
 from scaling.data.tasks import TASKS
 from scaling.probe import Split, linear_probe
+from scaling.record import EVAL, RESULT, eval_document, read_eval
 from scaling.runspec import RunSpec, parse_spec
 from scaling.train import RunError, restore_model
 
@@ -104,7 +105,8 @@ def _bag_vectors(
 
 
 def probe_rows(labels: pl.DataFrame, split: str, train_rows: int) -> pl.DataFrame:
-    """A split's cohort rows; the training split sampled down to `train_rows` (seed 0, the same for every run; 0: all)."""
+    """A split's cohort rows; the training split sampled down to `train_rows` (seed 0, the same for every run;
+    0: all)."""
     rows = labels.filter(pl.col("split") == split)
     if split == "train" and 0 < train_rows < rows.height:
         rows = rows.with_row_index("_row").sample(train_rows, seed=0).sort("_row").drop("_row")
@@ -131,11 +133,11 @@ def representations(
 
 
 def evaluate(out: Path, tasks: tuple[str, ...] | None = None, log=print, train_rows: int | None = None) -> dict:
-    """Probe a finished run on its tasks; update result.json and write eval.json.
+    """Probe a finished run on its tasks and add them to its eval.json.
 
     `train_rows` caps the probe's training rows (default: the spec's probe_train_rows; 0: all)."""
     out = Path(out)
-    if not (out / "result.json").exists():
+    if not (out / RESULT).exists():
         raise RunError(f"{out}: no result.json, so the run has not finished; train it first")
     record = json.loads((out / "spec.json").read_text())
     spec = parse_spec(record["spec"], str(out / "spec.json"))
@@ -143,12 +145,12 @@ def evaluate(out: Path, tasks: tuple[str, ...] | None = None, log=print, train_r
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         raise RunError(f"unknown task(s) {', '.join(unknown)} (tasks: {', '.join(TASKS)})")
-    result = json.loads((out / "result.json").read_text())
+    result = json.loads((out / RESULT).read_text())
     if result["status"] != "ok":
         raise RunError(f"{out}: the run is {result['status']}; nothing to evaluate")
     dataset = PreparedDataset.open(spec.data)
     model = restore_model(out, spec, dataset)
-    report = json.loads((out / "eval.json").read_text()) if (out / "eval.json").exists() else {}
+    report = read_eval(out)
     for task in tasks:
         started = time.perf_counter()
         splits, missing = representations(model, spec, dataset, task, train_rows)
@@ -163,14 +165,6 @@ def evaluate(out: Path, tasks: tuple[str, ...] | None = None, log=print, train_r
         }
         report[task] = entry
         if probe["status"] == "ok":
-            result.update(
-                {
-                    f"auroc_{task}": probe["auroc"],
-                    f"auroc_{task}_lo": probe["auroc_lo"],
-                    f"auroc_{task}_hi": probe["auroc_hi"],
-                    f"auprc_{task}": probe["auprc"],
-                }
-            )
             base = entry["baselines"].get("xgboost", {}).get("auroc")
             best = (entry["oracle"] or {}).get("auroc")
             log(
@@ -181,6 +175,5 @@ def evaluate(out: Path, tasks: tuple[str, ...] | None = None, log=print, train_r
             )
         else:
             log(f"{task}: {probe['reason']}")
-    write_json(out / "eval.json", report)
-    write_json(out / "result.json", result)
+        write_json(out / EVAL, eval_document(report))  # after each task: an interrupted evaluation keeps what it scored
     return report

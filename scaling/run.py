@@ -1,6 +1,5 @@
 """One run end to end: train (or resume, or skip), then evaluate the tasks its spec lists."""
 
-import json
 from pathlib import Path
 
 from scaling.evaluate import evaluate
@@ -15,7 +14,6 @@ def run(spec: RunSpec, out: Path, log=print) -> dict:
     pending = [t for t in spec.tasks if t not in settled_tasks(Path(out))] if result["status"] == "ok" else []
     if pending:
         report = evaluate(out, tuple(pending), log=log)
-        result = json.loads((Path(out) / "result.json").read_text())
         skipped = [t for t in pending if report[t]["probe"]["status"] != "ok"]
         if skipped:
             log(f"not scored: {', '.join(skipped)} (see eval.json)")

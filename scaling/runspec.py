@@ -37,7 +37,6 @@ from scaling.data.tasks import TASKS
 from scaling.flops import CONVENTIONS
 from scaling.recipe import FAMILIES, Recipe, override
 
-
 # The linear probe learns from at most this many training-split cohort rows (the same seeded sample
 # for every run on a dataset). Embedding the whole cohort costs a forward pass per row, as much as
 # a small run's training; the probe's AUROC is scored on the whole held-out split either way.
@@ -53,7 +52,8 @@ class TrainSettings:
     """Cadence of logs, evaluations and checkpoints (does not change the result)."""
 
     eval_every: int = 100
-    eval_batches: int = 8
+    eval_batches: int = 8  # rows / 16 of the curve's evaluations every eval_every steps
+    eval_rows: int = 1024  # rows (sequences or bags) of the final evaluation: the loss the fits use
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     log_every: int = 10
@@ -71,6 +71,7 @@ class RunSpec:
     dtype: str = "float32"
     tasks: tuple[str, ...] = ()  # downstream tasks evaluated when the run ends
     probe_train_rows: int = PROBE_TRAIN_ROWS  # the probe's training rows, a seeded sample (0: all); not fingerprinted
+    budget: float | None = None  # the FLOP budget a sweep planned this run for (recorded, not fingerprinted)
     recipe: Recipe = field(default_factory=Recipe)
     train: TrainSettings = field(default_factory=TrainSettings)
 
@@ -106,49 +107,113 @@ _TOP = {
     "dtype": str,
     "tasks": list,
     "probe_train_rows": int,
+    "budget": float,
 }
+_REQUIRED = ("name", "data", "width", "tokens")
+DTYPES = ("float32", "bfloat16")
+
+
+def type_name(kind) -> str:
+    return " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
+
+
+def type_ok(value, kind) -> bool:
+    """TOML's types: a bool is not an int, an int is a float."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool):
+        return bool in kinds
+    if float in kinds and isinstance(value, int):
+        return True
+    return isinstance(value, kinds)
+
+
+def check_table(where: str, table: str, values, kinds: dict, check) -> dict:
+    """A [table] of scalars: a table, known keys, right types, values that pass `check`."""
+    if not isinstance(values, dict):
+        raise SpecError(f"{where}: '{table}' must be a table ([{table}]), got {values!r}")
+    unknown = sorted(set(values) - set(kinds))
+    if unknown:
+        raise SpecError(f"{where}: [{table}]: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(kinds))})")
+    for key, value in values.items():
+        if not type_ok(value, kinds[key]):
+            raise SpecError(f"{where}: [{table}] '{key}' must be {type_name(kinds[key])}, got {value!r}")
+        problem = check(key, value)
+        if problem:
+            raise SpecError(f"{where}: [{table}] '{key}' {problem}, got {value!r}")
+    return values
+
+
+def recipe_kinds() -> dict:
+    """The TOML type of each [recipe] field, from the Recipe dataclass's defaults."""
+    kinds = {}
+    for f in dataclasses.fields(Recipe):
+        if f.name == "family":  # the spec's own top-level key
+            continue
+        default = getattr(Recipe(), f.name)
+        kinds[f.name] = list if isinstance(default, tuple) else (float if isinstance(default, float) else type(default))
+    return kinds
+
+
+def check_common(source: dict, where: str) -> tuple[Recipe, TrainSettings]:
+    """What run and sweep specs share, checked one way for both: family, convention, dtype, tasks, probe rows,
+    and the [recipe] and [train] tables."""
+    if source.get("family", "timeline") not in FAMILIES:
+        raise SpecError(f"{where}: 'family' must be one of {', '.join(FAMILIES)}, got {source['family']!r}")
+    if source.get("convention", "exact") not in CONVENTIONS:
+        raise SpecError(f"{where}: 'convention' must be one of {', '.join(CONVENTIONS)}, got {source['convention']!r}")
+    if source.get("dtype", "float32") not in DTYPES:
+        raise SpecError(f"{where}: 'dtype' must be {' or '.join(DTYPES)}, got {source['dtype']!r}")
+    tasks = source.get("tasks", [])
+    if not all(isinstance(t, str) for t in tasks):
+        raise SpecError(f"{where}: 'tasks' must be a list of task names, got {tasks!r}")
+    unknown_tasks = sorted(set(tasks) - set(TASKS))
+    if unknown_tasks:
+        raise SpecError(f"{where}: unknown task(s) {', '.join(unknown_tasks)} (tasks: {', '.join(TASKS)})")
+    if source.get("probe_train_rows", 0) < 0:
+        raise SpecError(f"{where}: 'probe_train_rows' must be 0 (all) or more, got {source['probe_train_rows']!r}")
+    train = check_table(
+        where,
+        "train",
+        source.get("train", {}),
+        {f.name: int for f in dataclasses.fields(TrainSettings)},
+        lambda k, v: "must be a positive integer" if v < 1 else None,
+    )
+    try:
+        recipe = override(
+            Recipe(family=source.get("family", "timeline")),
+            check_table(where, "recipe", source.get("recipe", {}), recipe_kinds(), lambda k, v: None),
+        )
+    except (ValueError, TypeError) as error:
+        raise SpecError(f"{where}: [recipe]: {error}") from error
+    return recipe, TrainSettings(**train)
 
 
 def parse_spec(source: dict, where: str) -> RunSpec:
-    """A validated RunSpec from parsed TOML; `where` names the file in messages."""
+    """A validated RunSpec from parsed TOML (or a run folder's spec.json); `where` names the file in messages."""
     unknown = sorted(set(source) - set(_TOP) - {"recipe", "train"})
     if unknown:
         raise SpecError(
             f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_TOP))}, [recipe], [train])"
         )
-    for key in ("name", "data", "width", "tokens"):
+    for key in _REQUIRED:
         if key not in source:
             raise SpecError(f"{where}: missing key '{key}'")
     for key, kind in _TOP.items():
-        if key in source and (not isinstance(source[key], kind) or isinstance(source[key], bool)):
-            raise SpecError(f"{where}: '{key}' must be {kind.__name__}, got {source[key]!r}")
-    if source.get("family", "timeline") not in FAMILIES:
-        raise SpecError(f"{where}: 'family' must be one of {', '.join(FAMILIES)}, got {source['family']!r}")
-    if source.get("convention", "exact") not in CONVENTIONS:
-        raise SpecError(f"{where}: 'convention' must be one of {', '.join(CONVENTIONS)}, got {source['convention']!r}")
-    if source.get("dtype", "float32") not in ("float32", "bfloat16"):
-        raise SpecError(f"{where}: 'dtype' must be float32 or bfloat16, got {source['dtype']!r}")
+        if key in source and source[key] is not None and not type_ok(source[key], kind):
+            raise SpecError(f"{where}: '{key}' must be {type_name(kind)}, got {source[key]!r}")
     for key in ("width", "tokens"):
         if source[key] < 1:
             raise SpecError(f"{where}: '{key}' must be positive, got {source[key]}")
-    if source.get("probe_train_rows", 0) < 0:
-        raise SpecError(f"{where}: 'probe_train_rows' must be 0 (all) or more, got {source['probe_train_rows']}")
-    try:
-        recipe = override(Recipe(family=source.get("family", "timeline")), source.get("recipe", {}))
-    except (ValueError, TypeError) as error:
-        raise SpecError(f"{where}: [recipe]: {error}") from error
-    train_fields = {f.name for f in dataclasses.fields(TrainSettings)}
-    bad = sorted(set(source.get("train", {})) - train_fields)
-    if bad:
-        raise SpecError(f"{where}: [train]: unknown key(s) {', '.join(bad)} (known: {', '.join(sorted(train_fields))})")
-    for key, value in source.get("train", {}).items():
-        if not isinstance(value, int) or value < 1:
-            raise SpecError(f"{where}: [train] '{key}' must be a positive integer, got {value!r}")
-    unknown_tasks = sorted(set(source.get("tasks", [])) - set(TASKS))
-    if unknown_tasks:
-        raise SpecError(f"{where}: unknown task(s) {', '.join(unknown_tasks)} (tasks: {', '.join(TASKS)})")
+    if source.get("budget") is not None and not source["budget"] > 0:
+        raise SpecError(f"{where}: 'budget' must be a positive FLOP count, got {source['budget']!r}")
+    recipe = source.get("recipe", {})
+    if isinstance(recipe, dict) and recipe.get("family") == source.get("family", "timeline"):  # as spec.json stores it
+        source = {**source, "recipe": {k: v for k, v in recipe.items() if k != "family"}}
+    recipe, train = check_common(source, where)
     top = {k: tuple(v) if isinstance(v, list) else v for k, v in source.items() if k in _TOP}
-    return RunSpec(**top, recipe=recipe, train=TrainSettings(**source.get("train", {})))
+    if top.get("budget") is not None:
+        top["budget"] = float(top["budget"])
+    return RunSpec(**top, recipe=recipe, train=train)
 
 
 def read_toml(path: Path, kind: str = "spec") -> dict:

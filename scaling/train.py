@@ -29,12 +29,14 @@ from scaling.data.dataset import PreparedDataset
 from scaling.data.loaders import BagLoader, TimelineLoader
 from scaling.flops import train_flops_per_token
 from scaling.hardware import matmul_peak_flops
-from scaling.models.decoder import Decoder, next_token_loss
-from scaling.models.labrador import Bert, Labrador, bert_loss, labrador_loss
+from scaling.models.decoder import Decoder, next_token_loss_rows
+from scaling.models.labrador import Bert, Labrador, bert_loss_rows, labrador_loss_rows
 from scaling.recipe import Recipe
+from scaling.record import RESULT, RESULT_FORMAT
 from scaling.runspec import RunSpec
 
-EVAL_ROWS = 16  # rows per evaluation batch: with eval_batches, fixes the evaluation set of a dataset
+EVAL_ROWS = 16  # rows per evaluation batch, in the split's fixed order: the evaluation set is a function of the dataset
+EVAL_SPLIT = "tuning"  # the split every run's loss is measured on (held_out is kept for the downstream probes)
 
 
 class RunError(Exception):
@@ -76,12 +78,44 @@ class Task:
     """A family's model, loss and data, behind one interface for the loop."""
 
     model: nnx.Module
-    loss: Callable  # (model, batch dict, dtype) -> scalar
+    row_loss: Callable  # (model, batch dict, dtype) -> (summed loss per row [b], loss terms per row [b])
     train_batch: Callable[[int], dict]
-    eval_batches: list[dict]
+    eval_batches: list[dict]  # the final evaluation's rows (spec.train.eval_rows), in the split's fixed order
     tokens_per_step: int
     vocab_size: int
     context: int
+
+    def loss(self, model: nnx.Module, batch: dict, dtype) -> jax.Array:
+        """The training objective: the mean over the batch's loss terms (tokens, or masked labs)."""
+        sums, counts = self.row_loss(model, batch, dtype)
+        return jnp.sum(sums) / jnp.maximum(jnp.sum(counts), 1.0)
+
+
+@dataclass(frozen=True)
+class LossEstimate:
+    """A loss measured on evaluation rows: the mean per term and its standard error over the rows."""
+
+    mean: float
+    se: float
+    rows: int
+    terms: int  # tokens (timelines) or masked labs (bags)
+
+
+def loss_estimate(sums: np.ndarray, counts: np.ndarray) -> LossEstimate:
+    """Ratio estimate sum(s) / sum(n) over rows, with its delta-method standard error across rows."""
+    sums, counts = np.asarray(sums, np.float64), np.asarray(counts, np.float64)
+    keep = counts > 0
+    sums, counts = sums[keep], counts[keep]
+    rows = len(sums)
+    if rows == 0:
+        return LossEstimate(float("nan"), float("nan"), 0, 0)
+    mean = sums.sum() / counts.sum()
+    se = (
+        float(np.sqrt(np.sum((sums - mean * counts) ** 2) / (rows * (rows - 1))) / counts.mean())
+        if rows > 1
+        else float("nan")
+    )
+    return LossEstimate(float(mean), se, rows, int(counts.sum()))
 
 
 def build_model(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> tuple[nnx.Module, int, int]:
@@ -93,17 +127,27 @@ def build_model(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> tupl
     return model, inputs.vocab_size, inputs.context
 
 
-def timeline_loss(model: Decoder, batch: dict, dtype) -> jax.Array:
-    """Next-token cross-entropy of the decoder on a packed batch."""
+def timeline_row_loss(model: Decoder, batch: dict, dtype) -> tuple[jax.Array, jax.Array]:
+    """Next-token cross-entropy of the decoder on a packed batch: summed per row, and the row's token count."""
     logits = model(batch["inputs"], batch["positions"], batch["segment_ids"], dtype)
-    return next_token_loss(logits, batch["targets"], batch["loss_mask"])
+    return next_token_loss_rows(logits, batch["targets"], batch["loss_mask"])
+
+
+def timeline_loss(model: Decoder, batch: dict, dtype) -> jax.Array:
+    """Mean next-token cross-entropy (nats per token) of the decoder on a packed batch."""
+    sums, counts = timeline_row_loss(model, batch, dtype)
+    return jnp.sum(sums) / jnp.maximum(jnp.sum(counts), 1.0)
+
+
+def _eval_batch_count(spec: RunSpec, steps_per_epoch: int) -> int:
+    return min(-(-spec.train.eval_rows // EVAL_ROWS), steps_per_epoch)
 
 
 def _timeline_task(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> Task:
     recipe = spec.recipe
     model, vocab, context = build_model(spec, dataset, rngs)
     train = TimelineLoader(dataset.timelines("train"), recipe.context, recipe.batch_rows, seed=spec.seed)
-    evaluation = TimelineLoader(dataset.timelines("tuning"), recipe.context, EVAL_ROWS, seed=0, shuffle=False)
+    evaluation = TimelineLoader(dataset.timelines(EVAL_SPLIT), recipe.context, EVAL_ROWS, seed=0, shuffle=False)
     as_dict = lambda b: {
         "inputs": b.inputs,
         "targets": b.targets,
@@ -112,10 +156,10 @@ def _timeline_task(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> T
         "loss_mask": b.loss_mask,
     }
 
-    batches = [as_dict(evaluation.batch(i)) for i in range(min(spec.train.eval_batches, evaluation.steps_per_epoch))]
+    batches = [as_dict(evaluation.batch(i)) for i in range(_eval_batch_count(spec, evaluation.steps_per_epoch))]
     return Task(
         model=model,
-        loss=timeline_loss,
+        row_loss=timeline_row_loss,
         train_batch=lambda step: as_dict(train.batch(step)),
         eval_batches=batches,
         tokens_per_step=recipe.tokens_per_step,
@@ -129,25 +173,25 @@ def _bag_task(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> Task:
     model, vocab, width = build_model(spec, dataset, rngs)
     items = dataset.lab_vocabulary().size
     train = BagLoader(dataset.bags("train"), items, recipe.batch_rows, seed=spec.seed)
-    evaluation = BagLoader(dataset.bags("tuning"), items, EVAL_ROWS, seed=0, mask="fixed", shuffle=False)
+    evaluation = BagLoader(dataset.bags(EVAL_SPLIT), items, EVAL_ROWS, seed=0, mask="fixed", shuffle=False)
     fields = ("codes", "values", "is_null", "is_masked", "target_code", "target_value", "tokens", "target_token")
     as_dict = lambda b: {f: getattr(b, f) for f in fields}  # noqa: E731
     if spec.family == "labrador":
 
-        def loss(model, batch, dtype):
+        def row_loss(model, batch, dtype):
             logits, value = model(batch["codes"], batch["values"], batch["is_null"], batch["is_masked"], dtype)
-            return labrador_loss(
-                logits, value, batch["is_masked"], batch["target_code"], batch["target_value"], model.config.mse_weight
-            )[0]
+            ce, se = labrador_loss_rows(logits, value, batch["is_masked"], batch["target_code"], batch["target_value"])
+            return ce + model.config.mse_weight * se, jnp.ones_like(ce)
     else:
 
-        def loss(model, batch, dtype):
-            return bert_loss(model(batch["tokens"], dtype), batch["is_masked"], batch["target_token"])
+        def row_loss(model, batch, dtype):
+            ce = bert_loss_rows(model(batch["tokens"], dtype), batch["is_masked"], batch["target_token"])
+            return ce, jnp.ones_like(ce)
 
-    batches = [as_dict(evaluation.batch(i)) for i in range(min(spec.train.eval_batches, evaluation.steps_per_epoch))]
+    batches = [as_dict(evaluation.batch(i)) for i in range(_eval_batch_count(spec, evaluation.steps_per_epoch))]
     return Task(
         model=model,
-        loss=loss,
+        row_loss=row_loss,
         train_batch=lambda step: as_dict(train.batch(step)),
         eval_batches=batches,
         tokens_per_step=recipe.batch_rows * width,
@@ -199,9 +243,9 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
     }
     out.mkdir(parents=True, exist_ok=True)
     _check_spec(out, record)
-    if (out / "result.json").exists():
+    if (out / RESULT).exists():
         log(f"{out}: finished already; nothing to do")
-        return json.loads((out / "result.json").read_text())
+        return json.loads((out / RESULT).read_text())
 
     rngs = nnx.Rngs(spec.seed)
     task = _timeline_task(spec, dataset, rngs) if spec.family == "timeline" else _bag_task(spec, dataset, rngs)
@@ -239,8 +283,8 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
     tx = optimizer(recipe, lr)
     opt_state = jax.device_put(tx.init(params), replicated)
 
-    loss_of, train_step = step_functions(task.loss, graphdef, tx, dtype)
-    eval_loss = jax.jit(loss_of)
+    _, train_step = step_functions(task.loss, graphdef, tx, dtype)
+    row_loss = jax.jit(lambda p, batch: task.row_loss(nnx.merge(graphdef, nnx.State(p)), batch, dtype))
 
     manager = ocp.CheckpointManager(
         out.resolve() / "checkpoints",
@@ -256,19 +300,18 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
     metrics_path = out / "metrics.jsonl"
     _truncate_metrics(metrics_path, start)
 
-    def evaluate() -> float:
-        losses = [
-            float(
-                eval_loss(
-                    params, jax.device_put(b, sharded if len(b[next(iter(b))]) % len(devices) == 0 else replicated)
-                )
-            )
-            for b in task.eval_batches
+    def evaluate(batches: list[dict]) -> LossEstimate:
+        parts = [
+            row_loss(params, jax.device_put(b, sharded if len(b[next(iter(b))]) % len(devices) == 0 else replicated))
+            for b in batches
         ]
-        return float(np.mean(losses)) if losses else float("nan")
+        return loss_estimate(
+            np.concatenate([np.asarray(p[0]) for p in parts]) if parts else np.zeros(0),
+            np.concatenate([np.asarray(p[1]) for p in parts]) if parts else np.zeros(0),
+        )
 
     peak = peak_flops or matmul_peak_flops()
-    status, train_loss, held_out = "ok", float("nan"), float("nan")
+    status, train_loss, final = "ok", float("nan"), LossEstimate(float("nan"), float("nan"), 0, 0)
     started = time.perf_counter()
     window_start, window_tokens = time.perf_counter(), 0
     with open(metrics_path, "a") as metrics:
@@ -297,8 +340,11 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
                     metrics.write(json.dumps(row) + "\n")
                     log(f"{out}: loss {train_loss} at step {done:,}: diverged")
                     break
-                if done % spec.train.eval_every == 0 or last:
-                    row["held_out_loss"] = held_out = evaluate()
+                if last:  # the loss the fits use: every evaluation row (spec.train.eval_rows)
+                    final = evaluate(task.eval_batches)
+                    row["eval_loss"], row["eval_loss_se"] = final.mean, final.se
+                elif done % spec.train.eval_every == 0:  # the curve: the first eval_batches of the same rows
+                    row["eval_loss"] = evaluate(task.eval_batches[: spec.train.eval_batches]).mean
                 metrics.write(json.dumps(row) + "\n")
                 metrics.flush()
                 window_start, window_tokens = time.perf_counter(), 0
@@ -308,27 +354,42 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
     manager.close()
     wall = time.perf_counter() - started
     trained_tokens = (steps - start) * task.tokens_per_step
+    tokens = steps * task.tokens_per_step
     result = {
+        "format": RESULT_FORMAT,
         "status": status,
         "family": spec.family,
         "width": spec.width,
-        "params": shape.params,
-        "params_nonembed": shape.params_nonembed,
-        "tokens": steps * task.tokens_per_step,
-        "steps": steps,
-        "flops": record["flops"],
+        "layers": shape.n_layers,
+        "heads": shape.n_heads,
+        "seed": spec.seed,
+        "budget": spec.budget,
         "convention": spec.convention,
         "flops_per_token": flops_per_token,
+        "flops_per_token_exact": exact_per_token,
+        "flops": flops_per_token * tokens,
+        "flops_exact": exact_per_token * tokens,
+        "params": shape.params,
+        "params_nonembed": shape.params_nonembed,
+        "tokens": tokens,
+        "steps": steps,
+        "tokens_per_step": task.tokens_per_step,
+        "loss": final.mean,
+        "loss_se": final.se,
+        "loss_split": EVAL_SPLIT,
+        "loss_sequences": final.rows,
+        "loss_tokens": final.terms,
         "train_loss": train_loss,
-        "held_out_loss": held_out,
-        "loss": held_out,
         "wall_seconds": wall,
         "tokens_per_s": trained_tokens / wall if wall else 0.0,
         "mfu": (trained_tokens / wall) * exact_per_token / peak if wall else 0.0,
         "fingerprint": record["fingerprint"],
     }
-    write_json(out / "result.json", result)
-    log(f"{out}: {status}; held-out loss {held_out:.4f} after {steps:,} steps ({result['tokens']:,} tokens)")
+    write_json(out / RESULT, result)
+    log(
+        f"{out}: {status}; {EVAL_SPLIT} loss {final.mean:.4f} +- {final.se:.4f} over {final.terms:,} terms "
+        f"after {steps:,} steps ({tokens:,} tokens)"
+    )
     return result
 
 

@@ -100,3 +100,46 @@ def test_a_token_protected_cluster_completes_a_sweep_submitted_through_ray_jobs(
     assert "submitted raysubmit_" in done.stdout and "SUCCEEDED" in done.stdout
     frame = pl.read_parquet(runs / "tiny" / "1" / "runs.parquet")
     assert frame.height == 3 and set(frame["status"]) == {"ok"}
+    status = subprocess.run(
+        [str(BIN / "ehrscale"), "sweep", "status", str(spec), "--token-file", str(tmp_path / "token")],
+        env=client_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert status.returncode == 0 and "3 done" in status.stdout, status.stdout + status.stderr
+    assert "driver job raysubmit_" in status.stdout and ": SUCCEEDED" in status.stdout
+
+    # A driver job that dies at once (here: its dataset is not there) is shown as failed, with its last log lines,
+    # instead of runs that stay pending.
+    broken = toml(
+        tmp_path / "broken.toml",
+        sweep_source(tmp_path / "no-such-prep", runs, budgets=[3e8], tasks=[]) | {"name": "broken"},
+    )
+    sent = subprocess.run(
+        [
+            str(BIN / "ehrscale"),
+            "sweep",
+            "submit",
+            str(broken),
+            "--address",
+            address,
+            "--token-file",
+            str(tmp_path / "token"),
+            "--wait",
+        ],
+        env=client_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert sent.returncode == 1 and "FAILED" in sent.stdout
+    status = subprocess.run(
+        [str(BIN / "ehrscale"), "sweep", "status", str(broken), "--token-file", str(tmp_path / "token")],
+        env=client_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert status.returncode == 0, status.stderr
+    assert ": FAILED" in status.stdout and "its last log lines:" in status.stdout and "no-such-prep" in status.stdout

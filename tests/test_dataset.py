@@ -16,7 +16,8 @@ def test_missing_part_names_it_and_the_rebuild_command(prepared, tmp_path):
     shutil.rmtree(copy / "labbags")
     with pytest.raises(
         DatasetError,
-        match=r"the lab bags part is missing .*rebuild it with `ehrscale data prepare --mimic .* --out .*prep --overwrite`",
+        match=r"the lab bags part is missing .*rebuild it with "
+        r"`ehrscale data prepare --mimic .* --out .*prep --overwrite`",
     ):
         PreparedDataset.open(copy)
 

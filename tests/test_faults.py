@@ -47,7 +47,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(prepared, tmp_
     assert any("resuming from step 50 of 60" in m for m in messages)
     assert resumed["status"] == "ok"
     assert resumed["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-5)
-    assert resumed["held_out_loss"] == pytest.approx(whole["held_out_loss"], rel=1e-5)
+    assert resumed["loss"] == pytest.approx(whole["loss"], rel=1e-5)
 
 
 def test_a_wrong_delimiter_names_the_file_and_the_columns(synth, tmp_path):

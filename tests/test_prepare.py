@@ -222,7 +222,8 @@ def test_missing_file_names_the_file_and_what_to_pass(synth, tmp_path):
     (root / "hosp/prescriptions.csv.gz").unlink()
     with pytest.raises(
         SourceError,
-        match=r"missing table hosp/prescriptions: neither .*prescriptions.csv.gz nor .*prescriptions.csv exists\. Pass --mimic",
+        match=r"missing table hosp/prescriptions: neither .*prescriptions.csv.gz nor .*prescriptions.csv exists\. "
+        r"Pass --mimic",
     ):
         prepare(PrepareConfig(out=tmp_path / "out", mimic=root))
     assert not (tmp_path / "out").exists()

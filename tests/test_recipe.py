@@ -61,7 +61,7 @@ def test_run_spec_errors_name_the_file_and_key():
         parse_spec({**good, "widht": 3}, "run.toml")
     with pytest.raises(SpecError, match="run.toml: 'width' must be int"):
         parse_spec({**good, "width": "32"}, "run.toml")
-    with pytest.raises(SpecError, match="run.toml: \\[recipe\\]: unknown recipe field"):
+    with pytest.raises(SpecError, match="run.toml: \\[recipe\\]: unknown key\\(s\\) depth"):
         parse_spec({**good, "recipe": {"depth": 3}}, "run.toml")
     with pytest.raises(SpecError, match="run.toml: 'family' must be one of"):
         parse_spec({**good, "family": "gpt"}, "run.toml")

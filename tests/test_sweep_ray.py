@@ -20,6 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from scaling.cli import app
+from scaling.record import read_eval
 from scaling.sweep.driver import connect, run_sweep
 from scaling.sweep.spec import parse_sweep
 
@@ -76,7 +77,9 @@ def test_a_sweep_runs_once_and_a_second_run_trains_nothing(ray_cluster, prepared
     assert frame.height == 6 and set(frame["status"]) == {"ok"} and frame["run_id"].n_unique() == 6
     assert frame["loss"].is_not_null().all()
     # each run was evaluated (300 patients are too few to score the task: eval.json says so, and it is not retried)
-    assert all(TASK in json.loads((summary.folder / r / "eval.json").read_text()) for r in frame["run_id"])
+    assert all(TASK in read_eval(summary.folder / r) for r in frame["run_id"])
+    assert all(json.loads((summary.folder / r / "result.json").read_text())["format"] == 2 for r in frame["run_id"])
+    assert frame["budget"].is_in(list(sweep.budgets)).all() and frame["loss_se"].is_not_null().all()
     assert (frame["flops"] - frame["budget"]).abs().max() <= 0.05 * frame["budget"].max()
     results = sorted(summary.folder.glob("*/result.json"))
     stamps = [p.stat().st_mtime_ns for p in results]

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from scaling.recipe import Recipe, candidates
@@ -65,6 +66,29 @@ def test_invalid_specs_name_the_file_and_the_key(change, message):
     with pytest.raises(SpecError) as error:
         parse_sweep(sweep_dict("prep", **change), "t.toml")
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"family": "gpt"}, "t.toml: 'family' must be one of timeline, labrador, bert, got 'gpt'"),
+        ({"convention": "7N"}, "t.toml: 'convention' must be one of 6N, 6N_nonembed, 6N+attn, exact, got '7N'"),
+        ({"dtype": "float16"}, "t.toml: 'dtype' must be float32 or bfloat16, got 'float16'"),
+        ({"tasks": ["mortality"]}, "t.toml: unknown task(s) mortality"),
+        ({"probe_train_rows": -1}, "t.toml: 'probe_train_rows' must be 0 (all) or more, got -1"),
+        ({"recipe": {"context": "long"}}, "t.toml: [recipe] 'context' must be int, got 'long'"),
+        ({"recipe": {"contxt": 64}}, "t.toml: [recipe]: unknown key(s) contxt"),
+        ({"train": {"eval_rows": 0}}, "t.toml: [train] 'eval_rows' must be a positive integer, got 0"),
+    ],
+)
+def test_run_and_sweep_specs_share_one_validator(prepared, change, message):
+    from scaling.runspec import parse_spec
+
+    run = {"name": "r", "data": str(prepared[0]), "width": 32, "tokens": 1000}
+    for parse, base in ((parse_sweep, sweep_dict(prepared[0])), (parse_spec, run)):
+        with pytest.raises(SpecError) as error:
+            parse({**base, **change}, "t.toml")
+        assert message in str(error.value), parse.__name__
 
 
 def test_missing_keys_and_bad_files(tmp_path):
@@ -145,10 +169,24 @@ def test_a_changed_spec_under_the_same_name_and_version_is_refused(prepared, tmp
 
 def test_collect_lists_pending_runs_before_anything_ran(prepared, tmp_path):
     sweep = parse_sweep(sweep_dict(prepared[0], runs_root=str(tmp_path)), "t.toml")
-    frame = collect(make_plan(sweep), sweep.folder())
-    assert frame.height == 6 and set(frame["status"]) == {"pending"}
-    for column in ("run_id", "family", "budget", "flops", "params", "params_nonembed", "tokens", "loss", "status"):
+    frame, notes = collect(sweep.folder(), sweep.tasks, make_plan(sweep))
+    assert frame.height == 6 and set(frame["status"]) == {"pending"} and not notes
+    for column in (
+        "run_id",
+        "family",
+        "budget",
+        "flops",
+        "params",
+        "params_nonembed",
+        "tokens",
+        "loss",
+        "status",
+        "flops_per_token",
+        "fit_params",
+        "loss_se",
+    ):
         assert column in frame.columns
+    assert set(frame["fit_params"]) == {"params_nonembed"} and set(frame["family"]) == {"timeline"}
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.toml")), ids=lambda p: p.name)
@@ -166,48 +204,207 @@ def test_the_driver_side_never_imports_jax():
     assert json.loads(out.stdout) == []
 
 
-def test_collect_reads_results_and_aurocs_from_the_run_folders(prepared, tmp_path):
-    sweep = parse_sweep(sweep_dict(prepared[0], runs_root=str(tmp_path), tasks=["long_stay"]), "t.toml")
+def _started(run_dir: Path, planned, **result) -> None:
+    """A run folder as training leaves it: spec.json, then (when given) result.json in format 2."""
+    c = planned.candidate
+    run_dir.mkdir(parents=True)
+    (run_dir / "spec.json").write_text(
+        json.dumps(
+            {
+                "spec": json.loads(json.dumps(planned.spec.to_dict())),
+                "fingerprint": "f",
+                "steps": c.steps,
+                "tokens_per_step": 128,
+                "params": c.params,
+                "params_nonembed": c.params_nonembed,
+                "flops_per_token": c.flops_per_token,
+                "convention": "exact",
+                "flops": c.flops,
+            }
+        )
+    )
+    if result:
+        record = {
+            "format": 2,
+            "status": "ok",
+            "family": "timeline",
+            "width": c.width,
+            "layers": c.layers,
+            "heads": 1,
+            "seed": 0,
+            "budget": planned.budget,
+            "convention": "exact",
+            "flops_per_token": c.flops_per_token,
+            "flops_per_token_exact": c.flops_per_token,
+            "flops": c.flops,
+            "flops_exact": c.flops,
+            "params": c.params,
+            "params_nonembed": c.params_nonembed,
+            "tokens": c.tokens,
+            "steps": c.steps,
+            "tokens_per_step": 128,
+            "loss": 2.5,
+            "loss_se": 0.01,
+            "loss_split": "tuning",
+            "loss_sequences": 64,
+            "loss_tokens": 2048,
+            "train_loss": 2.4,
+            "wall_seconds": 3.0,
+            "tokens_per_s": 1000.0,
+            "mfu": 0.1,
+            "fingerprint": "f",
+        }
+        (run_dir / "result.json").write_text(json.dumps(record | result))
+
+
+def test_collect_reads_what_the_runs_wrote_without_the_dataset(prepared, tmp_path):
+    """Finished runs' numbers come from result.json and eval.json (never re-planned); pending runs from plan.json;
+    `collect` and `sweep status` give the same table with the prepared dataset gone; format 1 still reads."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from scaling.cli import app
+    from scaling.sweep.state import write_plan_record
+
+    data = tmp_path / "prep"
+    shutil.copytree(prepared[0], data)
+    source = sweep_dict(data, runs_root=str(tmp_path / "runs"), tasks=["long_stay"])
+    sweep = parse_sweep(source, "t.toml")
     plan = make_plan(sweep)
-    first = sweep.folder() / plan.runs[0].run_id
-    first.mkdir(parents=True)
-    (first / "result.json").write_text(
+    folder = sweep.folder()
+    check_sweep_record(sweep, folder, "hash")
+    write_plan_record(plan, folder)
+    first, second, third = plan.runs[0], plan.runs[1], plan.runs[2]
+    # a format-2 run whose record differs from what today's plan would say: the record wins
+    _started(folder / first.run_id, first, params=123_456, loss=2.25)
+    (folder / first.run_id / "eval.json").write_text(
+        json.dumps(
+            {
+                "format": 2,
+                "tasks": {
+                    "long_stay": {
+                        "probe": {"status": "ok", "auroc": 0.7, "auroc_lo": 0.6, "auroc_hi": 0.8, "auprc": 0.3},
+                        "baselines": {"xgboost": {"auroc": 0.75}},
+                        "oracle": {"auroc": 0.8},
+                    }
+                },
+            }
+        )
+    )
+    _started(folder / second.run_id, second, status="diverged", loss=float("nan"))
+    # a format-1 run (before the format key): AUROCs in result.json, eval.json the bare task mapping, no budget
+    _started(folder / third.run_id, third)
+    record = json.loads((folder / third.run_id / "spec.json").read_text())
+    record["spec"].pop("budget")
+    (folder / third.run_id / "spec.json").write_text(json.dumps(record))
+    (folder / third.run_id / "result.json").write_text(
         json.dumps(
             {
                 "status": "ok",
-                "steps": plan.runs[0].candidate.steps,
-                "loss": 2.5,
-                "train_loss": 2.4,
-                "wall_seconds": 3.0,
-                "tokens_per_s": 1000.0,
-                "mfu": 0.1,
-                "auroc_long_stay": 0.7,
-                "auroc_long_stay_lo": 0.6,
-                "auroc_long_stay_hi": 0.8,
-            }
-        )
-    )
-    (first / "eval.json").write_text(json.dumps({"long_stay": {}}))
-    second = sweep.folder() / plan.runs[1].run_id
-    second.mkdir(parents=True)
-    (second / "result.json").write_text(
-        json.dumps(
-            {
-                "status": "diverged",
-                "steps": 7,
-                "loss": float("nan"),
-                "train_loss": float("nan"),
+                "family": "timeline",
+                "width": third.candidate.width,
+                "params": third.candidate.params,
+                "params_nonembed": third.candidate.params_nonembed,
+                "tokens": third.candidate.tokens,
+                "steps": third.candidate.steps,
+                "flops": third.candidate.flops,
+                "convention": "exact",
+                "flops_per_token": third.candidate.flops_per_token,
+                "train_loss": 2.6,
+                "held_out_loss": 2.7,
+                "loss": 2.7,
                 "wall_seconds": 1.0,
                 "tokens_per_s": 1.0,
                 "mfu": 0.0,
+                "fingerprint": "f",
+                "auroc_long_stay": 0.61,
             }
         )
     )
-    frame = collect(plan, sweep.folder()).sort("run_id")
+    (folder / third.run_id / "eval.json").write_text(
+        json.dumps(
+            {"long_stay": {"probe": {"status": "ok", "auroc": 0.62, "auroc_lo": 0.5, "auroc_hi": 0.7, "auprc": 0.2}}}
+        )
+    )
+    frame, notes = collect(folder, sweep.tasks)
     rows = {r["run_id"]: r for r in frame.iter_rows(named=True)}
-    assert rows[plan.runs[0].run_id]["status"] == "ok" and rows[plan.runs[0].run_id]["auroc_long_stay"] == 0.7
-    assert rows[plan.runs[0].run_id]["loss"] == 2.5 and rows[plan.runs[1].run_id]["status"] == "diverged"
+    assert frame.height == 6 and rows[first.run_id]["params"] == 123_456 and rows[first.run_id]["loss"] == 2.25
+    assert rows[first.run_id]["auroc_long_stay"] == 0.7 and rows[first.run_id]["xgboost_auroc_long_stay"] == 0.75
+    assert rows[first.run_id]["loss_se"] == 0.01 and rows[first.run_id]["record_format"] == 2
+    assert rows[second.run_id]["status"] == "diverged"
+    old = rows[third.run_id]
+    assert old["status"] == "ok" and old["loss"] == 2.7 and old["auroc_long_stay"] == 0.62 and old["loss_se"] is None
+    assert old["budget"] == third.budget and old["record_format"] == 1
+    assert any("1 run(s): format 1" in n for n in notes) and any("plan.json gives it" in n for n in notes)
+    (folder / "plan.json").rename(folder / "plan.moved")  # without the plan: the sweep's budget nearest its FLOPs
+    assert collect(folder, sweep.tasks)[0].filter(pl.col("run_id") == third.run_id)["budget"][0] == third.budget
+    assert any("budget of sweep.json within 5%" in n for n in collect(folder, sweep.tasks)[1])
+    (folder / "plan.moved").rename(folder / "plan.json")
     assert sorted(set(frame["status"])) == ["diverged", "ok", "pending"]
+    for r in plan.runs[3:]:
+        assert rows[r.run_id]["status"] == "pending" and rows[r.run_id]["flops"] == r.candidate.flops
+    # the prepared dataset moved away: collect and status read the same folders
+    shutil.rmtree(data)
+    spec = tmp_path / "t.toml"
+    spec.write_text(
+        "\n".join(f"{k} = {json.dumps(v)}" for k, v in source.items() if not isinstance(v, dict))
+        + "\n"
+        + "".join(
+            f"[{k}]\n" + "".join(f"{a} = {json.dumps(b)}\n" for a, b in v.items())
+            for k, v in source.items()
+            if isinstance(v, dict)
+        )
+    )
+    collected = CliRunner().invoke(app, ["collect", str(spec)])
+    assert collected.exit_code == 0, collected.output
+    assert "6 runs (1 diverged, 2 ok, 3 pending)" in collected.output and "format 1" in collected.output
+    assert pl.read_parquet(folder / "runs.parquet").equals(frame)
+    status = CliRunner().invoke(app, ["sweep", "status", str(spec)])
+    assert status.exit_code == 0, status.output
+    assert "1 diverged, 2 done, 3 pending" in status.output and first.run_id in status.output
+
+
+def test_next_grid_writes_a_runnable_sweep_whose_flops_hit_the_new_budget(prepared, tmp_path):
+    import math
+
+    from scaling.sweep.nextgrid import write_next_sweep
+    from scaling.sweep.state import write_plan_record
+
+    sweep = parse_sweep(sweep_dict(prepared[0], runs_root=str(tmp_path / "runs"), tasks=["long_stay"]), "t.toml")
+    plan = make_plan(sweep)
+    folder = sweep.folder()
+    check_sweep_record(sweep, folder, "hash")
+    write_plan_record(plan, folder)
+    table = folder / "runs.parquet"  # only its folder is read here: sweep.json and plan.json beside it
+    targets = [3_000.0, 8_000.0, 20_000.0]
+    out = tmp_path / "next.toml"
+    text, chosen = write_next_sweep(table, 3e9, targets, "params_nonembed", out)
+    written = load_sweep(out)  # it loads as written, with the sweep's family, data, convention, recipe and tasks
+    assert written.name == "t-next-3e9" and written.budgets == (3e9,) and written.tasks == ("long_stay",)
+    assert written.recipe == sweep.recipe and written.convention == sweep.convention
+    assert list(written.sizes.widths) == [c.width for c in chosen] and len(chosen) == 3
+    accepted, _ = candidates(written.recipe, 3e9, plan.inputs.vocab_size)
+    free = [c for c in accepted if c.width not in {x.width for x in chosen}]
+    for candidate, target in zip(chosen, targets):  # each the nearest width of the recipe, in log parameters
+        gap = abs(math.log(candidate.params_nonembed / target))
+        assert all(gap <= abs(math.log(c.params_nonembed / target)) for c in free)
+    for r in make_plan(written).runs:  # the exact FLOPs of each planned run hit the new budget
+        assert abs(r.candidate.flops - 3e9) <= 0.05 * 3e9
+    from scaling.sweep.nextgrid import NextGridError
+
+    with pytest.raises(NextGridError, match="no sweep.json and plan.json"):
+        write_next_sweep(tmp_path / "elsewhere.csv", 3e9, targets, "params", tmp_path / "x.toml")
+
+
+def test_status_shows_a_submitted_sweeps_job_it_cannot_reach(prepared, tmp_path):
+    from scaling.sweep.submit import job_status, record_job
+
+    folder = tmp_path / "sweep"
+    assert job_status(folder) == []
+    record_job(folder, "raysubmit_abc", "http://127.0.0.1:9")
+    lines = job_status(folder)
+    assert lines[0].startswith("driver job raysubmit_abc on http://127.0.0.1:9: cannot ask the cluster")
 
 
 @pytest.mark.parametrize("family", ["labrador", "bert"])

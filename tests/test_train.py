@@ -59,29 +59,59 @@ def test_loss_falls_and_the_run_folder_holds_what_it_promises(prepared, tmp_path
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert metrics[0]["loss"] > metrics[-1]["loss"] + 1.0  # from about ln(vocab) down
     assert result["status"] == "ok" and result["steps"] == 60 and result["tokens"] == 60 * 16 * 32
+    # the versioned run record (scaling/record.py), written once by training
+    assert result["format"] == 2 and json.loads((out / "result.json").read_text()) == result
     for key in (
         "params",
         "params_nonembed",
         "flops",
+        "flops_exact",
+        "flops_per_token_exact",
         "convention",
+        "budget",
         "train_loss",
-        "held_out_loss",
+        "loss",
+        "loss_se",
+        "loss_split",
+        "loss_sequences",
+        "loss_tokens",
         "wall_seconds",
         "tokens_per_s",
         "mfu",
+        "layers",
+        "heads",
+        "seed",
+        "tokens_per_step",
     ):
         assert key in result
     assert result["convention"] == "exact" and result["flops"] == pytest.approx(
         result["flops_per_token"] * result["tokens"]
     )
+    assert result["flops_exact"] == result["flops"] and result["budget"] is None
+    # the loss is measured on every row of the final evaluation (eval_rows, capped by the tuning split), with its error
+    assert result["loss_split"] == "tuning" and result["loss_sequences"] > 2 * 16 and result["loss_tokens"] > 32 * 32
+    assert 0 < result["loss_se"] < 0.1 * result["loss"]
     for key in ("step", "tokens", "loss", "lr", "grad_norm", "step_time", "tokens_per_s", "mfu"):
         assert key in metrics[-1]
-    assert metrics[-1]["step"] == 60 and "held_out_loss" in metrics[-1]
+    assert metrics[-1]["step"] == 60 and metrics[-1]["eval_loss"] == result["loss"]
+    assert metrics[-1]["eval_loss_se"] == result["loss_se"]
+    assert "eval_loss" in metrics[3] and "eval_loss_se" not in metrics[3]  # step 20: the curve's smaller evaluation
     spec = json.loads((out / "spec.json").read_text())
     assert spec["fingerprint"] == result["fingerprint"] and spec["steps"] == 60
     # Patient data stays in the data folder: no subject ids in the run folder.
     text = "".join(p.read_text() for p in out.glob("*.json*"))
     assert "subject" not in text
+
+
+def test_loss_estimate_is_the_ratio_of_sums_with_its_delta_method_error():
+    from scaling.train import loss_estimate
+
+    # three rows: 10 tokens summing to 20 nats, 20 to 30, 10 to 25 (and an empty padding row, ignored)
+    estimate = loss_estimate([20.0, 30.0, 25.0, 0.0], [10, 20, 10, 0])
+    assert estimate.mean == pytest.approx(75 / 40) and estimate.rows == 3 and estimate.terms == 40
+    residuals = [20 - 1.875 * 10, 30 - 1.875 * 20, 25 - 1.875 * 10]
+    assert estimate.se == pytest.approx((sum(r * r for r in residuals) / (3 * 2)) ** 0.5 / (40 / 3))
+    assert estimate.se == pytest.approx(0.30136408628)  # sqrt(96.875 / 6) / (40 / 3)
 
 
 def test_finished_run_is_not_trained_again_and_a_changed_spec_is_refused(prepared, tmp_path):
@@ -144,7 +174,7 @@ def test_kill_minus_nine_then_resume_ends_with_the_same_loss(prepared, tmp_path)
     whole = json.loads((tmp_path / "whole" / "result.json").read_text())
     cut = json.loads((tmp_path / "cut" / "result.json").read_text())
     assert cut["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-5)
-    assert cut["held_out_loss"] == pytest.approx(whole["held_out_loss"], rel=1e-5)
+    assert cut["loss"] == pytest.approx(whole["loss"], rel=1e-5)
     steps = [json.loads(line)["step"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps))  # no step logged twice after the resume
 
@@ -166,7 +196,7 @@ def test_two_devices_match_one(prepared, tmp_path):
         for name in ("one", "two")
     ]
     assert early[1] == pytest.approx(early[0], rel=1e-5)
-    assert b["held_out_loss"] == pytest.approx(a["held_out_loss"], rel=1e-3)
+    assert b["loss"] == pytest.approx(a["loss"], rel=1e-3)
     assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-3)
 
 

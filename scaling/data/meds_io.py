@@ -15,7 +15,6 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-
 SPLITS = (meds.train_split, meds.tuning_split, meds.held_out_split)
 _SPLIT_HASH_SEED = 0x5EED
 
@@ -220,12 +219,14 @@ def validate_meds(root: Path) -> dict[str, int]:
             if stats[column]:
                 what = column.replace("_", " ")
                 raise MedsError(
-                    f"{path}: {stats[column]} rows with {what} (MEDS needs non-null subject_id and code, sorted by subject_id then time)"
+                    f"{path}: {stats[column]} rows with {what} "
+                    "(MEDS needs non-null subject_id and code, sorted by subject_id then time)"
                 )
         for subject in pl.scan_parquet(path).select(pl.col("subject_id").unique()).collect().to_series().to_list():
             if subject in seen_subjects:
                 raise MedsError(
-                    f"{path}: subject {subject} also appears in {seen_subjects[subject]} (MEDS keeps a subject in one shard)"
+                    f"{path}: subject {subject} also appears in {seen_subjects[subject]} "
+                    "(MEDS keeps a subject in one shard)"
                 )
             seen_subjects[subject] = str(path.relative_to(root))
         rows[str(path.relative_to(data))] = stats["rows"]

@@ -87,7 +87,8 @@ def subject_checks(known: pl.Series | None) -> list[tuple[str, pl.Expr]]:
 def classify(
     frame: pl.DataFrame, parsed: dict[str, pl.Expr], checks: list[tuple[str, pl.Expr]], count: TableCount
 ) -> pl.DataFrame:
-    """Parse columns once (`_subject`, `_<time column>`, ...), count rows by their first failing check, keep the rest."""
+    """Parse columns once (`_subject`, `_<time column>`, ...), count rows by their first failing check, keep the
+    rest."""
     frame = frame.with_columns(_subject=parse_int("subject_id"), **parsed)
     count.read += frame.height
     if not checks:

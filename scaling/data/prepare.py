@@ -26,13 +26,12 @@ import pyarrow.parquet as pq
 from scaling import __version__
 from scaling.data import csv_stream, meds_io, mimic
 from scaling.data.atomic import publish, temporary_sibling
+from scaling.data.csv_stream import SourceError
 from scaling.data.dataset import FORMAT, MANIFEST
 from scaling.data.derive import derive
 from scaling.data.labbags import BagConfig
 from scaling.data.tasks import TaskConfig
 from scaling.data.timelines import TokenizerConfig
-from scaling.data.csv_stream import SourceError
-
 
 EVENTS = "events"
 TARGET_EVENTS_PER_SHARD = 4_000_000

@@ -58,9 +58,15 @@ class Decoder(nnx.Module):
         return h[jnp.arange(h.shape[0]), last]
 
 
-def next_token_loss(logits: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.Array:
-    """Mean cross-entropy (nats per token) over positions where mask is True."""
+def next_token_loss_rows(logits: jax.Array, targets: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per row: summed cross-entropy (nats) over positions where mask is True, and how many there are."""
     logp = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
     mask = mask.astype(jnp.float32)
-    return jnp.sum(nll * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+    return jnp.sum(nll * mask, axis=1), jnp.sum(mask, axis=1)
+
+
+def next_token_loss(logits: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean cross-entropy (nats per token) over positions where mask is True."""
+    sums, counts = next_token_loss_rows(logits, targets, mask)
+    return jnp.sum(sums) / jnp.maximum(jnp.sum(counts), 1.0)

@@ -67,13 +67,18 @@ class Labrador(nnx.Module):
         return jnp.sum(h * valid, axis=1) / jnp.maximum(jnp.sum(valid, axis=1), 1.0)
 
 
-def labrador_loss(logits, value, is_masked, target_code, target_value, mse_weight: float = 1.0):
-    """CE on the masked lab's item + mse_weight x MSE on its eCDF value, averaged over bags."""
+def labrador_loss_rows(logits, value, is_masked, target_code, target_value, mse_weight: float = 1.0):
+    """Per bag: (CE on the masked lab's item, squared error of its eCDF value)."""
     slot = jnp.argmax(is_masked, axis=1)
     rows = jnp.arange(logits.shape[0])
     logp = jax.nn.log_softmax(logits[rows, slot], axis=-1)
-    ce = -jnp.mean(logp[rows, target_code - 1])
-    mse = jnp.mean((value[rows, slot] - target_value) ** 2)
+    return -logp[rows, target_code - 1], (value[rows, slot] - target_value) ** 2
+
+
+def labrador_loss(logits, value, is_masked, target_code, target_value, mse_weight: float = 1.0):
+    """CE on the masked lab's item + mse_weight x MSE on its eCDF value, averaged over bags."""
+    ce, se = labrador_loss_rows(logits, value, is_masked, target_code, target_value)
+    ce, mse = jnp.mean(ce), jnp.mean(se)
     return ce + mse_weight * mse, (ce, mse)
 
 
@@ -104,9 +109,14 @@ class Bert(nnx.Module):
         return jnp.sum(h * valid, axis=1) / jnp.maximum(jnp.sum(valid, axis=1), 1.0)
 
 
-def bert_loss(logits, is_masked, target_token):
-    """Cross-entropy of the masked token, averaged over bags."""
+def bert_loss_rows(logits, is_masked, target_token):
+    """Per bag: cross-entropy of the masked token."""
     slot = jnp.argmax(is_masked, axis=1)
     rows = jnp.arange(logits.shape[0])
     logp = jax.nn.log_softmax(logits[rows, slot], axis=-1)
-    return -jnp.mean(logp[rows, target_token])
+    return -logp[rows, target_token]
+
+
+def bert_loss(logits, is_masked, target_token):
+    """Cross-entropy of the masked token, averaged over bags."""
+    return jnp.mean(bert_loss_rows(logits, is_masked, target_token))

@@ -12,7 +12,7 @@ from scaling.data.dataset import DatasetError
 from scaling.runspec import SpecError
 from scaling.sweep.plan import Plan, make_plan
 from scaling.sweep.spec import SweepSpec, load_sweep
-from scaling.sweep.state import collect, run_state, write_runs_table
+from scaling.sweep.state import collect, read_plan_record, write_runs_table
 from scaling.sweep.throughput import estimate_seconds, measured_throughput, timed_throughput
 
 sweep_app = typer.Typer(help="Plan, run and follow IsoFLOP sweeps (sweeps/*.toml) on Ray.", no_args_is_help=True)
@@ -208,32 +208,70 @@ def submit_command(
             raise typer.Exit(code=1)
 
 
-@sweep_app.command("status")
-def status_command(spec: SpecArg, runs_root: RunsRoot = None) -> None:
-    """Where each run stands, read from the run folders."""
-    sweep, plan = _load(spec)
+def _recorded(spec: Path, runs_root: str | None) -> tuple[SweepSpec, Path, Plan | None]:
+    """The sweep, its folder, and a plan only where the folder has no plan.json yet (a sweep never run)."""
+    try:
+        sweep = load_sweep(spec)
+    except SpecError as error:
+        raise UserError(str(error)) from None
     folder = sweep.folder(runs_root)
+    if read_plan_record(folder) is not None:
+        return sweep, folder, None
+    try:
+        return sweep, folder, make_plan(sweep)
+    except DatasetError:  # no plan.json and no dataset: the run folders are all there is
+        return sweep, folder, None
+
+
+@sweep_app.command("status")
+def status_command(
+    spec: SpecArg,
+    runs_root: RunsRoot = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="The cluster's dashboard for a submitted sweep's job (default: the one `sweep submit` recorded)."
+        ),
+    ] = None,
+    token_file: Annotated[Path | None, typer.Option(help="The cluster's auth token (as for `sweep submit`).")] = None,
+) -> None:
+    """Where each run stands, read from the run folders (no prepared dataset needed); a submitted sweep's job too."""
+    from scaling.sweep.submit import job_status
+
+    sweep, folder, plan = _recorded(spec, runs_root)
+    frame, notes = collect(folder, sweep.tasks, plan)
     table = Table(title=f"{sweep.name} v{sweep.version} in {folder}")
-    for column in ("run", "state", "step", "loss", "preemptions", "failures", "error"):
+    for column in ("run", "budget", "width", "state", "step", "loss", "preemptions", "failures", "error"):
         table.add_column(column, justify="left" if column in ("run", "state", "error") else "right")
-    counts: dict[str, int] = {}
-    frame = collect(plan, folder)
-    losses = dict(zip(frame["run_id"], frame["loss"]))
-    for r in plan.runs:
-        state = run_state(folder / r.run_id, r)
-        counts[state.state] = counts.get(state.state, 0) + 1
-        loss = losses.get(r.run_id)
+    for row in frame.iter_rows(named=True):
+        state = row["status"]
         table.add_row(
-            r.run_id,
-            state.state,
-            f"{state.step:,}/{state.steps:,}",
-            f"{loss:.4f}" if loss is not None else "",
-            str(state.preemptions),
-            str(state.failures),
-            (state.error.splitlines() or [""])[-1][:80],
+            row["run_id"],
+            f"{row['budget']:.3g}" if row["budget"] else "",
+            str(row["width"] or ""),
+            {"ok": "done"}.get(state, state),
+            _step_text(folder / row["run_id"], row),
+            f"{row['loss']:.4f}" if row["loss"] is not None else "",
+            str(row["preemptions"]),
+            str(row["failures"]),
+            ((row["error"] or "").splitlines() or [""])[-1][:80],
         )
     out_console.print(table)
-    out_console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())), highlight=False)
+    counts = frame.group_by("status").len().sort("status")
+    out_console.print(
+        ", ".join(f"{n} {({'ok': 'done'}).get(s, s)}" for s, n in counts.iter_rows()) or "no runs", highlight=False
+    )
+    for note in notes:
+        out_console.print(f"note: {note}", highlight=False)
+    for line in job_status(folder, address, token_file):
+        out_console.print(line, highlight=False)
+
+
+def _step_text(run_dir: Path, row: dict) -> str:
+    from scaling.sweep.state import run_state
+
+    state = run_state(run_dir, (), row["steps"] or 0)
+    return f"{state.step:,}/{state.steps:,}"
 
 
 def collect_command(
@@ -244,13 +282,14 @@ def collect_command(
     ] = None,
 ) -> None:
     """Write runs.parquet from the run folders: one row per run, with the columns the analysis reads."""
-    sweep, plan = _load(spec)
-    folder = sweep.folder(runs_root)
+    sweep, folder, plan = _recorded(spec, runs_root)
     if not folder.exists():
         raise UserError(f"{folder}: no runs yet; start them with `ehrscale sweep run {spec}`")
-    path, frame = write_runs_table(plan, folder, out)
+    path, frame, notes = write_runs_table(folder, out, sweep.tasks, plan)
     counts = frame.group_by("status").len().sort("status")
     out_console.print(
         f"wrote {path}: {frame.height} runs (" + ", ".join(f"{n} {s}" for s, n in counts.iter_rows()) + ")",
         highlight=False,
     )
+    for note in notes:
+        out_console.print(f"note: {note}", highlight=False)

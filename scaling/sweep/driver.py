@@ -25,6 +25,7 @@ from scaling.sweep.state import (
     mark_failed,
     record_attempt,
     run_state,
+    write_plan_record,
     write_runs_table,
 )
 
@@ -196,11 +197,12 @@ def run_sweep(
     plan = make_plan(sweep, dataset)
     folder = sweep.folder(runs_root)
     check_sweep_record(sweep, folder, data_hash(dataset))
+    write_plan_record(plan, folder)
     progress = Progress(total=len(plan.runs))
     queue: list[PlannedRun] = []
     for planned in plan.runs:
         run_dir = folder / planned.run_id
-        if run_state(run_dir, planned).finished:
+        if run_state(run_dir, planned.spec.tasks, planned.candidate.steps).finished:
             progress.skipped += 1
         else:
             clear_failed(run_dir)
@@ -218,7 +220,7 @@ def run_sweep(
         )
     else:
         log(f"{sweep.name} v{sweep.version}: all {len(plan.runs)} runs finished already; nothing to train")
-    table, _ = write_runs_table(plan, folder)
+    table, _, _ = write_runs_table(folder, spec_tasks=sweep.tasks)
     report(progress)
     return Summary(
         folder=folder,

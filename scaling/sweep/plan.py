@@ -114,6 +114,7 @@ def make_plan(sweep: SweepSpec, dataset: PreparedDataset | None = None) -> Plan:
                     dtype=sweep.dtype,
                     tasks=sweep.tasks,
                     probe_train_rows=sweep.probe_train_rows,
+                    budget=budget,
                     recipe=sweep.recipe,
                     train=sweep.train,
                 )

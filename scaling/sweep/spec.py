@@ -33,10 +33,17 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scaling.data.tasks import TASKS
-from scaling.flops import CONVENTIONS
-from scaling.recipe import FAMILIES, Recipe, override
-from scaling.runspec import PROBE_TRAIN_ROWS, SpecError, TrainSettings, read_toml
+from scaling.recipe import Recipe
+from scaling.runspec import (
+    PROBE_TRAIN_ROWS,
+    SpecError,
+    TrainSettings,
+    check_common,
+    check_table,
+    read_toml,
+    type_name,
+    type_ok,
+)
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -135,35 +142,6 @@ _TABLES = ("sizes", "recipe", "train", "resources", "retries")
 _REQUIRED = ("name", "version", "family", "data", "budgets")
 
 
-def _kind(kind) -> str:
-    return " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
-
-
-def _is(value, kind) -> bool:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if isinstance(value, bool):
-        return bool in kinds
-    if float in kinds and isinstance(value, int):
-        return True
-    return isinstance(value, kinds)
-
-
-def _check_table(where: str, table: str, values, kinds: dict, check) -> dict:
-    """A [table] of scalars: a table, known keys, right types, values that pass `check`."""
-    if not isinstance(values, dict):
-        raise SpecError(f"{where}: '{table}' must be a table ([{table}]), got {values!r}")
-    unknown = sorted(set(values) - set(kinds))
-    if unknown:
-        raise SpecError(f"{where}: [{table}]: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(kinds))})")
-    for key, value in values.items():
-        if not _is(value, kinds[key]):
-            raise SpecError(f"{where}: [{table}] '{key}' must be {_kind(kinds[key])}, got {value!r}")
-        problem = check(key, value)
-        if problem:
-            raise SpecError(f"{where}: [{table}] '{key}' {problem}, got {value!r}")
-    return values
-
-
 def parse_sweep(source: dict, where: str) -> SweepSpec:
     """A validated SweepSpec from parsed TOML; `where` names the file in messages."""
     unknown = sorted(set(source) - set(_TOP) - set(_TABLES))
@@ -176,38 +154,24 @@ def parse_sweep(source: dict, where: str) -> SweepSpec:
         if key not in source:
             raise SpecError(f"{where}: missing key '{key}'")
     for key, kind in _TOP.items():
-        if key in source and not _is(source[key], kind):
-            raise SpecError(f"{where}: '{key}' must be {_kind(kind)}, got {source[key]!r}")
+        if key in source and not type_ok(source[key], kind):
+            raise SpecError(f"{where}: '{key}' must be {type_name(kind)}, got {source[key]!r}")
     name, version = source["name"], str(source["version"])
     for key, value in (("name", name), ("version", version)):
         if not NAME.match(value):
             raise SpecError(
                 f"{where}: '{key}' must be letters, digits, '_', '-' or '.' (it names a folder), got {value!r}"
             )
-    if source["family"] not in FAMILIES:
-        raise SpecError(f"{where}: 'family' must be one of {', '.join(FAMILIES)}, got {source['family']!r}")
-    if source.get("convention", "exact") not in CONVENTIONS:
-        raise SpecError(f"{where}: 'convention' must be one of {', '.join(CONVENTIONS)}, got {source['convention']!r}")
-    if source.get("dtype", "float32") not in ("float32", "bfloat16"):
-        raise SpecError(f"{where}: 'dtype' must be float32 or bfloat16, got {source['dtype']!r}")
     budgets = source["budgets"]
-    if not budgets or not all(_is(b, float) and math.isfinite(b) and b > 0 for b in budgets):
+    if not budgets or not all(type_ok(b, float) and math.isfinite(b) and b > 0 for b in budgets):
         raise SpecError(f"{where}: 'budgets' must be a non-empty list of positive FLOP counts, got {budgets!r}")
     if len(set(budgets)) != len(budgets):
         raise SpecError(f"{where}: 'budgets' repeats a budget: {budgets!r}")
     seeds = source.get("seeds", [0])
-    if not seeds or not all(_is(s, int) and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds):
+    if not seeds or not all(type_ok(s, int) and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise SpecError(f"{where}: 'seeds' must be a non-empty list of distinct non-negative integers, got {seeds!r}")
-    tasks = source.get("tasks", [])
-    if not all(isinstance(t, str) for t in tasks):
-        raise SpecError(f"{where}: 'tasks' must be a list of task names, got {tasks!r}")
-    unknown_tasks = sorted(set(tasks) - set(TASKS))
-    if unknown_tasks:
-        raise SpecError(f"{where}: unknown task(s) {', '.join(unknown_tasks)} (tasks: {', '.join(TASKS)})")
-    if source.get("probe_train_rows", 0) < 0:
-        raise SpecError(f"{where}: 'probe_train_rows' must be 0 (all) or more, got {source['probe_train_rows']!r}")
-
-    sizes = _check_table(
+    recipe, train = check_common(source, where)
+    sizes = check_table(
         where,
         "sizes",
         source.get("sizes", {}),
@@ -216,35 +180,20 @@ def parse_sweep(source: dict, where: str) -> SweepSpec:
     )
     if "widths" in sizes and ({"count", "span"} & set(sizes)):
         raise SpecError(f"{where}: [sizes] takes either 'widths' or 'count' and 'span', not both")
-    resources = _check_table(
+    resources = check_table(
         where,
         "resources",
         source.get("resources", {}),
         {"cpus": float, "gpus": float, "tpus": int, "accelerator_type": str, "hosts": int},
         _resource_problem,
     )
-    retries = _check_table(
+    retries = check_table(
         where,
         "retries",
         source.get("retries", {}),
         {"preemptions": int, "failures": int},
         lambda k, v: "must be 0 or more" if v < 0 else None,
     )
-    train_fields = {f.name: int for f in dataclasses.fields(TrainSettings)}
-    train = _check_table(
-        where,
-        "train",
-        source.get("train", {}),
-        train_fields,
-        lambda k, v: "must be a positive integer" if v < 1 else None,
-    )
-    try:
-        recipe = override(
-            Recipe(family=source["family"]),
-            _check_table(where, "recipe", source.get("recipe", {}), _recipe_kinds(), lambda k, v: None),
-        )
-    except (ValueError, TypeError) as error:
-        raise SpecError(f"{where}: [recipe]: {error}") from error
     resources.pop("hosts", None)  # 1, checked above
     return SweepSpec(
         name=name,
@@ -255,12 +204,12 @@ def parse_sweep(source: dict, where: str) -> SweepSpec:
         runs_root=source.get("runs_root", "runs"),
         convention=source.get("convention", "exact"),
         seeds=tuple(seeds),
-        tasks=tuple(tasks),
+        tasks=tuple(source.get("tasks", [])),
         probe_train_rows=source.get("probe_train_rows", PROBE_TRAIN_ROWS),
         dtype=source.get("dtype", "float32"),
         sizes=Sizes(**{k: tuple(v) if isinstance(v, list) else v for k, v in sizes.items()}),
         recipe=recipe,
-        train=TrainSettings(**train),
+        train=train,
         resources=Resources(**resources),
         retries=Retries(**retries),
         source=where,
@@ -273,7 +222,7 @@ def _size_problem(key: str, value) -> str | None:
     if key == "span" and not (math.isfinite(value) and value >= 1):
         return "must be a ratio of 1 or more"
     if key == "widths" and (
-        not value or not all(_is(w, int) and w > 0 for w in value) or len(set(value)) != len(value)
+        not value or not all(type_ok(w, int) and w > 0 for w in value) or len(set(value)) != len(value)
     ):
         return "must be a non-empty list of distinct positive integers"
     return None
@@ -289,16 +238,6 @@ def _resource_problem(key: str, value) -> str | None:
     if key == "hosts" and value != 1:
         return "must be 1: a run spans one host (multi-host TPU slices are not supported yet)"
     return None
-
-
-def _recipe_kinds() -> dict:
-    kinds = {}
-    for f in dataclasses.fields(Recipe):
-        if f.name == "family":  # the sweep's own top-level key
-            continue
-        default = getattr(Recipe(), f.name)
-        kinds[f.name] = list if isinstance(default, tuple) else (float if isinstance(default, float) else type(default))
-    return kinds
 
 
 def load_sweep(path: Path) -> SweepSpec:

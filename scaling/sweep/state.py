@@ -2,9 +2,14 @@
 
 <runs_root>/<name>/<version>/
     sweep.json          what decides the runs (a changed spec under the same name and version is refused)
+    plan.json           the planned runs with their shapes and costs, so runs not started yet are known
+                        without the prepared dataset (written by `sweep run`)
     runs.parquet        one row per run (`ehrscale collect`)
-    <run id>/           spec.json, metrics.jsonl, checkpoints/, result.json (last), eval.json,
-                        attempts.json (preemptions and failures the driver saw), train.log
+    <run id>/           spec.json, metrics.jsonl, checkpoints/, result.json (written once, by training),
+                        eval.json (by evaluation), attempts.json (preemptions and failures the driver saw), train.log
+
+`collect` and `sweep status` read only these files: a finished run's numbers are what it wrote
+(`scaling.record`), never recomputed from the plan, and the prepared dataset can be gone.
 """
 
 import json
@@ -14,14 +19,20 @@ from pathlib import Path
 import polars as pl
 
 from scaling.data.atomic import write_json
+from scaling.record import eval_columns, read_eval, read_result
 from scaling.runspec import SpecError
-from scaling.sweep.plan import Plan, PlannedRun
+from scaling.sweep.plan import Plan
 from scaling.sweep.spec import SweepSpec
 
 SWEEP_RECORD = "sweep.json"
+PLAN_RECORD = "plan.json"
+PLAN_FORMAT = 1
 ATTEMPTS = "attempts.json"
 RUNS_TABLE = "runs.parquet"
-# The columns `runs.parquet` always has (analysis.table reads params, tokens, loss, flops, budget, status).
+# The parameter count the fits use: the embedding matrices are a lookup, and the logits' cost is in the per-token FLOPs.
+FIT_PARAMS = "params_nonembed"
+# The columns `runs.parquet` always has (analysis.table reads params, tokens, loss, flops, budget, status,
+# flops_per_token, fit_params).
 COLUMNS = {
     "run_id": pl.String,
     "family": pl.String,
@@ -31,11 +42,18 @@ COLUMNS = {
     "layers": pl.Int64,
     "params": pl.Int64,
     "params_nonembed": pl.Int64,
+    "fit_params": pl.String,
     "tokens": pl.Int64,
     "steps": pl.Int64,
-    "flops": pl.Float64,
     "convention": pl.String,
+    "flops": pl.Float64,
+    "flops_per_token": pl.Float64,
+    "flops_exact": pl.Float64,
+    "flops_per_token_exact": pl.Float64,
     "loss": pl.Float64,
+    "loss_se": pl.Float64,
+    "loss_split": pl.String,
+    "loss_tokens": pl.Int64,
     "train_loss": pl.Float64,
     "status": pl.String,
     "wall_seconds": pl.Float64,
@@ -44,6 +62,7 @@ COLUMNS = {
     "preemptions": pl.Int64,
     "failures": pl.Int64,
     "error": pl.String,
+    "record_format": pl.Int64,
 }
 
 
@@ -111,28 +130,72 @@ def clear_failed(run_dir: Path) -> None:
 
 def settled_tasks(run_dir: Path) -> set[str]:
     """Tasks evaluated already (scored, or found unscorable and reported in eval.json)."""
-    path = run_dir / "eval.json"
-    return set(json.loads(path.read_text())) if path.exists() else set()
+    return set(read_eval(run_dir))
 
 
-def run_state(run_dir: Path, planned: PlannedRun) -> RunState:
-    """Read a run's state from its folder."""
+def _planned_entry(r) -> dict:
+    c = r.candidate
+    return {
+        "run_id": r.run_id,
+        "budget": r.budget,
+        "seed": r.seed,
+        "width": c.width,
+        "layers": c.layers,
+        "params": c.params,
+        "params_nonembed": c.params_nonembed,
+        "tokens": c.tokens,
+        "steps": c.steps,
+        "flops": c.flops,
+        "flops_per_token": c.flops_per_token,
+    }
+
+
+def write_plan_record(plan: Plan, folder: Path) -> None:
+    """plan.json: every planned run's shape and cost, so `collect` and `status` list runs not started yet."""
+    record = {
+        "format": PLAN_FORMAT,
+        "name": plan.sweep.name,
+        "version": plan.sweep.version,
+        "family": plan.sweep.family,
+        "convention": plan.sweep.convention,
+        "tasks": list(plan.sweep.tasks),
+        "vocab_size": plan.inputs.vocab_size,
+        "context": plan.inputs.context,
+        "runs": [_planned_entry(r) for r in plan.runs],
+    }
+    path = folder / PLAN_RECORD
+    if not path.exists() or json.loads(path.read_text()) != json.loads(json.dumps(record)):
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(path, record)
+
+
+def read_plan_record(folder: Path) -> dict | None:
+    path = Path(folder) / PLAN_RECORD
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def run_state(run_dir: Path, tasks: tuple[str, ...] | list[str] | None = None, planned_steps: int = 0) -> RunState:
+    """Read a run's state from its folder; `tasks` are those it must evaluate (default: its spec's)."""
     record = attempts(run_dir)
     counts = {"preemptions": record["preemptions"], "failures": record["failures"]}
-    steps = planned.candidate.steps
-    result_path = run_dir / "result.json"
-    if result_path.exists():
-        result = json.loads(result_path.read_text())
+    spec_path = run_dir / "spec.json"
+    started = json.loads(spec_path.read_text()) if spec_path.exists() else None
+    steps = started["steps"] if started and "steps" in started else planned_steps
+    if tasks is None:
+        tasks = (started or {}).get("spec", {}).get("tasks", [])
+    found = read_result(run_dir)
+    if found is not None:
+        result = found[0]
         if result["status"] == "diverged":
             return RunState("diverged", result["steps"], result["steps"], **counts)
-        if set(planned.spec.tasks) <= settled_tasks(run_dir):
+        if set(tasks) <= settled_tasks(run_dir):
             return RunState("done", result["steps"], result["steps"], **counts)
         if "failed" in record:
             return RunState("failed", steps, steps, error=record["failed"], **counts)
         return RunState("in progress", steps, steps, **counts)  # trained, not evaluated yet
     if "failed" in record:
         return RunState("failed", _last_step(run_dir), steps, error=record["failed"], **counts)
-    if (run_dir / "spec.json").exists():
+    if started:
         return RunState("in progress", _last_step(run_dir), steps, **counts)
     return RunState("pending", 0, steps, **counts)
 
@@ -145,60 +208,156 @@ def _last_step(run_dir: Path) -> int:
     return max((int(p.name) for p in folder.iterdir() if p.name.isdigit()), default=0)
 
 
-def collect(plan: Plan, folder: Path) -> pl.DataFrame:
-    """One row per planned run with the columns the analysis reads; runs not finished have status pending/failed."""
-    rows = []
-    for planned in plan.runs:
-        run_dir = folder / planned.run_id
-        state = run_state(run_dir, planned)
-        c = planned.candidate
-        row = {
-            "run_id": planned.run_id,
-            "family": plan.sweep.family,
-            "budget": planned.budget,
-            "seed": planned.seed,
-            "width": c.width,
-            "layers": c.layers,
-            "params": c.params,
-            "params_nonembed": c.params_nonembed,
-            "tokens": c.tokens,
-            "steps": c.steps,
-            "flops": c.flops,
-            "convention": plan.sweep.convention,
-            "loss": None,
-            "train_loss": None,
-            "status": {"done": "ok"}.get(state.state, state.state),
-            "wall_seconds": None,
-            "tokens_per_s": None,
-            "mfu": None,
-            "preemptions": state.preemptions,
-            "failures": state.failures,
-            "error": state.error or None,
-        }
-        result_path = run_dir / "result.json"
-        if result_path.exists():
-            result = json.loads(result_path.read_text())
-            row.update({k: result[k] for k in ("loss", "train_loss", "wall_seconds", "tokens_per_s", "mfu")})
-            row.update({k: v for k, v in result.items() if k.startswith(("auroc_", "auprc_"))})
-        row.update(_reference_aurocs(run_dir / "eval.json"))
-        rows.append(row)
+def _sweep_budgets(folder: Path) -> list[float]:
+    path = folder / SWEEP_RECORD
+    return json.loads(path.read_text()).get("budgets", []) if path.exists() else []
+
+
+def _nearest_budget(flops: float | None, budgets: list[float]) -> float | None:
+    """The sweep budget a format-1 run spent (within 5%, the recipe's tolerance), or None."""
+    if not flops or not budgets:
+        return None
+    best = min(budgets, key=lambda b: abs(b - flops) / b)
+    return float(best) if abs(best - flops) <= 0.05 * best else None
+
+
+def _run_row(run_dir: Path, planned: dict | None, tasks, budgets: list[float], notes: list[str]) -> dict:
+    """One run's row from what it wrote (result.json, eval.json, spec.json, attempts.json); the plan only for what
+    a run not started has not written."""
+    state = run_state(run_dir, tasks, (planned or {}).get("steps", 0))
+    started = json.loads((run_dir / "spec.json").read_text()) if (run_dir / "spec.json").exists() else None
+    row: dict = {
+        "run_id": run_dir.name,
+        "status": {"done": "ok"}.get(state.state, state.state),
+        "preemptions": state.preemptions,
+        "failures": state.failures,
+        "error": state.error or None,
+        "fit_params": FIT_PARAMS,
+    }
+    if planned:  # what the plan intended; replaced below by what the run itself recorded
+        row.update(
+            {
+                k: planned[k]
+                for k in (
+                    "budget",
+                    "seed",
+                    "width",
+                    "layers",
+                    "params",
+                    "params_nonembed",
+                    "tokens",
+                    "steps",
+                    "flops",
+                    "flops_per_token",
+                )
+            }
+        )
+    recorded_budget = False
+    if started:
+        spec = started.get("spec", {})
+        row.update(
+            {
+                "family": spec.get("family"),
+                "seed": spec.get("seed"),
+                "width": spec.get("width"),
+                "convention": started.get("convention"),
+                "params": started.get("params"),
+                "params_nonembed": started.get("params_nonembed"),
+                "steps": started.get("steps"),
+                "flops": started.get("flops"),
+                "flops_per_token": started.get("flops_per_token"),
+            }
+        )
+        if started.get("steps") and started.get("tokens_per_step"):
+            row["tokens"] = started["steps"] * started["tokens_per_step"]
+        if spec.get("budget") is not None:
+            row["budget"], recorded_budget = spec["budget"], True
+    found = read_result(run_dir)
+    if found is not None:
+        result, result_notes = found
+        notes += result_notes
+        row.update(
+            {
+                k: result[k]
+                for k in (
+                    "family",
+                    "width",
+                    "layers",
+                    "params",
+                    "params_nonembed",
+                    "tokens",
+                    "steps",
+                    "convention",
+                    "flops",
+                    "flops_per_token",
+                    "flops_exact",
+                    "flops_per_token_exact",
+                    "loss",
+                    "loss_se",
+                    "loss_split",
+                    "loss_tokens",
+                    "train_loss",
+                    "wall_seconds",
+                    "tokens_per_s",
+                    "mfu",
+                    "seed",
+                )
+                if result.get(k) is not None
+            }
+        )
+        row["record_format"] = result["format"]
+        if result.get("budget") is not None:
+            row["budget"] = result["budget"]
+        elif not recorded_budget and row.get("budget") is not None:
+            notes.append("no budget in the run's own record: the sweep's plan.json gives it")
+        elif not recorded_budget:
+            row["budget"] = _nearest_budget(row.get("flops"), budgets)
+            if row["budget"] is not None:
+                notes.append(
+                    "no budget in the run's own record: the budget of sweep.json within 5% of its FLOPs is taken"
+                )
+    row.update(eval_columns(read_eval(run_dir)))
+    return row
+
+
+def collect(
+    folder: Path, spec_tasks: tuple[str, ...] | None = None, plan: Plan | None = None
+) -> tuple[pl.DataFrame, list[str]]:
+    """One row per run: every run folder under `folder` (what it wrote), then the planned runs not started yet
+    (from plan.json, or `plan` when given). Returns the table and notes on what older records made us assume."""
+    folder = Path(folder)
+    record = read_plan_record(folder)
+    planned = {r["run_id"]: r for r in (record or {}).get("runs", [])}
+    if plan is not None:  # a sweep not run yet (no plan.json): its planned runs, all pending
+        planned = {r.run_id: _planned_entry(r) for r in plan.runs} | planned
+    tasks = spec_tasks if spec_tasks is not None else tuple((record or {}).get("tasks", ()))
+    family = (record or {}).get("family") or (plan.sweep.family if plan else None)
+    convention = (record or {}).get("convention") or (plan.sweep.convention if plan else None)
+    budgets = _sweep_budgets(folder)
+    notes: list[str] = []
+    run_dirs = (
+        sorted(p for p in folder.iterdir() if p.is_dir() and ((p / "spec.json").exists() or p.name in planned))
+        if folder.exists()
+        else []
+    )
+    seen = {p.name for p in run_dirs}
+    rows = [_run_row(p, planned.get(p.name), tasks, budgets, notes) for p in run_dirs]
+    rows += [_run_row(folder / rid, r, tasks, budgets, notes) for rid, r in planned.items() if rid not in seen]
+    for row in rows:  # a run not started has written neither: the sweep's
+        row["family"] = row.get("family") or family
+        row["convention"] = row.get("convention") or convention
+    rows.sort(key=lambda r: (r.get("budget") or 0.0, r.get("params") or 0, r.get("seed") or 0, r["run_id"]))
     extra = sorted({k for row in rows for k in row} - set(COLUMNS))
     schema = COLUMNS | {k: pl.Float64 for k in extra}
-    return pl.DataFrame(rows, schema=schema)
+    return pl.DataFrame([{k: row.get(k) for k in schema} for row in rows], schema=schema), _summarise(notes)
 
 
-def _reference_aurocs(path: Path) -> dict[str, float]:
-    """XGBoost's and the oracle's held-out AUROC per task (the same for every run on a dataset), from eval.json."""
-    if not path.exists():
-        return {}
-    found = {}
-    for task, entry in json.loads(path.read_text()).items():
-        xgboost = ((entry.get("baselines") or {}).get("xgboost") or {}).get("auroc")
-        oracle = (entry.get("oracle") or {}).get("auroc")
-        found.update(
-            {k: v for k, v in ((f"xgboost_auroc_{task}", xgboost), (f"oracle_auroc_{task}", oracle)) if v is not None}
-        )
-    return found
+def _summarise(notes: list[str]) -> list[str]:
+    """Each kind of note once, with the number of runs it concerns."""
+    counts: dict[str, int] = {}
+    for note in notes:
+        counts[note] = counts.get(note, 0) + 1
+    return [f"{n} run(s): {note}" for note, n in counts.items()]
 
 
 def _same_table(path: Path, frame: pl.DataFrame) -> bool:
@@ -208,12 +367,14 @@ def _same_table(path: Path, frame: pl.DataFrame) -> bool:
         return False
 
 
-def write_runs_table(plan: Plan, folder: Path, out: Path | None = None) -> tuple[Path, pl.DataFrame]:
+def write_runs_table(
+    folder: Path, out: Path | None = None, spec_tasks: tuple[str, ...] | None = None, plan: Plan | None = None
+) -> tuple[Path, pl.DataFrame, list[str]]:
     """Collect and write runs.parquet atomically (in the sweep folder unless `out` says otherwise)."""
-    frame = collect(plan, folder)
-    out = Path(out) if out else folder / RUNS_TABLE
+    frame, notes = collect(folder, spec_tasks, plan)
+    out = Path(out) if out else Path(folder) / RUNS_TABLE
     if out.suffix == ".parquet" and out.exists() and _same_table(out, frame):
-        return out, frame  # unchanged: keep the file (and its time, which `make demo` compares)
+        return out, frame, notes  # unchanged: keep the file (and its time, which `make demo` compares)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
     if out.suffix == ".csv":
@@ -221,4 +382,4 @@ def write_runs_table(plan: Plan, folder: Path, out: Path | None = None) -> tuple
     else:
         frame.write_parquet(partial)
     partial.replace(out)
-    return out, frame
+    return out, frame, notes

@@ -11,6 +11,7 @@ should use): the token comes from --token-file, else RAY_AUTH_TOKEN, RAY_AUTH_TO
 ~/.ray/auth_token, and travels as `Authorization: Bearer <token>`.
 """
 
+import json
 import os
 import shutil
 import tempfile
@@ -18,9 +19,11 @@ import time
 from pathlib import Path
 
 import scaling
+from scaling.data.atomic import write_json
 from scaling.sweep.spec import SweepSpec
 
 PACKAGES = ("scaling", "analysis")
+SUBMITTED = "submitted.json"  # in the sweep folder: the Ray job that drives it, for `sweep status`
 
 
 class SubmitError(Exception):
@@ -69,7 +72,7 @@ def submit(
     max_parallel: int | None = None,
     token_file: Path | None = None,
 ):
-    """Submit the driver as a Ray job; return (job id, client)."""
+    """Submit the driver as a Ray job, record it in the sweep folder (submitted.json); return (job id, client)."""
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
@@ -102,7 +105,46 @@ def submit(
         ) from None
     finally:
         shutil.rmtree(staged, ignore_errors=True)  # uploaded by now
+    record_job(sweep.folder(runs_root), job_id, address)
     return job_id, client
+
+
+def record_job(folder: Path, job_id: str, address: str) -> Path | None:
+    """Note the driver job in the sweep folder (the shared storage the runs go to), when this machine can write it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / SUBMITTED, {"job_id": job_id, "address": address, "submitted": time.time()})
+        return folder / SUBMITTED
+    except OSError:  # the runs' storage is not mounted here: `sweep status --address` cannot find the job then
+        return None
+
+
+def job_status(folder: Path, address: str | None = None, token_file: Path | None = None, tail: int = 15) -> list[str]:
+    """Lines on the driver job of a submitted sweep: its state, and the end of its log when it failed; [] if the
+    sweep was not submitted."""
+    path = Path(folder) / SUBMITTED
+    if not path.exists():
+        return []
+    record = json.loads(path.read_text())
+    address = address or record["address"]
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    try:
+        token = find_token(token_file)
+        client = JobSubmissionClient(address, headers={"Authorization": f"Bearer {token}"} if token else None)
+        info = client.get_job_info(record["job_id"])
+    except Exception as error:  # any failure to reach the cluster: say so, the folder's state above still stands
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return [f"driver job {record['job_id']} on {address}: cannot ask the cluster ({text[:200]})"]
+    lines = [
+        f"driver job {record['job_id']} on {address}: {info.status.value}"
+        + (f" ({info.message})" if info.message and info.status != JobStatus.RUNNING else "")
+    ]
+    if info.status in (JobStatus.FAILED, JobStatus.STOPPED):
+        logs = client.get_job_logs(record["job_id"]).rstrip().splitlines()
+        lines += ["its last log lines:"] + [f"  {line}" for line in logs[-tail:]]
+        lines.append("runs still pending will not start until the sweep is submitted (or run) again")
+    return lines
 
 
 def follow(client, job_id: str, write, poll_seconds: float = 2.0) -> str:
