@@ -102,10 +102,17 @@ def optimal_scaling(fit: IsoflopFit, parametric: ParametricFit | None, out: Path
         ax.axvline(budgets.max(), color="grey", lw=0.8, ls=":")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        # The axes follow the answers, not the band: a band of many decades (few budgets) runs off the plot.
+        shown = np.concatenate([np.asarray(values, float), np.asarray(curve, float)])
+        shown = shown[np.isfinite(shown) & (shown > 0)]
+        if len(shown):
+            ax.set_ylim(shown.min() / 30, shown.max() * 30)
         ax.set_xlabel("training compute C (FLOPs)")
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
-    axes[0].set_title("compute-optimal size (right of the dotted line: extrapolated)", fontsize=9)
+    axes[0].set_title(
+        "compute-optimal size (right of the dotted line: extrapolated; a wider band runs off the axes)", fontsize=8
+    )
     axes[1].set_title("compute-optimal tokens", fontsize=9)
     return _save(fig, out, "optimal_scaling")
 

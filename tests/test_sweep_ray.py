@@ -40,7 +40,7 @@ def sweep_source(prep, runs_root, **changes) -> dict:
         "tasks": [TASK],
         "sizes": {"widths": [16, 24, 32]},
         "recipe": {"context": 32, "batch_rows": 4, "min_steps": 5},
-        "train": {"eval_every": 20, "eval_batches": 2, "checkpoint_every": 5, "log_every": 5},
+        "train": {"eval_every": 20, "eval_batches": 2, "eval_rows": 64, "checkpoint_every": 5, "log_every": 5},
         "retries": {"failures": 1, "preemptions": 3},
     }
     base.update(changes)

@@ -26,7 +26,7 @@ def spec_dict(prep, **changes) -> dict:
         "width": 32,
         "tokens": 60 * 16 * 32,
         "recipe": {"context": 32, "batch_rows": 16},
-        "train": {"eval_every": 20, "eval_batches": 2, "checkpoint_every": 10, "log_every": 5},
+        "train": {"eval_every": 20, "eval_batches": 2, "eval_rows": 64, "checkpoint_every": 10, "log_every": 5},
     }
     for key, value in changes.items():
         if isinstance(value, dict):
@@ -89,7 +89,7 @@ def test_loss_falls_and_the_run_folder_holds_what_it_promises(prepared, tmp_path
     )
     assert result["flops_exact"] == result["flops"] and result["budget"] is None
     # the loss is measured on every row of the final evaluation (eval_rows, capped by the tuning split), with its error
-    assert result["loss_split"] == "tuning" and result["loss_sequences"] > 2 * 16 and result["loss_tokens"] > 32 * 32
+    assert result["loss_split"] == "tuning" and result["loss_sequences"] == 64 and result["loss_tokens"] > 32 * 32
     assert 0 < result["loss_se"] < 0.1 * result["loss"]
     for key in ("step", "tokens", "loss", "lr", "grad_norm", "step_time", "tokens_per_s", "mfu"):
         assert key in metrics[-1]

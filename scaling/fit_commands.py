@@ -1,0 +1,374 @@
+"""`ehrscale fit | optimal | next-grid | plot | report`: the analysis of a results table, from one fits.json.
+
+The commands share the table's options (column mapping, budget tolerance, bootstrap replicates, where
+fits.json lives) and read the same fits (`analysis.fits.load_or_fit`), so a figure's band and the
+report's interval are the same numbers. Nothing here imports JAX.
+"""
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from scaling.console import UserError, console, out_console
+
+ColumnOption = Annotated[str | None, typer.Option(help="Name of this column in the table, if it differs.")]
+FitsOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="fits.json to read or write (default: beside the table when that "
+        "folder is writable, else in the current folder)."
+    ),
+]
+ResamplesOption = Annotated[
+    int | None, typer.Option(min=10, help="Bootstrap replicates (default: those of a current fits.json, else 400).")
+]
+ToleranceOption = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        help="Runs whose FLOPs agree within this fraction share a budget (used when the table has no budget column).",
+    ),
+]
+FixedEOption = Annotated[
+    float | None, typer.Option("--fixed-e", help="Hold Approach 3's irreducible loss E at this value.")
+]
+ExcludeOption = Annotated[
+    int, typer.Option(min=0, help="Leave out the k points Approach 3 fits worst, and report the shift.")
+]
+
+
+def _fit_options(
+    method: str = "all", resamples=None, budget_tolerance: float = 0.1, fixed_e=None, exclude_worst: int = 0, **columns
+):
+    from analysis.fits import FitOptions
+    from analysis.table import TableError
+
+    mapping = {k.removesuffix("_col"): v for k, v in columns.items() if v}
+    try:
+        return FitOptions(
+            method=method,
+            budget_tolerance=budget_tolerance,
+            fixed_E=fixed_e,
+            exclude_worst=exclude_worst,
+            columns=tuple(sorted(mapping.items())),
+            resamples=resamples,
+        )
+    except TableError as error:
+        raise UserError(str(error)) from None
+
+
+def _load_fits(table: Path, options, fits_path: Path | None, refit: bool = False, quiet: bool = False):
+    """The table and its current fits (read from fits.json, or fitted and written there); user errors as UserError."""
+    from analysis.fits import load_or_fit
+    from analysis.table import TableError, read
+
+    try:
+        data = read(table, dict(options.columns), options.budget_tolerance)
+        fits, path, how = load_or_fit(table, data, options, fits_path, refit=refit)
+    except TableError as error:
+        raise UserError(str(error)) from None
+    if not quiet:
+        for warning in data.warnings:
+            console.print(f"warning: {warning}", highlight=False, soft_wrap=True)
+        if fits.isoflop_error:
+            out_console.print(f"Approach 2 not available: {fits.isoflop_error}", highlight=False)
+        console.print(how, highlight=False, soft_wrap=True)
+    return data, fits
+
+
+def _interval_text(pair, digits: str = ".3f") -> str:
+    return f"[{pair[0]:{digits}}, {pair[1]:{digits}}]" if pair else "(no interval)"
+
+
+def fit_command(
+    table: Annotated[
+        Path, typer.Argument(help="Results table: runs.parquet or a CSV (params, tokens, loss; flops, budget).")
+    ],
+    method: Annotated[
+        str,
+        typer.Option(
+            help="isoflop (Approach 2), parametric (Approach 3) or all (Approach 3 "
+            "still fitted when Approach 2 cannot be)."
+        ),
+    ] = "all",
+    as_json: Annotated[bool, typer.Option("--json", help="Print only JSON.")] = False,
+    fits: FitsOption = None,
+    resamples: Annotated[int, typer.Option(min=10, help="Bootstrap replicates.")] = 400,
+    budget_tolerance: ToleranceOption = 0.1,
+    fixed_e: FixedEOption = None,
+    exclude_worst: ExcludeOption = 0,
+    params_col: ColumnOption = None,
+    tokens_col: ColumnOption = None,
+    loss_col: ColumnOption = None,
+    flops_col: ColumnOption = None,
+    budget_col: ColumnOption = None,
+) -> None:
+    """Fit IsoFLOP parabolas and power laws (Approach 2) and/or L(N, D) (Approach 3); write fits.json."""
+    from analysis.fits import document
+
+    options = _fit_options(
+        method,
+        resamples,
+        budget_tolerance,
+        fixed_e,
+        exclude_worst,
+        params_col=params_col,
+        tokens_col=tokens_col,
+        loss_col=loss_col,
+        flops_col=flops_col,
+        budget_col=budget_col,
+    )
+    data, result = _load_fits(table, options, fits, refit=True, quiet=as_json)
+    out = document(result, data, str(table))
+    if as_json:
+        summary = {k: v for k, v in out.items() if k != "bootstrap"}
+        for name in ("isoflop", "parametric"):
+            if name in summary:
+                summary[name] = {k: v for k, v in summary[name].items() if k != "bootstrap"}
+        typer.echo(json.dumps(summary.get(method) if method != "all" else summary, default=list))
+        return
+    for note in out["notes"]:
+        out_console.print(f"note: {note}", highlight=False)
+    if result.isoflop is not None:
+        for item in result.isoflop.excluded:
+            out_console.print(f"warning: budget {item['budget']:.3g} excluded: {item['reason']}", highlight=False)
+        for name, law in (("N_opt", result.isoflop.n_opt), ("D_opt", result.isoflop.d_opt)):
+            interval = law.as_dict()["interval"]
+            spread = (
+                f"exponent 95% {_interval_text(interval['exponent'])} (two-level bootstrap), "
+                f"{_interval_text(interval['exponent_t'])} (Student-t, {law.budgets - 2} df)"
+                if interval["exponent"]
+                else "no interval: it needs 3 budgets or more"
+            )
+            out_console.print(
+                f"Approach 2: {name} = {law.coefficient:.3g} x C^{law.exponent:.3f} ({spread})", highlight=False
+            )
+    if result.parametric is not None:
+        p = result.parametric
+        fixed = f" (E fixed at {p.fixed_E:g})" if p.fixed_E is not None else ""
+        out_console.print(
+            f"Approach 3: L = {p.E:.3f} + {p.A:.4g} / N^{p.alpha:.3f} + {p.B:.4g} / D^{p.beta:.3f}{fixed}; "
+            f"N_opt ~ C^{p.a:.3f} (95% {_interval_text(p.intervals.get('a'))})",
+            highlight=False,
+        )
+        if p.excluded:
+            shift = ", ".join(f"{k} {v:+.3g}" for k, v in p.shift.items())
+            out_console.print(
+                f"Approach 3 without its {len(p.excluded)} worst-fitted point(s): {shift}", highlight=False
+            )
+
+
+def optimal_command(
+    table: Annotated[Path, typer.Argument(help="Results table (as for `ehrscale fit`).")],
+    budget: Annotated[float, typer.Option(help="Compute budget in FLOPs, e.g. 1e20.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print only JSON.")] = False,
+    fits: FitsOption = None,
+    resamples: ResamplesOption = None,
+    budget_tolerance: ToleranceOption = 0.1,
+    fixed_e: FixedEOption = None,
+    exclude_worst: ExcludeOption = 0,
+    params_col: ColumnOption = None,
+    tokens_col: ColumnOption = None,
+    loss_col: ColumnOption = None,
+    flops_col: ColumnOption = None,
+    budget_col: ColumnOption = None,
+) -> None:
+    """For a budget: the compute-optimal model size and token count (and loss), with intervals, from both approaches."""
+    from analysis.answers import optimal
+
+    if not budget > 0:
+        raise UserError(f"--budget must be a positive number of FLOPs, got {budget}")
+    options = _fit_options(
+        "all",
+        resamples,
+        budget_tolerance,
+        fixed_e,
+        exclude_worst,
+        params_col=params_col,
+        tokens_col=tokens_col,
+        loss_col=loss_col,
+        flops_col=flops_col,
+        budget_col=budget_col,
+    )
+    data, result = _load_fits(table, options, fits, quiet=as_json)
+    answer = optimal(result.isoflop, result.parametric, budget, list(result.auroc_laws), data.cost)
+    if as_json:
+        typer.echo(json.dumps(answer, default=float))
+        return
+    compute = answer["compute"]
+    out_console.print(
+        f"compute: {'C = 6ND assumed (the table has no FLOPs)' if compute['assumed_6nd'] else compute['rule']}; "
+        f"FLOPs per token from {compute['from']}",
+        highlight=False,
+    )
+    for name, label in (("isoflop", "Approach 2 (IsoFLOP)"), ("parametric", "Approach 3 (L(N, D))")):
+        if name in answer:
+            a = answer[name]
+            line = (
+                f"{label}: N* = {a['n_opt']:.3g} {_interval_text(a['n_opt_interval'], '.3g')} parameters, "
+                f"D* = {a['d_opt']:.3g} {_interval_text(a['d_opt_interval'], '.3g')} tokens, "
+                f"loss {a['loss']:.3f} {_interval_text(a['loss_interval'])}; spends {a['spends']:.3g} FLOPs"
+            )
+            out_console.print(line, highlight=False)
+    for task, value in answer.get("auroc", {}).items():
+        out_console.print(
+            f"AUROC {task}: {value['auroc']:.3f} {_interval_text(value['interval'])} "
+            "(saturating law along the compute-optimal frontier)",
+            highlight=False,
+        )
+    if "disagreement" in answer:
+        out_console.print(
+            f"the approaches disagree by {answer['disagreement']['n_opt_ratio']:.2f}x on N* "
+            f"and {answer['disagreement']['d_opt_ratio']:.2f}x on D* (same compute)",
+            highlight=False,
+        )
+
+
+def next_grid_command(
+    table: Annotated[Path, typer.Argument(help="Results table (as for `ehrscale fit`).")],
+    budget: Annotated[float, typer.Option(help="The new budget in FLOPs.")],
+    sizes: Annotated[int, typer.Option(min=3, help="How many sizes.")] = 7,
+    span: Annotated[float, typer.Option(min=1.5, help="The grid runs from N*/span to N* x span.")] = 8.0,
+    write_spec: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write a runnable sweep spec (TOML) for the new budget: widths "
+            "from the recipe nearest the sizes, tokens that spend it exactly."
+        ),
+    ] = None,
+    from_spec: Annotated[
+        Path | None, typer.Option(help="The sweep spec the table came from (default: the sweep.json beside the table).")
+    ] = None,
+    fits: FitsOption = None,
+    resamples: ResamplesOption = None,
+    budget_tolerance: ToleranceOption = 0.1,
+    params_col: ColumnOption = None,
+    tokens_col: ColumnOption = None,
+    loss_col: ColumnOption = None,
+    flops_col: ColumnOption = None,
+    budget_col: ColumnOption = None,
+) -> None:
+    """Model sizes for a new budget, centred on the predicted optimum (Approach 2) and spanning it."""
+    from analysis.answers import next_grid
+
+    options = _fit_options(
+        "all",
+        resamples,
+        budget_tolerance,
+        params_col=params_col,
+        tokens_col=tokens_col,
+        loss_col=loss_col,
+        flops_col=flops_col,
+        budget_col=budget_col,
+    )
+    data, result = _load_fits(table, options, fits)
+    if result.isoflop is None:
+        raise UserError(f"next-grid centres on Approach 2's N*, which this table cannot give: {result.isoflop_error}")
+    n_opt = result.isoflop.n_opt(budget)
+    out_console.print(
+        f"predicted N* at {budget:.3g} FLOPs: {n_opt:.3g} parameters ({data.params_from})", highlight=False
+    )
+    grid = next_grid(n_opt, budget, data.cost, sizes, span)
+    for row in grid:
+        out_console.print(
+            f"  params {row['params']:.3g}  tokens {row['tokens']:.3g}  ({row['flops_per_token']:.3g} FLOPs per token)",
+            highlight=False,
+        )
+    if write_spec is not None:
+        from scaling.sweep.nextgrid import NextGridError, write_next_sweep
+
+        try:
+            text, chosen = write_next_sweep(
+                table, budget, [row["params"] for row in grid], data.params_from, write_spec, from_spec
+            )
+        except NextGridError as error:
+            raise UserError(str(error)) from None
+        out_console.print(
+            f"wrote {write_spec}: widths {', '.join(str(c.width) for c in chosen)} "
+            f"({', '.join(f'{c.flops:.4g}' for c in chosen)} FLOPs)",
+            highlight=False,
+        )
+
+
+def plot_command(
+    table: Annotated[Path, typer.Argument(help="Results table (as for `ehrscale fit`).")],
+    out: Annotated[Path, typer.Option(help="Folder for the figures (PNG and SVG).")],
+    fits: FitsOption = None,
+    resamples: ResamplesOption = None,
+    budget_tolerance: ToleranceOption = 0.1,
+    fixed_e: FixedEOption = None,
+    exclude_worst: ExcludeOption = 0,
+    params_col: ColumnOption = None,
+    tokens_col: ColumnOption = None,
+    loss_col: ColumnOption = None,
+    flops_col: ColumnOption = None,
+    budget_col: ColumnOption = None,
+) -> None:
+    """IsoFLOP curves, N_opt(C) and D_opt(C) with extrapolation bands, the loss frontier, AUROC figures."""
+    from analysis.plots import plot_all
+
+    options = _fit_options(
+        "all",
+        resamples,
+        budget_tolerance,
+        fixed_e,
+        exclude_worst,
+        params_col=params_col,
+        tokens_col=tokens_col,
+        loss_col=loss_col,
+        flops_col=flops_col,
+        budget_col=budget_col,
+    )
+    data, result = _load_fits(table, options, fits)
+    for path in plot_all(data, result, out):
+        out_console.print(f"wrote {path}", highlight=False)
+
+
+def report_command(
+    table: Annotated[Path, typer.Argument(help="Results table (as for `ehrscale fit`), e.g. a sweep's runs.parquet.")],
+    out: Annotated[Path, typer.Option(help="The markdown report to write.")],
+    figures: Annotated[Path | None, typer.Option(help="A folder of `ehrscale plot` figures to link.")] = None,
+    title: Annotated[str, typer.Option(help="The report's heading.")] = "ehrscale report",
+    beyond: Annotated[
+        str, typer.Option(help="Budgets past the grid to answer for, as multiples of its largest.")
+    ] = "10,100,1000",
+    fits: FitsOption = None,
+    resamples: ResamplesOption = None,
+    budget_tolerance: ToleranceOption = 0.1,
+    fixed_e: FixedEOption = None,
+    exclude_worst: ExcludeOption = 0,
+    params_col: ColumnOption = None,
+    tokens_col: ColumnOption = None,
+    loss_col: ColumnOption = None,
+    flops_col: ColumnOption = None,
+    budget_col: ColumnOption = None,
+) -> None:
+    """One page of what a sweep found: IsoFLOP minima, laws with intervals, optimal N and D past the grid, AUROC."""
+    from analysis.report import render
+    from scaling.data.atomic import write_text
+
+    try:
+        multiples = tuple(float(x) for x in beyond.split(","))
+    except ValueError:
+        raise UserError(f"--beyond must be comma-separated numbers, got {beyond!r}") from None
+    options = _fit_options(
+        "all",
+        resamples,
+        budget_tolerance,
+        fixed_e,
+        exclude_worst,
+        params_col=params_col,
+        tokens_col=tokens_col,
+        loss_col=loss_col,
+        flops_col=flops_col,
+        budget_col=budget_col,
+    )
+    data, result = _load_fits(table, options, fits)
+    text = render(
+        data, result, title=title, source=str(table), figures=figures, report_dir=out.parent, beyond=multiples
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(out, text)
+    out_console.print(f"wrote {out}", highlight=False)
