@@ -87,8 +87,12 @@ class Task:
 
     def loss(self, model: nnx.Module, batch: dict, dtype) -> jax.Array:
         """The training objective: the mean over the batch's loss terms (tokens, or masked labs)."""
-        sums, counts = self.row_loss(model, batch, dtype)
-        return jnp.sum(sums) / jnp.maximum(jnp.sum(counts), 1.0)
+        return mean_over_terms(*self.row_loss(model, batch, dtype))
+
+
+def mean_over_terms(sums: jax.Array, counts: jax.Array) -> jax.Array:
+    """A batch's mean loss per term from its per-row sums and term counts."""
+    return jnp.sum(sums) / jnp.maximum(jnp.sum(counts), 1.0)
 
 
 @dataclass(frozen=True)
@@ -135,8 +139,7 @@ def timeline_row_loss(model: Decoder, batch: dict, dtype) -> tuple[jax.Array, ja
 
 def timeline_loss(model: Decoder, batch: dict, dtype) -> jax.Array:
     """Mean next-token cross-entropy (nats per token) of the decoder on a packed batch."""
-    sums, counts = timeline_row_loss(model, batch, dtype)
-    return jnp.sum(sums) / jnp.maximum(jnp.sum(counts), 1.0)
+    return mean_over_terms(*timeline_row_loss(model, batch, dtype))
 
 
 def _eval_batch_count(spec: RunSpec, steps_per_epoch: int) -> int:

@@ -113,7 +113,7 @@ def record_job(folder: Path, job_id: str, address: str) -> Path | None:
     """Note the driver job in the sweep folder (the shared storage the runs go to), when this machine can write it."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        write_json(folder / SUBMITTED, {"job_id": job_id, "address": address, "submitted": time.time()})
+        write_json(folder / SUBMITTED, {"format": 1, "job_id": job_id, "address": address, "submitted": time.time()})
         return folder / SUBMITTED
     except OSError:  # the runs' storage is not mounted here: `sweep status --address` cannot find the job then
         return None
