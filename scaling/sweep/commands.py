@@ -12,7 +12,7 @@ from scaling.data.dataset import DatasetError
 from scaling.runspec import SpecError
 from scaling.sweep.plan import Plan, make_plan
 from scaling.sweep.spec import SweepSpec, load_sweep
-from scaling.sweep.state import collect, read_plan_record, write_runs_table
+from scaling.sweep.state import collect, read_plan_record, run_state, write_runs_table
 from scaling.sweep.throughput import estimate_seconds, measured_throughput, timed_throughput
 
 sweep_app = typer.Typer(help="Plan, run and follow IsoFLOP sweeps (sweeps/*.toml) on Ray.", no_args_is_help=True)
@@ -244,12 +244,11 @@ def status_command(
     for column in ("run", "budget", "width", "state", "step", "loss", "preemptions", "failures", "error"):
         table.add_column(column, justify="left" if column in ("run", "state", "error") else "right")
     for row in frame.iter_rows(named=True):
-        state = row["status"]
         table.add_row(
             row["run_id"],
             f"{row['budget']:.3g}" if row["budget"] else "",
             str(row["width"] or ""),
-            {"ok": "done"}.get(state, state),
+            _shown(row["status"]),
             _step_text(folder / row["run_id"], row),
             f"{row['loss']:.4f}" if row["loss"] is not None else "",
             str(row["preemptions"]),
@@ -258,18 +257,19 @@ def status_command(
         )
     out_console.print(table)
     counts = frame.group_by("status").len().sort("status")
-    out_console.print(
-        ", ".join(f"{n} {({'ok': 'done'}).get(s, s)}" for s, n in counts.iter_rows()) or "no runs", highlight=False
-    )
+    out_console.print(", ".join(f"{n} {_shown(s)}" for s, n in counts.iter_rows()) or "no runs", highlight=False)
     for note in notes:
         out_console.print(f"note: {note}", highlight=False)
     for line in job_status(folder, address, token_file):
         out_console.print(line, highlight=False)
 
 
-def _step_text(run_dir: Path, row: dict) -> str:
-    from scaling.sweep.state import run_state
+def _shown(status: str) -> str:
+    """The table's `ok` is a run that is done."""
+    return "done" if status == "ok" else status
 
+
+def _step_text(run_dir: Path, row: dict) -> str:
     state = run_state(run_dir, (), row["steps"] or 0)
     return f"{state.step:,}/{state.steps:,}"
 
