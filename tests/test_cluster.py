@@ -69,44 +69,22 @@ def test_a_token_protected_cluster_completes_a_sweep_submitted_through_ray_jobs(
     client_env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
     client_env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token to fall back on
 
-    refused = subprocess.run(
-        [str(BIN / "ehrscale"), "sweep", "submit", str(spec), "--address", address],
-        env=client_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    def ehrscale(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+        """The `ehrscale` command as a user on a machine without the cluster's token would run it."""
+        command = [str(BIN / "ehrscale"), *args]
+        return subprocess.run(command, env=client_env, capture_output=True, text=True, timeout=timeout)
+
+    refused = ehrscale("sweep", "submit", str(spec), "--address", address)
     assert refused.returncode == 2 and "could not submit" in refused.stderr and "--token-file" in refused.stderr
 
     (tmp_path / "token").write_text(token)
-    done = subprocess.run(
-        [
-            str(BIN / "ehrscale"),
-            "sweep",
-            "submit",
-            str(spec),
-            "--address",
-            address,
-            "--token-file",
-            str(tmp_path / "token"),
-            "--wait",
-        ],
-        env=client_env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    with_token = ("--token-file", str(tmp_path / "token"))
+    done = ehrscale("sweep", "submit", str(spec), "--address", address, *with_token, "--wait", timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "submitted raysubmit_" in done.stdout and "SUCCEEDED" in done.stdout
     frame = pl.read_parquet(runs / "tiny" / "1" / "runs.parquet")
     assert frame.height == 3 and set(frame["status"]) == {"ok"}
-    status = subprocess.run(
-        [str(BIN / "ehrscale"), "sweep", "status", str(spec), "--token-file", str(tmp_path / "token")],
-        env=client_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    status = ehrscale("sweep", "status", str(spec), *with_token)
     assert status.returncode == 0 and "3 done" in status.stdout, status.stdout + status.stderr
     assert "driver job raysubmit_" in status.stdout and ": SUCCEEDED" in status.stdout
 
@@ -116,30 +94,8 @@ def test_a_token_protected_cluster_completes_a_sweep_submitted_through_ray_jobs(
         tmp_path / "broken.toml",
         sweep_source(tmp_path / "no-such-prep", runs, budgets=[3e8], tasks=[]) | {"name": "broken"},
     )
-    sent = subprocess.run(
-        [
-            str(BIN / "ehrscale"),
-            "sweep",
-            "submit",
-            str(broken),
-            "--address",
-            address,
-            "--token-file",
-            str(tmp_path / "token"),
-            "--wait",
-        ],
-        env=client_env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    sent = ehrscale("sweep", "submit", str(broken), "--address", address, *with_token, "--wait", timeout=600)
     assert sent.returncode == 1 and "FAILED" in sent.stdout
-    status = subprocess.run(
-        [str(BIN / "ehrscale"), "sweep", "status", str(broken), "--token-file", str(tmp_path / "token")],
-        env=client_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    status = ehrscale("sweep", "status", str(broken), *with_token)
     assert status.returncode == 0, status.stderr
     assert ": FAILED" in status.stdout and "its last log lines:" in status.stdout and "no-such-prep" in status.stdout
