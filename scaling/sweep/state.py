@@ -174,21 +174,46 @@ def read_plan_record(folder: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def run_state(run_dir: Path, tasks: tuple[str, ...] | list[str] | None = None, planned_steps: int = 0) -> RunState:
-    """Read a run's state from its folder; `tasks` are those it must evaluate (default: its spec's)."""
-    record = attempts(run_dir)
+@dataclass(frozen=True)
+class RunFiles:
+    """What a run folder holds, read once: attempts.json, spec.json, result.json (current format, with notes on an
+    older one) and eval.json's tasks."""
+
+    attempts: dict
+    started: dict | None
+    result: tuple[dict, list[str]] | None
+    evaluated: dict[str, dict]
+
+    @classmethod
+    def read(cls, run_dir: Path) -> "RunFiles":
+        spec_path = run_dir / "spec.json"
+        return cls(
+            attempts=attempts(run_dir),
+            started=json.loads(spec_path.read_text()) if spec_path.exists() else None,
+            result=read_result(run_dir),
+            evaluated=read_eval(run_dir),
+        )
+
+
+def run_state(
+    run_dir: Path,
+    tasks: tuple[str, ...] | list[str] | None = None,
+    planned_steps: int = 0,
+    files: RunFiles | None = None,
+) -> RunState:
+    """Read a run's state from its folder (or from `files` already read); `tasks` are those it must evaluate
+    (default: its spec's)."""
+    files = files or RunFiles.read(run_dir)
+    record, started = files.attempts, files.started
     counts = {"preemptions": record["preemptions"], "failures": record["failures"]}
-    spec_path = run_dir / "spec.json"
-    started = json.loads(spec_path.read_text()) if spec_path.exists() else None
     steps = started["steps"] if started and "steps" in started else planned_steps
     if tasks is None:
         tasks = (started or {}).get("spec", {}).get("tasks", [])
-    found = read_result(run_dir)
-    if found is not None:
-        result = found[0]
+    if files.result is not None:
+        result = files.result[0]
         if result["status"] == "diverged":
             return RunState("diverged", result["steps"], result["steps"], **counts)
-        if set(tasks) <= settled_tasks(run_dir):
+        if set(tasks) <= set(files.evaluated):
             return RunState("done", result["steps"], result["steps"], **counts)
         if "failed" in record:
             return RunState("failed", steps, steps, error=record["failed"], **counts)
@@ -224,8 +249,9 @@ def _nearest_budget(flops: float | None, budgets: list[float]) -> float | None:
 def _run_row(run_dir: Path, planned: dict | None, tasks, budgets: list[float], notes: list[str]) -> dict:
     """One run's row from what it wrote (result.json, eval.json, spec.json, attempts.json); the plan only for what
     a run not started has not written."""
-    state = run_state(run_dir, tasks, (planned or {}).get("steps", 0))
-    started = json.loads((run_dir / "spec.json").read_text()) if (run_dir / "spec.json").exists() else None
+    files = RunFiles.read(run_dir)
+    state = run_state(run_dir, tasks, (planned or {}).get("steps", 0), files)
+    started = files.started
     row: dict = {
         "run_id": run_dir.name,
         "status": {"done": "ok"}.get(state.state, state.state),
@@ -272,7 +298,7 @@ def _run_row(run_dir: Path, planned: dict | None, tasks, budgets: list[float], n
             row["tokens"] = started["steps"] * started["tokens_per_step"]
         if spec.get("budget") is not None:
             row["budget"], recorded_budget = spec["budget"], True
-    found = read_result(run_dir)
+    found = files.result
     if found is not None:
         result, result_notes = found
         notes += result_notes
@@ -316,7 +342,7 @@ def _run_row(run_dir: Path, planned: dict | None, tasks, budgets: list[float], n
                 notes.append(
                     "no budget in the run's own record: the budget of sweep.json within 5% of its FLOPs is taken"
                 )
-    row.update(eval_columns(read_eval(run_dir)))
+    row.update(eval_columns(files.evaluated))
     return row
 
 
