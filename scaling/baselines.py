@@ -1,6 +1,7 @@
 """Baselines on the same inputs as the models: count and last-value features, XGBoost and logistic regression.
 
-For each task row, every event strictly before the prediction time is summarised per code among the
+For each task row, every event the task's inputs may use (strictly before the prediction time for the
+built-in tasks, at or before it for MEDS label tasks unless told otherwise) is summarised per code among the
 `TOP_CODES` most frequent train codes: how often it occurred, and, for codes with numbers, its last
 value. Computed once per dataset and task and cached in PREP/baselines/<task>.json (aggregates only).
 Also here: the oracle, the true risks the synthetic MIMIC-IV keeps in `oracle/`.
@@ -23,13 +24,13 @@ from scaling.probe import Split, class_counts, score, too_small
 TOP_CODES = 200
 
 
-def features(dataset: PreparedDataset, labels: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
-    """Per label row: count per top code and last value per numeric top code, from events before the prediction time."""
-    events = pl.scan_parquet(sorted((dataset.root / "events" / "data").glob("*.parquet")))
+def features(dataset: PreparedDataset, labels: pl.DataFrame, inclusive: bool = False) -> tuple[pl.DataFrame, list[str]]:
+    """Per label row: count per top code and last value per numeric top code, from the static events and the
+    events before the prediction time (at or before it when `inclusive`)."""
+    events = pl.scan_parquet(sorted((dataset.root / "events" / "data").rglob("*.parquet")))
     train = dataset.splits().filter(pl.col("split") == SPLITS[0]).select("subject_id").lazy()
     top = (
         events.join(train, on="subject_id", how="semi")
-        .filter(pl.col("time").is_not_null())
         .group_by("code")
         .agg(n=pl.len(), numeric=pl.col("numeric_value").is_not_null().any())
         .sort(["n", "code"], descending=[True, False])
@@ -37,9 +38,12 @@ def features(dataset: PreparedDataset, labels: pl.DataFrame) -> tuple[pl.DataFra
         .collect()
     )
     rows = labels.with_row_index("row").lazy()
+    # Static events (null time) are always seen, as they are by the models (the timeline's static context).
+    timed = pl.col("time") <= pl.col("prediction_time") if inclusive else pl.col("time") < pl.col("prediction_time")
+    seen = pl.col("time").is_null() | timed
     past = (
         rows.join(events.filter(pl.col("code").is_in(top["code"].implode())), on="subject_id", how="inner")
-        .filter(pl.col("time") < pl.col("prediction_time"))
+        .filter(seen)
         .sort("time")
     )
     agg = past.group_by("row", "code").agg(count=pl.len(), last=pl.col("numeric_value").drop_nulls().last()).collect()
@@ -102,7 +106,7 @@ def baselines(dataset: PreparedDataset, task: str, seed: int = 0) -> dict:
     cache = dataset.root / "baselines" / f"{task}.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    frame, columns = features(dataset, dataset.task(task))
+    frame, columns = features(dataset, dataset.task(task), dataset.task_inputs(task) == "at_or_before")
     splits = _splits(dataset, frame, columns)
     reason = too_small(splits)
     if reason:

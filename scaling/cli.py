@@ -112,18 +112,46 @@ def prepare(
     bag_drop_subsets: Annotated[
         bool, typer.Option(help="Drop a bag whose labs are a subset of the previous bag's.")
     ] = BagConfig.drop_subsets,
+    bag_codes: Annotated[
+        str,
+        typer.Option(
+            help="Which codes are labs: a regular expression (the item is its first group), or 'numeric' "
+            "(codes that usually carry a number; for any MEDS dataset)."
+        ),
+    ] = BagConfig.lab_codes,
+    bag_numeric_share: Annotated[
+        float, typer.Option(min=0, max=1, help="With --bag-codes numeric: the share of a code's rows with a number.")
+    ] = BagConfig.numeric_share,
     events_only: Annotated[
         bool, typer.Option(help="Stop after the MEDS events (no timelines, bags or tasks).")
     ] = False,
+    labels: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Your own task from MEDS label files: NAME=DIR (a folder of parquet files, or one file); repeatable."
+        ),
+    ] = None,
+    label_inputs: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=before makes a --labels task's inputs strictly before prediction_time "
+            "(default at_or_before, MEDS's convention); repeatable."
+        ),
+    ] = None,
 ) -> None:
     """Read a source into MEDS events, then timelines, lab bags and task labels, all under OUT."""
     from scaling.data.csv_stream import SourceError
+    from scaling.data.labels import parse_labels_option
     from scaling.data.prepare import prepare as run_prepare
 
     try:
         fractions = tuple(float(x) for x in split.split(","))
     except ValueError:
         raise UserError(f"--split must be three numbers like 0.8,0.1,0.1, got {split!r}") from None
+    try:
+        label_sources = parse_labels_option(labels or [], label_inputs or [])
+    except SourceError as error:
+        raise UserError(str(error)) from None
     config = PrepareConfig(
         out=out,
         mimic=mimic,
@@ -133,6 +161,7 @@ def prepare(
         shards=shards,
         overwrite=overwrite,
         events_only=events_only,
+        labels=label_sources,
         tokenizer=TokenizerConfig(quantiles=quantiles, min_code_count=min_code_count),
         bags=BagConfig(
             min_code_count=bag_min_count,
@@ -140,6 +169,8 @@ def prepare(
             max_labs=bag_max_labs,
             max_missing_fraction=bag_max_missing,
             drop_subsets=bag_drop_subsets,
+            lab_codes=bag_codes,
+            numeric_share=bag_numeric_share,
         ),
     )
     with _progress() as progress:
@@ -188,6 +219,25 @@ def print_manifest(manifest: dict, out: Path) -> None:
             ),
             highlight=False,
         )
+        if bags.get("note"):
+            out_console.print(bags["note"], highlight=False)
+        for name, t in manifest["tasks"]["labels"].items():
+            if t.get("source") == "labels":
+                dropped = ", ".join(f"{k}: {v:,}" for k, v in t["excluded"].items()) or "none"
+                out_console.print(
+                    f"task {name}: {t['rows_read']:,} label rows read, inputs {t['inputs'].replace('_', ' ')} "
+                    f"prediction_time; dropped: {dropped}",
+                    highlight=False,
+                )
+        empty = [n for n, t in manifest["tasks"]["labels"].items() if not any(v["n"] for v in t["by_split"].values())]
+        if empty:
+            out_console.print(
+                f"no labels for {', '.join(empty)}: the built-in tasks need MIMIC-IV's admission and ICU codes; "
+                "give your own tasks with --labels NAME=DIR",
+                highlight=False,
+            )
+    for note in manifest.get("notes", []):
+        out_console.print(f"note: {note}", highlight=False)
 
 
 @data_app.command("inspect")
@@ -261,12 +311,21 @@ def train_command(
 @app.command("eval")
 def eval_command(
     run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
-    tasks: Annotated[str | None, typer.Option(help="Comma-separated tasks (default: the spec's, else all).")] = None,
+    tasks: Annotated[
+        str | None, typer.Option(help="Comma-separated tasks (default: the spec's, else every task with labels).")
+    ] = None,
     probe_train_rows: Annotated[
         int | None,
         typer.Option(
             min=0,
             help=f"The probe's training rows, a seeded sample (default: the spec's, {PROBE_TRAIN_ROWS:,}; 0: all).",
+        ),
+    ] = None,
+    predictions: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for the held-out predictions (meds-evaluation schema; they name subjects, so keep them "
+            "with the data). Default: PREP/predictions/<run>-<hash>/."
         ),
     ] = None,
 ) -> None:
@@ -282,6 +341,7 @@ def eval_command(
             tuple(tasks.split(",")) if tasks else None,
             log=lambda text: out_console.print(text, highlight=False, soft_wrap=True),
             train_rows=probe_train_rows,
+            predictions=predictions,
         )
     except (SpecError, DatasetError, RunError) as error:
         raise UserError(str(error)) from None

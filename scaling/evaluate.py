@@ -1,15 +1,19 @@
 """Downstream evaluation of a trained run: `ehrscale eval RUN_DIR [--tasks ...]`.
 
-For each task the frozen model gives one vector per cohort row from inputs strictly before the
-prediction time: timeline models the hidden state at the last token of the history (a long history
+For each task the frozen model gives one vector per cohort row from the events its inputs may use (strictly
+before the prediction time, or at or before it for tasks whose `inputs` say so): timeline models the
+hidden state at the last token of the history (a long history
 keeps the static context and the most recent tokens that fit the context window); lab-bag models the
 mean of the embeddings of the subject's bags in the 24 h before the prediction time (rows with no such
 bag are counted and reported, and left out of that model's probe). A linear probe is then fitted
 and scored (`scaling.probe`), beside the baselines and the oracle (`scaling.baselines`).
 Results go into the run's eval.json (`scaling.record`), task by task; result.json, written once by
-training, is never touched, and `collect` joins the two.
+training, is never touched, and `collect` joins the two. The probe's held-out predictions are written in
+the meds-evaluation schema under the prepared dataset's predictions/ folder: they name subjects, so they are
+data and never enter a run folder.
 """
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -17,6 +21,8 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 from flax import nnx
 
 from scaling.baselines import baselines, oracle
@@ -24,18 +30,28 @@ from scaling.data.atomic import write_json
 from scaling.data.dataset import PreparedDataset
 from scaling.data.labbags import bert_tokens
 from scaling.data.meds_io import SPLITS
-from scaling.data.tasks import TASKS
-from scaling.probe import Split, linear_probe
+from scaling.probe import Split, fit_probe
 from scaling.record import EVAL, RESULT, eval_document, read_eval
 from scaling.runspec import RunSpec, parse_spec
 from scaling.train import RunError, restore_model
 
 BATCH = 128
 BAG_WINDOW_US = 24 * 3600 * 1_000_000
+PREDICTIONS_FORMAT = 1
+# The meds-evaluation prediction schema: MEDS labels plus the model's predicted value and probability.
+PREDICTION_SCHEMA = pa.schema(
+    [
+        ("subject_id", pa.int64()),
+        ("prediction_time", pa.timestamp("us")),
+        ("boolean_value", pa.bool_()),
+        ("predicted_boolean_value", pa.bool_()),
+        ("predicted_boolean_probability", pa.float32()),
+    ]
+)
 
 
 def _timeline_vectors(
-    model, dataset: PreparedDataset, split: str, rows: pl.DataFrame, context: int
+    model, dataset: PreparedDataset, split: str, rows: pl.DataFrame, context: int, inclusive: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     timelines = dataset.timelines(split)
     index = {int(s): i for i, s in enumerate(timelines.subject_ids)}
@@ -45,7 +61,7 @@ def _timeline_vectors(
     sequences = []
     for subject, cut in zip(rows["subject_id"].to_numpy()[keep], cuts[keep]):
         i = index[int(subject)]
-        history = timelines.history(i, int(cut))
+        history = timelines.history(i, int(cut), inclusive)
         prefix = int(timelines.prefix_lengths[i])
         if len(history) > context:  # keep the static context and the most recent tokens
             history = np.concatenate([history[:prefix], history[len(history) - (context - prefix) :]])
@@ -67,7 +83,7 @@ def _timeline_vectors(
 
 
 def _bag_vectors(
-    model, family: str, dataset: PreparedDataset, split: str, rows: pl.DataFrame
+    model, family: str, dataset: PreparedDataset, split: str, rows: pl.DataFrame, inclusive: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     bags = dataset.bags(split)
     subjects = np.asarray(bags.subject_ids)
@@ -77,7 +93,8 @@ def _bag_vectors(
     picks, keep = [], []
     for subject, cut in zip(rows["subject_id"].to_numpy(), rows["prediction_time"].dt.epoch("us").to_numpy()):
         lo, hi = np.searchsorted(subjects, subject, "left"), np.searchsorted(subjects, subject, "right")
-        window = order[lo:hi][(times[lo:hi] < cut) & (times[lo:hi] >= cut - BAG_WINDOW_US)]
+        seen = times[lo:hi] <= cut if inclusive else times[lo:hi] < cut
+        window = order[lo:hi][seen & (times[lo:hi] >= cut - BAG_WINDOW_US)]
         keep.append(len(window) > 0)
         if len(window):
             picks.append(window)
@@ -115,25 +132,59 @@ def probe_rows(labels: pl.DataFrame, split: str, train_rows: int) -> pl.DataFram
 
 def representations(
     model, spec: RunSpec, dataset: PreparedDataset, task: str, train_rows: int | None = None
-) -> tuple[dict[str, Split], dict[str, int]]:
-    """Probe inputs per split, and how many cohort rows had no input (lab-bag models without a recent bag)."""
+) -> tuple[dict[str, Split], dict[str, int], pl.DataFrame]:
+    """Probe inputs per split; how many cohort rows had no input (lab-bag models without a recent bag); and the
+    held_out rows that had one (subject_id, prediction_time, boolean_value), in the order of their features."""
     labels = dataset.task(task).join(dataset.splits(), on="subject_id", how="left")
+    inclusive = dataset.task_inputs(task) == "at_or_before"
     train_rows = spec.probe_train_rows if train_rows is None else train_rows
     splits, missing = {}, {}
     for split in SPLITS:
         rows = probe_rows(labels, split, train_rows)
         if spec.family == "timeline":
-            x, keep = _timeline_vectors(model, dataset, split, rows, spec.recipe.context)
+            x, keep = _timeline_vectors(model, dataset, split, rows, spec.recipe.context, inclusive)
         else:
-            x, keep = _bag_vectors(model, spec.family, dataset, split, rows)
+            x, keep = _bag_vectors(model, spec.family, dataset, split, rows, inclusive)
         y = rows["boolean_value"].to_numpy().astype(np.int64)[keep]
         splits[split] = Split(x=x.astype(np.float64), y=y)
         missing[split] = int((~keep).sum())
-    return splits, missing
+        if split == "held_out":
+            held_out = rows.filter(pl.Series(keep)).select("subject_id", "prediction_time", "boolean_value")
+    return splits, missing, held_out
 
 
-def evaluate(out: Path, tasks: tuple[str, ...] | None = None, log=print, train_rows: int | None = None) -> dict:
-    """Probe a finished run on its tasks and add them to its eval.json.
+def predictions_folder(dataset: PreparedDataset, out: Path) -> Path:
+    """Where a run's predictions go: the prepared dataset's predictions/ (they name subjects, so they are data and
+    stay in the data folder), one folder per run folder."""
+    out = Path(out).resolve()
+    return dataset.root / "predictions" / f"{out.name}-{hashlib.sha256(str(out).encode()).hexdigest()[:8]}"
+
+
+def write_predictions(path: Path, rows: pl.DataFrame, probability: np.ndarray, task: str, spec: RunSpec) -> None:
+    """Held-out predictions in the meds-evaluation schema (predicted value: probability >= 0.5), versioned."""
+    frame = rows.with_columns(
+        predicted_boolean_value=pl.Series(probability >= 0.5),
+        predicted_boolean_probability=pl.Series(probability, dtype=pl.Float32),
+    )
+    table = frame.to_arrow().cast(PREDICTION_SCHEMA)
+    table = table.replace_schema_metadata(
+        {"ehrscale_predictions_format": str(PREDICTIONS_FORMAT), "task": task, "model": f"linear probe, {spec.family}"}
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+def evaluate(
+    out: Path,
+    tasks: tuple[str, ...] | None = None,
+    log=print,
+    train_rows: int | None = None,
+    predictions: Path | None = None,
+) -> dict:
+    """Probe a finished run on its tasks and add them to its eval.json; held-out predictions go to `predictions`
+    (default: `predictions_folder`).
 
     `train_rows` caps the probe's training rows (default: the spec's probe_train_rows; 0: all)."""
     out = Path(out)
@@ -141,28 +192,33 @@ def evaluate(out: Path, tasks: tuple[str, ...] | None = None, log=print, train_r
         raise RunError(f"{out}: no result.json, so the run has not finished; train it first")
     record = json.loads((out / "spec.json").read_text())
     spec = parse_spec(record["spec"], str(out / "spec.json"))
-    tasks = tuple(tasks or spec.tasks or TASKS)
-    unknown = sorted(set(tasks) - set(TASKS))
-    if unknown:
-        raise RunError(f"unknown task(s) {', '.join(unknown)} (tasks: {', '.join(TASKS)})")
     result = json.loads((out / RESULT).read_text())
     if result["status"] != "ok":
         raise RunError(f"{out}: the run is {result['status']}; nothing to evaluate")
     dataset = PreparedDataset.open(spec.data)
+    tasks = tuple(dataset.resolve_task(t) for t in (tasks or spec.tasks or dataset.task_names(with_labels=True)))
+    if not tasks:
+        raise RunError(f"{spec.data}: no task has labels; add yours with `ehrscale data prepare ... --labels NAME=DIR`")
     model = restore_model(out, spec, dataset)
+    folder = Path(predictions) if predictions is not None else predictions_folder(dataset, out)
     report = read_eval(out)
     for task in tasks:
         started = time.perf_counter()
-        splits, missing = representations(model, spec, dataset, task, train_rows)
-        probe = linear_probe(splits, seed=spec.seed)
+        splits, missing, held_out = representations(model, spec, dataset, task, train_rows)
+        probe, probability = fit_probe(splits, seed=spec.seed)
         entry = {
             "probe": probe,
             "probe_train_rows": len(splits["train"].y) + missing["train"],
             "rows_without_input": missing,
+            "inputs": dataset.task_inputs(task),
             "baselines": baselines(dataset, task),
             "oracle": oracle(dataset, task),
             "seconds": round(time.perf_counter() - started, 2),
         }
+        if probability is not None:
+            path = folder / f"{task}.parquet"
+            write_predictions(path, held_out, probability, task, spec)
+            entry["predictions"] = {"path": str(path), "rows": len(probability)}
         report[task] = entry
         if probe["status"] == "ok":
             base = entry["baselines"].get("xgboost", {}).get("auroc")
@@ -173,6 +229,7 @@ def evaluate(out: Path, tasks: tuple[str, ...] | None = None, log=print, train_r
                 + (f"; oracle {best:.3f}" if best is not None else "")
                 + (f"; {sum(missing.values())} rows without a recent bag" if sum(missing.values()) else "")
             )
+            log(f"  held-out predictions (they name subjects: data, kept with it): {entry['predictions']['path']}")
         else:
             log(f"{task}: {probe['reason']}")
         write_json(out / EVAL, eval_document(report))  # after each task: an interrupted evaluation keeps what it scored

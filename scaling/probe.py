@@ -83,9 +83,14 @@ def score(y: np.ndarray, risk: np.ndarray, seed: int = 0) -> dict[str, float]:
 
 def linear_probe(splits: dict[str, Split], seed: int = 0) -> dict:
     """Logistic regression on standardised features: C chosen by tuning AUROC, scored on held_out."""
+    return fit_probe(splits, seed)[0]
+
+
+def fit_probe(splits: dict[str, Split], seed: int = 0) -> tuple[dict, np.ndarray | None]:
+    """The linear probe's scores, and its predicted probability for each held_out row (None when not scored)."""
     reason = too_small(splits)
     if reason:
-        return {"status": "too small", "reason": reason, "counts": class_counts(splits)}
+        return {"status": "too small", "reason": reason, "counts": class_counts(splits)}, None
     best = None
     for c in C_GRID:
         model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
@@ -95,4 +100,6 @@ def linear_probe(splits: dict[str, Split], seed: int = 0) -> dict:
             best = (tuning, c, model)
     _, c, model = best
     held_out = splits["held_out"]
-    return {"status": "ok", "C": c, **score(held_out.y, model.predict_proba(held_out.x)[:, 1], seed)}
+    # Scored at float32, the precision the predictions file keeps, so a scorer reading it finds the same AUROC.
+    probability = model.predict_proba(held_out.x)[:, 1].astype(np.float32)
+    return {"status": "ok", "C": c, **score(held_out.y, probability, seed)}, probability

@@ -33,7 +33,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scaling.data.tasks import TASKS
+from scaling.data.labels import check_name
+from scaling.data.tasks import ALIASES
 from scaling.flops import CONVENTIONS
 from scaling.recipe import FAMILIES, Recipe, override
 
@@ -154,6 +155,11 @@ def recipe_kinds() -> dict:
     return kinds
 
 
+def canonical_tasks(tasks) -> tuple[str, ...]:
+    """Task names with MEDS-DEV aliases of built-in tasks replaced by the built-in name (what eval.json keys)."""
+    return tuple(ALIASES.get(t, t) for t in tasks)
+
+
 def check_common(source: dict, where: str) -> tuple[Recipe, TrainSettings]:
     """What run and sweep specs share, checked one way for both: family, convention, dtype, tasks, probe rows,
     and the [recipe] and [train] tables."""
@@ -166,9 +172,10 @@ def check_common(source: dict, where: str) -> tuple[Recipe, TrainSettings]:
     tasks = source.get("tasks", [])
     if not all(isinstance(t, str) for t in tasks):
         raise SpecError(f"{where}: 'tasks' must be a list of task names, got {tasks!r}")
-    unknown_tasks = sorted(set(tasks) - set(TASKS))
-    if unknown_tasks:
-        raise SpecError(f"{where}: unknown task(s) {', '.join(unknown_tasks)} (tasks: {', '.join(TASKS)})")
+    for task in tasks:  # whether the dataset has it is checked when the dataset is opened
+        reason = check_name(task)
+        if reason:
+            raise SpecError(f"{where}: 'tasks': {reason}")
     if source.get("probe_train_rows", 0) < 0:
         raise SpecError(f"{where}: 'probe_train_rows' must be 0 (all) or more, got {source['probe_train_rows']!r}")
     train = check_table(
@@ -213,6 +220,8 @@ def parse_spec(source: dict, where: str) -> RunSpec:
     top = {k: tuple(v) if isinstance(v, list) else v for k, v in source.items() if k in _TOP}
     if top.get("budget") is not None:
         top["budget"] = float(top["budget"])
+    if "tasks" in top:
+        top["tasks"] = canonical_tasks(top["tasks"])
     return RunSpec(**top, recipe=recipe, train=train)
 
 

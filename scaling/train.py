@@ -236,6 +236,8 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
     """Train (or resume, or skip if finished) one run; return its result."""
     out = Path(out)
     dataset = PreparedDataset.open(spec.data)
+    for name in spec.tasks:  # a task the dataset lacks fails now, not after training
+        dataset.resolve_task(name)
     data_hash = (
         dataset.manifest["source"]["content_hash"] + "/" + json.dumps(dataset.manifest.get("tokenizer"), sort_keys=True)
     )

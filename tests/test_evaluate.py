@@ -85,8 +85,9 @@ def test_baseline_features_use_only_the_past(prepared):
     def events_counted(f, cols):
         return f.select([c for c in cols if not c.startswith("last:")]).to_numpy().sum()
 
-    # Ten years earlier only the birth is in the past: every count comes from before the prediction time.
-    assert events_counted(before, before_columns) == 30
+    # Ten years earlier only the static gender and the birth are seen: every other count comes from the past.
+    assert events_counted(before, before_columns) == 60
+    assert before.select(pl.col("GENDER//M") + pl.col("GENDER//F")).to_series().to_list() == [1] * 30
     assert events_counted(frame, columns) > 30 * 10
     assert frame.height == 30 and len(columns) > 20
 
@@ -98,7 +99,7 @@ def test_changing_events_after_prediction_changes_no_representation(prepared):
     )
     model, _, _ = build_model(spec, dataset, nnx.Rngs(0))
     task = "in_hospital_mortality"
-    before, _ = representations(model, spec, dataset, task)
+    before, _, _ = representations(model, spec, dataset, task)
     original = dataset.timelines
     cut_by_subject = dict(dataset.task(task).group_by("subject_id").agg(pl.col("prediction_time").min()).iter_rows())
 
@@ -114,7 +115,7 @@ def test_changing_events_after_prediction_changes_no_representation(prepared):
         return replace(t, tokens=tokens)
 
     object.__setattr__(dataset, "timelines", altered)
-    after, _ = representations(model, spec, dataset, task)
+    after, _, _ = representations(model, spec, dataset, task)
     rows = dataset.task(task).join(dataset.splits(), on="subject_id")
     for split in before:
         first_rows = (

@@ -273,7 +273,13 @@ def test_meds_source_without_metadata_gets_splits(prepared, tmp_path):
     source = tmp_path / "bare"
     shutil.copytree(prep / "events" / "data", source / "data")
     out = prepare(PrepareConfig(out=tmp_path / "o", meds=source, split_seed=3))
-    assert out["split"]["seed"] == 3 and len(out["notes"]) == 3
+    assert out["split"]["seed"] == 3
+    assert out["notes"] == [
+        "extra column(s) hadm_id kept in the events, not used",
+        "metadata/subject_splits.parquet was missing: written from the split seed",
+        "metadata/codes.parquet was missing: written from the data",
+        "metadata/dataset.json was missing: written",
+    ]
     validate_meds(tmp_path / "o" / "events")
 
 

@@ -115,6 +115,9 @@ def test_a_sweep_runs_once_and_a_second_run_trains_nothing(ray_cluster, prepared
         if p.is_file() and p.suffix in (".json", ".jsonl", ".log", ".svg", ".md")
     ]
     assert any(p.suffix == ".svg" for p in scanned) and any(p.suffix == ".md" for p in scanned)
+    # The held-out predictions name subjects: they went to the data folder, not into any run folder.
+    assert [p.name for p in summary.folder.rglob("*.parquet")] == ["runs.parquet"]
+    assert any((prepared[0] / "predictions").rglob(f"{TASK}.parquet"))
     for path in scanned:
         words = set(re.split(r"[^0-9]+", path.read_text()))
         assert not (words & identifiers), path

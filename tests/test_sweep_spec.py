@@ -43,7 +43,7 @@ def sweep_dict(prep, **changes) -> dict:
         ({"name": "a/b"}, "'name' must be letters, digits"),
         ({"version": 1.5}, "'version' must be int or str"),
         ({"seeds": [0, 0]}, "'seeds' must be a non-empty list of distinct non-negative integers"),
-        ({"tasks": ["mortality"]}, "unknown task(s) mortality"),
+        ({"tasks": ["a/../b"]}, "'tasks': task name 'a/../b': use letters, digits"),
         ({"convention": "7N"}, "'convention' must be one of"),
         ({"sizes": {"count": 0}}, "[sizes] 'count' must be 1 or more"),
         ({"sizes": {"widths": [16], "count": 3}}, "[sizes] takes either 'widths' or 'count' and 'span', not both"),
@@ -74,7 +74,7 @@ def test_invalid_specs_name_the_file_and_the_key(change, message):
         ({"family": "gpt"}, "t.toml: 'family' must be one of timeline, labrador, bert, got 'gpt'"),
         ({"convention": "7N"}, "t.toml: 'convention' must be one of 6N, 6N_nonembed, 6N+attn, exact, got '7N'"),
         ({"dtype": "float16"}, "t.toml: 'dtype' must be float32 or bfloat16, got 'float16'"),
-        ({"tasks": ["mortality"]}, "t.toml: unknown task(s) mortality"),
+        ({"tasks": ["mortality in icu"]}, "t.toml: 'tasks': task name 'mortality in icu': use letters, digits"),
         ({"probe_train_rows": -1}, "t.toml: 'probe_train_rows' must be 0 (all) or more, got -1"),
         ({"recipe": {"context": "long"}}, "t.toml: [recipe] 'context' must be int, got 'long'"),
         ({"recipe": {"contxt": 64}}, "t.toml: [recipe]: unknown key(s) contxt"),
@@ -432,3 +432,14 @@ def test_plan_measure_times_real_steps_of_each_width(prepared):
     assert estimate_seconds(throughput, run.candidate) == pytest.approx(
         run.candidate.tokens / throughput.tokens_per_s[16]
     )
+
+
+def test_a_task_the_dataset_lacks_fails_at_planning_and_a_meds_dev_alias_is_the_built_in_task(prepared):
+    from scaling.data.dataset import DatasetError
+    from scaling.sweep.plan import make_plan
+
+    with pytest.raises(DatasetError, match=r"no task 'mortality' \(tasks: in_hospital_mortality, .*--labels NAME=DIR"):
+        make_plan(parse_sweep({**sweep_dict(prepared[0]), "tasks": ["mortality"]}, "t.toml"))
+    sweep = parse_sweep({**sweep_dict(prepared[0]), "tasks": ["mortality/in_icu/first_24h"]}, "t.toml")
+    assert sweep.tasks == ("icu_mortality",)
+    assert all(run.spec.tasks == ("icu_mortality",) for run in make_plan(sweep).runs)

@@ -147,6 +147,7 @@ def _run(args, env=None, **kwargs):
 
 
 @pytest.mark.faults
+@pytest.mark.slow  # 90 s on 2 cores; resuming from a checkpoint is also covered by test_faults' fast tests
 def test_kill_minus_nine_then_resume_ends_with_the_same_loss(prepared, tmp_path):
     spec = write_toml(
         tmp_path / "run.toml", spec_dict(prepared[0], tokens=80 * 16 * 32, train={"checkpoint_every": 10})

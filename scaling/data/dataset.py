@@ -88,12 +88,29 @@ class PreparedDataset:
         vocab = items if family == "labrador" else 1 + items * 11 + 1  # BERT: padding, 11 tokens per item, the mask
         return ModelInputs(vocab, int(bags.codes.shape[1]), float(len(bags)))
 
+    def task_names(self, with_labels: bool = False) -> tuple[str, ...]:
+        """The dataset's tasks (built-in, then the user's), optionally only those with at least one label."""
+        tasks = self.manifest["tasks"]["labels"]
+        return tuple(n for n, t in tasks.items() if not with_labels or any(v["n"] for v in t["by_split"].values()))
+
+    def resolve_task(self, name: str) -> str:
+        """A task's name in this dataset (a MEDS-DEV alias becomes the built-in task it names)."""
+        name = self.manifest["tasks"].get("aliases", {}).get(name, name)
+        if name not in self.manifest["tasks"]["labels"]:
+            aliases = self.manifest["tasks"].get("aliases", {})
+            known = ", ".join([*self.task_names(), *(f"{a} (= {t})" for a, t in aliases.items())])
+            raise DatasetError(
+                f"{self.root}: no task {name!r} (tasks: {known}); add your own with "
+                "`ehrscale data prepare ... --labels NAME=DIR`"
+            )
+        return name
+
+    def task_inputs(self, name: str) -> str:
+        """Which events a task's inputs may use: "before" or "at_or_before" its prediction_time."""
+        return self.manifest["tasks"]["labels"][self.resolve_task(name)].get("inputs", "before")
+
     def task(self, name: str) -> pl.DataFrame:
-        path = self.root / "tasks" / f"{name}.parquet"
-        if not path.exists():
-            known = sorted(p.stem for p in (self.root / "tasks").glob("*.parquet"))
-            raise DatasetError(f"{self.root}: no task {name!r} (tasks: {', '.join(known)})")
-        return pl.read_parquet(path)
+        return pl.read_parquet(self.root / "tasks" / f"{self.resolve_task(name)}.parquet")
 
     def splits(self) -> pl.DataFrame:
         return pl.read_parquet(self.root / "events" / meds.subject_splits_filepath)

@@ -11,7 +11,8 @@ from pathlib import Path
 import meds
 import polars as pl
 
-from scaling.data import labbags, tasks, timelines
+from scaling.data import labbags, labels, tasks, timelines
+from scaling.data.csv_stream import SourceError
 from scaling.data.meds_io import SPLITS
 
 
@@ -22,6 +23,7 @@ def derive(
     bags: labbags.BagConfig,
     task_config: tasks.TaskConfig,
     step=lambda text: None,
+    label_sources: tuple[labels.LabelSource, ...] = (),
 ) -> dict:
     """Write PREP/vocab, PREP/timelines, PREP/labbags, PREP/tasks; return their manifest sections."""
     shards = sorted((events_root / meds.data_subdirectory).rglob("*.parquet"))
@@ -48,10 +50,41 @@ def derive(
             bag_writer.write(labbags.make_bags(events, lab_vocab, bags, bag_drops), split_of)
     timeline_stats = timeline_writer.close()
     bag_stats = bag_writer.close()
+    bag_note = None
+    if not lab_vocab.size:
+        bag_note = (
+            f"no lab bags: no code matches the lab rule ({bags.lab_codes!r}) with at least {bags.min_code_count:,} "
+            "train rows; pass --bag-codes numeric (codes that usually carry a number) or a pattern for your codes"
+        )
+    elif not sum(bag_stats.values()):
+        bag_note = (
+            f"no lab bags: {lab_vocab.size} lab item(s), but never {bags.min_labs} or more measured at one time "
+            "(see --bag-min-labs)"
+        )
 
     step("building task labels")
-    labels, exclusions = tasks.build_tasks(all_events, task_config)
-    task_stats = tasks.write_tasks(prep / "tasks", labels, splits)
+    task_labels, exclusions = tasks.build_tasks(all_events, task_config)
+    info = {name: {"source": "built-in", "inputs": tasks.BUILT_IN_INPUTS} for name in task_labels}
+    if label_sources:
+        spans = labels.subject_spans(all_events)
+        for source in label_sources:
+            step(f"reading the labels of {source.name} from {source.path}")
+            frame, read, dropped = labels.read_labels(source, spans)
+            if frame.is_empty():
+                raise SourceError(
+                    f"--labels {source.name}={source.path}: none of its {read:,} rows can be used ("
+                    + ", ".join(f"{k}: {v:,}" for k, v in dropped.items())
+                    + ")"
+                )
+            task_labels[source.name] = frame
+            exclusions[source.name] = dropped
+            info[source.name] = {
+                "source": "labels",
+                "path": str(source.path.resolve()),
+                "inputs": source.inputs,
+                "rows_read": read,
+            }
+    task_stats = tasks.write_tasks(prep / "tasks", task_labels, splits)
     return {
         "tokenizer": {**asdict(tokenizer), "vocab_size": vocab.size, "token_dtype": vocab.dtype.name},
         "timelines": timeline_stats,
@@ -62,9 +95,13 @@ def derive(
             "bags_by_split": bag_stats,
             "subsampled_to_max_labs": bag_drops.pop("bags subsampled to max_labs (kept)", 0),
             "dropped": dict(sorted(bag_drops.items())),
+            **({"note": bag_note} if bag_note else {}),
         },
         "tasks": {
             "config": asdict(task_config),
-            "labels": {name: {"by_split": task_stats[name], "excluded": exclusions[name]} for name in labels},
+            "labels": {
+                name: {**info[name], "by_split": task_stats[name], "excluded": exclusions[name]} for name in task_labels
+            },
+            "aliases": dict(tasks.ALIASES),
         },
     }

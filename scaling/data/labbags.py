@@ -1,5 +1,9 @@
 """Lab bags: the labs of one subject at one identical time, as an unordered set (Labrador, BERT).
 
+Which codes are labs is `BagConfig.lab_codes`: a regular expression (MIMIC-IV's LAB//<itemid>//<unit> by
+default, the item id being the item), or "numeric" for any MEDS dataset: codes that usually carry a number,
+measured together at one time, make the bags.
+
 Rules (Labrador's by default, each configurable, each drop counted): only lab items in the bag
 vocabulary (at least `min_code_count` train rows), at least `min_labs` labs, at most
 `max_missing_fraction` without a number, not a subset of the subject's previous bag; bags longer
@@ -12,6 +16,7 @@ Storage, per split, in PREP/labbags/<split>/: `codes.npy` int32 [bags, L] (0 = p
 """
 
 import json
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,11 +29,20 @@ from scaling.data.meds_io import SPLITS
 PAD = 0
 
 
+NUMERIC = "numeric"  # BagConfig.lab_codes: the codes that usually carry a number are the labs
+
+
 @dataclass(frozen=True)
 class BagConfig:
-    """Every choice that makes a bag; recorded in the manifest."""
+    """Every choice that makes a bag; recorded in the manifest.
 
-    lab_prefix: str = "LAB//"
+    `lab_codes` says which codes are labs: a regular expression (the item is its first group, else the whole
+    code), or "numeric": every code whose train rows carry a number at least `numeric_share` of the time, the
+    whole code being the item. The default takes MIMIC-IV's lab item id from LAB//<itemid>//<unit> (ehrscale's
+    codes) and from LAB//RESULT//<itemid>//<unit> (the reference MIMIC-IV MEDS ETL's)."""
+
+    lab_codes: str = r"^LAB//(?:RESULT//)?([0-9]+)(?://|$)"
+    numeric_share: float = 0.5
     min_code_count: int = 500
     min_labs: int = 3
     max_missing_fraction: float = 0.5
@@ -85,18 +99,47 @@ class LabVocabulary:
         )
 
 
-def lab_rows(events: pl.LazyFrame, config: BagConfig) -> pl.LazyFrame:
-    """Lab events as (subject_id, time, item, numeric_value); item = the part after the prefix, before the unit."""
-    return events.filter(pl.col("code").str.starts_with(config.lab_prefix) & pl.col("time").is_not_null()).select(
-        "subject_id",
-        "time",
-        item=pl.col("code").str.slice(len(config.lab_prefix)).str.split("//").list.first(),
-        value=pl.col("numeric_value").cast(pl.Float64),
+def check_lab_codes(config: BagConfig) -> str | None:
+    """Why `lab_codes` cannot be used (not a valid regular expression), or None."""
+    if config.lab_codes == NUMERIC:
+        return None
+    try:
+        re.compile(config.lab_codes)
+        pl.select(pl.lit("").str.contains(config.lab_codes))  # polars' own regex dialect must take it too
+    except (re.error, pl.exceptions.ComputeError) as error:
+        reason = str(error).splitlines()[0]
+        return f"--bag-codes {config.lab_codes!r} is neither 'numeric' nor a regular expression: {reason}"
+    return None
+
+
+def lab_rows(events: pl.LazyFrame, config: BagConfig, numeric_codes: tuple[str, ...] = ()) -> pl.LazyFrame:
+    """Timed lab events as (subject_id, time, item, value), by the `lab_codes` rule; with "numeric", the labs
+    are `numeric_codes` (chosen on train by `numeric_codes_of`)."""
+    timed = events.filter(pl.col("time").is_not_null())
+    if config.lab_codes == NUMERIC:
+        labs = timed.filter(pl.col("code").is_in(list(numeric_codes))).with_columns(item=pl.col("code"))
+    else:
+        grouped = re.compile(config.lab_codes).groups > 0
+        item = pl.col("code").str.extract(config.lab_codes, 1) if grouped else pl.col("code")
+        labs = timed.filter(pl.col("code").str.contains(config.lab_codes)).with_columns(item=item)
+    return labs.select("subject_id", "time", "item", value=pl.col("numeric_value").cast(pl.Float64))
+
+
+def numeric_codes_of(train: pl.LazyFrame, config: BagConfig) -> tuple[str, ...]:
+    """Codes whose timed train rows carry a number at least `numeric_share` of the time."""
+    shares = (
+        train.filter(pl.col("time").is_not_null())
+        .group_by("code")
+        .agg(share=pl.col("numeric_value").is_not_null().mean())
+        .filter(pl.col("share") >= config.numeric_share)
+        .collect()
     )
+    return tuple(sorted(shares["code"].to_list()))
 
 
 def fit_lab_vocabulary(train: pl.LazyFrame, config: BagConfig) -> LabVocabulary:
-    labs = lab_rows(train, config)
+    numeric = numeric_codes_of(train, config) if config.lab_codes == NUMERIC else ()
+    labs = lab_rows(train, config, numeric)
     counts = (
         labs.group_by("item")
         .agg(count=pl.len())
@@ -142,7 +185,7 @@ class Bags:
 def make_bags(events: pl.DataFrame, vocab: LabVocabulary, config: BagConfig, drops: Counter) -> Bags:
     """Events of whole subjects -> bags after every rule; drop counts added to `drops`."""
     index = pl.DataFrame({"item": list(vocab.items), "code": np.arange(1, vocab.size + 1, dtype=np.int32)})
-    labs = lab_rows(events.lazy(), config).collect()
+    labs = lab_rows(events.lazy(), config, vocab.items).collect()
     drops["labs outside the bag vocabulary"] += labs.height - labs.join(index, on="item", how="semi").height
     labs = labs.join(index, on="item", how="inner")
     # One lab per item within a bag (a repeated item keeps its first row).
@@ -215,7 +258,7 @@ class BagWriter:
         self._parts: dict[str, list[Bags]] = {s: [] for s in SPLITS}
 
     def write(self, bags: Bags, split_of: dict[int, str]) -> None:
-        splits = np.array([split_of.get(int(s), SPLITS[0]) for s in bags.subject_ids])
+        splits = np.array([split_of.get(int(s), "") for s in bags.subject_ids])
         for split in SPLITS:
             rows = splits == split
             if rows.any():

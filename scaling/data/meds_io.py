@@ -233,23 +233,108 @@ def validate_meds(root: Path) -> dict[str, int]:
     splits = root / meds.subject_splits_filepath
     if splits.exists():
         try:
-            meds.SubjectSplitSchema.validate(pq.read_table(splits))
+            meds.SubjectSplitSchema.validate(_small_strings(pq.read_table(splits)))
         except Exception as error:
             raise MedsError(f"{splits}: not a MEDS subject split table: {error}") from error
     codes = root / meds.code_metadata_filepath
     if codes.exists():
         try:
-            meds.CodeMetadataSchema.validate(pq.read_table(codes))
+            meds.CodeMetadataSchema.validate(_small_strings(pq.read_table(codes)))
         except Exception as error:
             raise MedsError(f"{codes}: not a MEDS code metadata table: {error}") from error
     return rows
 
 
-def copy_meds(source: Path, dest: Path) -> None:
-    """Copy a MEDS folder's data/ and metadata/ (hard links where the file system allows)."""
-    for sub in (meds.data_subdirectory, "metadata"):
-        if (source / sub).is_dir():
-            shutil.copytree(source / sub, dest / sub, copy_function=_link_or_copy)
+# The MEDS event columns as ehrscale keeps them; text_value is optional in MEDS and added (null) when absent.
+CORE_TYPES = {
+    "subject_id": pa.int64(),
+    "time": pa.timestamp("us"),
+    "code": pa.string(),
+    "numeric_value": pa.float32(),
+    "text_value": pa.large_string(),
+}
+OPTIONAL = ("numeric_value", "text_value")
+
+
+def normalise_shard(source: Path, dest: Path) -> tuple[list[str], list[str]]:
+    """Copy one MEDS shard with the core columns in ehrscale's types (absent optional ones added as nulls), then
+    any extra columns as they are; a hard link when it already is so. Returns (columns added, extra columns)."""
+    schema = pq.read_schema(source)
+    names = schema.names
+    added = [c for c in CORE_TYPES if c not in names]
+    extra = [c for c in names if c not in CORE_TYPES]
+    target = pa.schema([(c, t) for c, t in CORE_TYPES.items()] + [schema.field(c) for c in extra])
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not added and schema.remove_metadata().equals(target):
+        _link_or_copy(str(source), str(dest))
+        return added, extra
+    with pq.ParquetWriter(dest, target, compression="zstd") as writer:
+        for batch in pq.ParquetFile(source).iter_batches(batch_size=1 << 20):
+            columns = [
+                batch.column(c).cast(t) if c in names else pa.nulls(batch.num_rows, t) for c, t in CORE_TYPES.items()
+            ]
+            writer.write_table(pa.Table.from_arrays(columns + [batch.column(c) for c in extra], schema=target))
+    return added, extra
+
+
+def _small_strings(table: pa.Table) -> pa.Table:
+    """large_string (what polars writes) as string, also inside lists: the same text, compared as one type."""
+    fields = [
+        f.with_type(pa.string())
+        if f.type == pa.large_string()
+        else f.with_type(pa.list_(pa.string()))
+        if pa.types.is_list(f.type) or pa.types.is_large_list(f.type)
+        else f
+        for f in table.schema
+    ]
+    return table.cast(pa.schema(fields))
+
+
+def copy_meds(source: Path, dest: Path) -> dict[str, list[str]]:
+    """Copy a MEDS folder's data/ (normalised shard by shard, nested folders kept) and metadata/; report the
+    optional columns added and the extra columns kept, each with the shards concerned."""
+    seen: dict[str, list[str]] = {"added": [], "extra": []}
+    for path in sorted((source / meds.data_subdirectory).rglob("*.parquet")):
+        relative = path.relative_to(source)
+        added, extra = normalise_shard(path, dest / relative)
+        seen["added"] += [c for c in added if c not in seen["added"]]
+        seen["extra"] += [c for c in extra if c not in seen["extra"]]
+    if (source / "metadata").is_dir():
+        shutil.copytree(source / "metadata", dest / "metadata", copy_function=_link_or_copy)
+    return seen
+
+
+def complete_codes(root: Path, counts: pl.DataFrame) -> tuple[int, int]:
+    """Rewrite metadata/codes.parquet to cover every code in the data (with counts): the dataset's own rows
+    where it has them (its descriptions and parent codes), a generic description otherwise. Returns
+    (codes in the data, codes the dataset described)."""
+    path = root / meds.code_metadata_filepath
+    own = (
+        pl.read_parquet(path, columns=["code", "description", "parent_codes"]).unique("code", keep="first")
+        if path.exists()
+        else pl.DataFrame(schema={"code": pl.String, "description": pl.String, "parent_codes": pl.List(pl.String)})
+    )
+    described = counts.join(own, on="code", how="semi").height
+    frame = (
+        counts.join(own, on="code", how="left")
+        .select(
+            "code",
+            description=pl.coalesce(pl.col("description"), _generic_description()),
+            parent_codes="parent_codes",
+            count=pl.col("count").cast(pl.Int64),
+            subject_count=pl.col("subject_count").cast(pl.Int64),
+        )
+        .sort("code")
+    )
+    schema = (
+        meds.CodeMetadataSchema.schema()
+        .append(pa.field("count", pa.int64()))
+        .append(pa.field("subject_count", pa.int64()))
+    )
+    if path.exists():
+        path.unlink()  # may be a hard link to the source's file: never write through it
+    pq.write_table(frame.to_arrow().cast(schema), path)
+    return frame.height, described
 
 
 def _link_or_copy(src: str, dst: str) -> None:

@@ -29,7 +29,8 @@ from scaling.data.atomic import publish, temporary_sibling
 from scaling.data.csv_stream import SourceError
 from scaling.data.dataset import FORMAT, MANIFEST
 from scaling.data.derive import derive
-from scaling.data.labbags import BagConfig
+from scaling.data.labbags import BagConfig, check_lab_codes
+from scaling.data.labels import LabelSource, label_files
 from scaling.data.tasks import TaskConfig
 from scaling.data.timelines import TokenizerConfig
 
@@ -54,6 +55,7 @@ class PrepareConfig:
     bags: BagConfig = BagConfig()
     tasks: TaskConfig = TaskConfig()
     events_only: bool = False  # stop after the MEDS events (no timelines, bags or tasks)
+    labels: tuple[LabelSource, ...] = ()  # the user's tasks from MEDS label files (--labels NAME=DIR)
 
 
 class Reporter:
@@ -88,6 +90,14 @@ def prepare(config: PrepareConfig, reporter: Reporter | None = None) -> dict:
     if (config.mimic is None) == (config.meds is None):
         raise SourceError("give exactly one source: --mimic DIR (MIMIC-IV csv/csv.gz) or --meds DIR (a MEDS dataset)")
     _check_fractions(config.split_fractions)
+    # Everything that can be checked before reading the source is checked first: a mistake fails in a second.
+    reason = check_lab_codes(config.bags)
+    if reason:
+        raise SourceError(reason)
+    if config.labels and config.events_only:
+        raise SourceError("--labels needs the whole preparation: drop --events-only")
+    for source in config.labels:
+        label_files(source)
     out = Path(config.out)
     if out.exists() and not config.overwrite:
         raise SourceError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
@@ -99,7 +109,9 @@ def prepare(config: PrepareConfig, reporter: Reporter | None = None) -> dict:
         else:
             manifest = _from_meds(config, tmp, reporter)
         if not config.events_only:
-            manifest.update(derive(tmp / EVENTS, tmp, config.tokenizer, config.bags, config.tasks, reporter.step))
+            manifest.update(
+                derive(tmp / EVENTS, tmp, config.tokenizer, config.bags, config.tasks, reporter.step, config.labels)
+            )
         manifest["elapsed_seconds"] = round(time.perf_counter() - started, 2)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         publish(tmp, out)
@@ -230,49 +242,46 @@ def _from_meds(config: PrepareConfig, tmp: Path, reporter: Reporter) -> dict:
     files = sorted((root / meds.data_subdirectory).rglob("*.parquet")) + sorted((root / "metadata").glob("*"))
     source_hash = content_hash([f for f in files if f.is_file()], root)
     events_root = tmp / EVENTS
-    meds_io.copy_meds(root, events_root)
+    reporter.step("copying the events (core columns in ehrscale's types)")
+    columns = meds_io.copy_meds(root, events_root)
     notes = []
-    wrote_splits = False
+    if columns["added"]:
+        notes.append(f"optional column(s) {', '.join(columns['added'])} absent from the data: added as nulls")
+    if columns["extra"]:
+        notes.append(f"extra column(s) {', '.join(columns['extra'])} kept in the events, not used")
     data_files = sorted((events_root / meds.data_subdirectory).rglob("*.parquet"))
-    subject_ids = (
-        pl.concat([pl.scan_parquet(p).select("subject_id").unique() for p in data_files]).collect().to_series()
-    )
-    splits_path = events_root / meds.subject_splits_filepath
-    if splits_path.exists():
-        splits = pl.read_parquet(splits_path)
-        split_counts = {k: v for k, v in splits.group_by("split").len().iter_rows()}
-    else:
-        split_counts = meds_io.write_subject_splits(events_root, subject_ids, config.split_seed, config.split_fractions)
-        wrote_splits = True
-        notes.append("metadata/subject_splits.parquet was missing: written from the split seed")
-    if not (events_root / meds.code_metadata_filepath).exists():
-        counts = pl.concat(
+    counts = (
+        pl.concat(
             [
                 pl.scan_parquet(p).group_by("code").agg(count=pl.len(), subject_count=pl.col("subject_id").n_unique())
                 for p in data_files
             ]
-        ).collect()
-        counts = counts.group_by("code").agg(pl.col("count").sum(), pl.col("subject_count").sum())
-        meds_io.write_codes(
-            events_root,
-            counts,
-            pl.DataFrame(schema={"prefix": pl.String, "description": pl.String, "parent": pl.String}),
         )
+        .collect()
+        .group_by("code")
+        .agg(pl.col("count").sum(), pl.col("subject_count").sum())
+    )
+    subject_ids = (
+        pl.concat([pl.scan_parquet(p).select("subject_id").unique() for p in data_files]).collect().to_series()
+    )
+    split, split_counts, split_notes = _meds_splits(events_root, subject_ids, config)
+    notes += split_notes
+    had_codes = (events_root / meds.code_metadata_filepath).exists()
+    n_codes, described = meds_io.complete_codes(events_root, counts)
+    if not had_codes:
         notes.append("metadata/codes.parquet was missing: written from the data")
+    elif described < n_codes:
+        notes.append(
+            f"metadata/codes.parquet described {described:,} of the {n_codes:,} codes in the data: "
+            "the rest were added with generic descriptions"
+        )
     if not (events_root / meds.dataset_metadata_filepath).exists():
         meds_io.write_dataset_json(events_root, root.name, "unknown", __version__)
         notes.append("metadata/dataset.json was missing: written")
-    n_codes = pq.read_metadata(events_root / meds.code_metadata_filepath).num_rows
     return {
         "format": FORMAT,
         "source": {"kind": "meds", "path": str(root.resolve()), "content_hash": f"sha256:{source_hash}"},
-        # A dataset's own splits are used as they are; ours only where it had none.
-        "split": {
-            "seed": config.split_seed,
-            "fractions": dict(zip(meds_io.SPLITS, config.split_fractions, strict=True)),
-        }
-        if wrote_splits
-        else {"source": "the dataset's own metadata/subject_splits.parquet"},
+        "split": split,
         "counts": {
             "subjects": len(subject_ids),
             "subjects_by_split": split_counts,
@@ -287,3 +296,37 @@ def _from_meds(config: PrepareConfig, tmp: Path, reporter: Reporter) -> dict:
         "notes": notes,
         "ehrscale_version": __version__,
     }
+
+
+def _meds_splits(events_root: Path, subject_ids: pl.Series, config: PrepareConfig) -> tuple[dict, dict, list[str]]:
+    """The dataset's own splits where it has them (subjects it leaves out get the seeded split); ours otherwise.
+
+    Returns the manifest's split section, subjects per split, and notes."""
+    path = events_root / meds.subject_splits_filepath
+    ours = {"seed": config.split_seed, "fractions": dict(zip(meds_io.SPLITS, config.split_fractions, strict=True))}
+    if not path.exists():
+        counts = meds_io.write_subject_splits(events_root, subject_ids, config.split_seed, config.split_fractions)
+        return ours, counts, ["metadata/subject_splits.parquet was missing: written from the split seed"]
+    own = pl.read_parquet(path, columns=["subject_id", "split"]).unique("subject_id", keep="first")
+    notes = []
+    missing = pl.DataFrame({"subject_id": subject_ids}).join(own, on="subject_id", how="anti")["subject_id"]
+    if len(missing):
+        notes.append(
+            f"{len(missing):,} subject(s) with events are not in metadata/subject_splits.parquet: "
+            f"given the seeded split (seed {config.split_seed})"
+        )
+        extra = pl.DataFrame(
+            {"subject_id": missing, "split": meds_io.split_of(missing, config.split_seed, config.split_fractions)}
+        )
+        own = pl.concat([own, extra]).sort("subject_id")
+        path.unlink()  # may be a hard link to the source's file
+        pq.write_table(own.to_arrow().cast(meds.SubjectSplitSchema.schema()), path)
+    counts = {k: v for k, v in own.group_by("split").len().sort("split").iter_rows()}
+    other = {k: v for k, v in counts.items() if k not in meds_io.SPLITS}
+    if other:
+        notes.append(
+            "subjects in split(s) other than train, tuning and held_out are kept in the events but left out of "
+            "timelines, bags and evaluation: " + ", ".join(f"{k} {v:,}" for k, v in other.items())
+        )
+    section = {"source": "the dataset's own metadata/subject_splits.parquet"}
+    return (section | ({"seed_for_missing": ours} if len(missing) else {})), counts, notes

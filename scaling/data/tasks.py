@@ -25,12 +25,17 @@ class TaskConfig:
     prediction_hours: float = 24.0
     long_stay_days: float = 7.0
     icu_gap_hours: float = 48.0
-    creatinine_prefix: str = "LAB//50912//"
+    # Creatinine (item 50912) as ehrscale writes it (LAB//50912//mg/dL) and as the reference MIMIC-IV MEDS ETL
+    # does (LAB//RESULT//50912//mg/dL).
+    creatinine_code: str = r"^LAB//(?:RESULT//)?50912//"
     creatinine_threshold: float = 1.3
     creatinine_window_hours: float = 48.0
 
 
 TASKS = ("in_hospital_mortality", "long_stay", "icu_mortality", "abnormal_creatinine")
+BUILT_IN_INPUTS = "before"  # the built-in tasks' models see events strictly before prediction_time
+# MEDS-DEV task names that mean a built-in task (docs/data.md lists the differences in definition).
+ALIASES = {"mortality/in_icu/first_24h": "icu_mortality"}
 
 
 def _pairs(events: pl.LazyFrame, start_prefix: str, end_code_prefix: str) -> pl.LazyFrame:
@@ -109,7 +114,7 @@ def build_tasks(events: pl.LazyFrame, config: TaskConfig) -> tuple[dict[str, pl.
     # Abnormal creatinine: some creatinine > threshold in (prediction, prediction + window]; needs a measurement there.
     window = pl.duration(hours=config.creatinine_window_hours)
     creat = events.filter(
-        pl.col("code").str.starts_with(config.creatinine_prefix) & pl.col("numeric_value").is_not_null()
+        pl.col("code").str.contains(config.creatinine_code) & pl.col("numeric_value").is_not_null()
     ).select("subject_id", t="time", v="numeric_value")
     measured = (
         cohort.lazy()
@@ -128,10 +133,10 @@ def build_tasks(events: pl.LazyFrame, config: TaskConfig) -> tuple[dict[str, pl.
 
 
 def write_tasks(folder, labels: dict[str, pl.DataFrame], splits: pl.DataFrame) -> dict[str, dict]:
-    """tasks/<task>.parquet in MEDS label form; per task counts by split."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """tasks/<task>.parquet in MEDS label form (a task path like a/b/c in folders); per task counts by split."""
     summary = {}
     for name, frame in labels.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(frame.to_arrow().cast(LABEL_SCHEMA), folder / f"{name}.parquet")
         by_split = (
             frame.join(splits, on="subject_id", how="left")

@@ -69,8 +69,15 @@ SPECIALS = ("PAD", "AGE//UNK", "TXT//RARE", "UNK//OTHER")
 
 
 def category(code: pl.Expr) -> pl.Expr:
-    """The first part of a code (LAB, DIAGNOSIS, ...)."""
-    return code.str.split("//").list.first()
+    """The first part of a code: before the first `//` (MEDS's usual separator: LAB, DIAGNOSIS, ...), else before
+    the first `/` (OMOP-style vocabularies: LOINC, SNOMED, ...); a code with neither has no category (OTHER)."""
+    return (
+        pl.when(code.str.contains("//", literal=True))
+        .then(code.str.split("//").list.first())
+        .when(code.str.contains("/", literal=True))
+        .then(code.str.split("/").list.first())
+        .otherwise(pl.lit("OTHER"))
+    )
 
 
 @dataclass(frozen=True)
@@ -164,7 +171,11 @@ def fit_vocabulary(train: pl.LazyFrame, config: TokenizerConfig) -> Vocabulary:
         .collect()
         .sort("text_value")
     )
-    categories = sorted(set(counts.select(category(pl.col("code")))["code"].to_list()))
+    # An unknown-code token per category common enough on train; rarer categories share UNK//OTHER.
+    by_category = counts.group_by(category(pl.col("code")).alias("category")).agg(pl.col("count").sum())
+    categories = sorted(
+        set(by_category.filter(pl.col("count") >= config.min_code_count)["category"].to_list()) - {"OTHER"}
+    )
     probs = [i / config.quantiles for i in range(1, config.quantiles)]
     numeric = timed.filter(pl.col("numeric_value").is_not_null() & pl.col("code").is_in(kept["code"].implode()))
     quantiles = (
@@ -308,7 +319,7 @@ class TimelineWriter:
 
     def write(self, tokens, times, subjects, lengths, prefix, split_of: dict[int, str]) -> None:
         bounds = np.concatenate([[0], np.cumsum(lengths)])
-        splits = np.array([split_of.get(int(s), SPLITS[0]) for s in subjects])
+        splits = np.array([split_of.get(int(s), "") for s in subjects])  # other splits: not written
         for split in SPLITS:
             rows = np.flatnonzero(splits == split)
             if not rows.size:
@@ -374,7 +385,7 @@ class Timelines:
         lo, hi = self.offsets[index], self.offsets[index + 1]
         return np.asarray(self.tokens[lo:hi]), np.asarray(self.times[lo:hi])
 
-    def history(self, index: int, before_us: int) -> np.ndarray:
-        """The subject's tokens strictly before a time (static context always included)."""
+    def history(self, index: int, cut_us: int, inclusive: bool = False) -> np.ndarray:
+        """The subject's tokens before a time, or at or before it when `inclusive` (static context always in)."""
         tokens, times = self.subject(index)
-        return tokens[times < before_us]
+        return tokens[times <= cut_us] if inclusive else tokens[times < cut_us]

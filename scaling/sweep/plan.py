@@ -75,6 +75,8 @@ def choose_sizes(accepted: list[Candidate], count: int, span: float, tokens_per_
 def make_plan(sweep: SweepSpec, dataset: PreparedDataset | None = None) -> Plan:
     """Every run of the sweep, in budget then size then seed order, and what to watch for."""
     dataset = dataset or PreparedDataset.open(sweep.data)
+    for name in sweep.tasks:  # a task the dataset lacks fails at planning, not after the sweep's training
+        dataset.resolve_task(name)
     inputs = dataset.model_inputs(sweep.family, sweep.recipe.context)
     sized = dataclasses.replace(sweep.recipe, context=inputs.context)
     warnings, runs = [], []
