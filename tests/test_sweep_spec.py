@@ -1,6 +1,7 @@
 """Sweep specs and plans: validation messages, size choice, warnings, the shipped sweeps, no JAX in the driver."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from scaling.data.dataset import ModelInputs
 from scaling.recipe import Recipe, candidates
 from scaling.runspec import SpecError
 from scaling.sweep.plan import budget_tag, choose_sizes, make_plan, run_id
@@ -436,10 +438,41 @@ def test_plan_measure_times_real_steps_of_each_width(prepared):
 
 def test_a_task_the_dataset_lacks_fails_at_planning_and_a_meds_dev_alias_is_the_built_in_task(prepared):
     from scaling.data.dataset import DatasetError
-    from scaling.sweep.plan import make_plan
 
     with pytest.raises(DatasetError, match=r"no task 'mortality' \(tasks: in_hospital_mortality, .*--labels NAME=DIR"):
         make_plan(parse_sweep({**sweep_dict(prepared[0]), "tasks": ["mortality"]}, "t.toml"))
     sweep = parse_sweep({**sweep_dict(prepared[0]), "tasks": ["mortality/in_icu/first_24h"]}, "t.toml")
     assert sweep.tasks == ("icu_mortality",)
     assert all(run.spec.tasks == ("icu_mortality",) for run in make_plan(sweep).runs)
+
+
+class _LabCorpusOfMimicIv:
+    """What a plan reads of a prepared dataset, at full MIMIC-IV's lab scale: Labrador's 529 items, bags of up
+    to 90 labs, about 3.2M train bags (118.7M lab rows at the synthetic data's 29 rows per kept bag, 80% train)."""
+
+    items, width, bags = 529, 90, 3_200_000
+
+    def model_inputs(self, family, context):
+        vocab = self.items if family == "labrador" else 1 + self.items * 11 + 1
+        return ModelInputs(vocab, self.width, float(self.bags))
+
+    def resolve_task(self, name):
+        return name
+
+
+@pytest.mark.parametrize("name", ["mimic-iv-labrador", "mimic-iv-bert"])
+def test_the_mimic_iv_lab_bag_sweeps_plan_a_grid_the_lab_corpus_can_feed(name):
+    sweep = load_sweep(Path(__file__).parents[1] / "sweeps" / f"{name}.toml")
+    plan = make_plan(sweep, _LabCorpusOfMimicIv())
+    assert sorted({r.budget for r in plan.runs}) == [1e15, 3e15, 1e16, 3e16, 1e17]
+    for budget in sweep.budgets:
+        runs = [r for r in plan.runs if r.budget == budget]
+        assert len(runs) == 6 and all(r.candidate.steps >= sweep.recipe.min_steps for r in runs)
+        # The size nearest the recipe's guess (20 tokens per parameter) sees the data at most about twice.
+        guess = min(runs, key=lambda r: abs(math.log(r.candidate.tokens / r.candidate.params_nonembed / 20)))
+        assert guess.epochs <= 2.5, (budget, guess.run_id, guess.epochs)
+    # Every run that repeats the data is named in the plan's warnings; the largest model is 1536 wide.
+    assert {w.split(":")[0] for w in plan.warnings if "repeat the training data" in w} == {
+        r.run_id for r in plan.runs if r.epochs > 1
+    }
+    assert max(r.candidate.width for r in plan.runs) == 1536
