@@ -279,7 +279,7 @@ def boundary_dataset(root: Path) -> tuple[Path, datetime]:
     for subject in range(1, 41):
         rows.append((subject, None, "SEX//F", None))
         for when in (noon - timedelta(hours=2), noon):
-            rows += [(subject, when, f"LAB//{item}//u", float(subject + item)) for item in (1, 2, 3)]
+            rows += [(subject, when, f"LAB//{item}//u", float(subject + item + when.hour)) for item in (1, 2, 3)]
         rows.append((subject, noon + timedelta(days=1), "DISCHARGE", None))
     frame = pl.DataFrame(
         rows,
@@ -376,3 +376,31 @@ def test_own_meds_data_and_task_end_to_end_with_predictions_an_outside_scorer_ag
     assert f"AUROC {probe['auroc']:.3f}" in result.output and "XGBoost" in result.output
     assert "predictions" in result.output
     shutil.rmtree(prep / "predictions")
+
+
+def test_a_lab_bag_at_exactly_the_prediction_time_enters_the_probe_only_when_visible(tmp_path):
+    from flax import nnx
+
+    from scaling.evaluate import _bag_vectors
+    from scaling.runspec import parse_spec
+    from scaling.train import build_model
+
+    root, noon = boundary_dataset(tmp_path / "meds")
+    labels = pl.DataFrame({"subject_id": [1, 2], "prediction_time": [noon] * 2, "boolean_value": [True, False]})
+    write_labels(tmp_path / "labels", labels)
+    bags = BagConfig(min_code_count=1, drop_subsets=False)
+    prepare(PrepareConfig(out=tmp_path / "p", meds=root, labels=(LabelSource("t", tmp_path / "labels"),), bags=bags))
+    dataset = PreparedDataset.open(tmp_path / "p")
+    spec = parse_spec(
+        {"name": "l", "data": str(tmp_path / "p"), "family": "labrador", "width": 16, "tokens": 1000}, "t"
+    )
+    model, _, _ = build_model(spec, dataset, nnx.Rngs(0))
+    split = dataset.splits().filter(pl.col("subject_id").is_in([1, 2])).row(0, named=True)
+    rows = dataset.task("t").filter(pl.col("subject_id") == split["subject_id"])
+    seen, keep = _bag_vectors(model, "labrador", dataset, split["split"], rows, inclusive=True)
+    strict, keep_strict = _bag_vectors(model, "labrador", dataset, split["split"], rows, inclusive=False)
+    assert keep.all() and keep_strict.all()
+    # Strictly before: the 10:00 bag alone. At or before: the mean of the 10:00 and the 12:00 bags.
+    ten = rows.with_columns(prediction_time=pl.col("prediction_time") - timedelta(hours=1))
+    alone, _ = _bag_vectors(model, "labrador", dataset, split["split"], ten, inclusive=True)
+    assert np.allclose(strict, alone, atol=1e-6) and not np.allclose(seen, strict, atol=1e-3)
