@@ -28,8 +28,8 @@ from flax import nnx
 from scaling.baselines import baselines, oracle
 from scaling.data.atomic import write_json
 from scaling.data.dataset import PreparedDataset
-from scaling.data.labbags import bert_tokens
 from scaling.data.meds_io import SPLITS
+from scaling.families import FAMILIES, TIMELINES, Family
 from scaling.probe import Split, fit_probe
 from scaling.record import EVAL, RESULT, eval_document, read_eval
 from scaling.runspec import RunSpec, parse_spec
@@ -83,7 +83,7 @@ def _timeline_vectors(
 
 
 def _bag_vectors(
-    model, family: str, dataset: PreparedDataset, split: str, rows: pl.DataFrame, inclusive: bool
+    model, family: Family, dataset: PreparedDataset, split: str, rows: pl.DataFrame, inclusive: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     bags = dataset.bags(split)
     subjects = np.asarray(bags.subject_ids)
@@ -99,10 +99,7 @@ def _bag_vectors(
         if len(window):
             picks.append(window)
     needed = np.unique(np.concatenate(picks)) if picks else np.zeros(0, np.int64)
-    if family == "labrador":
-        embed = nnx.jit(lambda m, c, v, n: m.embed(c, v, n))
-    else:
-        embed = nnx.jit(lambda m, t: m.embed(t))
+    embed = nnx.jit(lambda m, *arrays: m.embed(*arrays))
     vectors = {}
     for start in range(0, len(needed), BATCH):
         chunk = needed[start : start + BATCH]
@@ -110,11 +107,7 @@ def _bag_vectors(
         values = np.full((BATCH, bags.codes.shape[1]), np.nan, np.float32)
         codes[: len(chunk)] = bags.codes[chunk]
         values[: len(chunk)] = bags.values[chunk]
-        null = np.isnan(values) & (codes > 0)
-        if family == "labrador":
-            out = embed(model, jnp.asarray(codes), jnp.asarray(np.nan_to_num(values)), jnp.asarray(null))
-        else:
-            out = embed(model, jnp.asarray(bert_tokens(codes, values)))
+        out = embed(model, *(jnp.asarray(a) for a in family.probe_input(codes, values)))
         for k, bag in enumerate(chunk):
             vectors[int(bag)] = np.asarray(out[k])
     rows_out = [np.mean([vectors[int(b)] for b in window], axis=0) for window in picks]
@@ -141,10 +134,11 @@ def representations(
     splits, missing = {}, {}
     for split in SPLITS:
         rows = probe_rows(labels, split, train_rows)
-        if spec.family == "timeline":
+        family = FAMILIES[spec.family]
+        if family.data == TIMELINES:
             x, keep = _timeline_vectors(model, dataset, split, rows, spec.recipe.context, inclusive)
         else:
-            x, keep = _bag_vectors(model, spec.family, dataset, split, rows, inclusive)
+            x, keep = _bag_vectors(model, family, dataset, split, rows, inclusive)
         y = rows["boolean_value"].to_numpy().astype(np.int64)[keep]
         splits[split] = Split(x=x.astype(np.float64), y=y)
         missing[split] = int((~keep).sum())

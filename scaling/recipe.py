@@ -11,10 +11,11 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from scaling import families
 from scaling.flops import Shape, train_flops_per_token
-from scaling.models.shapes import DecoderConfig, EncoderConfig, bert_params, labrador_params
+from scaling.models.shapes import DecoderConfig, EncoderConfig
 
-FAMILIES = ("timeline", "labrador", "bert")
+FAMILIES = tuple(families.FAMILIES)  # scaling/families.py: what differs between families
 
 
 @dataclass(frozen=True)
@@ -74,34 +75,12 @@ class Recipe:
 
     def model_config(self, width: int, vocab_size: int) -> DecoderConfig | EncoderConfig:
         """The model a width makes; vocab_size is the token vocabulary (timeline, BERT) or lab items (Labrador)."""
-        if self.family == "timeline":
-            return DecoderConfig(
-                vocab_size=vocab_size,
-                d_model=width,
-                n_layers=self.layers(width),
-                n_heads=self.heads(width),
-                d_ff=self.d_ff(width),
-                context=self.context,
-                tie_embeddings=self.tie_embeddings,
-            )
-        return EncoderConfig(
-            n_items=vocab_size,
-            d_model=width,
-            n_layers=self.layers(width),
-            n_heads=self.heads(width),
-            d_ff=self.d_ff(width),
-            context=self.context,
-        )
+        return families.FAMILIES[self.family].config(self, width, vocab_size)
 
     def shape(self, width: int, vocab_size: int) -> Shape:
         """The FLOP-counting view of a width's model."""
         config = self.model_config(width, vocab_size)
-        if self.family == "timeline":
-            params, nonembed, out = config.params(), config.params_nonembed(), vocab_size
-        elif self.family == "labrador":
-            (params, nonembed), out = labrador_params(config), vocab_size
-        else:
-            (params, nonembed), out = bert_params(config), vocab_size
+        (params, nonembed), out = families.FAMILIES[self.family].params(config), vocab_size
         return Shape(
             d_model=width,
             n_layers=config.n_layers,

@@ -27,10 +27,10 @@ from jax.sharding import NamedSharding, PartitionSpec
 from scaling.data.atomic import write_json
 from scaling.data.dataset import PreparedDataset
 from scaling.data.loaders import BagLoader, TimelineLoader
+from scaling.families import FAMILIES, TIMELINES
 from scaling.flops import train_flops_per_token
 from scaling.hardware import matmul_peak_flops
-from scaling.models.decoder import Decoder, next_token_loss_rows
-from scaling.models.labrador import Bert, Labrador, bert_loss_rows, labrador_loss_rows
+from scaling.models.decoder import Decoder, decoder_row_loss
 from scaling.recipe import Recipe
 from scaling.record import RESULT, RESULT_FORMAT
 from scaling.runspec import RunSpec
@@ -124,82 +124,50 @@ def loss_estimate(sums: np.ndarray, counts: np.ndarray) -> LossEstimate:
 
 def build_model(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> tuple[nnx.Module, int, int]:
     """The run's model, its vocabulary (or lab items, or BERT tokens) and its context."""
-    inputs = dataset.model_inputs(spec.family, spec.recipe.context)
+    family = FAMILIES[spec.family]
+    inputs = family.inputs(dataset, spec.recipe.context)
     recipe = dataclasses.replace(spec.recipe, context=inputs.context)  # bag families: the longest bag
     config = recipe.model_config(spec.width, inputs.vocab_size)
-    model = {"timeline": Decoder, "labrador": Labrador, "bert": Bert}[spec.family](config, rngs)
-    return model, inputs.vocab_size, inputs.context
-
-
-def timeline_row_loss(model: Decoder, batch: dict, dtype) -> tuple[jax.Array, jax.Array]:
-    """Next-token cross-entropy of the decoder on a packed batch: summed per row, and the row's token count."""
-    logits = model(batch["inputs"], batch["positions"], batch["segment_ids"], dtype)
-    return next_token_loss_rows(logits, batch["targets"], batch["loss_mask"])
+    return family.model_class()(config, rngs), inputs.vocab_size, inputs.context
 
 
 def timeline_loss(model: Decoder, batch: dict, dtype) -> jax.Array:
     """Mean next-token cross-entropy (nats per token) of the decoder on a packed batch."""
-    return mean_over_terms(*timeline_row_loss(model, batch, dtype))
+    return mean_over_terms(*decoder_row_loss(model, batch, dtype))
 
 
 def _eval_batch_count(spec: RunSpec, steps_per_epoch: int) -> int:
     return min(-(-spec.train.eval_rows // EVAL_ROWS), steps_per_epoch)
 
 
-def _timeline_task(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> Task:
+TIMELINE_FIELDS = ("inputs", "targets", "segment_ids", "positions", "loss_mask")
+BAG_FIELDS = ("codes", "values", "is_null", "is_masked", "target_code", "target_value", "tokens", "target_token")
+
+
+def make_task(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> Task:
+    """The run's model, its family's loss, and batches from the part of the dataset the family trains on."""
+    family = FAMILIES[spec.family]
     recipe = spec.recipe
     model, vocab, context = build_model(spec, dataset, rngs)
-    train = TimelineLoader(dataset.timelines("train"), recipe.context, recipe.batch_rows, seed=spec.seed)
-    evaluation = TimelineLoader(dataset.timelines(EVAL_SPLIT), recipe.context, EVAL_ROWS, seed=0, shuffle=False)
-    as_dict = lambda b: {
-        "inputs": b.inputs,
-        "targets": b.targets,
-        "segment_ids": b.segment_ids,  # noqa: E731
-        "positions": b.positions,
-        "loss_mask": b.loss_mask,
-    }
-
+    if family.data == TIMELINES:
+        train = TimelineLoader(dataset.timelines("train"), recipe.context, recipe.batch_rows, seed=spec.seed)
+        evaluation = TimelineLoader(dataset.timelines(EVAL_SPLIT), recipe.context, EVAL_ROWS, seed=0, shuffle=False)
+        fields, tokens_per_step = TIMELINE_FIELDS, recipe.tokens_per_step
+    else:
+        items = dataset.lab_vocabulary().size
+        train = BagLoader(dataset.bags("train"), items, recipe.batch_rows, seed=spec.seed)
+        evaluation = BagLoader(dataset.bags(EVAL_SPLIT), items, EVAL_ROWS, seed=0, mask="fixed", shuffle=False)
+        fields, tokens_per_step = BAG_FIELDS, recipe.batch_rows * context  # a bag's slots are its tokens
+    as_dict = lambda b: {f: getattr(b, f) for f in fields}  # noqa: E731
     batches = [as_dict(evaluation.batch(i)) for i in range(_eval_batch_count(spec, evaluation.steps_per_epoch))]
     return Task(
         model=model,
-        row_loss=timeline_row_loss,
+        row_loss=family.loss(),
         train_batch=lambda step: as_dict(train.batch(step)),
         eval_batches=batches,
-        tokens_per_step=recipe.tokens_per_step,
+        tokens_per_step=tokens_per_step,
         vocab_size=vocab,
         context=context,
-    )
-
-
-def _bag_task(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> Task:
-    recipe = spec.recipe
-    model, vocab, width = build_model(spec, dataset, rngs)
-    items = dataset.lab_vocabulary().size
-    train = BagLoader(dataset.bags("train"), items, recipe.batch_rows, seed=spec.seed)
-    evaluation = BagLoader(dataset.bags(EVAL_SPLIT), items, EVAL_ROWS, seed=0, mask="fixed", shuffle=False)
-    fields = ("codes", "values", "is_null", "is_masked", "target_code", "target_value", "tokens", "target_token")
-    as_dict = lambda b: {f: getattr(b, f) for f in fields}  # noqa: E731
-    if spec.family == "labrador":
-
-        def row_loss(model, batch, dtype):
-            logits, value = model(batch["codes"], batch["values"], batch["is_null"], batch["is_masked"], dtype)
-            ce, se = labrador_loss_rows(logits, value, batch["is_masked"], batch["target_code"], batch["target_value"])
-            return ce + model.config.mse_weight * se, jnp.ones_like(ce)
-    else:
-
-        def row_loss(model, batch, dtype):
-            ce = bert_loss_rows(model(batch["tokens"], dtype), batch["is_masked"], batch["target_token"])
-            return ce, jnp.ones_like(ce)
-
-    batches = [as_dict(evaluation.batch(i)) for i in range(_eval_batch_count(spec, evaluation.steps_per_epoch))]
-    return Task(
-        model=model,
-        row_loss=row_loss,
-        train_batch=lambda step: as_dict(train.batch(step)),
-        eval_batches=batches,
-        tokens_per_step=recipe.batch_rows * width,
-        vocab_size=vocab,
-        context=width,
     )
 
 
@@ -253,7 +221,7 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
         return json.loads((out / RESULT).read_text())
 
     rngs = nnx.Rngs(spec.seed)
-    task = _timeline_task(spec, dataset, rngs) if spec.family == "timeline" else _bag_task(spec, dataset, rngs)
+    task = make_task(spec, dataset, rngs)
     recipe = spec.recipe
     steps = spec.tokens // task.tokens_per_step
     if steps < 1:
@@ -401,11 +369,7 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
 def measure_tokens_per_s(spec: RunSpec, steps: int = 5) -> float:
     """Training tokens/s of a run's real step on this machine (after one compiling step); nothing is saved."""
     dataset = PreparedDataset.open(spec.data)
-    task = (
-        _timeline_task(spec, dataset, nnx.Rngs(spec.seed))
-        if spec.family == "timeline"
-        else _bag_task(spec, dataset, nnx.Rngs(spec.seed))
-    )
+    task = make_task(spec, dataset, nnx.Rngs(spec.seed))
     graphdef, state = nnx.split(task.model)
     params = nnx.to_pure_dict(state)
     tx = optimizer(spec.recipe, schedule(spec.recipe, spec.recipe.learning_rate(spec.width), steps + 1))

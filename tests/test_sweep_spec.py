@@ -5,11 +5,12 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import polars as pl
 import pytest
 
-from scaling.data.dataset import ModelInputs
 from scaling.recipe import Recipe, candidates
 from scaling.runspec import SpecError
 from scaling.sweep.plan import budget_tag, choose_sizes, make_plan, run_id
@@ -450,11 +451,17 @@ class _LabCorpusOfMimicIv:
     """What a plan reads of a prepared dataset, at full MIMIC-IV's lab scale: Labrador's 529 items, bags of up
     to 90 labs, about 3.2M train bags (118.7M lab rows at the synthetic data's 29 rows per kept bag, 80% train)."""
 
-    items, width, bags = 529, 90, 3_200_000
+    class _Bags:
+        codes = np.zeros((0, 90))  # the shape's second axis is what a plan reads: the widest bag
 
-    def model_inputs(self, family, context):
-        vocab = self.items if family == "labrador" else 1 + self.items * 11 + 1
-        return ModelInputs(vocab, self.width, float(self.bags))
+        def __len__(self):
+            return 3_200_000
+
+    def lab_vocabulary(self):
+        return SimpleNamespace(size=529)
+
+    def bags(self, split):
+        return self._Bags()
 
     def resolve_task(self, name):
         return name

@@ -78,15 +78,9 @@ class PreparedDataset:
     def bags(self, split: str) -> BagSplit:
         return BagSplit.open(self.root / "labbags", split)
 
-    def model_inputs(self, family: str, timeline_context: int) -> ModelInputs:
-        """Vocabulary, context and epoch size of a family's model on this dataset."""
-        if family == "timeline":
-            tokens = int(np.load(self.root / "timelines" / "train" / "offsets.npy")[-1])
-            return ModelInputs(self.vocabulary().size, timeline_context, tokens / timeline_context)
-        items = self.lab_vocabulary().size
-        bags = self.bags("train")
-        vocab = items if family == "labrador" else 1 + items * 11 + 1  # BERT: padding, 11 tokens per item, the mask
-        return ModelInputs(vocab, int(bags.codes.shape[1]), float(len(bags)))
+    def timeline_tokens(self, split: str) -> int:
+        """Tokens in a split's timelines (without opening them)."""
+        return int(np.load(self.root / "timelines" / split / "offsets.npy")[-1])
 
     def task_names(self, with_labels: bool = False) -> tuple[str, ...]:
         """The dataset's tasks (built-in, then the user's), optionally only those with at least one label."""

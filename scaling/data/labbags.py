@@ -314,9 +314,17 @@ class BagSplit:
         return len(self.lengths)
 
 
+BERT_SLOTS = 11  # BERT tokens per item: ten eCDF deciles and "no value"
+
+
 def bert_tokens(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
     """BERT baseline tokens: (code, decile of eCDF) -> 1 + (code - 1) * 11 + decile; a missing value -> decile slot 10.
 
-    0 stays padding. The vocabulary size is 1 + items * 11 (+ a mask token at that index)."""
+    0 stays padding; the mask token comes after the last item's tokens (`bert_vocab_size`)."""
     decile = np.where(np.isnan(values), 10, np.minimum((np.nan_to_num(values) * 10).astype(np.int64), 9))
-    return np.where(codes > 0, 1 + (codes.astype(np.int64) - 1) * 11 + decile, 0).astype(np.int32)
+    return np.where(codes > 0, 1 + (codes.astype(np.int64) - 1) * BERT_SLOTS + decile, 0).astype(np.int32)
+
+
+def bert_vocab_size(items: int) -> int:
+    """Padding, 11 tokens per item, then the mask token (id 1 + items * 11)."""
+    return 1 + items * BERT_SLOTS + 1

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scaling.data.labbags import BagSplit, bert_tokens
+from scaling.data.labbags import BagSplit, bert_tokens, bert_vocab_size
 from scaling.data.timelines import Timelines
 
 
@@ -183,7 +183,7 @@ class BagLoader:
 
     @property
     def bert_mask_id(self) -> int:
-        return 1 + self.n_items * 11
+        return bert_vocab_size(self.n_items) - 1
 
     def _order(self, epoch: int) -> np.ndarray:
         """The epoch's bag order (kept for the epoch: a permutation per step would cost O(bags) each step)."""

@@ -66,6 +66,12 @@ def next_token_loss_rows(logits: jax.Array, targets: jax.Array, mask: jax.Array)
     return jnp.sum(nll * mask, axis=1), jnp.sum(mask, axis=1)
 
 
+def decoder_row_loss(model: Decoder, batch: dict, dtype) -> tuple[jax.Array, jax.Array]:
+    """Next-token cross-entropy of the decoder on a packed batch: summed per row, and the row's token count."""
+    logits = model(batch["inputs"], batch["positions"], batch["segment_ids"], dtype)
+    return next_token_loss_rows(logits, batch["targets"], batch["loss_mask"])
+
+
 def next_token_loss(logits: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.Array:
     """Mean cross-entropy (nats per token) over positions where mask is True."""
     sums, counts = next_token_loss_rows(logits, targets, mask)

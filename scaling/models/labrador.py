@@ -75,6 +75,14 @@ def labrador_loss_rows(logits, value, is_masked, target_code, target_value, mse_
     return -logp[rows, target_code - 1], (value[rows, slot] - target_value) ** 2
 
 
+def labrador_row_loss(model: Labrador, batch: dict, dtype) -> tuple[jax.Array, jax.Array]:
+    """Labrador's loss on a batch of masked bags: per bag, the masked item's cross-entropy plus the weighted
+    squared error of its value; one term per bag."""
+    logits, value = model(batch["codes"], batch["values"], batch["is_null"], batch["is_masked"], dtype)
+    ce, se = labrador_loss_rows(logits, value, batch["is_masked"], batch["target_code"], batch["target_value"])
+    return ce + model.config.mse_weight * se, jnp.ones_like(ce)
+
+
 def labrador_loss(logits, value, is_masked, target_code, target_value, mse_weight: float = 1.0):
     """CE on the masked lab's item + mse_weight x MSE on its eCDF value, averaged over bags."""
     ce, se = labrador_loss_rows(logits, value, is_masked, target_code, target_value)
@@ -115,6 +123,12 @@ def bert_loss_rows(logits, is_masked, target_token):
     rows = jnp.arange(logits.shape[0])
     logp = jax.nn.log_softmax(logits[rows, slot], axis=-1)
     return -logp[rows, target_token]
+
+
+def bert_row_loss(model: Bert, batch: dict, dtype) -> tuple[jax.Array, jax.Array]:
+    """BERT's masked-token cross-entropy per bag; one term per bag."""
+    ce = bert_loss_rows(model(batch["tokens"], dtype), batch["is_masked"], batch["target_token"])
+    return ce, jnp.ones_like(ce)
 
 
 def bert_loss(logits, is_masked, target_token):

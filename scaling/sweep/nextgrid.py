@@ -32,9 +32,10 @@ def _source(table: Path, from_spec: Path | None) -> tuple[dict, Recipe, int, int
         except SpecError as error:
             raise NextGridError(str(error)) from None
         from scaling.data.dataset import DatasetError, PreparedDataset
+        from scaling.families import FAMILIES
 
         try:
-            inputs = PreparedDataset.open(sweep.data).model_inputs(sweep.family, sweep.recipe.context)
+            inputs = FAMILIES[sweep.family].inputs(PreparedDataset.open(sweep.data), sweep.recipe.context)
         except DatasetError as error:
             raise NextGridError(f"{from_spec}: its dataset is needed for the vocabulary: {error}") from None
         fields = {

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 from scaling.data.dataset import ModelInputs, PreparedDataset
+from scaling.families import FAMILIES
 from scaling.recipe import Candidate, candidates
 from scaling.runspec import RunSpec
 from scaling.sweep.spec import SweepSpec
@@ -77,7 +78,7 @@ def make_plan(sweep: SweepSpec, dataset: PreparedDataset | None = None) -> Plan:
     dataset = dataset or PreparedDataset.open(sweep.data)
     for name in sweep.tasks:  # a task the dataset lacks fails at planning, not after the sweep's training
         dataset.resolve_task(name)
-    inputs = dataset.model_inputs(sweep.family, sweep.recipe.context)
+    inputs = FAMILIES[sweep.family].inputs(dataset, sweep.recipe.context)
     sized = dataclasses.replace(sweep.recipe, context=inputs.context)
     warnings, runs = [], []
     for budget in sorted(sweep.budgets):

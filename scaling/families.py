@@ -1,0 +1,118 @@
+"""One place per model family: what it trains on, the model a width makes, its size, its loss, and what a probe
+reads of it. The timeline decoder, Labrador and the BERT baseline are the entries of FAMILIES; a fourth family is
+one more entry here (and its model under scaling/models/).
+
+Planning reads only the data-level fields (inputs, config, params), so `sweep plan` and `sweep status` never import
+JAX; the model class, its batch loss and its probe input are imported when a run builds its model.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import import_module
+
+import numpy as np
+
+from scaling.data.dataset import ModelInputs, PreparedDataset
+from scaling.data.labbags import bert_tokens, bert_vocab_size
+from scaling.models.shapes import DecoderConfig, EncoderConfig, bert_params, labrador_params
+
+TIMELINES, BAGS = "timelines", "bags"
+
+
+def _decoder_config(recipe, width: int, vocab_size: int) -> DecoderConfig:
+    return DecoderConfig(
+        vocab_size=vocab_size,
+        d_model=width,
+        n_layers=recipe.layers(width),
+        n_heads=recipe.heads(width),
+        d_ff=recipe.d_ff(width),
+        context=recipe.context,
+        tie_embeddings=recipe.tie_embeddings,
+    )
+
+
+def _encoder_config(recipe, width: int, vocab_size: int) -> EncoderConfig:
+    return EncoderConfig(
+        n_items=vocab_size,
+        d_model=width,
+        n_layers=recipe.layers(width),
+        n_heads=recipe.heads(width),
+        d_ff=recipe.d_ff(width),
+        context=recipe.context,
+    )
+
+
+def _labrador_probe_input(codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Labrador reads codes, values (0 where there is none) and the null flags."""
+    return codes, np.nan_to_num(values), np.isnan(values) & (codes > 0)
+
+
+def _bert_probe_input(codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, ...]:
+    """BERT reads one (item, eCDF decile) token per lab."""
+    return (bert_tokens(codes, values),)
+
+
+@dataclass(frozen=True)
+class Family:
+    """Everything that differs between model families."""
+
+    name: str
+    data: str  # TIMELINES or BAGS: the part of the prepared dataset it trains on
+    vocab_size: Callable[[PreparedDataset], int]  # the model's vocabulary on a dataset
+    config: Callable[..., DecoderConfig | EncoderConfig]  # (recipe, width, vocab size) -> the model's config
+    params: Callable[[DecoderConfig | EncoderConfig], tuple[int, int]]  # (all, non-embedding) parameters
+    model: str  # "module:Class", an nnx.Module built from the config and nnx.Rngs
+    row_loss: str  # "module:function", (model, batch dict, dtype) -> per-row loss sums and their term counts
+    probe_input: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, ...]] | None = None  # bags -> model.embed args
+
+    def inputs(self, dataset: PreparedDataset, timeline_context: int) -> ModelInputs:
+        """Vocabulary, context and epoch size of this family's model on a dataset."""
+        if self.data == TIMELINES:
+            tokens = dataset.timeline_tokens("train")
+            return ModelInputs(self.vocab_size(dataset), timeline_context, tokens / timeline_context)
+        bags = dataset.bags("train")
+        return ModelInputs(self.vocab_size(dataset), int(bags.codes.shape[1]), float(len(bags)))
+
+    def model_class(self) -> type:
+        return _load(self.model)
+
+    def loss(self) -> Callable:
+        return _load(self.row_loss)
+
+
+def _load(path: str):
+    module, name = path.split(":")
+    return getattr(import_module(module), name)
+
+
+FAMILIES = {
+    "timeline": Family(
+        name="timeline",
+        data=TIMELINES,
+        vocab_size=lambda dataset: dataset.vocabulary().size,
+        config=_decoder_config,
+        params=lambda config: (config.params(), config.params_nonembed()),
+        model="scaling.models.decoder:Decoder",
+        row_loss="scaling.models.decoder:decoder_row_loss",
+    ),
+    "labrador": Family(
+        name="labrador",
+        data=BAGS,
+        vocab_size=lambda dataset: dataset.lab_vocabulary().size,
+        config=_encoder_config,
+        params=labrador_params,
+        model="scaling.models.labrador:Labrador",
+        row_loss="scaling.models.labrador:labrador_row_loss",
+        probe_input=_labrador_probe_input,
+    ),
+    "bert": Family(
+        name="bert",
+        data=BAGS,
+        vocab_size=lambda dataset: bert_vocab_size(dataset.lab_vocabulary().size),
+        config=_encoder_config,
+        params=bert_params,
+        model="scaling.models.labrador:Bert",
+        row_loss="scaling.models.labrador:bert_row_loss",
+        probe_input=_bert_probe_input,
+    ),
+}
