@@ -64,6 +64,7 @@ class Family:
     model: str  # "module:Class", an nnx.Module built from the config and nnx.Rngs
     row_loss: str  # "module:function", (model, batch dict, dtype) -> per-row loss sums and their term counts
     probe_input: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, ...]] | None = None  # bags -> model.embed args
+    masked_predictions: str | None = None  # "module:function", (model, bag batch) -> masked item and value per bag
 
     def inputs(self, dataset: PreparedDataset, timeline_context: int) -> ModelInputs:
         """Vocabulary, context and epoch size of this family's model on a dataset."""
@@ -78,6 +79,9 @@ class Family:
 
     def loss(self) -> Callable:
         return _load(self.row_loss)
+
+    def masked_predictor(self) -> Callable | None:
+        return _load(self.masked_predictions) if self.masked_predictions else None
 
 
 def _load(path: str):
@@ -104,6 +108,7 @@ FAMILIES = {
         model="scaling.models.labrador:Labrador",
         row_loss="scaling.models.labrador:labrador_row_loss",
         probe_input=_labrador_probe_input,
+        masked_predictions="scaling.models.labrador:labrador_masked_predictions",
     ),
     "bert": Family(
         name="bert",
@@ -114,5 +119,6 @@ FAMILIES = {
         model="scaling.models.labrador:Bert",
         row_loss="scaling.models.labrador:bert_row_loss",
         probe_input=_bert_probe_input,
+        masked_predictions="scaling.models.labrador:bert_masked_predictions",
     ),
 }

@@ -24,6 +24,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from scaling.bag_metrics import masked_lab_metrics
 from scaling.data.atomic import write_json
 from scaling.data.dataset import PreparedDataset
 from scaling.data.loaders import BagLoader, TimelineLoader
@@ -358,6 +359,9 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
         "mfu": (trained_tokens / wall) * exact_per_token / peak if wall else 0.0,
         "fingerprint": record["fingerprint"],
     }
+    predictor = FAMILIES[spec.family].masked_predictor()
+    if predictor is not None and status == "ok":  # the lab-bag families' own metrics (scaling/bag_metrics.py)
+        result.update(masked_lab_metrics(nnx.merge(graphdef, nnx.State(params)), predictor, dataset))
     write_json(out / RESULT, result)
     log(
         f"{out}: {status}; {EVAL_SPLIT} loss {final.mean:.4f} +- {final.se:.4f} over {final.terms:,} terms "

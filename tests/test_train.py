@@ -12,6 +12,7 @@ import jax
 import orbax.checkpoint as ocp
 import pytest
 
+from scaling.data.dataset import PreparedDataset
 from scaling.runspec import RunSpec, parse_spec
 from scaling.train import RunError, train
 
@@ -211,6 +212,12 @@ def test_bag_families_train(prepared, tmp_path, family):
     )
     metrics = [json.loads(line) for line in (tmp_path / family / "metrics.jsonl").read_text().splitlines()]
     assert result["status"] == "ok" and metrics[-1]["loss"] < metrics[0]["loss"]
+    # The family's own metrics on the fixed held-out masked bags: better than a uniform guess of the item, and
+    # a value error below a constant guess of 0 or 1 (at least 1/4 away from most eCDF values).
+    items = PreparedDataset.open(prepared[0]).lab_vocabulary().size
+    assert result["masked_split"] == "held_out" and result["masked_bags"] >= 64
+    assert 1 / items < result["masked_item_accuracy"] <= 1 and 0 <= result["value_mse"] < 0.25
+    assert result["value_by_item"] and all(entry["n"] >= 1 for entry in result["value_by_item"])
 
 
 def test_cli_reports_spec_errors(tmp_path):

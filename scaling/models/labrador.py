@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from scaling.data.labbags import BERT_SLOTS
 from scaling.models.shapes import EncoderConfig
 from scaling.models.transformer import INIT_STD, BlockStack, rms_norm
 
@@ -83,6 +84,14 @@ def labrador_row_loss(model: Labrador, batch: dict, dtype) -> tuple[jax.Array, j
     return ce + model.config.mse_weight * se, jnp.ones_like(ce)
 
 
+def labrador_masked_predictions(model: Labrador, batch: dict) -> tuple[jax.Array, jax.Array]:
+    """Per bag: the most likely item of the masked lab (1-based code) and the predicted eCDF value."""
+    logits, value = model(batch["codes"], batch["values"], batch["is_null"], batch["is_masked"])
+    slot = jnp.argmax(batch["is_masked"], axis=1)
+    rows = jnp.arange(logits.shape[0])
+    return jnp.argmax(logits[rows, slot], axis=-1) + 1, value[rows, slot]
+
+
 def labrador_loss(logits, value, is_masked, target_code, target_value, mse_weight: float = 1.0):
     """CE on the masked lab's item + mse_weight x MSE on its eCDF value, averaged over bags."""
     ce, se = labrador_loss_rows(logits, value, is_masked, target_code, target_value)
@@ -129,6 +138,22 @@ def bert_row_loss(model: Bert, batch: dict, dtype) -> tuple[jax.Array, jax.Array
     """BERT's masked-token cross-entropy per bag; one term per bag."""
     ce = bert_loss_rows(model(batch["tokens"], dtype), batch["is_masked"], batch["target_token"])
     return ce, jnp.ones_like(ce)
+
+
+def bert_masked_predictions(model: Bert, batch: dict) -> tuple[jax.Array, jax.Array]:
+    """Per bag: the item of the most likely token at the mask (1-based code; 0 for a non-item token), and the value
+    read off the true item's ten decile tokens: the expected decile midpoint under their renormalised probabilities."""
+    logits = model(batch["tokens"])
+    slot = jnp.argmax(batch["is_masked"], axis=1)
+    rows = jnp.arange(logits.shape[0])
+    at_mask = logits[rows, slot]  # [bags, vocabulary]
+    top = jnp.argmax(at_mask, axis=-1)
+    n_items = (logits.shape[-1] - 2) // BERT_SLOTS
+    item = jnp.where((top >= 1) & (top <= n_items * BERT_SLOTS), (top - 1) // BERT_SLOTS + 1, 0)
+    first = 1 + (batch["target_code"] - 1) * BERT_SLOTS  # the true item's decile-0 token
+    deciles = jnp.take_along_axis(at_mask, first[:, None] + jnp.arange(10)[None, :], axis=1)
+    midpoints = (jnp.arange(10) + 0.5) / 10
+    return item, jnp.sum(jax.nn.softmax(deciles, axis=-1) * midpoints, axis=-1)
 
 
 def bert_loss(logits, is_masked, target_token):
