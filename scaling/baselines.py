@@ -4,10 +4,14 @@ For each task row, every event the task's inputs may use (strictly before the pr
 built-in tasks, at or before it for MEDS label tasks unless told otherwise) is summarised per code among the
 `TOP_CODES` most frequent train codes: how often it occurred, and, for codes with numbers, its last
 value. Computed once per dataset and task and cached in PREP/baselines/<task>.json (aggregates only).
+For the lab-bag families, the same two models also learn from exactly what those models read: the items'
+last eCDF values and counts over the subject's bags in the 24 h before the prediction time
+(PREP/baselines/<task>.bags.json).
 Also here: the oracle, the true risks the synthetic MIMIC-IV keeps in `oracle/`.
 """
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from xgboost import XGBClassifier
 
 from scaling.data.dataset import PreparedDataset
+from scaling.data.labbags import bags_before
 from scaling.data.meds_io import SPLITS
 from scaling.probe import Split, class_counts, score, too_small
 
@@ -85,7 +90,9 @@ def _fit_score(model_name: str, splits: dict[str, Split], seed: int) -> dict:
         model.fit(train.x, train.y)
         return score(held_out.y, model.predict_proba(held_out.x)[:, 1], seed)
     # Logistic regression: missing last values take the train median, plus a missing indicator.
-    median = np.nan_to_num(np.nanmedian(np.where(np.isnan(train.x), np.nan, train.x), axis=0))
+    with warnings.catch_warnings():  # a feature no train row has (an item never in a bag) takes 0, quietly
+        warnings.simplefilter("ignore", RuntimeWarning)
+        median = np.nan_to_num(np.nanmedian(train.x, axis=0))
 
     def prepare(x):
         missing = np.isnan(x)
@@ -115,6 +122,60 @@ def baselines(dataset: PreparedDataset, task: str, seed: int = 0) -> dict:
         result = {
             "status": "ok",
             "features": len(columns),
+            "xgboost": _fit_score("xgboost", splits, seed),
+            "logistic": _fit_score("logistic", splits, seed),
+        }
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def bag_features(
+    dataset: PreparedDataset, rows: pl.DataFrame, split: str, inclusive: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The lab-bag models' inputs as features: per row, each lab item's last eCDF value (NaN if none) and its count
+    over the subject's bags in the 24 h before the prediction time; and which rows had such a bag (the others,
+    as for the bag models' probes, are left out)."""
+    bags = dataset.bags(split)
+    items = dataset.lab_vocabulary().size
+    windows = bags_before(bags, rows, inclusive)
+    keep = np.array([len(w) > 0 for w in windows], dtype=bool)
+    x = np.full((int(keep.sum()), 2 * items), np.nan)
+    for out, window in enumerate(w for w in windows if len(w)):
+        codes, values = np.asarray(bags.codes[window]).ravel(), np.asarray(bags.values[window]).ravel()
+        lab = codes > 0
+        x[out, items:] = np.bincount(codes[lab] - 1, minlength=items)
+        valued = lab & ~np.isnan(values)
+        latest_first = (codes[valued] - 1)[::-1]  # bags come in time order: the last value of an item wins
+        item, at = np.unique(latest_first, return_index=True)
+        x[out, item] = values[valued][::-1][at]
+    return x, keep
+
+
+def bag_baselines(dataset: PreparedDataset, task: str, seed: int = 0) -> dict | None:
+    """XGBoost and logistic regression on the same bags the lab-bag models read (`bag_features`), on the rows
+    that have one; cached per dataset and task. None when the dataset has no lab bags."""
+    if not dataset.lab_vocabulary().size:
+        return None
+    cache = dataset.root / "baselines" / f"{task}.bags.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    labels = dataset.task(task).join(dataset.splits(), on="subject_id", how="left")
+    inclusive = dataset.task_inputs(task) == "at_or_before"
+    splits, without = {}, {}
+    for split in SPLITS:
+        rows = labels.filter(pl.col("split") == split)
+        x, keep = bag_features(dataset, rows, split, inclusive)
+        splits[split] = Split(x=x, y=rows["boolean_value"].to_numpy().astype(np.int64)[keep])
+        without[split] = int((~keep).sum())
+    reason = too_small(splits)
+    if reason:
+        result = {"status": "too small", "reason": reason, "counts": class_counts(splits)}
+    else:
+        result = {
+            "status": "ok",
+            "features": splits["train"].x.shape[1],
+            "rows_without_a_bag": without,
             "xgboost": _fit_score("xgboost", splits, seed),
             "logistic": _fit_score("logistic", splits, seed),
         }

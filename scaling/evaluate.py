@@ -25,18 +25,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from flax import nnx
 
-from scaling.baselines import baselines, oracle
+from scaling.baselines import bag_baselines, baselines, oracle
 from scaling.data.atomic import write_json
 from scaling.data.dataset import PreparedDataset
+from scaling.data.labbags import bags_before
 from scaling.data.meds_io import SPLITS
-from scaling.families import FAMILIES, TIMELINES, Family
+from scaling.families import BAGS, FAMILIES, TIMELINES, Family
 from scaling.probe import Split, fit_probe
 from scaling.record import EVAL, RESULT, eval_document, read_eval
 from scaling.runspec import RunSpec, parse_spec
 from scaling.train import RunError, restore_model
 
 BATCH = 128
-BAG_WINDOW_US = 24 * 3600 * 1_000_000
 PREDICTIONS_FORMAT = 1
 # The meds-evaluation prediction schema: MEDS labels plus the model's predicted value and probability.
 PREDICTION_SCHEMA = pa.schema(
@@ -86,18 +86,9 @@ def _bag_vectors(
     model, family: Family, dataset: PreparedDataset, split: str, rows: pl.DataFrame, inclusive: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     bags = dataset.bags(split)
-    subjects = np.asarray(bags.subject_ids)
-    times = np.asarray(bags.times)
-    order = np.lexsort((times, subjects))
-    subjects, times = subjects[order], times[order]
-    picks, keep = [], []
-    for subject, cut in zip(rows["subject_id"].to_numpy(), rows["prediction_time"].dt.epoch("us").to_numpy()):
-        lo, hi = np.searchsorted(subjects, subject, "left"), np.searchsorted(subjects, subject, "right")
-        seen = times[lo:hi] <= cut if inclusive else times[lo:hi] < cut
-        window = order[lo:hi][seen & (times[lo:hi] >= cut - BAG_WINDOW_US)]
-        keep.append(len(window) > 0)
-        if len(window):
-            picks.append(window)
+    windows = bags_before(bags, rows, inclusive)
+    keep = [len(window) > 0 for window in windows]
+    picks = [window for window in windows if len(window)]
     needed = np.unique(np.concatenate(picks)) if picks else np.zeros(0, np.int64)
     embed = nnx.jit(lambda m, *arrays: m.embed(*arrays))
     vectors = {}
@@ -206,6 +197,7 @@ def evaluate(
             "rows_without_input": missing,
             "inputs": dataset.task_inputs(task),
             "baselines": baselines(dataset, task),
+            **({"baselines_bags": bag_baselines(dataset, task)} if FAMILIES[spec.family].data == BAGS else {}),
             "oracle": oracle(dataset, task),
             "seconds": round(time.perf_counter() - started, 2),
         }
@@ -216,10 +208,12 @@ def evaluate(
         report[task] = entry
         if probe["status"] == "ok":
             base = entry["baselines"].get("xgboost", {}).get("auroc")
+            on_bags = ((entry.get("baselines_bags") or {}).get("xgboost") or {}).get("auroc")
             best = (entry["oracle"] or {}).get("auroc")
             log(
                 f"{task}: AUROC {probe['auroc']:.3f} [{probe['auroc_lo']:.3f}, {probe['auroc_hi']:.3f}]"
                 + (f"; XGBoost {base:.3f}" if base is not None else "")
+                + (f" (on the same bags {on_bags:.3f})" if on_bags is not None else "")
                 + (f"; oracle {best:.3f}" if best is not None else "")
                 + (f"; {sum(missing.values())} rows without a recent bag" if sum(missing.values()) else "")
             )

@@ -82,8 +82,12 @@ def eval_columns(tasks: dict[str, dict]) -> dict[str, float]:
                 }
             )
         xgboost = ((entry.get("baselines") or {}).get("xgboost") or {}).get("auroc")
+        on_bags = ((entry.get("baselines_bags") or {}).get("xgboost") or {}).get("auroc")  # lab-bag families
         oracle = (entry.get("oracle") or {}).get("auroc")
-        columns.update(
-            {k: v for k, v in ((f"xgboost_auroc_{task}", xgboost), (f"oracle_auroc_{task}", oracle)) if v is not None}
+        named = (
+            (f"xgboost_auroc_{task}", xgboost),
+            (f"xgboost_bags_auroc_{task}", on_bags),
+            (f"oracle_auroc_{task}", oracle),
         )
+        columns.update({k: v for k, v in named if v is not None})
     return columns

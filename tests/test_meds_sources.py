@@ -405,3 +405,25 @@ def test_a_lab_bag_at_exactly_the_prediction_time_enters_the_probe_only_when_vis
     ten = rows.with_columns(prediction_time=pl.col("prediction_time") - timedelta(hours=1))
     alone, _ = _bag_vectors(model, FAMILIES["labrador"], dataset, split["split"], ten, inclusive=True)
     assert np.allclose(strict, alone, atol=1e-6) and not np.allclose(seen, strict, atol=1e-3)
+
+
+@pytest.mark.parametrize(("inclusive", "count", "hour"), [(True, 2, 12), (False, 1, 10)])
+def test_the_bag_baselines_read_the_same_bags_as_the_bag_models(tmp_path, inclusive, count, hour):
+    root, noon = boundary_dataset(tmp_path / "meds")
+    labels = pl.DataFrame({"subject_id": [1, 2], "prediction_time": [noon] * 2, "boolean_value": [True, False]})
+    write_labels(tmp_path / "labels", labels)
+    bags = BagConfig(min_code_count=1, drop_subsets=False)
+    prepare(PrepareConfig(out=tmp_path / "p", meds=root, labels=(LabelSource("t", tmp_path / "labels"),), bags=bags))
+    dataset = PreparedDataset.open(tmp_path / "p")
+    split = dataset.splits().filter(pl.col("subject_id") == 1)["split"].item()
+    rows = dataset.task("t").filter(pl.col("subject_id") == 1)
+    x, keep = baselines_module.bag_features(dataset, rows, split, inclusive)
+    vocabulary = dataset.lab_vocabulary()
+    assert keep.tolist() == [True] and vocabulary.items == ("1", "2", "3")
+    # Each item's last eCDF value in the window (the 12:00 bag's when it is visible) and its count.
+    raw = np.array([1 + item + hour for item in (1, 2, 3)], dtype=np.float64)
+    expected = vocabulary.ecdf(np.arange(3), raw)
+    assert np.allclose(x[0, :3], expected) and x[0, 3:].tolist() == [count] * 3
+    # A prediction with no bag in the 24 h before it has no row, as in the bag models' probe.
+    later = rows.with_columns(prediction_time=pl.col("prediction_time") + timedelta(days=3))
+    assert baselines_module.bag_features(dataset, later, split, inclusive)[1].tolist() == [False]

@@ -13,6 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from scaling.data.dataset import PreparedDataset
+from scaling.evaluate import evaluate
 from scaling.runspec import RunSpec, parse_spec
 from scaling.train import RunError, train
 
@@ -218,6 +219,12 @@ def test_bag_families_train(prepared, tmp_path, family):
     assert result["masked_split"] == "held_out" and result["masked_bags"] >= 64
     assert 1 / items < result["masked_item_accuracy"] <= 1 and 0 <= result["value_mse"] < 0.25
     assert result["value_by_item"] and all(entry["n"] >= 1 for entry in result["value_by_item"])
+    # Evaluated, the run also gets XGBoost and logistic regression on the very bags it reads.
+    report = evaluate(tmp_path / family, ("long_stay",), log=lambda _: None)
+    on_bags = report["long_stay"]["baselines_bags"]
+    assert on_bags["status"] in ("ok", "too small")
+    if on_bags["status"] == "ok":
+        assert on_bags["features"] == 2 * items and 0 <= on_bags["xgboost"]["auroc"] <= 1
 
 
 def test_cli_reports_spec_errors(tmp_path):

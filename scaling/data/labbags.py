@@ -317,6 +317,23 @@ class BagSplit:
 BERT_SLOTS = 11  # BERT tokens per item: ten eCDF deciles and "no value"
 
 
+BAG_WINDOW_US = 24 * 3600 * 1_000_000  # a prediction reads the subject's bags of the 24 h before it
+
+
+def bags_before(bags: BagSplit, rows: pl.DataFrame, inclusive: bool) -> list[np.ndarray]:
+    """For each (subject_id, prediction_time) row, the indices of the subject's bags in the 24 h before the
+    prediction time (up to and including it when `inclusive`), in time order."""
+    subjects, times = np.asarray(bags.subject_ids), np.asarray(bags.times)
+    order = np.lexsort((times, subjects))
+    subjects, times = subjects[order], times[order]
+    windows = []
+    for subject, cut in zip(rows["subject_id"].to_numpy(), rows["prediction_time"].dt.epoch("us").to_numpy()):
+        lo, hi = np.searchsorted(subjects, subject, "left"), np.searchsorted(subjects, subject, "right")
+        seen = times[lo:hi] <= cut if inclusive else times[lo:hi] < cut
+        windows.append(order[lo:hi][seen & (times[lo:hi] >= cut - BAG_WINDOW_US)])
+    return windows
+
+
 def bert_tokens(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
     """BERT baseline tokens: (code, decile of eCDF) -> 1 + (code - 1) * 11 + decile; a missing value -> decile slot 10.
 
