@@ -127,12 +127,18 @@ def test_extra_columns_missing_metadata_and_foreign_splits_are_handled_and_noted
         split=pl.when(pl.col("subject_id").is_in(other.implode())).then(pl.lit("calibration")).otherwise("split")
     )
     kept.write_parquet(source / "metadata" / "subject_splits.parquet")
+    pl.DataFrame({"code": ["static//0"]}).write_parquet(source / "metadata" / "codes.parquet")  # code alone is valid
     manifest = prepare(PrepareConfig(out=tmp_path / "p", meds=source))
     notes = manifest["notes"]
     assert "extra column(s) unit kept in the events, not used" in notes
     assert any(n.startswith("10 subject(s) with events are not in metadata/subject_splits.parquet") for n in notes)
     assert any("calibration 5" in n for n in notes)
-    assert "metadata/codes.parquet was missing: written from the data" in notes
+    assert (
+        "metadata/codes.parquet described 1 of the 11 codes in the data: the rest were added with generic descriptions"
+        in notes
+    )
+    codes = pl.read_parquet(tmp_path / "p" / "events" / "metadata" / "codes.parquet")
+    assert codes.height == 11 and codes.columns[:3] == ["code", "description", "parent_codes"]
     events = pl.read_parquet(tmp_path / "p" / "events" / "data")
     assert events.columns[:6] == ["subject_id", "time", "code", "numeric_value", "text_value", "unit"]
     assert events.schema["numeric_value"] == pl.Float32

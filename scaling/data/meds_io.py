@@ -309,11 +309,12 @@ def complete_codes(root: Path, counts: pl.DataFrame) -> tuple[int, int]:
     where it has them (its descriptions and parent codes), a generic description otherwise. Returns
     (codes in the data, codes the dataset described)."""
     path = root / meds.code_metadata_filepath
-    own = (
-        pl.read_parquet(path, columns=["code", "description", "parent_codes"]).unique("code", keep="first")
-        if path.exists()
-        else pl.DataFrame(schema={"code": pl.String, "description": pl.String, "parent_codes": pl.List(pl.String)})
-    )
+    schema = {"code": pl.String, "description": pl.String, "parent_codes": pl.List(pl.String)}
+    own = pl.read_parquet(path) if path.exists() else pl.DataFrame(schema=schema)
+    # description and parent_codes are optional in MEDS: absent, they are nulls
+    own = own.select(
+        [pl.col(c).cast(t) if c in own.columns else pl.lit(None, dtype=t).alias(c) for c, t in schema.items()]
+    ).unique("code", keep="first")
     described = counts.join(own, on="code", how="semi").height
     frame = (
         counts.join(own, on="code", how="left")
