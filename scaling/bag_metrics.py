@@ -75,10 +75,10 @@ def masked_lab_metrics(model: nnx.Module, predictions, dataset: PreparedDataset)
     except ValueError:  # fewer bags with a value than one batch
         return {"masked_split": METRICS_SPLIT, "masked_bags": 0}
     predict = nnx.jit(predictions)
+    fields = ("codes", "values", "is_null", "is_masked", "tokens", "target_code")  # what either family's reads
     parts = []
     for step in range(min(-(-METRICS_BAGS // BATCH), loader.steps_per_epoch)):
         batch = loader.batch(step)
-        fields = ("codes", "values", "is_null", "is_masked", "tokens", "target_code")
         item, value = predict(model, {f: jax.numpy.asarray(getattr(batch, f)) for f in fields})
         parts.append((np.asarray(item), np.asarray(value), batch.target_code, batch.target_value))
     columns = [np.concatenate([p[i] for p in parts]) for i in range(4)]

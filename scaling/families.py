@@ -19,27 +19,23 @@ from scaling.models.shapes import DecoderConfig, EncoderConfig, bert_params, lab
 TIMELINES, BAGS = "timelines", "bags"
 
 
+def _stack(recipe, width: int) -> dict:
+    """The block stack every family builds from the recipe at a width."""
+    return {
+        "d_model": width,
+        "n_layers": recipe.layers(width),
+        "n_heads": recipe.heads(width),
+        "d_ff": recipe.d_ff(width),
+        "context": recipe.context,
+    }
+
+
 def _decoder_config(recipe, width: int, vocab_size: int) -> DecoderConfig:
-    return DecoderConfig(
-        vocab_size=vocab_size,
-        d_model=width,
-        n_layers=recipe.layers(width),
-        n_heads=recipe.heads(width),
-        d_ff=recipe.d_ff(width),
-        context=recipe.context,
-        tie_embeddings=recipe.tie_embeddings,
-    )
+    return DecoderConfig(vocab_size=vocab_size, tie_embeddings=recipe.tie_embeddings, **_stack(recipe, width))
 
 
 def _encoder_config(recipe, width: int, vocab_size: int) -> EncoderConfig:
-    return EncoderConfig(
-        n_items=vocab_size,
-        d_model=width,
-        n_layers=recipe.layers(width),
-        n_heads=recipe.heads(width),
-        d_ff=recipe.d_ff(width),
-        context=recipe.context,
-    )
+    return EncoderConfig(n_items=vocab_size, **_stack(recipe, width))
 
 
 def _labrador_probe_input(codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, ...]:

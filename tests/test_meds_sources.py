@@ -23,6 +23,7 @@ from scaling.data.meds_io import validate_meds
 from scaling.data.prepare import PrepareConfig, prepare
 from scaling.data.synthetic import write_synthetic_mimic
 from scaling.data.timelines import TokenizerConfig
+from tests.helpers import event_frame
 
 REFERENCE_MEDS = Path(__file__).parent / "data" / "reference_mimic_meds"
 
@@ -283,15 +284,11 @@ def boundary_dataset(root: Path) -> tuple[Path, datetime]:
     noon = datetime(2020, 5, 1, 12)
     rows = []
     for subject in range(1, 41):
-        rows.append((subject, None, "SEX//F", None))
+        rows.append((subject, None, "SEX//F", None, None))
         for when in (noon - timedelta(hours=2), noon):
-            rows += [(subject, when, f"LAB//{item}//u", float(subject + item + when.hour)) for item in (1, 2, 3)]
-        rows.append((subject, noon + timedelta(days=1), "DISCHARGE", None))
-    frame = pl.DataFrame(
-        rows,
-        schema={"subject_id": pl.Int64, "time": pl.Datetime("us"), "code": pl.String, "numeric_value": pl.Float32},
-        orient="row",
-    )
+            rows += [(subject, when, f"LAB//{i}//u", float(subject + i + when.hour), None) for i in (1, 2, 3)]
+        rows.append((subject, noon + timedelta(days=1), "DISCHARGE", None, None))
+    frame = event_frame(rows)
     (root / "data").mkdir(parents=True)
     frame.write_parquet(root / "data" / "0.parquet")
     return root, noon
