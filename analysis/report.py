@@ -214,9 +214,14 @@ def _auroc_section(table: Table, laws: list[AurocLaw]) -> list[str]:
     best = frontier(table)
     lines = ["## AUROC against compute (the lowest-loss run of each budget)", ""]
     for task in tasks:
-        xgb, oracle = (
+        xgb, xgb_bags, logistic_bags, oracle = (
             table.frame[c].drop_nulls() if c in table.frame.columns else None
-            for c in (f"xgboost_auroc_{task}", f"oracle_auroc_{task}")
+            for c in (
+                f"xgboost_auroc_{task}",
+                f"xgboost_bags_auroc_{task}",
+                f"logistic_bags_auroc_{task}",
+                f"oracle_auroc_{task}",
+            )
         )
         lines += [f"### {task}", "", "| budget (FLOPs) | params | loss | probe AUROC [95%] |", "|---:|---:|---:|---:|"]
         for row in best.iter_rows(named=True):
@@ -233,6 +238,10 @@ def _auroc_section(table: Table, laws: list[AurocLaw]) -> list[str]:
         refs = []
         if xgb is not None and len(xgb):
             refs.append(f"XGBoost on count features {xgb[0]:.3f}")
+        if xgb_bags is not None and len(xgb_bags):
+            refs.append(f"XGBoost on the same bags' values {xgb_bags[0]:.3f}")
+        if logistic_bags is not None and len(logistic_bags):
+            refs.append(f"logistic regression on them {logistic_bags[0]:.3f}")
         if oracle is not None and len(oracle):
             refs.append(f"the oracle (the generator's hidden state) {oracle[0]:.3f}")
         lines += [
@@ -246,6 +255,30 @@ def _auroc_section(table: Table, laws: list[AurocLaw]) -> list[str]:
                 f"(log10 C - {law.x0:.3g}))), {law.points} budgets."
             )
         lines.append("")
+    return lines
+
+
+MASKED = ("masked_item_accuracy", "value_mse", "value_pearson_median")  # the lab-bag families' own metrics
+
+
+def _masked_section(table: Table) -> list[str]:
+    """The lab-bag families' masked-lab metrics along the compute-optimal frontier (none for timelines)."""
+    if not all(c in table.frame.columns for c in MASKED) or table.frame["masked_item_accuracy"].drop_nulls().is_empty():
+        return []
+    lines = [
+        "## Masked labs (the lowest-loss run of each budget, held-out bags)",
+        "",
+        "| budget (FLOPs) | params | loss | masked item accuracy | value MSE (eCDF) | median per-item Pearson |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in frontier(table).iter_rows(named=True):
+        cells = [_g(row[c]) for c in MASKED]
+        lines.append(f"| {row['budget']:.3g} | {row['params']:,.0f} | {row['loss']:.4f} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "A constant prediction of 0.5 scores a value MSE of 1/12 = 0.0833 and no correlation (docs/models.md).",
+        "",
+    ]
     return lines
 
 
@@ -281,6 +314,7 @@ def render(
     lines += (
         _beyond_section(iso, parametric, laws, [top * k for k in beyond], table.cost)
         + [""]
+        + _masked_section(table)
         + _auroc_section(table, laws)
     )
     if figures is not None:

@@ -22,7 +22,7 @@ from scaling.data.loaders import BagLoader
 
 METRICS_SPLIT = "held_out"
 METRICS_BAGS = 4096  # at most; a smaller split gives all its bags with a value
-BATCH = 64
+BATCH_ROWS = 16
 MIN_PER_ITEM = 30
 TOP_ITEMS = 10
 
@@ -66,20 +66,26 @@ def summarise(
     }
 
 
-def masked_lab_metrics(model: nnx.Module, predictions, dataset: PreparedDataset) -> dict:
+def masked_lab_metrics(model: nnx.Module, predictions, dataset: PreparedDataset, context: int) -> dict:
     """`summarise` of a trained bag model's predictions (`predictions`: its family's masked-prediction function)
-    on the fixed set of held-out bags."""
+    on the fixed set of held-out bags, packed into rows of the run's `context`."""
     vocabulary = dataset.lab_vocabulary()
     try:
-        loader = BagLoader(dataset.bags(METRICS_SPLIT), vocabulary.size, BATCH, seed=0, mask="fixed", shuffle=False)
+        loader = BagLoader(
+            dataset.bags(METRICS_SPLIT), vocabulary.size, BATCH_ROWS, context, seed=0, mask="fixed", shuffle=False
+        )
     except ValueError:  # fewer bags with a value than one batch
         return {"masked_split": METRICS_SPLIT, "masked_bags": 0}
     predict = nnx.jit(predictions)
-    fields = ("codes", "values", "is_null", "is_masked", "tokens", "target_code")  # what either family's reads
-    parts = []
-    for step in range(min(-(-METRICS_BAGS // BATCH), loader.steps_per_epoch)):
+    fields = ("codes", "values", "is_null", "is_masked", "segment_ids", "tokens", "target_code")  # what either reads
+    parts, bags = [], 0
+    for step in range(loader.steps_per_epoch):
         batch = loader.batch(step)
         item, value = predict(model, {f: jax.numpy.asarray(getattr(batch, f)) for f in fields})
-        parts.append((np.asarray(item), np.asarray(value), batch.target_code, batch.target_value))
-    columns = [np.concatenate([p[i] for p in parts]) for i in range(4)]
+        at = batch.is_masked  # one masked lab per bag, in the split's fixed order
+        parts.append((np.asarray(item)[at], np.asarray(value)[at], batch.target_code[at], batch.target_value[at]))
+        bags += int(at.sum())
+        if bags >= METRICS_BAGS:
+            break
+    columns = [np.concatenate([p[i] for p in parts])[:METRICS_BAGS] for i in range(4)]
     return summarise(*columns, item_names=vocabulary.items)

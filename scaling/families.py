@@ -12,9 +12,10 @@ from importlib import import_module
 
 import numpy as np
 
-from scaling.data.dataset import ModelInputs, PreparedDataset
+from scaling.data.dataset import DatasetError, ModelInputs, PreparedDataset
 from scaling.data.labbags import bert_tokens, bert_vocab_size
-from scaling.models.shapes import DecoderConfig, EncoderConfig, bert_params, labrador_params
+from scaling.data.loaders import pack_bags
+from scaling.models.shapes import DecoderConfig, EncoderConfig, bert_params, labrador_extra_forward, labrador_params
 
 TIMELINES, BAGS = "timelines", "bags"
 
@@ -60,15 +61,23 @@ class Family:
     model: str  # "module:Class", an nnx.Module built from the config and nnx.Rngs
     row_loss: str  # "module:function", (model, batch dict, dtype) -> per-row loss sums and their term counts
     probe_input: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, ...]] | None = None  # bags -> model.embed args
-    masked_predictions: str | None = None  # "module:function", (model, bag batch) -> masked item and value per bag
+    masked_predictions: str | None = None  # "module:function", (model, bag batch) -> masked item and value per slot
+    extra_forward: Callable[[DecoderConfig | EncoderConfig], float] = lambda config: 0.0  # FLOPs/token beyond the stack
 
-    def inputs(self, dataset: PreparedDataset, timeline_context: int) -> ModelInputs:
-        """Vocabulary, context and epoch size of this family's model on a dataset."""
+    def inputs(self, dataset: PreparedDataset, context: int) -> ModelInputs:
+        """Vocabulary, context and epoch size (rows of `context` tokens) of this family's model on a dataset; bags
+        are packed whole into rows of `context` slots, as `BagLoader` packs them."""
         if self.data == TIMELINES:
             tokens = dataset.timeline_tokens("train")
-            return ModelInputs(self.vocab_size(dataset), timeline_context, tokens / timeline_context)
-        bags = dataset.bags("train")
-        return ModelInputs(self.vocab_size(dataset), int(bags.codes.shape[1]), float(len(bags)))
+            return ModelInputs(self.vocab_size(dataset), context, tokens / context)
+        lengths = np.asarray(dataset.bags("train").lengths)
+        if len(lengths) and int(lengths.max()) > context:
+            raise DatasetError(
+                f"{dataset.root}: the longest bag has {int(lengths.max())} labs, more than the context of {context}"
+                f" slots: raise [recipe] context to at least {int(lengths.max())}"
+            )
+        rows, _ = pack_bags(lengths, context)
+        return ModelInputs(self.vocab_size(dataset), context, float(rows[-1] + 1) if len(rows) else 0.0)
 
     def model_class(self) -> type:
         return _load(self.model)
@@ -105,6 +114,7 @@ FAMILIES = {
         row_loss="scaling.models.labrador:labrador_row_loss",
         probe_input=_labrador_probe_input,
         masked_predictions="scaling.models.labrador:labrador_masked_predictions",
+        extra_forward=labrador_extra_forward,
     ),
     "bert": Family(
         name="bert",

@@ -26,6 +26,7 @@ class Shape:
     out_size: int  # logits per token: the vocabulary (decoder, BERT) or the lab items (Labrador)
     params: int
     params_nonembed: int
+    extra_forward: float = 0.0  # forward FLOPs per token outside the stack and the logits (Labrador's input and heads)
 
 
 def forward_components(s: Shape) -> dict[str, float]:
@@ -40,6 +41,7 @@ def forward_components(s: Shape) -> dict[str, float]:
         "mlp": layers * (2 * 3 * d * f + 4 * f),  # gate, up, down; SiLU and the product
         "norms_residuals": (2 * layers + 1) * 4 * d + layers * 2 * d,
         "logits": 2 * d * s.out_size + 5 * s.out_size,  # the projection and the softmax of the loss
+        "family_layers": s.extra_forward,
     }
 
 

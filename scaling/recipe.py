@@ -80,7 +80,8 @@ class Recipe:
     def shape(self, width: int, vocab_size: int) -> Shape:
         """The FLOP-counting view of a width's model."""
         config = self.model_config(width, vocab_size)
-        (params, nonembed), out = families.FAMILIES[self.family].params(config), vocab_size
+        family = families.FAMILIES[self.family]
+        (params, nonembed), out = family.params(config), vocab_size
         return Shape(
             d_model=width,
             n_layers=config.n_layers,
@@ -90,6 +91,7 @@ class Recipe:
             out_size=out,
             params=params,
             params_nonembed=nonembed,
+            extra_forward=family.extra_forward(config),
         )
 
 

@@ -82,11 +82,12 @@ def eval_columns(tasks: dict[str, dict]) -> dict[str, float]:
                 }
             )
         xgboost = ((entry.get("baselines") or {}).get("xgboost") or {}).get("auroc")
-        on_bags = ((entry.get("baselines_bags") or {}).get("xgboost") or {}).get("auroc")  # lab-bag families
+        on_bags = (entry.get("baselines_bags") or {}).get  # lab-bag families: the same bags' values
         oracle = (entry.get("oracle") or {}).get("auroc")
         named = (
             (f"xgboost_auroc_{task}", xgboost),
-            (f"xgboost_bags_auroc_{task}", on_bags),
+            (f"xgboost_bags_auroc_{task}", (on_bags("xgboost") or {}).get("auroc")),
+            (f"logistic_bags_auroc_{task}", (on_bags("logistic") or {}).get("auroc")),
             (f"oracle_auroc_{task}", oracle),
         )
         columns.update({k: v for k, v in named if v is not None})

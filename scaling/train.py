@@ -127,8 +127,7 @@ def build_model(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> tupl
     """The run's model, its vocabulary (or lab items, or BERT tokens) and its context."""
     family = FAMILIES[spec.family]
     inputs = family.inputs(dataset, spec.recipe.context)
-    recipe = dataclasses.replace(spec.recipe, context=inputs.context)  # bag families: the longest bag
-    config = recipe.model_config(spec.width, inputs.vocab_size)
+    config = spec.recipe.model_config(spec.width, inputs.vocab_size)
     return family.model_class()(config, rngs), inputs.vocab_size, inputs.context
 
 
@@ -142,7 +141,17 @@ def _eval_batch_count(spec: RunSpec, steps_per_epoch: int) -> int:
 
 
 TIMELINE_FIELDS = ("inputs", "targets", "segment_ids", "positions", "loss_mask")
-BAG_FIELDS = ("codes", "values", "is_null", "is_masked", "target_code", "target_value", "tokens", "target_token")
+BAG_FIELDS = (
+    "codes",
+    "values",
+    "is_null",
+    "is_masked",
+    "segment_ids",
+    "target_code",
+    "target_value",
+    "tokens",
+    "target_token",
+)
 
 
 def make_task(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> Task:
@@ -156,9 +165,9 @@ def make_task(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> Task:
         fields, tokens_per_step = TIMELINE_FIELDS, recipe.tokens_per_step
     else:
         items = dataset.lab_vocabulary().size
-        train = BagLoader(dataset.bags("train"), items, recipe.batch_rows, seed=spec.seed)
-        evaluation = BagLoader(dataset.bags(EVAL_SPLIT), items, EVAL_ROWS, seed=0, mask="fixed", shuffle=False)
-        fields, tokens_per_step = BAG_FIELDS, recipe.batch_rows * context  # a bag's slots are its tokens
+        train = BagLoader(dataset.bags("train"), items, recipe.batch_rows, context, seed=spec.seed)
+        evaluation = BagLoader(dataset.bags(EVAL_SPLIT), items, EVAL_ROWS, context, seed=0, mask="fixed", shuffle=False)
+        fields, tokens_per_step = BAG_FIELDS, recipe.tokens_per_step  # a row's slots are its tokens, padding too
     as_dict = lambda b: {f: getattr(b, f) for f in fields}  # noqa: E731
     batches = [as_dict(evaluation.batch(i)) for i in range(_eval_batch_count(spec, evaluation.steps_per_epoch))]
     return Task(
@@ -361,7 +370,7 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
     }
     predictor = FAMILIES[spec.family].masked_predictor()
     if predictor is not None and status == "ok":  # the lab-bag families' own metrics (scaling/bag_metrics.py)
-        result.update(masked_lab_metrics(nnx.merge(graphdef, nnx.State(params)), predictor, dataset))
+        result.update(masked_lab_metrics(nnx.merge(graphdef, nnx.State(params)), predictor, dataset, task.context))
     write_json(out / RESULT, result)
     log(
         f"{out}: {status}; {EVAL_SPLIT} loss {final.mean:.4f} +- {final.se:.4f} over {final.terms:,} terms "

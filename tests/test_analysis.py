@@ -531,3 +531,34 @@ def test_report_on_a_table_without_interior_minima_says_so(tmp_path):
     assert result.exit_code == 0, result.output
     text = (tmp_path / "r.md").read_text()
     assert "Interior minima at 0 of 2 budgets" in text and "Approach 2 (IsoFLOP parabolas): not available" in text
+
+
+def test_a_lab_bag_report_shows_the_masked_metrics_and_the_same_bags_baselines():
+    from analysis.fits import FitOptions, fit_table
+    from analysis.report import render
+
+    def fit_all(table, resamples):
+        return fit_table(table, FitOptions(method="isoflop", resamples=resamples), key="test")
+
+    frame = with_auroc(chinchilla_like()).with_columns(
+        family=pl.lit("labrador"),
+        masked_item_accuracy=0.9 - 0.1 * (pl.col("loss") - pl.col("loss").min()),
+        value_mse=pl.lit(0.0612),
+        value_pearson_median=pl.lit(0.4321),
+        xgboost_bags_auroc_mortality=pl.lit(0.8234),
+        logistic_bags_auroc_mortality=pl.lit(0.7344),
+    )
+    table = prepare(frame)
+    text = render(table, fit_all(table, resamples=10), title="t", source="s", figures=None, report_dir=Path("."))
+    section = text[text.index("## Masked labs") : text.index("## AUROC")]
+    rows = [line for line in section.splitlines() if line.startswith("| 1e+") or line.startswith("| 3e+")]
+    assert len(rows) == 6 and all("| 0.0612 | 0.432 |" in row for row in rows)  # one row per budget: its best run
+    assert "XGBoost on the same bags' values 0.823; logistic regression on them 0.734" in text
+    assert "## Masked labs" not in render(
+        prepare(chinchilla_like()),
+        fit_all(prepare(chinchilla_like()), resamples=10),
+        title="t",
+        source="s",
+        figures=None,
+        report_dir=Path("."),
+    )  # a timeline table has no such section

@@ -37,7 +37,7 @@ class _FixedLogits:
     def __init__(self, logits):
         self.logits = jnp.asarray(logits)
 
-    def __call__(self, tokens):
+    def __call__(self, tokens, segment_ids):
         return jnp.broadcast_to(self.logits, (*tokens.shape, self.logits.shape[0]))
 
 
@@ -45,12 +45,15 @@ def test_bert_reads_the_value_off_the_true_items_decile_tokens():
     items = 2  # vocabulary: padding, 11 tokens per item, the mask: 24 tokens
     logits = np.zeros(1 + items * 11 + 1)
     logits[1 + 11 + 7] = 20.0  # item 2, decile 7 (eCDF 0.7 to 0.8): almost all the probability
+    masked = jnp.asarray([[False, True, False], [True, False, False]])
     batch = {
         "tokens": jnp.zeros((2, 3), jnp.int32),
-        "is_masked": jnp.asarray([[False, True, False], [True, False, False]]),
-        "target_code": jnp.asarray([2, 1]),
+        "segment_ids": jnp.ones((2, 3), jnp.int32),
+        "is_masked": masked,
+        "target_code": jnp.where(masked, jnp.asarray([[0, 2, 0], [1, 0, 0]]), 0),
     }
     item, value = bert_masked_predictions(_FixedLogits(logits), batch)
+    item, value = np.asarray(item)[np.asarray(masked)], np.asarray(value)[np.asarray(masked)]
     assert item.tolist() == [2, 2]
     # The true item 2: its decile-7 token dominates, so the value is its midpoint; item 1's deciles are flat.
     assert value[0] == pytest.approx(0.75, abs=1e-6) and value[1] == pytest.approx(0.5, abs=1e-6)

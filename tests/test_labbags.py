@@ -76,28 +76,46 @@ def test_bert_tokens_are_code_and_decile():
     assert bert_tokens(np.array([[3]]), np.array([[1.0]])).tolist() == [[1 + 22 + 9]]  # eCDF 1.0 is the top decile
 
 
-def test_loader_masks_exactly_one_non_null_lab(prepared):
+def test_loader_packs_whole_bags_and_masks_one_non_null_lab_each(prepared):
     dataset = PreparedDataset.open(prepared[0])
     bags = dataset.bags("train")
     n_items = dataset.lab_vocabulary().size
-    loader = BagLoader(bags, n_items, batch_size=32, seed=0)
+    loader = BagLoader(bags, n_items, rows=8, context=128, seed=0)
     batch = loader.batch(0)
-    assert (batch.is_masked.sum(axis=1) == 1).all()
+    assert batch.codes.shape == (8, 128)
+    lengths, packed = [], 0
+    for row in range(8):
+        segments = batch.segment_ids[row]
+        assert (segments[segments > 0] == np.repeat(*np.unique(segments[segments > 0], return_counts=True))).all()
+        for bag in np.unique(segments[segments > 0]):  # a bag: contiguous, one masked non-null lab
+            slots = np.flatnonzero(segments == bag)
+            assert slots.tolist() == list(range(slots[0], slots[-1] + 1))
+            assert batch.is_masked[row, slots].sum() == 1
+            lengths.append(len(slots))
+        packed += (segments > 0).sum()
+    assert sorted(lengths) == sorted(np.asarray(bags.lengths)[loader._packing(0)[0][: len(lengths)]].tolist())
+    assert packed / batch.codes.size > 0.7  # packing: mostly labs, not padding (bags here average ~25 labs)
+    assert (batch.codes[batch.segment_ids == 0] == 0).all() and not batch.is_masked[batch.segment_ids == 0].any()
     assert not (batch.is_masked & batch.is_null).any()
     assert (batch.codes[batch.is_masked] == n_items + 1).all()
     assert (batch.tokens[batch.is_masked] == 1 + n_items * 11).all()
     assert (batch.values[batch.is_masked] == 0).all() and (batch.values[batch.is_null] == 0).all()
-    assert ((batch.target_value >= 0) & (batch.target_value <= 1)).all()
-    assert (batch.target_code >= 1).all() and (batch.target_code <= n_items).all()
-    assert np.array_equal(loader.batch(5).codes, BagLoader(bags, n_items, 32, seed=0).batch(5).codes)  # resumable
+    target_value, target_code = batch.target_value[batch.is_masked], batch.target_code[batch.is_masked]
+    assert ((target_value >= 0) & (target_value <= 1)).all()
+    assert (target_code >= 1).all() and (target_code <= n_items).all()
+    assert (batch.target_code[~batch.is_masked] == 0).all()
+    again = BagLoader(bags, n_items, 8, 128, seed=0).batch(5)  # resumable: a pure function of (seed, step)
+    assert np.array_equal(loader.batch(5).codes, again.codes)
+    with pytest.raises(ValueError, match=r"raise \[recipe\] context to at least"):
+        BagLoader(bags, n_items, 8, context=int(np.max(bags.lengths)) - 1)
 
 
 def test_fixed_mask_stays_epoch_mask_moves(prepared):
     dataset = PreparedDataset.open(prepared[0])
     bags, n_items = dataset.bags("train"), dataset.lab_vocabulary().size
     for mode, same in (("fixed", True), ("epoch", False)):
-        loader = BagLoader(bags, n_items, batch_size=64, seed=0, mask=mode, shuffle=False)
+        loader = BagLoader(bags, n_items, rows=8, context=128, seed=0, mask=mode, shuffle=False)
         first, later = loader.batch(0), loader.batch(loader.steps_per_epoch)
         assert np.array_equal(first.is_masked, later.is_masked) == same
     with pytest.raises(ValueError, match="mask must be"):
-        BagLoader(bags, n_items, 8, mask="sometimes")
+        BagLoader(bags, n_items, 8, 128, mask="sometimes")

@@ -9,7 +9,7 @@ from flax import nnx
 
 from scaling.flops import Shape, forward_components, train_flops_per_token
 from scaling.models.decoder import Decoder, DecoderConfig, next_token_loss
-from scaling.models.labrador import Bert, Labrador
+from scaling.models.labrador import Bert, Labrador, labrador_row_loss
 from scaling.models.shapes import EncoderConfig, bert_params, labrador_params
 from scaling.recipe import Recipe
 from scaling.train import schedule
@@ -105,11 +105,12 @@ def test_bag_encoders_are_permutation_invariant():
     values = jnp.asarray(rng.random((1, 6)), jnp.float32)
     null = jnp.asarray([[False, True, False, False, False, False]])
     masked = jnp.asarray([[False, False, True, False, False, False]])
+    segments = (codes > 0).astype(jnp.int32)
     perm = jnp.asarray([3, 0, 2, 1, 5, 4])
     real = np.asarray(codes[0, perm]) > 0  # compare real labs; padding slots carry no output
     labrador = Labrador(EncoderConfig(n_items=8, d_model=32, n_layers=2, n_heads=2, d_ff=64, context=6), nnx.Rngs(0))
-    logits, value = labrador(codes, values, null, masked)
-    logits_p, value_p = labrador(codes[:, perm], values[:, perm], null[:, perm], masked[:, perm])
+    logits, value = labrador(codes, values, null, masked, segments)
+    logits_p, value_p = labrador(codes[:, perm], values[:, perm], null[:, perm], masked[:, perm], segments[:, perm])
     assert np.allclose(np.asarray(logits[0, perm])[real], np.asarray(logits_p[0])[real], atol=1e-5)
     assert np.allclose(np.asarray(value[0, perm])[real], np.asarray(value_p[0])[real], atol=1e-5)
     assert np.allclose(
@@ -117,10 +118,84 @@ def test_bag_encoders_are_permutation_invariant():
     )
     bert = Bert(EncoderConfig(n_items=20, d_model=32, n_layers=2, n_heads=2, d_ff=64, context=6), nnx.Rngs(0))
     tokens = jnp.asarray([[4, 9, 2, 11, 0, 0]], jnp.int32)
-    out, out_p = bert(tokens), bert(tokens[:, perm])
+    out, out_p = bert(tokens, segments), bert(tokens[:, perm], segments[:, perm])
     real = np.asarray(tokens[0, perm]) > 0
     assert np.allclose(np.asarray(out[0, perm])[real], np.asarray(out_p[0])[real], atol=1e-5)
     assert np.allclose(bert.embed(tokens), bert.embed(tokens[:, perm]), atol=1e-5)
+
+
+def test_a_packed_bag_is_computed_as_if_alone():
+    """Packing is only an economy: a bag's outputs and loss do not depend on the bags sharing its row."""
+    rng = np.random.default_rng(1)
+    config = EncoderConfig(n_items=8, d_model=32, n_layers=2, n_heads=2, d_ff=64, context=10)
+    labrador = Labrador(config, nnx.Rngs(0))
+    codes = jnp.asarray([[3, 9, 1, 5, 2, 9, 7, 0, 0, 0]], jnp.int32)  # bag 1: slots 0-3, bag 2: slots 4-6
+    segments = jnp.asarray([[1, 1, 1, 1, 2, 2, 2, 0, 0, 0]], jnp.int32)
+    masked = codes == 9
+    values = jnp.asarray(rng.random((1, 10)), jnp.float32)
+    null = jnp.zeros((1, 10), bool)
+    logits, value = labrador(codes, values, null, masked, segments)
+    alone = [
+        labrador(codes[:, a:b], values[:, a:b], null[:, a:b], masked[:, a:b], (segments[:, a:b] > 0).astype(jnp.int32))
+        for a, b in ((0, 4), (4, 7))
+    ]
+    assert np.allclose(logits[0, :4], alone[0][0][0], atol=1e-5) and np.allclose(
+        value[0, 4:7], alone[1][1][0], atol=1e-5
+    )
+    batch = {
+        "codes": codes,
+        "values": values,
+        "is_null": null,
+        "is_masked": masked,
+        "segment_ids": segments,
+        "target_code": jnp.where(masked, jnp.asarray([[0, 2, 0, 0, 0, 4, 0, 0, 0, 0]]), 0),
+        "target_value": jnp.where(masked, 0.5, 0.0),
+    }
+    sums, terms = labrador_row_loss(labrador, batch, jnp.float32)
+    assert float(terms[0]) == 2.0
+    logp = jax.nn.log_softmax(logits[0], axis=-1)
+    expected = -logp[1, 1] - logp[5, 3] + (value[0, 1] - 0.5) ** 2 + (value[0, 5] - 0.5) ** 2
+    assert float(sums[0]) == pytest.approx(float(expected), rel=1e-5)
+    bert = Bert(EncoderConfig(n_items=20, d_model=32, n_layers=2, n_heads=2, d_ff=64, context=10), nnx.Rngs(0))
+    tokens = jnp.where(codes > 0, codes + 3, 0)
+    out = bert(tokens, segments)
+    assert np.allclose(out[0, 4:7], bert(tokens[:, 4:7], jnp.ones((1, 3), jnp.int32))[0], atol=1e-5)
+
+
+def test_labrador_exact_flops_match_xla_within_10_percent():
+    """Labrador's heads and input layers run on every slot; the exact count includes them (`labrador_extra_forward`)."""
+    from scaling.models.shapes import labrador_extra_forward
+
+    config = EncoderConfig(n_items=86, d_model=32, n_layers=1, n_heads=1, d_ff=88, context=128)
+    graphdef, params = nnx.split(Labrador(config, nnx.Rngs(0)))
+    tx = optax.adamw(1e-3)
+    batch, t = 8, config.context
+    fields = {
+        "codes": jnp.ones((batch, t), jnp.int32),
+        "values": jnp.zeros((batch, t), jnp.float32),
+        "is_null": jnp.zeros((batch, t), bool),
+        "is_masked": jnp.zeros((batch, t), bool).at[:, 0].set(True),
+        "segment_ids": jnp.ones((batch, t), jnp.int32),
+        "target_code": jnp.ones((batch, t), jnp.int32),
+        "target_value": jnp.zeros((batch, t), jnp.float32),
+    }
+
+    def step(p, o, b):
+        def loss(p):
+            model = nnx.merge(graphdef, p)
+            logits, value = model(b["codes"], b["values"], b["is_null"], b["is_masked"], b["segment_ids"], unroll=True)
+            ce = -jax.nn.log_softmax(logits)[..., 0]
+            return jnp.mean(jnp.where(b["is_masked"], ce + (value - b["target_value"]) ** 2, 0.0))
+
+        value, grads = jax.value_and_grad(loss)(p)
+        updates, o = tx.update(grads, o, p)
+        return optax.apply_updates(p, updates), o, value
+
+    cost = jax.jit(step).lower(params, tx.init(params), fields).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    all_params, nonembed = labrador_params(config)
+    shape = Shape(32, 1, 1, 88, t, 86, all_params, nonembed, labrador_extra_forward(config))
+    assert train_flops_per_token(shape, "exact") == pytest.approx(cost["flops"] / (batch * t), rel=0.10)
 
 
 def test_schedule_warms_up_and_ends_at_the_planned_step():

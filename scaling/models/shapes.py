@@ -87,9 +87,20 @@ def labrador_params(c: EncoderConfig) -> tuple[int, int]:
     table = (c.n_items + 3) * d  # padding, items, mask, null
     value = d + d + 2 * d  # Dense(1 -> d) weight and bias, the mask and null vectors
     project = d * d + d + 2 * d  # Dense(d) + bias, LayerNorm scale and bias
-    heads = d + d * c.n_items + c.n_items + (d + c.n_items) + 1  # final norm, categorical, continuous
-    nonembed = value + project + c.stack.params() + heads
+    read = d + c.n_items  # the continuous head reads the hidden state and the item probabilities
+    categorical = d * d + d + d * c.n_items + c.n_items  # hidden Dense(d) + ReLU, then Dense(items)
+    continuous = read * read + read + read + 1  # hidden Dense(d + items) + ReLU, then Dense(1)
+    nonembed = value + project + c.stack.params() + d + categorical + continuous  # d: the final norm
     return table + nonembed, nonembed
+
+
+def labrador_extra_forward(c: EncoderConfig) -> float:
+    """Forward FLOPs per slot of Labrador's layers outside the block stack and the item logits: the value input,
+    the projection (+ ReLU, LayerNorm), the heads' hidden layers and the continuous head's inputs and output."""
+    d, read = c.d_model, c.d_model + c.n_items
+    inputs = 2 * d + 2 * d * d + d + 8 * d
+    heads = 2 * d * d + d + 5 * c.n_items + 2 * read * read + read + 2 * read + 4
+    return float(inputs + heads)
 
 
 def bert_params(c: EncoderConfig) -> tuple[int, int]:
