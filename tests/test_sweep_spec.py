@@ -411,18 +411,29 @@ def test_status_shows_a_submitted_sweeps_job_it_cannot_reach(prepared, tmp_path)
 
 
 @pytest.mark.parametrize("family", ["labrador", "bert"])
-def test_bag_families_plan_in_bags_of_the_dataset_width(prepared, family):
-    from scaling.data.dataset import PreparedDataset
+def test_bag_families_plan_in_rows_of_packed_bags(prepared, family):
+    from scaling.data.dataset import DatasetError, PreparedDataset
+    from scaling.data.loaders import pack_bags
 
     dataset = PreparedDataset.open(prepared[0])
-    width = dataset.bags("train").codes.shape[1]
+    lengths = np.asarray(dataset.bags("train").lengths)
     items = dataset.lab_vocabulary().size
-    sweep = parse_sweep(sweep_dict(prepared[0], family=family, budgets=[1e9]), "t.toml")
+    recipe = {"context": 128, "batch_rows": 4, "min_steps": 5}
+    sweep = parse_sweep(sweep_dict(prepared[0], family=family, budgets=[1e9], recipe=recipe), "t.toml")
+    context = sweep.recipe.context
     plan = make_plan(sweep)
-    assert plan.inputs.context == width and plan.inputs.rows_per_epoch == len(dataset.bags("train"))
+    rows, _ = pack_bags(lengths, context)
+    assert plan.inputs.context == context and plan.inputs.rows_per_epoch == rows[-1] + 1
+    assert plan.inputs.rows_per_epoch < len(lengths) * 0.5  # several bags to a row
     assert plan.inputs.vocab_size == (items if family == "labrador" else 1 + 11 * items + 1)
     for r in plan.runs:
-        assert r.candidate.tokens == r.candidate.steps * 4 * width
+        assert r.candidate.tokens == r.candidate.steps * 4 * context
+    too_short = parse_sweep(
+        sweep_dict(prepared[0], family=family, budgets=[1e9], recipe={**recipe, "context": int(lengths.max()) - 1}),
+        "t.toml",
+    )
+    with pytest.raises(DatasetError, match=rf"longest bag has {lengths.max()} labs.*raise \[recipe\] context"):
+        make_plan(too_short)
 
 
 def test_plan_measure_times_real_steps_of_each_width(prepared):

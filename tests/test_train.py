@@ -206,7 +206,7 @@ def test_two_devices_match_one(prepared, tmp_path):
 @pytest.mark.parametrize("family", ["labrador", "bert"])
 def test_bag_families_train(prepared, tmp_path, family):
     result = train(
-        make_spec(prepared[0], family=family, tokens=40 * 16 * 64, recipe={"batch_rows": 16}),
+        make_spec(prepared[0], family=family, tokens=200 * 4 * 128, recipe={"batch_rows": 4, "context": 128}),
         tmp_path / family,
         log=lambda _: None,
         peak_flops=1e11,
