@@ -22,7 +22,7 @@ class Shape:
     n_layers: int
     n_heads: int
     d_ff: int
-    context: int  # tokens attended over (a timeline window, or the longest bag)
+    context: int  # tokens attended over (a timeline window, or a row of packed bags)
     out_size: int  # logits per token: the vocabulary (decoder, BERT) or the lab items (Labrador)
     params: int
     params_nonembed: int

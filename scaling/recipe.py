@@ -32,7 +32,7 @@ class Recipe:
     min_head_dim: int = 32
     max_head_dim: int = 64  # wider heads keep the attention einsums efficient (46% vs 37% MFU at width 256 here)
     mlp_ratio: float = 8 / 3  # SwiGLU hidden size = mlp_ratio x width, rounded up to a multiple of 8
-    context: int = 128  # timeline window, or the longest bag for lab-bag families
+    context: int = 128  # timeline window, or the slots of a row of packed bags (the longest bag must fit)
     batch_rows: int = 16  # sequences (or bags) per step
     lr_width_product: float = 1.0  # lr = lr_width_product / width at reference_batch_rows
     reference_batch_rows: int = 16  # lr grows with sqrt(batch / reference)

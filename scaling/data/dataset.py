@@ -28,8 +28,8 @@ class ModelInputs:
     """What a model family sees of a dataset: its vocabulary, its context, and one epoch of training data."""
 
     vocab_size: int  # timeline tokens, lab items (Labrador) or (item, decile) tokens (BERT)
-    context: int  # the timeline window, or the longest bag
-    rows_per_epoch: float  # training windows (timeline) or bags per pass over the train split
+    context: int  # the timeline window, or the slots of a row of packed bags
+    rows_per_epoch: float  # training windows (timeline) or rows of packed bags per pass over the train split
 
 
 class DatasetError(Exception):

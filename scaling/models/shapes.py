@@ -64,14 +64,14 @@ class DecoderConfig:
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """An encoder over bags: `n_items` lab items (Labrador) or BERT tokens, and the longest bag."""
+    """An encoder over bags: `n_items` lab items (Labrador) or BERT tokens, and the slots of a row of packed bags."""
 
     n_items: int
     d_model: int
     n_layers: int
     n_heads: int
     d_ff: int
-    context: int  # the longest bag
+    context: int  # slots per row of packed bags
     mse_weight: float = 1.0
 
     @property
