@@ -115,13 +115,19 @@ def baselines(dataset: PreparedDataset, task: str, seed: int = 0) -> dict:
         return json.loads(cache.read_text())
     frame, columns = features(dataset, dataset.task(task), dataset.task_inputs(task) == "at_or_before")
     splits = _splits(dataset, frame, columns)
+    return _score_and_cache(cache, splits, seed, features=len(columns))
+
+
+def _score_and_cache(cache: Path, splits: dict[str, Split], seed: int, **facts) -> dict:
+    """XGBoost and logistic regression scored on the splits (or why they are too small), beside `facts` about the
+    features; written to `cache` and returned."""
     reason = too_small(splits)
     if reason:
         result = {"status": "too small", "reason": reason, "counts": class_counts(splits)}
     else:
         result = {
             "status": "ok",
-            "features": len(columns),
+            **facts,
             "xgboost": _fit_score("xgboost", splits, seed),
             "logistic": _fit_score("logistic", splits, seed),
         }
@@ -168,20 +174,7 @@ def bag_baselines(dataset: PreparedDataset, task: str, seed: int = 0) -> dict | 
         x, keep = bag_features(dataset, rows, split, inclusive)
         splits[split] = Split(x=x, y=rows["boolean_value"].to_numpy().astype(np.int64)[keep])
         without[split] = int((~keep).sum())
-    reason = too_small(splits)
-    if reason:
-        result = {"status": "too small", "reason": reason, "counts": class_counts(splits)}
-    else:
-        result = {
-            "status": "ok",
-            "features": splits["train"].x.shape[1],
-            "rows_without_a_bag": without,
-            "xgboost": _fit_score("xgboost", splits, seed),
-            "logistic": _fit_score("logistic", splits, seed),
-        }
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return _score_and_cache(cache, splits, seed, features=splits["train"].x.shape[1], rows_without_a_bag=without)
 
 
 ORACLE = {  # task -> (oracle file, risk column, the time the prediction hours count from)

@@ -14,7 +14,7 @@ import numpy as np
 
 from scaling.data.dataset import DatasetError, ModelInputs, PreparedDataset
 from scaling.data.labbags import bert_tokens, bert_vocab_size
-from scaling.data.loaders import pack_bags
+from scaling.data.loaders import longest_bag_error, pack_bags
 from scaling.models.shapes import DecoderConfig, EncoderConfig, bert_params, labrador_extra_forward, labrador_params
 
 TIMELINES, BAGS = "timelines", "bags"
@@ -70,14 +70,20 @@ class Family:
         if self.data == TIMELINES:
             tokens = dataset.timeline_tokens("train")
             return ModelInputs(self.vocab_size(dataset), context, tokens / context)
-        lengths = np.asarray(dataset.bags("train").lengths)
-        if len(lengths) and int(lengths.max()) > context:
-            raise DatasetError(
-                f"{dataset.root}: the longest bag has {int(lengths.max())} labs, more than the context of {context}"
-                f" slots: raise [recipe] context to at least {int(lengths.max())}"
-            )
+        lengths = self.check_context(dataset, context)
         rows, _ = pack_bags(lengths, context)
         return ModelInputs(self.vocab_size(dataset), context, float(rows[-1] + 1) if len(rows) else 0.0)
+
+    def check_context(self, dataset: PreparedDataset, context: int) -> np.ndarray | None:
+        """A bag family's train bag lengths, once they are known to fit rows of `context` slots (DatasetError if
+        not); None for a timeline family."""
+        if self.data == TIMELINES:
+            return None
+        lengths = np.asarray(dataset.bags("train").lengths)
+        too_long = longest_bag_error(lengths, context)
+        if too_long:
+            raise DatasetError(f"{dataset.root}: {too_long}")
+        return lengths
 
     def model_class(self) -> type:
         return _load(self.model)

@@ -126,9 +126,10 @@ def loss_estimate(sums: np.ndarray, counts: np.ndarray) -> LossEstimate:
 def build_model(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> tuple[nnx.Module, int, int]:
     """The run's model, its vocabulary (or lab items, or BERT tokens) and its context."""
     family = FAMILIES[spec.family]
-    inputs = family.inputs(dataset, spec.recipe.context)
-    config = spec.recipe.model_config(spec.width, inputs.vocab_size)
-    return family.model_class()(config, rngs), inputs.vocab_size, inputs.context
+    family.check_context(dataset, spec.recipe.context)  # the epoch's packing is the loader's, not needed here
+    vocab_size = family.vocab_size(dataset)
+    config = spec.recipe.model_config(spec.width, vocab_size)
+    return family.model_class()(config, rngs), vocab_size, spec.recipe.context
 
 
 def timeline_loss(model: Decoder, batch: dict, dtype) -> jax.Array:

@@ -294,6 +294,16 @@ def boundary_dataset(root: Path) -> tuple[Path, datetime]:
     return root, noon
 
 
+def _boundary_bags_with_a_noon_task(tmp_path: Path) -> PreparedDataset:
+    """`boundary_dataset` prepared with every lab kept in the bags and a task "t" predicting at noon."""
+    root, noon = boundary_dataset(tmp_path / "meds")
+    labels = pl.DataFrame({"subject_id": [1, 2], "prediction_time": [noon] * 2, "boolean_value": [True, False]})
+    write_labels(tmp_path / "labels", labels)
+    bags = BagConfig(min_code_count=1, drop_subsets=False)
+    prepare(PrepareConfig(out=tmp_path / "p", meds=root, labels=(LabelSource("t", tmp_path / "labels"),), bags=bags))
+    return PreparedDataset.open(tmp_path / "p")
+
+
 @pytest.mark.parametrize(("inputs", "labs_seen"), [("at_or_before", 6), ("before", 3)])
 def test_events_at_the_prediction_time_are_seen_only_when_the_task_says_so(tmp_path, inputs, labs_seen):
     root, noon = boundary_dataset(tmp_path / "meds")
@@ -389,12 +399,7 @@ def test_a_lab_bag_at_exactly_the_prediction_time_enters_the_probe_only_when_vis
     from scaling.runspec import parse_spec
     from scaling.train import build_model
 
-    root, noon = boundary_dataset(tmp_path / "meds")
-    labels = pl.DataFrame({"subject_id": [1, 2], "prediction_time": [noon] * 2, "boolean_value": [True, False]})
-    write_labels(tmp_path / "labels", labels)
-    bags = BagConfig(min_code_count=1, drop_subsets=False)
-    prepare(PrepareConfig(out=tmp_path / "p", meds=root, labels=(LabelSource("t", tmp_path / "labels"),), bags=bags))
-    dataset = PreparedDataset.open(tmp_path / "p")
+    dataset = _boundary_bags_with_a_noon_task(tmp_path)
     spec = parse_spec(
         {"name": "l", "data": str(tmp_path / "p"), "family": "labrador", "width": 16, "tokens": 1000}, "t"
     )
@@ -412,12 +417,7 @@ def test_a_lab_bag_at_exactly_the_prediction_time_enters_the_probe_only_when_vis
 
 @pytest.mark.parametrize(("inclusive", "count", "hour"), [(True, 2, 12), (False, 1, 10)])
 def test_the_bag_baselines_read_the_same_bags_as_the_bag_models(tmp_path, inclusive, count, hour):
-    root, noon = boundary_dataset(tmp_path / "meds")
-    labels = pl.DataFrame({"subject_id": [1, 2], "prediction_time": [noon] * 2, "boolean_value": [True, False]})
-    write_labels(tmp_path / "labels", labels)
-    bags = BagConfig(min_code_count=1, drop_subsets=False)
-    prepare(PrepareConfig(out=tmp_path / "p", meds=root, labels=(LabelSource("t", tmp_path / "labels"),), bags=bags))
-    dataset = PreparedDataset.open(tmp_path / "p")
+    dataset = _boundary_bags_with_a_noon_task(tmp_path)
     split = dataset.splits().filter(pl.col("subject_id") == 1)["split"].item()
     rows = dataset.task("t").filter(pl.col("subject_id") == 1)
     x, keep = baselines_module.bag_features(dataset, rows, split, inclusive)

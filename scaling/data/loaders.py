@@ -150,6 +150,16 @@ def pack_bags(lengths: np.ndarray, context: int) -> tuple[np.ndarray, np.ndarray
     return rows, offsets
 
 
+def longest_bag_error(lengths: np.ndarray, context: int) -> str | None:
+    """Why bags of these lengths cannot be packed into rows of `context` slots, or None."""
+    if len(lengths) and int(lengths.max()) > context:
+        return (
+            f"the longest bag has {int(lengths.max())} labs, more than the context of {context} slots: "
+            f"raise [recipe] context to at least {int(lengths.max())}"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class BagBatch:
     """Rows of `context` slots holding whole bags; `segment_ids` int32 [R, T] number the bags of a row 1, 2, ...
@@ -190,12 +200,9 @@ class BagLoader:
     ):
         if mask not in ("epoch", "fixed"):
             raise ValueError(f"mask must be 'epoch' or 'fixed', got {mask!r}")
-        lengths = np.asarray(bags.lengths)
-        if len(lengths) and int(lengths.max()) > context:
-            raise ValueError(
-                f"the longest bag has {int(lengths.max())} labs, more than the context of {context} slots: "
-                f"raise [recipe] context to at least {int(lengths.max())}"
-            )
+        too_long = longest_bag_error(np.asarray(bags.lengths), context)
+        if too_long:
+            raise ValueError(too_long)
         self.bags = bags
         self.n_items = n_items
         self.rows = rows
