@@ -19,7 +19,7 @@ from analysis.parametric import ParametricFit  # noqa: E402
 from analysis.table import Table  # noqa: E402
 
 
-def _save(fig, out: Path, name: str) -> list[Path]:
+def save_figure(fig, out: Path, name: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.svg"]
     fig.tight_layout()
@@ -62,7 +62,7 @@ def isoflop_curves(table: Table, fit: IsoflopFit | None, out: Path) -> list[Path
     ax.set_ylabel(table.loss_label)
     ax.set_title("IsoFLOP curves: parabola in log N per budget; * = fitted minimum")
     ax.legend(fontsize=7, ncol=2)
-    return _save(fig, out, "isoflop_curves")
+    return save_figure(fig, out, "isoflop_curves")
 
 
 def optimal_scaling(fit: IsoflopFit, parametric: ParametricFit | None, out: Path) -> list[Path]:
@@ -114,7 +114,7 @@ def optimal_scaling(fit: IsoflopFit, parametric: ParametricFit | None, out: Path
         "compute-optimal size (right of the dotted line: extrapolated; a wider band runs off the axes)", fontsize=8
     )
     axes[1].set_title("compute-optimal tokens", fontsize=9)
-    return _save(fig, out, "optimal_scaling")
+    return save_figure(fig, out, "optimal_scaling")
 
 
 def loss_frontier(table: Table, parametric: ParametricFit | None, out: Path) -> list[Path]:
@@ -137,7 +137,7 @@ def loss_frontier(table: Table, parametric: ParametricFit | None, out: Path) -> 
     ax.set_ylabel(table.loss_label)
     ax.set_title("loss against compute")
     ax.legend(fontsize=8)
-    return _save(fig, out, "loss_frontier")
+    return save_figure(fig, out, "loss_frontier")
 
 
 def auroc_figures(table: Table, laws: tuple[AurocLaw, ...], lines: tuple[dict, ...], out: Path) -> list[Path]:
@@ -180,7 +180,7 @@ def auroc_figures(table: Table, laws: tuple[AurocLaw, ...], lines: tuple[dict, .
         ax.set_xlabel("training compute C (FLOPs)")
         ax.set_ylabel(f"AUROC, {task.replace('_', ' ')}")
         ax.legend(fontsize=7)
-    paths += _save(fig, out, "auroc_vs_compute")
+    paths += save_figure(fig, out, "auroc_vs_compute")
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         rows = table.frame.filter(pl.col(f"auroc_{task}").is_not_null())
@@ -197,7 +197,7 @@ def auroc_figures(table: Table, laws: tuple[AurocLaw, ...], lines: tuple[dict, .
         ax.set_xlabel(table.loss_label)
         ax.set_ylabel(f"AUROC, {task.replace('_', ' ')}")
         ax.legend(fontsize=7)
-    paths += _save(fig, out, "loss_vs_auroc")
+    paths += save_figure(fig, out, "loss_vs_auroc")
     return paths
 
 

@@ -322,10 +322,10 @@ def render(
         for name in FIGURES:
             png = figures / f"{name}.png"
             if png.exists():
-                lines.append(f"![{name.replace('_', ' ')}]({_relative(png, report_dir)})")
+                lines.append(f"![{name.replace('_', ' ')}]({relative_link(png, report_dir)})")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _relative(path: Path, start: Path) -> str:
+def relative_link(path: Path, start: Path) -> str:
     return os.path.relpath(Path(path).resolve(), Path(start).resolve())

@@ -23,16 +23,16 @@ from scaling.flops import train_flops_per_token
 from scaling.hardware import matmul_peak_flops
 from scaling.models.decoder import Decoder
 from scaling.recipe import Recipe
-from scaling.train import optimizer, schedule, step_functions, timeline_loss
+from scaling.train import optimizer, schedule, schedule_constants, step_functions, timeline_loss
 
 
 def measure(recipe: Recipe, width: int, vocab: int, steps: int, dtype=jnp.float32) -> tuple[float, float, dict]:
     config = recipe.model_config(width, vocab)
     graphdef, state = nnx.split(Decoder(config, nnx.Rngs(0)))
     params = nnx.to_pure_dict(state)
-    tx = optimizer(recipe, schedule(recipe, recipe.learning_rate(width), 1000))
-    opt_state = tx.init(params)
-    _, step = step_functions(timeline_loss, graphdef, tx, dtype)
+    constants = schedule_constants(recipe, recipe.learning_rate(width), 1000)
+    opt_state = optimizer(recipe, schedule(recipe, recipe.learning_rate(width), 1000)).init(params)
+    _, step = step_functions(timeline_loss, graphdef, recipe, dtype)
 
     rng = np.random.default_rng(0)
     tokens = jnp.asarray(rng.integers(1, vocab, (recipe.batch_rows, recipe.context + 1)), jnp.int32)
@@ -44,11 +44,11 @@ def measure(recipe: Recipe, width: int, vocab: int, steps: int, dtype=jnp.float3
         "positions": jnp.cumsum(ones, axis=1) - 1,
         "loss_mask": ones > 0,
     }
-    params, opt_state, loss, _ = step(params, opt_state, batch)  # compile
+    params, opt_state, loss, _ = step(params, opt_state, batch, constants)  # compile
     loss.block_until_ready()
     start = time.perf_counter()
     for _ in range(steps):
-        params, opt_state, loss, _ = step(params, opt_state, batch)
+        params, opt_state, loss, _ = step(params, opt_state, batch, constants)
     loss.block_until_ready()
     seconds = time.perf_counter() - start
     tokens_per_s = steps * recipe.tokens_per_step / seconds

@@ -18,6 +18,7 @@ import json
 import time
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import polars as pl
@@ -37,6 +38,7 @@ from scaling.runspec import RunSpec, parse_spec
 from scaling.train import RunError, restore_model
 
 BATCH = 128
+BAG_SLOTS_STEP = 16  # a probe batch of bags is padded to a multiple of this many slots
 PREDICTIONS_FORMAT = 1
 # The meds-evaluation prediction schema: MEDS labels plus the model's predicted value and probability.
 PREDICTION_SCHEMA = pa.schema(
@@ -50,12 +52,25 @@ PREDICTION_SCHEMA = pa.schema(
 )
 
 
+class Embeddings:
+    """A model's `embed`, compiled once for all the tasks and splits it serves, and the bag vectors it made.
+
+    nnx.jit walks the module's graph at every call; with the weights split off once, a call costs only its
+    compute. A bag's vector depends on the bag alone, so the tasks of one evaluation share them."""
+
+    def __init__(self, model):
+        graphdef, state = nnx.split(model)
+        compiled = jax.jit(lambda state, *arrays: nnx.merge(graphdef, state).embed(*arrays))
+        self.embed = lambda *arrays: np.asarray(compiled(state, *(jnp.asarray(a) for a in arrays)))
+        self.bags: dict[tuple[str, int], np.ndarray] = {}  # (split, bag index) -> vector
+        self.width = model.config.d_model
+
+
 def _timeline_vectors(
-    model, dataset: PreparedDataset, split: str, rows: pl.DataFrame, context: int, inclusive: bool
+    embeddings: Embeddings, dataset: PreparedDataset, split: str, rows: pl.DataFrame, context: int, inclusive: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     timelines = dataset.timelines(split)
     index = {int(s): i for i, s in enumerate(timelines.subject_ids)}
-    embed = nnx.jit(lambda m, t, p, s, last: m.embed(t, p, s, last))
     cuts = rows["prediction_time"].dt.epoch("us").to_numpy()
     keep = np.array([int(s) in index for s in rows["subject_id"]], dtype=bool)
     sequences = []
@@ -77,32 +92,41 @@ def _timeline_vectors(
             segments[r, : len(seq)] = 1
             last[r] = max(len(seq) - 1, 0)
         positions = np.tile(np.arange(context, dtype=np.int32), (BATCH, 1))
-        out = embed(model, jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(segments), jnp.asarray(last))
-        vectors.append(np.asarray(out)[: len(chunk)])
-    return (np.concatenate(vectors) if vectors else np.zeros((0, model.config.d_model))), keep
+        vectors.append(embeddings.embed(tokens, positions, segments, last)[: len(chunk)])
+    return (np.concatenate(vectors) if vectors else np.zeros((0, embeddings.width))), keep
 
 
 def _bag_vectors(
-    model, family: Family, dataset: PreparedDataset, split: str, rows: pl.DataFrame, inclusive: bool
+    embeddings: Embeddings, family: Family, dataset: PreparedDataset, split: str, rows: pl.DataFrame, inclusive: bool
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Per cohort row, the mean embedding of its bags in the 24 h before the prediction time, and which rows had
+    one."""
     bags = dataset.bags(split)
+    cache = embeddings.bags
     windows = bags_before(bags, rows, inclusive)
     keep = [len(window) > 0 for window in windows]
     picks = [window for window in windows if len(window)]
     needed = np.unique(np.concatenate(picks)) if picks else np.zeros(0, np.int64)
-    embed = nnx.jit(lambda m, *arrays: m.embed(*arrays))
-    vectors = {}
+    needed = np.array([b for b in needed if (split, int(b)) not in cache], np.int64)
+    # Shortest first, each batch padded to its own longest bag (rounded up to a few shapes, each compiled
+    # once): bags are ~25 labs where the longest is ~80, so padding every batch to the longest triples the work.
+    lengths = (bags.codes[needed] > 0).sum(axis=1) if len(needed) else np.zeros(0, np.int64)
+    needed = needed[np.argsort(lengths, kind="stable")]
     for start in range(0, len(needed), BATCH):
         chunk = needed[start : start + BATCH]
-        codes = np.zeros((BATCH, bags.codes.shape[1]), np.int32)
-        values = np.full((BATCH, bags.codes.shape[1]), np.nan, np.float32)
-        codes[: len(chunk)] = bags.codes[chunk]
-        values[: len(chunk)] = bags.values[chunk]
-        out = embed(model, *(jnp.asarray(a) for a in family.probe_input(codes, values)))
+        width = min(
+            -(-max(1, int((bags.codes[chunk] > 0).sum(axis=1).max())) // BAG_SLOTS_STEP) * BAG_SLOTS_STEP,
+            bags.codes.shape[1],
+        )
+        codes = np.zeros((BATCH, width), np.int32)
+        values = np.full((BATCH, width), np.nan, np.float32)
+        codes[: len(chunk)] = bags.codes[chunk, :width]
+        values[: len(chunk)] = bags.values[chunk, :width]
+        out = embeddings.embed(*family.probe_input(codes, values))
         for k, bag in enumerate(chunk):
-            vectors[int(bag)] = np.asarray(out[k])
-    rows_out = [np.mean([vectors[int(b)] for b in window], axis=0) for window in picks]
-    return (np.stack(rows_out) if rows_out else np.zeros((0, model.config.d_model))), np.asarray(keep, bool)
+            cache[(split, int(bag))] = out[k]
+    rows_out = [np.mean([cache[(split, int(b))] for b in window], axis=0) for window in picks]
+    return (np.stack(rows_out) if rows_out else np.zeros((0, embeddings.width))), np.asarray(keep, bool)
 
 
 def probe_rows(labels: pl.DataFrame, split: str, train_rows: int) -> pl.DataFrame:
@@ -115,10 +139,12 @@ def probe_rows(labels: pl.DataFrame, split: str, train_rows: int) -> pl.DataFram
 
 
 def representations(
-    model, spec: RunSpec, dataset: PreparedDataset, task: str, train_rows: int | None = None
+    model: nnx.Module | Embeddings, spec: RunSpec, dataset: PreparedDataset, task: str, train_rows: int | None = None
 ) -> tuple[dict[str, Split], dict[str, int], pl.DataFrame]:
     """Probe inputs per split; how many cohort rows had no input (lab-bag models without a recent bag); and the
-    held_out rows that had one (subject_id, prediction_time, boolean_value), in the order of their features."""
+    held_out rows that had one (subject_id, prediction_time, boolean_value), in the order of their features.
+    Pass the model's `Embeddings` to share its compiled embed and bag vectors between tasks."""
+    embeddings = model if isinstance(model, Embeddings) else Embeddings(model)
     labels = dataset.task(task).join(dataset.splits(), on="subject_id", how="left")
     inclusive = dataset.task_inputs(task) == "at_or_before"
     train_rows = spec.probe_train_rows if train_rows is None else train_rows
@@ -127,9 +153,9 @@ def representations(
         rows = probe_rows(labels, split, train_rows)
         family = FAMILIES[spec.family]
         if family.data == TIMELINES:
-            x, keep = _timeline_vectors(model, dataset, split, rows, spec.recipe.context, inclusive)
+            x, keep = _timeline_vectors(embeddings, dataset, split, rows, spec.recipe.context, inclusive)
         else:
-            x, keep = _bag_vectors(model, family, dataset, split, rows, inclusive)
+            x, keep = _bag_vectors(embeddings, family, dataset, split, rows, inclusive)
         y = rows["boolean_value"].to_numpy().astype(np.int64)[keep]
         splits[split] = Split(x=x.astype(np.float64), y=y)
         missing[split] = int((~keep).sum())
@@ -187,9 +213,10 @@ def evaluate(
     model = restore_model(out, spec, dataset)
     folder = Path(predictions) if predictions is not None else predictions_folder(dataset, out)
     report = read_eval(out)
+    embeddings = Embeddings(model)  # one compiled embed for every task; the same bags serve several tasks
     for task in tasks:
         started = time.perf_counter()
-        splits, missing, held_out = representations(model, spec, dataset, task, train_rows)
+        splits, missing, held_out = representations(embeddings, spec, dataset, task, train_rows)
         probe, probability = fit_probe(splits, seed=spec.seed)
         entry = {
             "probe": probe,

@@ -292,9 +292,31 @@ def next_grid_command(
         )
 
 
+def _studies(tables: list[Path], options, fits: Path | None, figures: Path | None = None) -> list:
+    """Each table with its fits and its family's label; with several tables, each has its own fits.json and its
+    figures in a subfolder named by its label."""
+    from analysis.compare import Study, study_label
+
+    if len(tables) > 1 and fits is not None:
+        raise UserError("--fits names one fits.json: give one table with it (several tables keep one beside each)")
+    studies = []
+    for table in tables:
+        data, result = _load_fits(table, options, fits)
+        label = study_label(data, table)
+        if any(s.label == label for s in studies):
+            raise UserError(f"{table}: a second table of {label}; give one table per family")
+        folder = figures if figures is None or len(tables) == 1 else figures / label
+        studies.append(Study(label=label, table=data, fits=result, source=str(table), figures=folder))
+    return studies
+
+
 def plot_command(
-    table: Annotated[Path, typer.Argument(help="Results table (as for `ehrscale fit`).")],
-    out: Annotated[Path, typer.Option(help="Folder for the figures (PNG and SVG).")],
+    tables: Annotated[
+        list[Path], typer.Argument(help="Results table (as for `ehrscale fit`); several: one per model family.")
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Folder for the figures (PNG and SVG); several tables: one subfolder each.")
+    ],
     fits: FitsOption = None,
     resamples: ResamplesOption = None,
     budget_tolerance: ToleranceOption = 0.1,
@@ -306,7 +328,9 @@ def plot_command(
     flops_col: ColumnOption = None,
     budget_col: ColumnOption = None,
 ) -> None:
-    """IsoFLOP curves, N_opt(C) and D_opt(C) with extrapolation bands, the loss frontier, AUROC figures."""
+    """IsoFLOP curves, N_opt(C) and D_opt(C) with extrapolation bands, the loss frontier, AUROC figures; with
+    several tables, each one's in a subfolder and the families side by side in the folder itself."""
+    from analysis.compare import comparison_figures
     from analysis.plots import plot_all
 
     options = _fit_options(
@@ -321,13 +345,21 @@ def plot_command(
         flops_col=flops_col,
         budget_col=budget_col,
     )
-    data, result = _load_fits(table, options, fits)
-    for path in plot_all(data, result, out):
+    studies = _studies(tables, options, fits, out)
+    paths = [path for s in studies for path in plot_all(s.table, s.fits, s.figures)]
+    if len(studies) > 1:
+        paths += comparison_figures(studies, out)
+    for path in paths:
         out_console.print(f"wrote {path}", highlight=False)
 
 
 def report_command(
-    table: Annotated[Path, typer.Argument(help="Results table (as for `ehrscale fit`), e.g. a sweep's runs.parquet.")],
+    tables: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Results table (as for `ehrscale fit`), e.g. a sweep's runs.parquet; several: one per family."
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="The markdown report to write.")],
     figures: Annotated[Path | None, typer.Option(help="A folder of `ehrscale plot` figures to link.")] = None,
     title: Annotated[str, typer.Option(help="The report's heading.")] = "ehrscale report",
@@ -345,7 +377,9 @@ def report_command(
     flops_col: ColumnOption = None,
     budget_col: ColumnOption = None,
 ) -> None:
-    """One page of what a sweep found: IsoFLOP minima, laws with intervals, optimal N and D past the grid, AUROC."""
+    """One page of what a sweep found: IsoFLOP minima, laws with intervals, optimal N and D past the grid, AUROC.
+    Several tables (one per model family): the families side by side, then a section each."""
+    from analysis.compare import render_studies
     from analysis.report import render
     from scaling.data.atomic import write_text
 
@@ -365,10 +399,19 @@ def report_command(
         flops_col=flops_col,
         budget_col=budget_col,
     )
-    data, result = _load_fits(table, options, fits)
-    text = render(
-        data, result, title=title, source=str(table), figures=figures, report_dir=out.parent, beyond=multiples
-    )
+    studies = _studies(tables, options, fits, figures)
+    if len(studies) == 1:
+        text = render(
+            studies[0].table,
+            studies[0].fits,
+            title=title,
+            source=studies[0].source,
+            figures=figures,
+            report_dir=out.parent,
+            beyond=multiples,
+        )
+    else:
+        text = render_studies(studies, title=title, report_dir=out.parent, figures=figures, beyond=multiples)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, text)
     out_console.print(f"wrote {out}", highlight=False)

@@ -51,18 +51,32 @@ def enable_compilation_cache(folder: Path) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def schedule(recipe: Recipe, peak_lr: float, steps: int) -> optax.Schedule:
-    """Linear warmup then cosine decay that reaches final_lr_fraction x peak exactly at the last step.
+def schedule_constants(recipe: Recipe, peak_lr: float, steps: int) -> jax.Array:
+    """(peak, warmup steps, total steps, final lr) of a run's schedule, as an array the compiled step takes.
 
-    optax's `decay_steps` counts the warmup too: it is the total number of steps."""
+    As an argument, not constants inside the step, they leave the compiled step the same for every run of a
+    width, so runs at other budgets reuse it from the compilation cache."""
     warmup = max(1, round(recipe.warmup_fraction * steps))
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=peak_lr,
-        warmup_steps=min(warmup, steps - 1) if steps > 1 else 0,
-        decay_steps=steps,
-        end_value=peak_lr * recipe.final_lr_fraction,
-    )
+    warmup = min(warmup, steps - 1) if steps > 1 else 0
+    return jnp.array([peak_lr, warmup, steps, peak_lr * recipe.final_lr_fraction], jnp.float32)
+
+
+def lr_at(count, constants: jax.Array) -> jax.Array:
+    """Linear warmup from 0, then cosine decay that reaches the final lr exactly at the last step."""
+    peak, warmup, steps, final = constants[0], constants[1], constants[2], constants[3]
+    count = jnp.asarray(count, jnp.float32)
+    progress = jnp.clip((count - warmup) / jnp.maximum(steps - warmup, 1.0), 0.0, 1.0)
+    cosine = final + (peak - final) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+    return jnp.where(count < warmup, peak * count / jnp.maximum(warmup, 1.0), cosine)
+
+
+_lr_at_compiled = jax.jit(lr_at)  # for the log: eagerly, each of its operations would compile on its own
+
+
+def schedule(recipe: Recipe, peak_lr: float, steps: int) -> optax.Schedule:
+    """The lr at each step: `lr_at` with the run's constants."""
+    constants = schedule_constants(recipe, peak_lr, steps)
+    return lambda count: _lr_at_compiled(count, constants)
 
 
 def optimizer(recipe: Recipe, lr: optax.Schedule) -> optax.GradientTransformation:
@@ -123,13 +137,17 @@ def loss_estimate(sums: np.ndarray, counts: np.ndarray) -> LossEstimate:
     return LossEstimate(float(mean), se, rows, int(counts.sum()))
 
 
-def build_model(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> tuple[nnx.Module, int, int]:
-    """The run's model, its vocabulary (or lab items, or BERT tokens) and its context."""
+def build_model(spec: RunSpec, dataset: PreparedDataset, abstract: bool = False) -> tuple[nnx.Module, int, int]:
+    """The run's model initialised from its seed, its vocabulary (or lab items, or BERT tokens) and its context.
+
+    The initialisation is one compiled function: run eagerly, every random draw compiles on its own (seconds a
+    run). `abstract` gives the shapes only, for a checkpoint to fill."""
     family = FAMILIES[spec.family]
     family.check_context(dataset, spec.recipe.context)  # the epoch's packing is the loader's, not needed here
     vocab_size = family.vocab_size(dataset)
     config = spec.recipe.model_config(spec.width, vocab_size)
-    return family.model_class()(config, rngs), vocab_size, spec.recipe.context
+    make = lambda: family.model_class()(config, nnx.Rngs(spec.seed))  # noqa: E731
+    return (nnx.eval_shape(make) if abstract else nnx.jit(make)()), vocab_size, spec.recipe.context
 
 
 def timeline_loss(model: Decoder, batch: dict, dtype) -> jax.Array:
@@ -155,11 +173,11 @@ BAG_FIELDS = (
 )
 
 
-def make_task(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> Task:
+def make_task(spec: RunSpec, dataset: PreparedDataset) -> Task:
     """The run's model, its family's loss, and batches from the part of the dataset the family trains on."""
     family = FAMILIES[spec.family]
     recipe = spec.recipe
-    model, vocab, context = build_model(spec, dataset, rngs)
+    model, vocab, context = build_model(spec, dataset)
     if family.data == TIMELINES:
         train = TimelineLoader(dataset.timelines("train"), recipe.context, recipe.batch_rows, seed=spec.seed)
         evaluation = TimelineLoader(dataset.timelines(EVAL_SPLIT), recipe.context, EVAL_ROWS, seed=0, shuffle=False)
@@ -182,15 +200,17 @@ def make_task(spec: RunSpec, dataset: PreparedDataset, rngs: nnx.Rngs) -> Task:
     )
 
 
-def step_functions(loss: Callable, graphdef, tx: optax.GradientTransformation, dtype) -> tuple[Callable, Callable]:
-    """The loss of pure params on a batch, and the jitted AdamW step (params, opt state, loss, grad norm)."""
+def step_functions(loss: Callable, graphdef, recipe: Recipe, dtype) -> tuple[Callable, Callable]:
+    """The loss of pure params on a batch, and the jitted AdamW step (params, opt state, batch, schedule
+    constants) -> (params, opt state, loss, grad norm)."""
 
     def loss_of(p, batch):
         return loss(nnx.merge(graphdef, nnx.State(p)), batch, dtype)
 
     @jax.jit
-    def train_step(p, o, batch):
+    def train_step(p, o, batch, constants):
         loss, grads = jax.value_and_grad(loss_of)(p, batch)
+        tx = optimizer(recipe, lambda count: lr_at(count, constants))  # the state is the same as `optimizer`'s
         updates, o = tx.update(grads, o, p)
         return optax.apply_updates(p, updates), o, loss, optax.tree.norm(grads)
 
@@ -231,8 +251,7 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
         log(f"{out}: finished already; nothing to do")
         return json.loads((out / RESULT).read_text())
 
-    rngs = nnx.Rngs(spec.seed)
-    task = make_task(spec, dataset, rngs)
+    task = make_task(spec, dataset)
     recipe = spec.recipe
     steps = spec.tokens // task.tokens_per_step
     if steps < 1:
@@ -263,11 +282,11 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
     graphdef, state = nnx.split(task.model)
     params = jax.device_put(nnx.to_pure_dict(state), replicated)
     peak_lr = recipe.learning_rate(spec.width)
+    constants = schedule_constants(recipe, peak_lr, steps)
     lr = schedule(recipe, peak_lr, steps)
-    tx = optimizer(recipe, lr)
-    opt_state = jax.device_put(tx.init(params), replicated)
+    opt_state = jax.device_put(optimizer(recipe, lr).init(params), replicated)
 
-    _, train_step = step_functions(task.loss, graphdef, tx, dtype)
+    _, train_step = step_functions(task.loss, graphdef, recipe, dtype)
     row_loss = jax.jit(lambda p, batch: task.row_loss(nnx.merge(graphdef, nnx.State(p)), batch, dtype))
 
     manager = ocp.CheckpointManager(
@@ -301,7 +320,7 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
     with open(metrics_path, "a") as metrics:
         for step in range(start, steps):
             batch = jax.device_put(task.train_batch(step), sharded)
-            params, opt_state, loss, grad_norm = train_step(params, opt_state, batch)
+            params, opt_state, loss, grad_norm = train_step(params, opt_state, batch, constants)
             window_tokens += task.tokens_per_step
             done = step + 1
             last = done == steps
@@ -383,18 +402,18 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
 def measure_tokens_per_s(spec: RunSpec, steps: int = 5) -> float:
     """Training tokens/s of a run's real step on this machine (after one compiling step); nothing is saved."""
     dataset = PreparedDataset.open(spec.data)
-    task = make_task(spec, dataset, nnx.Rngs(spec.seed))
+    task = make_task(spec, dataset)
     graphdef, state = nnx.split(task.model)
     params = nnx.to_pure_dict(state)
-    tx = optimizer(spec.recipe, schedule(spec.recipe, spec.recipe.learning_rate(spec.width), steps + 1))
-    opt_state = tx.init(params)
+    constants = schedule_constants(spec.recipe, spec.recipe.learning_rate(spec.width), steps + 1)
+    opt_state = optimizer(spec.recipe, schedule(spec.recipe, 1.0, steps + 1)).init(params)
     dtype = jnp.bfloat16 if spec.dtype == "bfloat16" else jnp.float32
-    _, train_step = step_functions(task.loss, graphdef, tx, dtype)
-    params, opt_state, loss, _ = train_step(params, opt_state, task.train_batch(0))
+    _, train_step = step_functions(task.loss, graphdef, spec.recipe, dtype)
+    params, opt_state, loss, _ = train_step(params, opt_state, task.train_batch(0), constants)
     loss.block_until_ready()
     started = time.perf_counter()
     for step in range(1, steps + 1):
-        params, opt_state, loss, _ = train_step(params, opt_state, task.train_batch(step))
+        params, opt_state, loss, _ = train_step(params, opt_state, task.train_batch(step), constants)
     loss.block_until_ready()
     return steps * task.tokens_per_step / (time.perf_counter() - started)
 
@@ -426,12 +445,12 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 def restore_model(out: Path, spec: RunSpec, dataset: PreparedDataset) -> nnx.Module:
     """The run's model with the weights of its last checkpoint."""
-    model, _, _ = build_model(spec, dataset, nnx.Rngs(spec.seed))
+    model, _, _ = build_model(spec, dataset, abstract=True)
     graphdef, state = nnx.split(model)
     params = nnx.to_pure_dict(state)
     steps = json.loads((Path(out) / "spec.json").read_text())["steps"]
     tx = optimizer(spec.recipe, schedule(spec.recipe, spec.recipe.learning_rate(spec.width), steps))
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"params": params, "opt_state": tx.init(params)})
+    abstract = {"params": params, "opt_state": jax.eval_shape(tx.init, params)}  # shapes only: nothing computed
     manager = ocp.CheckpointManager(Path(out).resolve() / "checkpoints")
     latest = manager.latest_step()
     if latest is None:

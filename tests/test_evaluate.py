@@ -5,7 +5,6 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 import pytest
-from flax import nnx
 
 from scaling import baselines as baselines_module
 from scaling.data.dataset import PreparedDataset
@@ -97,7 +96,7 @@ def test_changing_events_after_prediction_changes_no_representation(prepared):
     spec = parse_spec(
         {"name": "e", "data": str(prepared[0]), "width": 16, "tokens": 1000, "recipe": {"context": 64}}, "test"
     )
-    model, _, _ = build_model(spec, dataset, nnx.Rngs(0))
+    model, _, _ = build_model(spec, dataset)
     task = "in_hospital_mortality"
     before, _, _ = representations(model, spec, dataset, task)
     original = dataset.timelines

@@ -392,9 +392,8 @@ def test_own_meds_data_and_task_end_to_end_with_predictions_an_outside_scorer_ag
 
 
 def test_a_lab_bag_at_exactly_the_prediction_time_enters_the_probe_only_when_visible(tmp_path):
-    from flax import nnx
 
-    from scaling.evaluate import _bag_vectors
+    from scaling.evaluate import Embeddings, _bag_vectors
     from scaling.families import FAMILIES
     from scaling.runspec import parse_spec
     from scaling.train import build_model
@@ -403,15 +402,17 @@ def test_a_lab_bag_at_exactly_the_prediction_time_enters_the_probe_only_when_vis
     spec = parse_spec(
         {"name": "l", "data": str(tmp_path / "p"), "family": "labrador", "width": 16, "tokens": 1000}, "t"
     )
-    model, _, _ = build_model(spec, dataset, nnx.Rngs(0))
+    model, _, _ = build_model(spec, dataset)
     split = dataset.splits().filter(pl.col("subject_id").is_in([1, 2])).row(0, named=True)
     rows = dataset.task("t").filter(pl.col("subject_id") == split["subject_id"])
-    seen, keep = _bag_vectors(model, FAMILIES["labrador"], dataset, split["split"], rows, inclusive=True)
-    strict, keep_strict = _bag_vectors(model, FAMILIES["labrador"], dataset, split["split"], rows, inclusive=False)
+    seen, keep = _bag_vectors(Embeddings(model), FAMILIES["labrador"], dataset, split["split"], rows, inclusive=True)
+    strict, keep_strict = _bag_vectors(
+        Embeddings(model), FAMILIES["labrador"], dataset, split["split"], rows, inclusive=False
+    )
     assert keep.all() and keep_strict.all()
     # Strictly before: the 10:00 bag alone. At or before: the mean of the 10:00 and the 12:00 bags.
     ten = rows.with_columns(prediction_time=pl.col("prediction_time") - timedelta(hours=1))
-    alone, _ = _bag_vectors(model, FAMILIES["labrador"], dataset, split["split"], ten, inclusive=True)
+    alone, _ = _bag_vectors(Embeddings(model), FAMILIES["labrador"], dataset, split["split"], ten, inclusive=True)
     assert np.allclose(strict, alone, atol=1e-6) and not np.allclose(seen, strict, atol=1e-3)
 
 
