@@ -562,3 +562,53 @@ def test_a_lab_bag_report_shows_the_masked_metrics_and_the_same_bags_baselines()
         figures=None,
         report_dir=Path("."),
     )  # a timeline table has no such section
+
+
+def test_several_tables_report_each_family_and_put_them_side_by_side(tmp_path):
+    """`plot` and `report` with one table per family: each family's own section and figures, then the comparison."""
+
+    timeline = with_auroc(chinchilla_like()).with_columns(family=pl.lit("timeline"))
+    labrador = with_auroc(chinchilla_like(seed=1)).with_columns(
+        family=pl.lit("labrador"),
+        masked_item_accuracy=0.9 - 0.1 * (pl.col("loss") - pl.col("loss").min()),
+        value_mse=pl.lit(0.0612),
+        value_pearson_median=pl.lit(0.4321),
+        xgboost_auroc_mortality=pl.lit(0.7712),
+        oracle_auroc_mortality=pl.lit(0.8123),
+    )
+    paths = []
+    for name, frame in (("timeline-grid", timeline), ("labrador-grid", labrador)):
+        (tmp_path / name).mkdir()
+        paths.append(str(tmp_path / name / "runs.parquet"))
+        frame.write_parquet(paths[-1])
+    figures, report = tmp_path / "figs", tmp_path / "report.md"
+    result = CliRunner().invoke(app, ["plot", *paths, "--out", str(figures), "--resamples", "10"])
+    assert result.exit_code == 0, result.output
+    for name in ("families_optimal_size", "families_auroc", "families_masked_labs"):
+        assert (figures / f"{name}.png").stat().st_size > 10_000
+    for family in ("timeline", "labrador"):  # each family's own figures in its folder, its fits beside its table
+        assert (figures / family / "isoflop_curves.png").exists()
+        assert (tmp_path / f"{family}-grid" / "fits.json").exists()
+    result = CliRunner().invoke(
+        app, ["report", *paths, "--figures", str(figures), "--out", str(report), "--resamples", "10"]
+    )
+    assert result.exit_code == 0, result.output
+    text = report.read_text()
+    headings = [line for line in text.splitlines() if line.startswith("#")]
+    assert headings.index("## Side by side") < headings.index("## timeline") < headings.index("## labrador")
+    assert (
+        "### IsoFLOP minima" in headings
+        and "### Masked labs (the lowest-loss run of each budget, held-out bags)" in headings
+    )
+    side = text[text.index("## Side by side") : text.index("## timeline")]
+    for label, frame in (("timeline", timeline), ("labrador", labrador)):
+        fit = fit_isoflop(prepare(frame), resamples=10)
+        row = next(line for line in side.splitlines() if line.startswith(f"| {label} | 54 | 6 |"))
+        assert f"| {fit.n_opt.exponent:.3f} [" in row  # the family's own N_opt exponent with its interval
+    frontier_rows = [line for line in side.splitlines() if line.startswith("| labrador | 1e+18")]
+    assert len(frontier_rows) == 1 and "| 0.0612 | 0.432 |" in frontier_rows[0]
+    assert "mortality: " in frontier_rows[0] and "/ 0.771 / 0.812" in frontier_rows[0]
+    assert "![families optimal size](figs/families_optimal_size.png)" in text
+    assert "![isoflop curves](figs/labrador/isoflop_curves.png)" in text
+    two = CliRunner().invoke(app, ["report", paths[0], paths[0], "--out", str(report), "--resamples", "10"])
+    assert two.exit_code != 0 and "a second table of timeline" in two.output

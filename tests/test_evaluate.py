@@ -135,3 +135,36 @@ def test_eval_needs_a_finished_run(tmp_path):
 
     with pytest.raises(RunError, match="no result.json, so the run has not finished"):
         evaluate(tmp_path)
+
+
+@pytest.mark.parametrize("family", ["labrador", "bert"])
+def test_bag_vectors_padded_per_batch_equal_the_bags_embedded_at_full_width(prepared, family):
+    """The probe embeds bags shortest first, each batch padded to its own longest bag, and keeps each bag's
+    vector for the next task: the vectors are those of every bag padded to the longest, averaged per row."""
+    from scaling.data.labbags import bags_before
+    from scaling.evaluate import BAG_SLOTS_STEP, Embeddings, _bag_vectors
+    from scaling.families import FAMILIES
+
+    dataset = PreparedDataset.open(prepared[0])
+    spec = parse_spec({"name": "b", "data": str(prepared[0]), "family": family, "width": 16, "tokens": 1000}, "t")
+    model, _, _ = build_model(spec, dataset)
+    rows = (
+        dataset.task("in_hospital_mortality").join(dataset.splits(), on="subject_id").filter(pl.col("split") == "train")
+    )
+    embeddings = Embeddings(model)
+    x, keep = _bag_vectors(embeddings, FAMILIES[family], dataset, "train", rows, inclusive=False)
+    bags = dataset.bags("train")
+    windows = [w for w in bags_before(bags, rows, False) if len(w)]
+    assert keep.sum() == len(windows) > 20 and len(embeddings.bags) == len(np.unique(np.concatenate(windows)))
+    lengths = (bags.codes > 0).sum(axis=1)[np.unique(np.concatenate(windows))]
+    assert len(np.unique(-(-lengths // BAG_SLOTS_STEP))) > 1  # batches of several padded widths
+    full = {}
+    for window in windows[:20]:
+        for b in window:
+            codes, values = bags.codes[b : b + 1], bags.values[b : b + 1]
+            full[int(b)] = np.asarray(model.embed(*FAMILIES[family].probe_input(codes, values)))[0]
+    expected = np.stack([np.mean([full[int(b)] for b in w], axis=0) for w in windows[:20]])
+    assert np.allclose(x[:20], expected, atol=1e-5)
+    cached = len(embeddings.bags)  # a second task's rows over the same bags embed nothing new
+    again, _ = _bag_vectors(embeddings, FAMILIES[family], dataset, "train", rows.head(50), inclusive=False)
+    assert len(embeddings.bags) == cached and np.allclose(again, x[: len(again)], atol=1e-6)

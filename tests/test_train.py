@@ -258,3 +258,26 @@ def test_relative_run_folder_works(prepared, tmp_path):
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "runs" / "one" / "result.json").read_text())["status"] == "ok"
     assert (tmp_path / "runs" / ".jax_cache").is_dir() and spec.exists()
+
+
+def test_runs_of_a_width_at_any_budget_share_one_compiled_step(prepared):
+    """The schedule's constants are an argument of the step, so a sweep compiles a width's step once (the
+    persistent cache serves the other budgets), and the schedule they make is the planned one."""
+    from flax import nnx
+
+    from scaling.train import lr_at, make_task, optimizer, schedule, schedule_constants, step_functions
+
+    dataset = PreparedDataset.open(prepared[0])
+    lowered = []
+    for tokens in (60 * 16 * 32, 600 * 16 * 32):
+        spec = make_spec(prepared[0], tokens=tokens)
+        task = make_task(spec, dataset)
+        graphdef, state = nnx.split(task.model)
+        params = nnx.to_pure_dict(state)
+        steps = tokens // task.tokens_per_step
+        constants = schedule_constants(spec.recipe, 0.01, steps)
+        opt_state = optimizer(spec.recipe, schedule(spec.recipe, 0.01, steps)).init(params)
+        _, step = step_functions(task.loss, graphdef, spec.recipe, jax.numpy.float32)
+        lowered.append(step.lower(params, opt_state, task.train_batch(0), constants).as_text())
+        assert float(lr_at(steps, constants)) == pytest.approx(0.01 * spec.recipe.final_lr_fraction, rel=1e-5)
+    assert lowered[0] == lowered[1]
