@@ -7,7 +7,6 @@ metrics (lab-bag families) and the downstream AUROC of the lowest-loss run at ea
 the families on the same axes of compute (`comparison_figures`). Aggregates only: no identifiers.
 """
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,10 +16,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
 
-from analysis.downstream import auroc_tasks, frontier  # noqa: E402
+from analysis.downstream import auroc_tasks, frontier, reference_auroc  # noqa: E402
 from analysis.fits import Fits  # noqa: E402
 from analysis.plots import save_figure  # noqa: E402
-from analysis.report import MASKED, budget_minima, relative_link, render  # noqa: E402
+from analysis.report import (  # noqa: E402
+    MASKED,
+    budget_minima,
+    has_masked_metrics,
+    interval_text,
+    number,
+    relative_link,
+    render,
+)
 from analysis.table import Table  # noqa: E402
 
 COMPARISON_FIGURES = ("families_optimal_size", "families_auroc", "families_masked_labs")
@@ -46,16 +53,12 @@ def study_label(table: Table, source: Path) -> str:
     return Path(source).parent.name or Path(source).stem
 
 
-def _g(x, digits: int = 3) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
-
-
 def _exponent(fits: Fits) -> str:
     if fits.isoflop is None:
         return "n/a (its section says why)"
     law = fits.isoflop.n_opt
     interval = law.as_dict()["interval"]["exponent"]
-    return f"{law.exponent:.3f} [{_g(interval[0])}, {_g(interval[1])}]" if interval else f"{law.exponent:.3f}"
+    return f"{law.exponent:.3f} {interval_text(interval)}" if interval else f"{law.exponent:.3f}"
 
 
 def side_by_side(studies: list[Study]) -> list[str]:
@@ -86,16 +89,16 @@ def side_by_side(studies: list[Study]) -> list[str]:
         frame = s.table.frame
         tasks = auroc_tasks(s.table)
         for row in frontier(s.table).iter_rows(named=True):
-            masked = [_g(row.get(c)) for c in MASKED] if all(c in frame.columns for c in MASKED) else ["-"] * 3
+            masked = [number(row.get(c)) for c in MASKED] if all(c in frame.columns for c in MASKED) else ["-"] * 3
             aurocs = []
             for task in tasks:
-                reference = [
-                    frame[c].drop_nulls()
+                references = [
+                    number(reference_auroc(s.table, c))
                     for c in (f"xgboost_auroc_{task}", f"oracle_auroc_{task}")
                     if c in frame.columns
                 ]
-                refs = " / ".join(_g(float(r[0])) if len(r) else "n/a" for r in reference)
-                aurocs.append(f"{task}: {_g(row.get(f'auroc_{task}'))}" + (f" / {refs}" if refs else ""))
+                refs = " / ".join(references)
+                aurocs.append(f"{task}: {number(row.get(f'auroc_{task}'))}" + (f" / {refs}" if refs else ""))
             lines.append(
                 f"| {s.label} | {row['budget']:.3g} | {row['params']:,.0f} | {row['loss']:.4f} | "
                 + " | ".join(masked)
@@ -132,12 +135,8 @@ def comparison_figures(studies: list[Study], out: Path) -> list[Path]:
                 ls="--",
                 label=f"{s.label}: N_opt ~ C^{law.exponent:.2f}",
             )
-    ax.set_xscale("log")
+    _against_compute(ax, "best size (parameters)", "Optimum size against compute (open: at the grid's edge)")
     ax.set_yscale("log")
-    ax.set_xlabel("training compute C (FLOPs)")
-    ax.set_ylabel("best size (parameters)")
-    ax.set_title("Optimum size against compute (open: at the grid's edge)", fontsize=9)
-    ax.legend(fontsize=7)
     paths += save_figure(fig, out, "families_optimal_size")
 
     pairs = [(s, task) for s in studies for task in auroc_tasks(s.table)]
@@ -146,19 +145,16 @@ def comparison_figures(studies: list[Study], out: Path) -> list[Path]:
         for i, (s, task) in enumerate(pairs):
             best = frontier(s.table).filter(pl.col(f"auroc_{task}").is_not_null())
             ax.plot(best["flops"], best[f"auroc_{task}"], marker="o", color=f"C{i}", label=f"{s.label}: {task}")
-            column = f"xgboost_auroc_{task}"
-            if column in s.table.frame.columns and s.table.frame[column].drop_nulls().len():
-                ax.axhline(float(s.table.frame[column].drop_nulls()[0]), color=f"C{i}", ls="--", lw=0.8)
+            xgboost = reference_auroc(s.table, f"xgboost_auroc_{task}")
+            if xgboost is not None:
+                ax.axhline(xgboost, color=f"C{i}", ls="--", lw=0.8)
         ax.axhline(0.5, color="grey", lw=0.8)
-        ax.set_xscale("log")
-        ax.set_xlabel("training compute C (FLOPs)")
-        ax.set_ylabel("probe AUROC, lowest-loss run of each budget")
-        ax.set_title("Downstream AUROC against compute (dashed: XGBoost)", fontsize=9)
-        ax.legend(fontsize=7)
+        _against_compute(
+            ax, "probe AUROC, lowest-loss run of each budget", "Downstream AUROC against compute (dashed: XGBoost)"
+        )
         paths += save_figure(fig, out, "families_auroc")
 
-    bags = [s for s in studies if all(c in s.table.frame.columns for c in MASKED)]
-    bags = [s for s in bags if s.table.frame["masked_item_accuracy"].drop_nulls().len()]
+    bags = [s for s in studies if has_masked_metrics(s.table)]
     if bags:
         fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
         for i, s in enumerate(bags):
@@ -166,13 +162,20 @@ def comparison_figures(studies: list[Study], out: Path) -> list[Path]:
             for ax, column in zip(axes, MASKED):
                 ax.plot(best["flops"], best[column], marker="o", color=f"C{i}", label=s.label)
         for ax, column in zip(axes, MASKED):
-            ax.set_xscale("log")
-            ax.set_xlabel("training compute C (FLOPs)")
-            ax.set_ylabel(column.replace("_", " "))
-            ax.legend(fontsize=7)
+            _against_compute(ax, column.replace("_", " "))
         axes[1].axhline(1 / 12, color="grey", ls=":", lw=0.8)  # a constant 0.5 on eCDF values
         paths += save_figure(fig, out, "families_masked_labs")
     return paths
+
+
+def _against_compute(ax, ylabel: str, title: str | None = None) -> None:
+    """Log compute on x, the families' legend: the axes every comparison figure shares."""
+    ax.set_xscale("log")
+    ax.set_xlabel("training compute C (FLOPs)")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
 
 
 def render_studies(

@@ -70,6 +70,15 @@ def auroc_tasks(table: Table) -> list[str]:
     )
 
 
+def reference_auroc(table: Table, column: str) -> float | None:
+    """A baseline's AUROC (XGBoost, logistic regression, the oracle): one number per task, on every run's row;
+    None when the table has no such column or no value in it."""
+    if column not in table.frame.columns:
+        return None
+    values = table.frame[column].drop_nulls()
+    return float(values[0]) if len(values) else None
+
+
 def frontier(table: Table) -> pl.DataFrame:
     """At each budget, the run with the lowest loss."""
     return table.frame.sort("loss").group_by("budget", maintain_order=True).first().sort("budget")

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from analysis.downstream import AurocLaw, auroc_tasks, frontier, saturating  # noqa: E402
+from analysis.downstream import AurocLaw, auroc_tasks, frontier, reference_auroc, saturating  # noqa: E402
 from analysis.fits import Fits  # noqa: E402
 from analysis.isoflop import IsoflopFit, predict_interval  # noqa: E402
 from analysis.parametric import ParametricFit  # noqa: E402
@@ -173,8 +173,9 @@ def auroc_figures(table: Table, laws: tuple[AurocLaw, ...], lines: tuple[dict, .
             (f"xgboost_auroc_{task}", "--", "XGBoost"),
             (f"oracle_auroc_{task}", ":", "oracle"),
         ):
-            if column in table.frame.columns and table.frame[column].drop_nulls().len():
-                ax.axhline(float(table.frame[column].drop_nulls()[0]), color="black", ls=style, lw=1, label=name)
+            value = reference_auroc(table, column)
+            if value is not None:
+                ax.axhline(value, color="black", ls=style, lw=1, label=name)
         ax.axhline(0.5, color="grey", lw=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("training compute C (FLOPs)")

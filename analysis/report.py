@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from analysis.answers import optimal
-from analysis.downstream import AurocLaw, auroc_tasks, frontier
+from analysis.downstream import AurocLaw, auroc_tasks, frontier, reference_auroc
 from analysis.fits import Fits
 from analysis.isoflop import IsoflopFit, parabola_vertex
 from analysis.parametric import ParametricFit
@@ -26,12 +26,12 @@ from analysis.table import Table
 FIGURES = ("isoflop_curves", "optimal_scaling", "loss_frontier", "auroc_vs_compute", "loss_vs_auroc")
 
 
-def _g(x: float | None, digits: int = 3) -> str:
+def number(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
 
 
-def _interval(pair, digits: int = 3) -> str:
-    return f"[{_g(pair[0], digits)}, {_g(pair[1], digits)}]" if pair else "(no interval: too few points)"
+def interval_text(pair, digits: int = 3) -> str:
+    return f"[{number(pair[0], digits)}, {number(pair[1], digits)}]" if pair else "(no interval: too few points)"
 
 
 def budget_minima(table: Table) -> list[dict]:
@@ -75,7 +75,7 @@ def _isoflop_section(iso: IsoflopFit | None, minima: list[dict]) -> list[str]:
         lines.append(
             f"| {m['budget']:.3g} | {m['sizes']} | {m['best_params']:,.0f} | {m['best_tokens']:,.0f} | "
             f"{m['best_loss']:.4f}{error} | {where} | "
-            f"{_g(v.n_opt) + ' ' + _interval(v.n_interval) if v else 'excluded'} |"
+            f"{number(v.n_opt) + ' ' + interval_text(v.n_interval) if v else 'excluded'} |"
         )
     interior = [m for m in minima if m["interior"]]
     optima = [m["best_params"] for m in interior]
@@ -122,21 +122,21 @@ def _laws_section(iso: IsoflopFit | None, parametric: ParametricFit | None, iso_
         ):
             interval = law.as_dict()["interval"]
             t = (
-                f", Student-t {_interval(interval['exponent_t'])} ({law.budgets - 2} df)"
+                f", Student-t {interval_text(interval['exponent_t'])} ({law.budgets - 2} df)"
                 if interval["exponent_t"]
                 else ""
             )
             lines.append(
                 f"- Approach 2: {name} = {law.coefficient:.3g} x C^{law.exponent:.3f} ({what}); exponent "
-                f"{_interval(interval['exponent'])} (two-level bootstrap){t}"
+                f"{interval_text(interval['exponent'])} (two-level bootstrap){t}"
             )
     if parametric is not None:
         p, iv = parametric, parametric.intervals
-        e = f"E fixed at {p.fixed_E:g}" if p.fixed_E is not None else f"E {_interval(iv.get('E'))}"
+        e = f"E fixed at {p.fixed_E:g}" if p.fixed_E is not None else f"E {interval_text(iv.get('E'))}"
         lines.append(
             f"- Approach 3: L(N, D) = {p.E:.3f} + {p.A:.4g} / N^{p.alpha:.3f} + {p.B:.4g} / D^{p.beta:.3f}; "
-            f"{e}, alpha {_interval(iv.get('alpha'))}, beta {_interval(iv.get('beta'))}; "
-            f"under C = 6ND N_opt would grow as C^{p.a:.3f} {_interval(iv.get('a'))}"
+            f"{e}, alpha {interval_text(iv.get('alpha'))}, beta {interval_text(iv.get('beta'))}; "
+            f"under C = 6ND N_opt would grow as C^{p.a:.3f} {interval_text(iv.get('a'))}"
         )
         if p.excluded:
             lines.append(
@@ -179,17 +179,17 @@ def _beyond_section(iso, parametric, laws: list[AurocLaw], budgets: list[float],
             a = answer.get(name)
             cells += (
                 [
-                    f"{_g(a['n_opt'])} {_interval(a['n_opt_interval'])}",
-                    f"{_g(a['d_opt'])} {_interval(a['d_opt_interval'])}",
+                    f"{number(a['n_opt'])} {interval_text(a['n_opt_interval'])}",
+                    f"{number(a['d_opt'])} {interval_text(a['d_opt_interval'])}",
                 ]
                 if a
                 else ["n/a", "n/a"]
             )
         a = answer.get("parametric")
-        cells.append(f"{a['loss']:.3f} {_interval(a['loss_interval'], 4)}" if a else "n/a")
+        cells.append(f"{a['loss']:.3f} {interval_text(a['loss_interval'], 4)}" if a else "n/a")
         for law in laws:
             value = answer["auroc"][law.task]
-            cells.append(f"{value['auroc']:.3f} {_interval(value['interval'])}")
+            cells.append(f"{value['auroc']:.3f} {interval_text(value['interval'])}")
         lines.append("| " + " | ".join(cells) + " |")
         if "disagreement" in answer:
             agreement.append((budget, answer["disagreement"]["n_opt_ratio"], answer["disagreement"]["d_opt_ratio"]))
@@ -215,7 +215,7 @@ def _auroc_section(table: Table, laws: list[AurocLaw]) -> list[str]:
     lines = ["## AUROC against compute (the lowest-loss run of each budget)", ""]
     for task in tasks:
         xgb, xgb_bags, logistic_bags, oracle = (
-            table.frame[c].drop_nulls() if c in table.frame.columns else None
+            reference_auroc(table, c)
             for c in (
                 f"xgboost_auroc_{task}",
                 f"xgboost_bags_auroc_{task}",
@@ -227,7 +227,7 @@ def _auroc_section(table: Table, laws: list[AurocLaw]) -> list[str]:
         for row in best.iter_rows(named=True):
             auroc = row.get(f"auroc_{task}")
             spread = (
-                _interval((row.get(f"auroc_{task}_lo"), row.get(f"auroc_{task}_hi")))
+                interval_text((row.get(f"auroc_{task}_lo"), row.get(f"auroc_{task}_hi")))
                 if row.get(f"auroc_{task}_lo") is not None
                 else ""
             )
@@ -236,14 +236,14 @@ def _auroc_section(table: Table, laws: list[AurocLaw]) -> list[str]:
                 f"{'n/a' if auroc is None else f'{auroc:.3f}'} {spread} |"
             )
         refs = []
-        if xgb is not None and len(xgb):
-            refs.append(f"XGBoost on count features {xgb[0]:.3f}")
-        if xgb_bags is not None and len(xgb_bags):
-            refs.append(f"XGBoost on the same bags' values {xgb_bags[0]:.3f}")
-        if logistic_bags is not None and len(logistic_bags):
-            refs.append(f"logistic regression on them {logistic_bags[0]:.3f}")
-        if oracle is not None and len(oracle):
-            refs.append(f"the oracle (the generator's hidden state) {oracle[0]:.3f}")
+        if xgb is not None:
+            refs.append(f"XGBoost on count features {xgb:.3f}")
+        if xgb_bags is not None:
+            refs.append(f"XGBoost on the same bags' values {xgb_bags:.3f}")
+        if logistic_bags is not None:
+            refs.append(f"logistic regression on them {logistic_bags:.3f}")
+        if oracle is not None:
+            refs.append(f"the oracle (the generator's hidden state) {oracle:.3f}")
         lines += [
             "",
             ("Beside: " + "; ".join(refs) + " (same held-out rows).") if refs else "No baselines in the table.",
@@ -261,9 +261,15 @@ def _auroc_section(table: Table, laws: list[AurocLaw]) -> list[str]:
 MASKED = ("masked_item_accuracy", "value_mse", "value_pearson_median")  # the lab-bag families' own metrics
 
 
+def has_masked_metrics(table: Table) -> bool:
+    """Whether the table's runs measured the lab-bag families' masked-lab metrics (timelines do not)."""
+    frame = table.frame
+    return all(c in frame.columns for c in MASKED) and not frame["masked_item_accuracy"].drop_nulls().is_empty()
+
+
 def _masked_section(table: Table) -> list[str]:
     """The lab-bag families' masked-lab metrics along the compute-optimal frontier (none for timelines)."""
-    if not all(c in table.frame.columns for c in MASKED) or table.frame["masked_item_accuracy"].drop_nulls().is_empty():
+    if not has_masked_metrics(table):
         return []
     lines = [
         "## Masked labs (the lowest-loss run of each budget, held-out bags)",
@@ -272,7 +278,7 @@ def _masked_section(table: Table) -> list[str]:
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for row in frontier(table).iter_rows(named=True):
-        cells = [_g(row[c]) for c in MASKED]
+        cells = [number(row[c]) for c in MASKED]
         lines.append(f"| {row['budget']:.3g} | {row['params']:,.0f} | {row['loss']:.4f} | " + " | ".join(cells) + " |")
     lines += [
         "",

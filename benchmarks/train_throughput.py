@@ -23,7 +23,7 @@ from scaling.flops import train_flops_per_token
 from scaling.hardware import matmul_peak_flops
 from scaling.models.decoder import Decoder
 from scaling.recipe import Recipe
-from scaling.train import optimizer, schedule, schedule_constants, step_functions, timeline_loss
+from scaling.train import optimizer_state, schedule_constants, step_functions, timeline_loss
 
 
 def measure(recipe: Recipe, width: int, vocab: int, steps: int, dtype=jnp.float32) -> tuple[float, float, dict]:
@@ -31,7 +31,7 @@ def measure(recipe: Recipe, width: int, vocab: int, steps: int, dtype=jnp.float3
     graphdef, state = nnx.split(Decoder(config, nnx.Rngs(0)))
     params = nnx.to_pure_dict(state)
     constants = schedule_constants(recipe, recipe.learning_rate(width), 1000)
-    opt_state = optimizer(recipe, schedule(recipe, recipe.learning_rate(width), 1000)).init(params)
+    opt_state = optimizer_state(recipe, params)
     _, step = step_functions(timeline_loss, graphdef, recipe, dtype)
 
     rng = np.random.default_rng(0)

@@ -111,13 +111,12 @@ def _bag_vectors(
     # Shortest first, each batch padded to its own longest bag (rounded up to a few shapes, each compiled
     # once): bags are ~25 labs where the longest is ~80, so padding every batch to the longest triples the work.
     lengths = (bags.codes[needed] > 0).sum(axis=1) if len(needed) else np.zeros(0, np.int64)
-    needed = needed[np.argsort(lengths, kind="stable")]
+    order = np.argsort(lengths, kind="stable")
+    needed, lengths = needed[order], lengths[order]
     for start in range(0, len(needed), BATCH):
         chunk = needed[start : start + BATCH]
-        width = min(
-            -(-max(1, int((bags.codes[chunk] > 0).sum(axis=1).max())) // BAG_SLOTS_STEP) * BAG_SLOTS_STEP,
-            bags.codes.shape[1],
-        )
+        longest = max(1, int(lengths[start + len(chunk) - 1]))  # sorted: the chunk's last bag is its longest
+        width = min(-(-longest // BAG_SLOTS_STEP) * BAG_SLOTS_STEP, bags.codes.shape[1])
         codes = np.zeros((BATCH, width), np.int32)
         values = np.full((BATCH, width), np.nan, np.float32)
         codes[: len(chunk)] = bags.codes[chunk, :width]

@@ -79,6 +79,11 @@ def schedule(recipe: Recipe, peak_lr: float, steps: int) -> optax.Schedule:
     return lambda count: _lr_at_compiled(count, constants)
 
 
+def optimizer_state(recipe: Recipe, params):
+    """AdamW's initial state for `params` (its structure does not depend on the schedule's numbers)."""
+    return optimizer(recipe, schedule(recipe, 1.0, 1)).init(params)
+
+
 def optimizer(recipe: Recipe, lr: optax.Schedule) -> optax.GradientTransformation:
     """AdamW (decay on matrices only) after global-norm clipping."""
     decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
@@ -284,7 +289,7 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
     peak_lr = recipe.learning_rate(spec.width)
     constants = schedule_constants(recipe, peak_lr, steps)
     lr = schedule(recipe, peak_lr, steps)
-    opt_state = jax.device_put(optimizer(recipe, lr).init(params), replicated)
+    opt_state = jax.device_put(optimizer_state(recipe, params), replicated)
 
     _, train_step = step_functions(task.loss, graphdef, recipe, dtype)
     row_loss = jax.jit(lambda p, batch: task.row_loss(nnx.merge(graphdef, nnx.State(p)), batch, dtype))
@@ -406,7 +411,7 @@ def measure_tokens_per_s(spec: RunSpec, steps: int = 5) -> float:
     graphdef, state = nnx.split(task.model)
     params = nnx.to_pure_dict(state)
     constants = schedule_constants(spec.recipe, spec.recipe.learning_rate(spec.width), steps + 1)
-    opt_state = optimizer(spec.recipe, schedule(spec.recipe, 1.0, steps + 1)).init(params)
+    opt_state = optimizer_state(spec.recipe, params)
     dtype = jnp.bfloat16 if spec.dtype == "bfloat16" else jnp.float32
     _, train_step = step_functions(task.loss, graphdef, spec.recipe, dtype)
     params, opt_state, loss, _ = train_step(params, opt_state, task.train_batch(0), constants)
@@ -448,9 +453,10 @@ def restore_model(out: Path, spec: RunSpec, dataset: PreparedDataset) -> nnx.Mod
     model, _, _ = build_model(spec, dataset, abstract=True)
     graphdef, state = nnx.split(model)
     params = nnx.to_pure_dict(state)
-    steps = json.loads((Path(out) / "spec.json").read_text())["steps"]
-    tx = optimizer(spec.recipe, schedule(spec.recipe, spec.recipe.learning_rate(spec.width), steps))
-    abstract = {"params": params, "opt_state": jax.eval_shape(tx.init, params)}  # shapes only: nothing computed
+    abstract = {  # shapes only: nothing computed
+        "params": params,
+        "opt_state": jax.eval_shape(lambda p: optimizer_state(spec.recipe, p), params),
+    }
     manager = ocp.CheckpointManager(Path(out).resolve() / "checkpoints")
     latest = manager.latest_step()
     if latest is None:

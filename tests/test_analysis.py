@@ -533,6 +533,16 @@ def test_report_on_a_table_without_interior_minima_says_so(tmp_path):
     assert "Interior minima at 0 of 2 budgets" in text and "Approach 2 (IsoFLOP parabolas): not available" in text
 
 
+def with_masked_metrics(frame: pl.DataFrame) -> pl.DataFrame:
+    """A Labrador table: masked item accuracy rising as the loss falls, fixed value MSE and Pearson."""
+    return frame.with_columns(
+        family=pl.lit("labrador"),
+        masked_item_accuracy=0.9 - 0.1 * (pl.col("loss") - pl.col("loss").min()),
+        value_mse=pl.lit(0.0612),
+        value_pearson_median=pl.lit(0.4321),
+    )
+
+
 def test_a_lab_bag_report_shows_the_masked_metrics_and_the_same_bags_baselines():
     from analysis.fits import FitOptions, fit_table
     from analysis.report import render
@@ -540,11 +550,7 @@ def test_a_lab_bag_report_shows_the_masked_metrics_and_the_same_bags_baselines()
     def fit_all(table, resamples):
         return fit_table(table, FitOptions(method="isoflop", resamples=resamples), key="test")
 
-    frame = with_auroc(chinchilla_like()).with_columns(
-        family=pl.lit("labrador"),
-        masked_item_accuracy=0.9 - 0.1 * (pl.col("loss") - pl.col("loss").min()),
-        value_mse=pl.lit(0.0612),
-        value_pearson_median=pl.lit(0.4321),
+    frame = with_masked_metrics(with_auroc(chinchilla_like())).with_columns(
         xgboost_bags_auroc_mortality=pl.lit(0.8234),
         logistic_bags_auroc_mortality=pl.lit(0.7344),
     )
@@ -568,11 +574,7 @@ def test_several_tables_report_each_family_and_put_them_side_by_side(tmp_path):
     """`plot` and `report` with one table per family: each family's own section and figures, then the comparison."""
 
     timeline = with_auroc(chinchilla_like()).with_columns(family=pl.lit("timeline"))
-    labrador = with_auroc(chinchilla_like(seed=1)).with_columns(
-        family=pl.lit("labrador"),
-        masked_item_accuracy=0.9 - 0.1 * (pl.col("loss") - pl.col("loss").min()),
-        value_mse=pl.lit(0.0612),
-        value_pearson_median=pl.lit(0.4321),
+    labrador = with_masked_metrics(with_auroc(chinchilla_like(seed=1))).with_columns(
         xgboost_auroc_mortality=pl.lit(0.7712),
         oracle_auroc_mortality=pl.lit(0.8123),
     )

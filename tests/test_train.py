@@ -265,7 +265,7 @@ def test_runs_of_a_width_at_any_budget_share_one_compiled_step(prepared):
     persistent cache serves the other budgets), and the schedule they make is the planned one."""
     from flax import nnx
 
-    from scaling.train import lr_at, make_task, optimizer, schedule, schedule_constants, step_functions
+    from scaling.train import lr_at, make_task, optimizer_state, schedule_constants, step_functions
 
     dataset = PreparedDataset.open(prepared[0])
     lowered = []
@@ -276,7 +276,7 @@ def test_runs_of_a_width_at_any_budget_share_one_compiled_step(prepared):
         params = nnx.to_pure_dict(state)
         steps = tokens // task.tokens_per_step
         constants = schedule_constants(spec.recipe, 0.01, steps)
-        opt_state = optimizer(spec.recipe, schedule(spec.recipe, 0.01, steps)).init(params)
+        opt_state = optimizer_state(spec.recipe, params)
         _, step = step_functions(task.loss, graphdef, spec.recipe, jax.numpy.float32)
         lowered.append(step.lower(params, opt_state, task.train_batch(0), constants).as_text())
         assert float(lr_at(steps, constants)) == pytest.approx(0.01 * spec.recipe.final_lr_fraction, rel=1e-5)
