@@ -146,6 +146,30 @@ def _laws_section(iso: IsoflopFit | None, parametric: ParametricFit | None, iso_
     return lines
 
 
+def _lr_section(table: Table) -> list[str]:
+    """Which lr multiplier won each cell, when the sweep tried several (analysis.table.best_learning_rates)."""
+    if not table.lr_choices:
+        return []
+    tried = sorted({m for c in table.lr_choices for m in c.tried})
+    lines = [
+        "## Learning rates",
+        "",
+        "Each (budget, size) cell ran at several multiples of the recipe's learning rate; the fits use the "
+        "lowest-loss run of each cell. A best multiplier at the edge of those tried (!) may not be the best.",
+        "",
+        "| budget | params | seed | " + " | ".join(f"loss at {m:g}x" for m in tried) + " | best |",
+        "|---|---|---|" + "---|" * len(tried) + "---|",
+    ]
+    for c in table.lr_choices:
+        losses = dict(zip(c.tried, c.losses, strict=True))
+        lines.append(
+            f"| {c.budget:.3g} | {c.params:,.0f} | {'' if c.seed is None else c.seed} | "
+            + " | ".join(number(losses.get(m), 4) if m in losses else "" for m in tried)
+            + f" | {c.best:g}x{' !' if c.at_edge else ''} |"
+        )
+    return lines + [""]
+
+
 def _compute_section(table: Table) -> list[str]:
     cost = table.cost
     lines = ["## Compute", ""]
@@ -315,7 +339,7 @@ def render(
     ]
     lines += [f"- note: {note}" for note in table.notes]
     lines += [f"- warning: {warning}" for warning in table.warnings]
-    lines += [""] + _compute_section(table) + [""] + _isoflop_section(iso, minima) + [""]
+    lines += [""] + _compute_section(table) + [""] + _lr_section(table) + _isoflop_section(iso, minima) + [""]
     lines += _laws_section(iso, parametric, fits.isoflop_error) + [""]
     lines += (
         _beyond_section(iso, parametric, laws, [top * k for k in beyond], table.cost)

@@ -9,6 +9,10 @@ other than `ok` (an empty status counts as "missing"), an exact duplicate. Missi
 missing `budget` groups runs whose FLOPs agree within a tolerance (in log space), with a warning
 when that leaves a budget of one run.
 
+A table with runs at several learning rates (an `lr_multiplier` column with more than one value) keeps the
+lowest-loss run of each (budget, size, seed) cell: the fits see each size at its best learning rate, and
+`Table.lr_choices` says which multiplier won each cell and whether it sits at the edge of those tried.
+
 Compute comes from the table (`analysis.cost`): each run's FLOPs per token is `flops / tokens`,
 so answers spend a budget under the same convention the runs spent it.
 """
@@ -30,6 +34,23 @@ class TableError(Exception):
 
 
 @dataclass(frozen=True)
+class LrChoice:
+    """The learning-rate multiplier whose run had the lowest loss in one (budget, size, seed) cell."""
+
+    budget: float
+    params: float
+    seed: int | None
+    best: float
+    tried: tuple[float, ...]
+    losses: tuple[float, ...]  # in the order of `tried`
+
+    @property
+    def at_edge(self) -> bool:
+        """The best is the smallest or largest tried: the true best may lie outside the grid."""
+        return len(self.tried) > 1 and self.best in (min(self.tried), max(self.tried))
+
+
+@dataclass(frozen=True)
 class Table:
     """The usable rows, how compute is counted, and notes on what was left out and why."""
 
@@ -40,6 +61,7 @@ class Table:
     flops_from: str = "flops column"
     params_from: str = "params"
     loss_label: str = "loss"
+    lr_choices: tuple[LrChoice, ...] = ()
 
     @property
     def budgets(self) -> list[float]:
@@ -48,6 +70,11 @@ class Table:
 
 def read(path: Path, columns: dict[str, str] | None = None, budget_tolerance: float = 0.1) -> Table:
     """Load, rename, validate and group a results table."""
+    return prepare(read_frame(path), str(path), columns, budget_tolerance)
+
+
+def read_frame(path: Path) -> pl.DataFrame:
+    """A results table's rows as they are, or a TableError naming the file."""
     path = Path(path)
     if not path.exists():
         raise TableError(f"{path}: no such file")
@@ -60,7 +87,7 @@ def read(path: Path, columns: dict[str, str] | None = None, budget_tolerance: fl
             f"{path}: cannot be read as {'parquet' if path.suffix == '.parquet' else 'CSV'}: "
             f"{str(error).splitlines()[0]}"
         ) from None
-    return prepare(frame, str(path), columns, budget_tolerance)
+    return frame
 
 
 def _fit_params(frame: pl.DataFrame, renames: dict[str, str]) -> str | None:
@@ -136,7 +163,7 @@ def prepare(
             )
     if frame.height == 0:
         raise TableError(f"{name}: no usable rows" + (f" ({'; '.join(notes)})" if notes else ""))
-    key = ["params", "tokens", "loss", "flops"] + [c for c in ("budget", "seed") if c in frame.columns]
+    key = ["params", "tokens", "loss", "flops"] + [c for c in ("budget", "seed", "lr_multiplier") if c in frame.columns]
     duplicated = frame.height - frame.unique(subset=key).height
     if duplicated:
         frame = frame.unique(subset=key, keep="first", maintain_order=True)
@@ -154,6 +181,7 @@ def prepare(
                 f"({', '.join(f'{b:.3g}' for b in singles)}): if those runs belong to a neighbouring budget, "
                 "raise --budget-tolerance"
             )
+    frame, lr_choices = best_learning_rates(frame, notes, warnings)
     cost, cost_note = CostModel.from_frame(frame, flops_from)
     notes.append(cost_note)
     return Table(
@@ -164,7 +192,52 @@ def prepare(
         flops_from=flops_from,
         params_from=params_from,
         loss_label=_loss_label(frame, renames),
+        lr_choices=tuple(lr_choices),
     )
+
+
+def best_learning_rates(
+    frame: pl.DataFrame, notes: list[str], warnings: list[str]
+) -> tuple[pl.DataFrame, list[LrChoice]]:
+    """The lowest-loss run of each (budget, size, seed) cell when the table tried several lr multipliers."""
+    if "lr_multiplier" not in frame.columns or frame["lr_multiplier"].drop_nulls().n_unique() < 2:
+        return frame, []
+    frame = frame.with_columns(pl.col("lr_multiplier").cast(pl.Float64).fill_null(1.0))
+    cell = ["budget", "params"] + (["seed"] if "seed" in frame.columns else [])
+    choices = []
+    for _, rows in frame.sort("lr_multiplier").group_by(cell, maintain_order=True):
+        best = rows.row(int(rows["loss"].arg_min()), named=True)
+        choices.append(
+            LrChoice(
+                budget=best["budget"],
+                params=best["params"],
+                seed=best.get("seed"),
+                best=best["lr_multiplier"],
+                tried=tuple(rows["lr_multiplier"].to_list()),
+                losses=tuple(rows["loss"].to_list()),
+            )
+        )
+    kept = frame.sort("loss").unique(subset=cell, keep="first", maintain_order=True).sort(["budget", "params"])
+    wins: dict[float, int] = {}
+    for c in choices:
+        wins[c.best] = wins.get(c.best, 0) + 1
+    notes.append(
+        f"learning rates: kept the lowest-loss run of each of {len(choices)} (budget, size"
+        + (", seed" if "seed" in cell else "")
+        + f") cells over lr multipliers {', '.join(f'{m:g}' for m in sorted(frame['lr_multiplier'].unique()))}; "
+        + "best: "
+        + ", ".join(f"{m:g}x in {n}" for m, n in sorted(wins.items()))
+        + f" ({frame.height - kept.height} other runs left out)"
+    )
+    edges = [c for c in choices if c.at_edge]
+    if edges:
+        warnings.append(
+            f"the best learning rate sits at the edge of those tried in {len(edges)} of {len(choices)} cells ("
+            + "; ".join(f"budget {c.budget:.3g}, {c.params:,.0f} params: {c.best:g}x" for c in edges[:5])
+            + ("; ..." if len(edges) > 5 else "")
+            + "): the best may lie beyond, so widen lr_multipliers there"
+        )
+    return kept, choices
 
 
 def _loss_label(frame: pl.DataFrame, renames: dict[str, str]) -> str:

@@ -21,7 +21,14 @@ from scaling.console import UserError, console, out_console
 from scaling.data.labbags import BagConfig
 from scaling.data.prepare import PrepareConfig
 from scaling.data.timelines import TokenizerConfig
-from scaling.fit_commands import fit_command, next_grid_command, optimal_command, plot_command, report_command
+from scaling.fit_commands import (
+    fit_command,
+    lr_fit_command,
+    next_grid_command,
+    optimal_command,
+    plot_command,
+    report_command,
+)
 from scaling.runspec import PROBE_TRAIN_ROWS
 from scaling.sweep.commands import collect_command, sweep_app
 
@@ -37,6 +44,7 @@ app.command("optimal")(optimal_command)
 app.command("next-grid")(next_grid_command)
 app.command("plot")(plot_command)
 app.command("report")(report_command)
+app.command("lr-fit")(lr_fit_command)
 
 
 def _print_version(value: bool) -> None:

@@ -1,4 +1,4 @@
-"""`ehrscale fit | optimal | next-grid | plot | report`: the analysis of a results table, from one fits.json.
+"""`ehrscale fit | optimal | next-grid | plot | report | lr-fit`: the analysis of a results table, from one fits.json.
 
 The commands share the table's options (column mapping, budget tolerance, bootstrap replicates, where
 fits.json lives) and read the same fits (`analysis.fits.load_or_fit`), so a figure's band and the
@@ -415,3 +415,25 @@ def report_command(
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, text)
     out_console.print(f"wrote {out}", highlight=False)
+
+
+def lr_fit_command(
+    table: Annotated[Path, typer.Argument(help="Results table of a sweep with lr_multipliers (runs.parquet or CSV).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print only JSON.")] = False,
+) -> None:
+    """Calibrate the learning-rate rule: each cell's best multiplier, the constant and the width exponent."""
+    import dataclasses
+
+    from analysis.lr import LrError, calibrate, summary_lines
+    from analysis.table import TableError, read_frame
+
+    try:
+        rule = calibrate(read_frame(table))
+    except (LrError, TableError) as error:
+        raise UserError(f"{table}: {error}") from None
+    if as_json:
+        document = dataclasses.asdict(rule) | {"width_exponent_holds": rule.width_exponent_holds}
+        typer.echo(json.dumps(document))
+        return
+    for line in summary_lines(rule):
+        out_console.print(line, highlight=False)

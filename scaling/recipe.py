@@ -4,7 +4,8 @@ From a width the recipe derives the whole shape (depth, heads, MLP size) and the
 (learning rate for the width and batch, warmup, betas, decay). `candidates(budget)` turns a FLOP
 budget into runs: for each width, the token count that spends the budget in whole steps.
 Defaults come from the CPU feasibility study (shared/reference/cpu-isoflop-feasibility.md):
-context 128, 16 rows per step, lr = 1.0 / width at that batch, warmup 5%, cosine to 0.1x.
+context 128, 16 rows per step, lr = 1.0 / width at that batch, warmup 5%, cosine to 0.1x (or WSD:
+warmup, constant, a 1-sqrt cool-down over the last 20% to 0.1x).
 """
 
 import dataclasses
@@ -16,6 +17,16 @@ from scaling.flops import Shape, train_flops_per_token
 from scaling.models.shapes import DecoderConfig, EncoderConfig
 
 FAMILIES = tuple(families.FAMILIES)  # scaling/families.py: what differs between families
+SCHEDULES = ("cosine", "wsd")
+DECAY_SHAPES = ("linear", "1-sqrt")
+# Fields added after runs were first recorded, at the default that reproduces those runs (fingerprint_fields).
+ADDED_LATER = {
+    "lr_multiplier": 1.0,
+    "warmup_steps": 0,
+    "schedule": "cosine",
+    "decay_fraction": 0.2,
+    "decay_shape": "1-sqrt",
+}
 
 
 @dataclass(frozen=True)
@@ -36,8 +47,15 @@ class Recipe:
     batch_rows: int = 16  # sequences (or bags) per step
     lr_width_product: float = 1.0  # lr = lr_width_product / width at reference_batch_rows
     reference_batch_rows: int = 16  # lr grows with sqrt(batch / reference)
+    lr_multiplier: float = 1.0  # x the rule above: a sweep's lr axis (`lr_multipliers`) sets it per run
     warmup_fraction: float = 0.05
+    warmup_steps: int = 0  # > 0: the warmup in steps, whatever the run's length (a WSD trunk's branches share it)
     final_lr_fraction: float = 0.1
+    schedule: str = "cosine"  # cosine (to final_lr_fraction at the last step) | wsd (warmup, stable, decay)
+    # wsd: the cool-down's share of a run's steps and its shape; Hägele et al. 2024 (arXiv 2405.18392) find a
+    # 1-sqrt cool-down over 10-20% of the run matches cosine of the same length.
+    decay_fraction: float = 0.2
+    decay_shape: str = "1-sqrt"  # linear | 1-sqrt
     beta1: float = 0.9
     beta2: float = 0.95
     weight_decay: float = 0.1
@@ -53,6 +71,24 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {self.family!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.decay_shape not in DECAY_SHAPES:
+            raise ValueError(f"decay_shape must be one of {', '.join(DECAY_SHAPES)}, got {self.decay_shape!r}")
+        if not 0 <= self.decay_fraction <= 1:
+            raise ValueError(f"decay_fraction must be within [0, 1], got {self.decay_fraction!r}")
+        if not (self.lr_multiplier > 0 and math.isfinite(self.lr_multiplier)):
+            raise ValueError(f"lr_multiplier must be positive, got {self.lr_multiplier!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be 0 (use warmup_fraction) or more, got {self.warmup_steps!r}")
+
+    def fingerprint_fields(self) -> dict:
+        """The fields as a fingerprint hashes them: those added after runs were first recorded are left out at their
+        default, so a run recorded before they existed keeps its fingerprint."""
+        fields = dataclasses.asdict(self)
+        if self.schedule == "cosine":  # the cool-down's settings do not change a cosine run
+            fields["decay_fraction"], fields["decay_shape"] = ADDED_LATER["decay_fraction"], ADDED_LATER["decay_shape"]
+        return {k: v for k, v in fields.items() if not (k in ADDED_LATER and v == ADDED_LATER[k])}
 
     @property
     def tokens_per_step(self) -> int:
@@ -71,7 +107,19 @@ class Recipe:
         return int(math.ceil(self.mlp_ratio * width / 8) * 8)
 
     def learning_rate(self, width: int) -> float:
-        return self.lr_width_product / width * math.sqrt(self.batch_rows / self.reference_batch_rows)
+        rule = self.lr_width_product / width * math.sqrt(self.batch_rows / self.reference_batch_rows)
+        return rule * self.lr_multiplier
+
+    def warmup(self, steps: int) -> int:
+        """Warmup steps of a run of `steps` steps: `warmup_steps` if set, else `warmup_fraction` of the run."""
+        warmup = self.warmup_steps or max(1, round(self.warmup_fraction * steps))
+        return min(warmup, steps - 1) if steps > 1 else 0
+
+    def decay_start(self, steps: int) -> int:
+        """The step a WSD run's cool-down starts (the last `decay_fraction` of its steps); cosine: the warmup's end."""
+        if self.schedule == "cosine":
+            return self.warmup(steps)
+        return max(self.warmup(steps), steps - round(self.decay_fraction * steps))
 
     def model_config(self, width: int, vocab_size: int) -> DecoderConfig | EncoderConfig:
         """The model a width makes; vocab_size is the token vocabulary (timeline, BERT) or lab items (Labrador)."""

@@ -8,7 +8,11 @@ JAX-free, so the sweep driver, `collect` and `sweep status` read runs without a 
     (= flops_per_token x tokens), flops_exact, params, params_nonembed, tokens, steps,
     tokens_per_step, loss (mean per token, or per masked lab), loss_se (its standard error over the
     evaluation's sequences), loss_split, loss_sequences, loss_tokens, train_loss, wall_seconds,
-    tokens_per_s, mfu, fingerprint.
+    tokens_per_s, mfu, fingerprint; added since, absent meaning their value before them: lr_multiplier
+    (1), peak_lr (the schedule's peak; absent: not recorded), schedule ("cosine"), role ("run", or
+    "trunk": a WSD trunk trained for its branches), flops_spent (= flops; a branch's own steps and
+    its share of its trunk, a trunk's 0), branch_of and branch_step (a branch's trunk and the step
+    it started from).
 Format 1 (before the format key): training wrote it, then evaluation rewrote it with its AUROCs;
 no budget, no exact per-token cost, no standard error, and `loss` came from 8 x 16 rows of the
 tuning split. It still reads: `read_result` fills what it can and says what it assumed.
@@ -50,6 +54,10 @@ def read_result(run_dir: Path) -> tuple[dict, list[str]] | None:
             "first 8 x 16 rows of the tuning split)"
         )
         result["format"] = 1
+    for key, before in (("lr_multiplier", 1.0), ("schedule", "cosine"), ("role", "run")):
+        result.setdefault(key, before)
+    if "flops" in result:
+        result.setdefault("flops_spent", result["flops"])
     return result, notes
 
 

@@ -61,6 +61,18 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
+class Branch:
+    """Where a WSD branch starts: the state of the trunk run `trunk` (a sibling folder) at `step`, its decay's start.
+
+    `trunk_share_steps` is the part of the trunk's steps this branch is charged with: each stretch of the trunk is
+    shared equally by the branches that start after it, so the branches' shares add up to the trunk."""
+
+    trunk: str
+    step: int
+    trunk_share_steps: float
+
+
+@dataclass(frozen=True)
 class RunSpec:
     name: str
     data: str
@@ -73,6 +85,9 @@ class RunSpec:
     tasks: tuple[str, ...] = ()  # downstream tasks evaluated when the run ends
     probe_train_rows: int = PROBE_TRAIN_ROWS  # the probe's training rows, a seeded sample (0: all); not fingerprinted
     budget: float | None = None  # the FLOP budget a sweep planned this run for (recorded, not fingerprinted)
+    # WSD branches (scaling/sweep/plan.py), not fingerprinted: a branch ends where a run from scratch would.
+    branch: Branch | None = None  # start from a trunk's state instead of step 0
+    branch_points: tuple[int, ...] = ()  # a trunk's: the steps whose state it keeps for its branches
     recipe: Recipe = field(default_factory=Recipe)
     train: TrainSettings = field(default_factory=TrainSettings)
 
@@ -86,7 +101,7 @@ class RunSpec:
             "dtype": self.dtype,
             "convention": self.convention,
             "data": data_hash,
-            "recipe": dataclasses.asdict(self.recipe),
+            "recipe": self.recipe.fingerprint_fields(),
         }
 
     def fingerprint(self, data_hash: str) -> str:
@@ -109,6 +124,8 @@ _TOP = {
     "tasks": list,
     "probe_train_rows": int,
     "budget": float,
+    "branch": dict,
+    "branch_points": list,
 }
 _REQUIRED = ("name", "data", "width", "tokens")
 DTYPES = ("float32", "bfloat16")
@@ -222,6 +239,11 @@ def parse_spec(source: dict, where: str) -> RunSpec:
         top["budget"] = float(top["budget"])
     if "tasks" in top:
         top["tasks"] = canonical_tasks(top["tasks"])
+    if top.get("branch") is not None:
+        try:
+            top["branch"] = Branch(**top["branch"])
+        except TypeError as error:
+            raise SpecError(f"{where}: 'branch' must have trunk, step and trunk_share_steps: {error}") from None
     return RunSpec(**top, recipe=recipe, train=train)
 
 

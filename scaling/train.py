@@ -51,23 +51,32 @@ def enable_compilation_cache(folder: Path) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+SHAPE_CODES = {"cosine": 0.0, "linear": 1.0, "1-sqrt": 2.0}  # the schedule's shape, as a number the step takes
+
+
 def schedule_constants(recipe: Recipe, peak_lr: float, steps: int) -> jax.Array:
-    """(peak, warmup steps, total steps, final lr) of a run's schedule, as an array the compiled step takes.
+    """(peak, warmup steps, total steps, final lr, decay start, shape) of a run's schedule, as an array the compiled
+    step takes.
 
     As an argument, not constants inside the step, they leave the compiled step the same for every run of a
-    width, so runs at other budgets reuse it from the compilation cache."""
-    warmup = max(1, round(recipe.warmup_fraction * steps))
-    warmup = min(warmup, steps - 1) if steps > 1 else 0
-    return jnp.array([peak_lr, warmup, steps, peak_lr * recipe.final_lr_fraction], jnp.float32)
+    width (and either schedule), so runs at other budgets reuse it from the compilation cache."""
+    shape = SHAPE_CODES["cosine" if recipe.schedule == "cosine" else recipe.decay_shape]
+    final = peak_lr * recipe.final_lr_fraction
+    values = [peak_lr, recipe.warmup(steps), steps, final, recipe.decay_start(steps), shape]
+    return jnp.array(values, jnp.float32)
 
 
 def lr_at(count, constants: jax.Array) -> jax.Array:
-    """Linear warmup from 0, then cosine decay that reaches the final lr exactly at the last step."""
-    peak, warmup, steps, final = constants[0], constants[1], constants[2], constants[3]
+    """Linear warmup from 0, then the decay from the decay start to the final lr at the last step: cosine (its decay
+    starts when the warmup ends), or WSD's cool-down, linear or 1-sqrt, after a stable stretch at the peak."""
+    peak, warmup, steps, final, start, shape = (constants[i] for i in range(6))
     count = jnp.asarray(count, jnp.float32)
-    progress = jnp.clip((count - warmup) / jnp.maximum(steps - warmup, 1.0), 0.0, 1.0)
+    progress = jnp.clip((count - start) / jnp.maximum(steps - start, 1.0), 0.0, 1.0)
     cosine = final + (peak - final) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
-    return jnp.where(count < warmup, peak * count / jnp.maximum(warmup, 1.0), cosine)
+    linear = peak + (final - peak) * progress
+    one_minus_sqrt = final + (peak - final) * (1.0 - jnp.sqrt(progress))
+    decayed = jnp.where(shape == 0, cosine, jnp.where(shape == 1, linear, one_minus_sqrt))
+    return jnp.where(count < warmup, peak * count / jnp.maximum(warmup, 1.0), decayed)
 
 
 _lr_at_compiled = jax.jit(lr_at)  # for the log: eagerly, each of its operations would compile on its own
@@ -300,11 +309,16 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
     )
     start = 0
     restored = _restore_newest_readable(manager, {"params": params, "opt_state": opt_state}, out, log)
+    if restored is None and spec.branch is not None:
+        restored = spec.branch.step, _branch_point(out.parent / spec.branch.trunk, spec.branch.step, params, opt_state)
+        log(f"{out}: branching from {spec.branch.trunk} at step {spec.branch.step:,} of {steps:,}")
+    elif restored is not None:
+        log(f"{out}: resuming from step {restored[0]:,} of {steps:,}")
     if restored is not None:
         start, state = restored
         params = jax.device_put(state["params"], replicated)
         opt_state = jax.device_put(state["opt_state"], replicated)
-        log(f"{out}: resuming from step {start:,} of {steps:,}")
+    points = _branch_point_manager(out) if spec.branch_points else None
     metrics_path = out / "metrics.jsonl"
     _truncate_metrics(metrics_path, start)
 
@@ -356,10 +370,14 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
                 metrics.write(json.dumps(row) + "\n")
                 metrics.flush()
                 window_start, window_tokens = time.perf_counter(), 0
+            if points is not None and done in spec.branch_points:  # before the step's checkpoint: see _branch_point
+                points.save(done, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state}))
             if done % spec.train.checkpoint_every == 0 or last:
                 manager.save(done, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state}))
     manager.wait_until_finished()
     manager.close()
+    if points is not None:
+        points.close()
     wall = time.perf_counter() - started
     trained_tokens = (steps - start) * task.tokens_per_step
     tokens = steps * task.tokens_per_step
@@ -392,7 +410,14 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
         "tokens_per_s": trained_tokens / wall if wall else 0.0,
         "mfu": (trained_tokens / wall) * exact_per_token / peak if wall else 0.0,
         "fingerprint": record["fingerprint"],
+        "lr_multiplier": recipe.lr_multiplier,
+        "peak_lr": peak_lr,
+        "schedule": recipe.schedule,
+        "role": "trunk" if spec.branch_points else "run",
+        "flops_spent": flops_per_token * task.tokens_per_step * _steps_spent(spec, steps),
     }
+    if spec.branch is not None:
+        result.update({"branch_of": spec.branch.trunk, "branch_step": spec.branch.step})
     predictor = FAMILIES[spec.family].masked_predictor()
     if predictor is not None and status == "ok":  # the lab-bag families' own metrics (scaling/bag_metrics.py)
         result.update(masked_lab_metrics(nnx.merge(graphdef, nnx.State(params)), predictor, dataset, task.context))
@@ -438,6 +463,44 @@ def _restore_newest_readable(manager: ocp.CheckpointManager, like: dict, out: Pa
             )
             manager.delete(step)
     return None
+
+
+def _steps_spent(spec: RunSpec, steps: int) -> float:
+    """The steps a run's compute really paid for: all of them; a branch's own plus its share of its trunk's; none of
+    a trunk's (its branches carry them, so a sweep's spent compute is the sum over its rows)."""
+    if spec.branch_points:
+        return 0.0
+    if spec.branch is not None:
+        return steps - spec.branch.step + spec.branch.trunk_share_steps
+    return float(steps)
+
+
+BRANCH_POINTS = "branch_points"  # a trunk's kept states, one per branch, never rotated out
+
+
+def _branch_point_manager(run_dir: Path) -> ocp.CheckpointManager:
+    # Synchronous, and written before the regular checkpoint of the same step: a trunk that resumes from a later
+    # checkpoint therefore has every earlier branch point on disk.
+    options = ocp.CheckpointManagerOptions(max_to_keep=None, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(Path(run_dir).resolve() / BRANCH_POINTS, options=options)
+
+
+def _branch_point(trunk_dir: Path, step: int, params, opt_state) -> dict:
+    """The trunk's state at `step`, or a RunError saying what is missing."""
+    if not (trunk_dir / BRANCH_POINTS).is_dir():
+        raise RunError(f"{trunk_dir} holds no trunk states ({BRANCH_POINTS}/); train the trunk before its branches")
+    manager = _branch_point_manager(trunk_dir)
+    try:
+        if step not in manager.all_steps():
+            raise RunError(
+                f"{trunk_dir} has no state at step {step:,} for this branch (kept: "
+                f"{', '.join(f'{s:,}' for s in sorted(manager.all_steps())) or 'none'}); train the trunk first, or "
+                f"delete {trunk_dir} to train it again"
+            )
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"params": params, "opt_state": opt_state})
+        return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    finally:
+        manager.close()
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

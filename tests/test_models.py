@@ -198,6 +198,18 @@ def test_labrador_exact_flops_match_xla_within_10_percent():
     assert train_flops_per_token(shape, "exact") == pytest.approx(cost["flops"] / (batch * t), rel=0.10)
 
 
+@pytest.mark.parametrize("shape", ["linear", "1-sqrt"])
+def test_wsd_holds_the_peak_then_cools_down_over_its_last_fraction(shape):
+    recipe = Recipe(schedule="wsd", warmup_fraction=0.1, decay_fraction=0.2, final_lr_fraction=0.1, decay_shape=shape)
+    lr = schedule(recipe, 0.01, 200)
+    assert recipe.decay_start(200) == 160
+    assert float(lr(0)) == 0.0 and float(lr(10)) == pytest.approx(0.005)
+    assert [float(lr(s)) for s in (20, 100, 160)] == pytest.approx([0.01] * 3)
+    halfway = 0.001 + 0.009 * (0.5 if shape == "linear" else 1 - 0.5**0.5)
+    assert float(lr(180)) == pytest.approx(halfway, rel=1e-5) and float(lr(200)) == pytest.approx(0.001)
+    assert float(Recipe(schedule="wsd", warmup_steps=7).warmup(10_000)) == 7  # warmup in steps, for trunks
+
+
 def test_schedule_warms_up_and_ends_at_the_planned_step():
     recipe = Recipe(warmup_fraction=0.1, final_lr_fraction=0.1)
     lr = schedule(recipe, 0.01, 200)

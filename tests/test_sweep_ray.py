@@ -146,7 +146,7 @@ def _workers_running(run_dir: Path) -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cmdline"]):
         cmdline = " ".join(process.info["cmdline"] or [])
-        if cmdline.startswith("ray::execute_run"):
+        if cmdline.startswith("ray::execute_unit"):
             found.append(process)
     return found
 
@@ -227,3 +227,47 @@ def test_killing_the_driver_then_running_again_finishes_the_rest_without_duplica
         for d in folder.glob("b*")
         if d.name not in finished_before
     )
+
+
+@pytest.mark.faults
+def test_a_wsd_sweep_trains_a_trunk_per_width_resumes_it_after_a_kill_and_records_what_branches_cost(
+    ray_cluster, prepared, tmp_path
+):
+    source = sweep_source(
+        prepared[0],
+        tmp_path,
+        budgets=[3e9, 1e10],
+        sizes={"widths": [16, 24]},
+        tasks=[],
+        branches=True,
+        recipe={"context": 32, "batch_rows": 4, "min_steps": 5, "schedule": "wsd"},
+    )
+    sweep = parse_sweep(source, "tiny.toml")
+    trunk = sweep.folder() / "trunk-w16-s0"
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(summary=run_sweep(sweep, log=quiet)))
+    thread.start()
+    _wait_for(
+        lambda: (trunk / "checkpoints").exists() and any(p.name.isdigit() for p in (trunk / "checkpoints").iterdir())
+    )
+    for worker in _wait_for(lambda: _workers_running(trunk)):
+        worker.send_signal(signal.SIGKILL)
+    thread.join(timeout=300)
+    summary = outcome["summary"]
+    assert summary.progress.preemptions >= 1 and summary.progress.done == 4 and not summary.failed
+    assert "resuming from step" in (trunk / "train.log").read_text()
+    frame = pl.read_parquet(summary.runs_table)
+    trunks = frame.filter(pl.col("status") == "trunk").sort("run_id")
+    runs = frame.filter(pl.col("status") == "ok").sort("run_id")
+    assert trunks["run_id"].to_list() == ["trunk-w16-s0", "trunk-w24-s0"] and runs.height == 4
+    assert set(runs["branch_of"]) == {"trunk-w16-s0", "trunk-w24-s0"} and set(runs["schedule"]) == {"wsd"}
+    for width in (16, 24):
+        branches = runs.filter(pl.col("width") == width).sort("budget")
+        trunk_row = trunks.filter(pl.col("width") == width)
+        # each branch starts where the trunk kept its state, and the branches pay for the trunk once
+        assert branches["branch_step"].to_list()[-1] == trunk_row["steps"][0]
+        cooldowns = ((branches["steps"] - branches["branch_step"]) * branches["flops"] / branches["steps"]).sum()
+        assert branches["flops_spent"].sum() == pytest.approx(trunk_row["flops"][0] + cooldowns, rel=1e-9)
+        assert (branches["flops_spent"] < branches["flops"]).all()
+    again = run_sweep(sweep, log=quiet)
+    assert again.progress.skipped == 4 and again.progress.done == 0

@@ -62,6 +62,17 @@ def sweep_dict(prep, **changes) -> dict:
         ({"resources": {"gpus": 1.5}}, "[resources] 'gpus' must be a fraction below 1"),
         ({"resources": {"hosts": 2}}, "[resources] 'hosts' must be 1"),
         ({"retries": {"preemptions": -1}}, "[retries] 'preemptions' must be 0 or more"),
+        ({"lr_multipliers": [1, 1]}, "'lr_multipliers' must be a non-empty list of distinct positive numbers"),
+        ({"lr_multipliers": [0.5, 0]}, "'lr_multipliers' must be a non-empty list of distinct positive numbers"),
+        (
+            {"lr_multipliers": [1, 2], "recipe": {"lr_multiplier": 2.0}},
+            "set 'lr_multipliers' or [recipe] 'lr_multiplier', not both",
+        ),
+        ({"branches": True}, "'branches = true' needs [recipe] schedule = \"wsd\""),
+        ({"branches": "yes"}, "'branches' must be bool"),
+        ({"recipe": {"schedule": "step"}}, "[recipe]: schedule must be one of cosine, wsd, got 'step'"),
+        ({"recipe": {"decay_fraction": 1.5}}, "[recipe]: decay_fraction must be within [0, 1]"),
+        ({"recipe": {"decay_shape": "cos"}}, "[recipe]: decay_shape must be one of linear, 1-sqrt"),
     ],
 )
 @pytest.mark.faults
@@ -147,6 +158,49 @@ def test_plan_lists_every_run_with_tokens_that_spend_the_budget(prepared):
     warnings = make_plan(sweep).warnings
     assert any("width 1024 left out: too few steps" in w for w in warnings)
     assert any("1 sizes; an IsoFLOP parabola needs 3" in w for w in warnings)
+
+
+def test_the_lr_axis_runs_each_cell_at_each_multiplier_under_its_own_fingerprint(prepared):
+    plain = make_plan(parse_sweep(sweep_dict(prepared[0]), "t.toml"))
+    sweep = parse_sweep(sweep_dict(prepared[0], lr_multipliers=[0.5, 1, 2]), "t.toml")
+    plan = make_plan(sweep)
+    assert len(plan.runs) == 3 * len(plain.runs)
+    assert [r.run_id for r in plan.runs[:3]] == ["b3e8-w16-s0-lr0.5", "b3e8-w16-s0", "b3e8-w16-s0-lr2"]
+    cell = plan.runs[:3]
+    rule = cell[1].spec.recipe.learning_rate(16)
+    assert [r.spec.recipe.learning_rate(16) for r in cell] == pytest.approx([rule / 2, rule, rule * 2])
+    assert len({r.spec.fingerprint("data") for r in plan.runs}) == len(plan.runs)
+    # the multiplier-1 runs are the runs of the sweep without the axis: same ids, same fingerprints
+    same = {r.run_id: r.spec.fingerprint("data") for r in plan.runs if r.lr_multiplier == 1.0}
+    assert same == {r.run_id: r.spec.fingerprint("data") for r in plain.runs}
+    assert "lr_multipliers" in sweep.result_fields() and "lr_multipliers" not in plain.sweep.result_fields()
+
+
+def test_wsd_branches_share_one_trunk_per_width_and_seed_and_split_its_cost(prepared):
+    wsd = {"context": 32, "batch_rows": 4, "min_steps": 5, "schedule": "wsd", "decay_fraction": 0.2}
+    separate = make_plan(parse_sweep(sweep_dict(prepared[0], budgets=[3e8, 1e9, 3e9], recipe=wsd), "t.toml"))
+    plan = make_plan(parse_sweep(sweep_dict(prepared[0], budgets=[3e8, 1e9, 3e9], recipe=wsd, branches=True), "t.toml"))
+    assert [t.run_id for t in plan.trunks] == ["trunk-w16-s0", "trunk-w24-s0", "trunk-w32-s0"]
+    units = plan.units()
+    assert [u.name for u in units] == ["trunk-w16-s0", "trunk-w24-s0", "trunk-w32-s0"]
+    for trunk, unit in zip(plan.trunks, units, strict=True):
+        branches = unit.runs
+        assert [r.budget for r in branches] == [3e8, 1e9, 3e9] and trunk.branches == tuple(r.run_id for r in branches)
+        shortest = min(r.candidate.steps for r in branches)
+        warmup = round(0.05 * shortest)
+        assert trunk.spec.recipe.decay_fraction == 0.0 and trunk.spec.branch_points[-1] == trunk.steps
+        for r in branches:  # each starts its cool-down where a WSD run of its length would, with the shared warmup
+            assert r.spec.recipe.warmup_steps == warmup and r.spec.tokens == r.candidate.tokens
+            assert r.spec.branch.step == r.candidate.steps - round(0.2 * r.candidate.steps)
+            assert r.spec.branch.step in trunk.spec.branch_points
+        assert sum(r.spec.branch.trunk_share_steps for r in branches) == pytest.approx(trunk.steps)
+        # the grid's compute is unchanged; what it costs is the trunk once plus every cool-down
+        per_step = trunk.flops / trunk.steps
+        cooldowns = sum(r.candidate.steps - r.spec.branch.step for r in branches) * per_step
+        assert sum(r.flops_spent for r in branches) == pytest.approx(trunk.flops + cooldowns, rel=1e-9)
+    assert plan.total_flops == pytest.approx(separate.total_flops)
+    # 1 : 3.3 : 10 as separate runs, 14.3; the largest run's trunk (8) and the three cool-downs (2.9): 76%
+    assert plan.flops_spent == pytest.approx(3 * (0.8 * 3e9 + 0.2 * (3e8 + 1e9 + 3e9)), rel=0.05)  # 3 widths
 
 
 def test_a_changed_spec_under_the_same_name_and_version_is_refused(prepared, tmp_path):

@@ -281,3 +281,63 @@ def test_runs_of_a_width_at_any_budget_share_one_compiled_step(prepared):
         lowered.append(step.lower(params, opt_state, task.train_batch(0), constants).as_text())
         assert float(lr_at(steps, constants)) == pytest.approx(0.01 * spec.recipe.final_lr_fraction, rel=1e-5)
     assert lowered[0] == lowered[1]
+
+
+def test_a_wsd_branch_from_its_trunk_ends_where_the_same_run_from_scratch_does(prepared, tmp_path):
+    """A branch starts from its trunk's state at its cool-down's start and decays from there: the same weights, loss
+    and curve as the run of the same spec trained from step 0 (to 1e-5), for its own steps and a share of the trunk."""
+    from flax import nnx
+
+    from scaling.runspec import Branch
+    from scaling.train import restore_model
+
+    quiet = lambda _: None  # noqa: E731
+    wsd = {"schedule": "wsd", "decay_fraction": 0.25, "warmup_steps": 4}
+    scratch = make_spec(prepared[0], tokens=40 * 16 * 32, recipe=wsd)  # cool-down over steps 30-40
+    assert scratch.recipe.decay_start(40) == 30
+    trunk = make_spec(
+        prepared[0], name="trunk", tokens=36 * 16 * 32, recipe={**wsd, "decay_fraction": 0.0}, branch_points=[30, 36]
+    )
+    trunk_result = train(trunk, tmp_path / "trunk", log=quiet, peak_flops=1e11)
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "trunk" / "metrics.jsonl").read_text().splitlines()]
+    assert lrs[1:] == pytest.approx([lrs[1]] * (len(lrs) - 1))  # past its warmup, the trunk stays at the peak
+    assert trunk_result["role"] == "trunk" and trunk_result["flops_spent"] == 0.0
+    branch = RunSpec(**{**scratch.__dict__, "branch": Branch("trunk", 30, trunk_share_steps=15.0)})
+    messages = []
+    branched = train(branch, tmp_path / "branch", log=messages.append, peak_flops=1e11)
+    assert any("branching from trunk at step 30" in m for m in messages)
+    alone = train(scratch, tmp_path / "alone", log=quiet, peak_flops=1e11)
+    assert branched["fingerprint"] == alone["fingerprint"]  # the same spec, so the same run
+    assert branched["loss"] == pytest.approx(alone["loss"], abs=1e-5)
+    dataset = PreparedDataset.open(prepared[0])
+    weights = [
+        jax.tree.leaves(nnx.to_pure_dict(nnx.state(restore_model(tmp_path / d, scratch, dataset))))
+        for d in ("branch", "alone")
+    ]
+    assert len(weights[0]) > 5
+    for a, b in zip(*weights, strict=True):
+        assert jax.numpy.max(jax.numpy.abs(a - b)) < 1e-5
+    curves = [
+        [json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+        for d in ("branch", "alone")
+    ]
+    assert curves[0][0]["step"] == 35  # the branch logs its own steps only
+    tail = [r for r in curves[1] if r["step"] > 30]
+    assert [r["lr"] for r in curves[0]] == pytest.approx([r["lr"] for r in tail], rel=1e-6)
+    assert [r["loss"] for r in curves[0]] == pytest.approx([r["loss"] for r in tail], abs=1e-5)
+    # what each cost: the branch its 10 steps and 15 of the trunk's; the separate run all 40
+    per_step = alone["flops"] / 40
+    assert branched["flops"] == alone["flops"] and alone["flops_spent"] == alone["flops"]
+    assert branched["flops_spent"] == pytest.approx(25 * per_step)
+    assert branched["branch_of"] == "trunk" and branched["branch_step"] == 30
+
+
+def test_a_branch_without_its_trunk_says_what_to_train_first(prepared, tmp_path):
+    from scaling.runspec import Branch
+
+    spec = make_spec(
+        prepared[0], recipe={"schedule": "wsd"}, branch={"trunk": "trunk", "step": 30, "trunk_share_steps": 30}
+    )
+    assert spec.branch == Branch("trunk", 30, 30)
+    with pytest.raises(RunError, match="holds no trunk states"):
+        train(spec, tmp_path / "branch", log=lambda _: None, peak_flops=1e11)

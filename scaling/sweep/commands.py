@@ -79,6 +79,8 @@ def plan_command(
     for r in plan.runs:
         c = r.candidate
         seconds = estimate_seconds(throughput, c)
+        if seconds is not None:  # a branch trains its cool-down and its share of its trunk
+            seconds *= r.flops_spent / c.flops
         total_seconds += seconds or 0.0
         unknown += seconds is None
         table.add_row(
@@ -92,7 +94,7 @@ def plan_command(
             f"{c.tokens:,}",
             f"{c.steps:,}",
             f"{batch:,}",
-            f"{c.learning_rate:.3g}",
+            f"{r.spec.recipe.learning_rate(c.width):.3g}",
             f"{c.flops:.3g}",
             f"{r.epochs:.2f}",
             _human(seconds),
@@ -102,6 +104,14 @@ def plan_command(
         max(1, int(_cpu_count() // sweep.resources.cpus)) if not (sweep.resources.gpus or sweep.resources.tpus) else 1
     )
     known = unknown < len(plan.runs)
+    if plan.trunks:
+        out_console.print(
+            f"WSD branches: {len(plan.trunks)} trunks ("
+            + ", ".join(f"{t.run_id} {t.steps:,} steps for {len(t.branches)} branches" for t in plan.trunks)
+            + f"); the grid's {plan.total_flops:.3g} FLOPs of runs cost {plan.flops_spent:.3g} "
+            f"({plan.flops_spent / plan.total_flops:.0%})",
+            highlight=False,
+        )
     out_console.print(
         f"{len(plan.runs)} runs over {len(sweep.budgets)} budgets; {plan.total_flops:.3g} FLOPs in all"
         + (f"; estimated {_human(total_seconds)} of run time" if known else "")

@@ -1,4 +1,5 @@
-"""Run a sweep on Ray: one task per run, on an embedded cluster or one joined at an address.
+"""Run a sweep on Ray: one task per run (or per WSD trunk and its branches), on an embedded cluster or one joined
+at an address.
 
 The driver never imports JAX (a worker does, inside its task), so it holds no accelerator. It
 asks each run folder where it stands, submits what is not finished, and retries: a lost worker
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scaling.data.dataset import PreparedDataset
-from scaling.sweep.plan import Plan, PlannedRun, make_plan
+from scaling.sweep.plan import Plan, Unit, make_plan
 from scaling.sweep.spec import Resources, SweepSpec
 from scaling.sweep.state import (
     check_sweep_record,
@@ -97,8 +98,9 @@ def worker_env(resources: Resources) -> dict[str, str]:
     return env
 
 
-def execute_run(spec_record: dict, run_dir: str, cache_dir: str, env: dict[str, str] | None = None) -> dict:
-    """Body of a run's Ray task: train (or resume, or skip), evaluate, and say how it ended and when."""
+def execute_unit(records: list[tuple[dict, str]], cache_dir: str, env: dict[str, str] | None = None) -> dict:
+    """Body of a Ray task: train (or resume, or skip) and evaluate each (spec, run folder) in order (a WSD trunk
+    before its branches), and say how each ended and when."""
     started = time.time()
     # The worker's settings, set before JAX is first imported in this process. They come as an
     # argument, not as a Ray runtime_env: a runtime_env makes Ray start a dedicated worker for each
@@ -109,21 +111,25 @@ def execute_run(spec_record: dict, run_dir: str, cache_dir: str, env: dict[str, 
     from scaling.runspec import parse_spec
     from scaling.train import enable_compilation_cache
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     enable_compilation_cache(Path(cache_dir))
-    with open(run_dir / "train.log", "a") as log_file:
+    statuses = {}
+    for spec_record, folder in records:
+        run_dir = Path(folder)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / "train.log", "a") as log_file:
 
-        def log(message: str) -> None:
-            log_file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
-            log_file.flush()
+            def log(message: str) -> None:
+                log_file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+                log_file.flush()
 
-        try:
-            result = run(parse_spec(spec_record, str(run_dir / "spec.json")), run_dir, log=log)
-        except Exception:
-            log(traceback.format_exc())
-            raise
-    return {"status": result["status"], "started": started, "ended": time.time()}
+            try:
+                statuses[run_dir.name] = run(parse_spec(spec_record, str(run_dir / "spec.json")), run_dir, log=log)[
+                    "status"
+                ]
+            except Exception:
+                log(traceback.format_exc())
+                raise
+    return {"statuses": statuses, "started": started, "ended": time.time()}
 
 
 def connect(address: str | None, dashboard: bool = False, num_cpus: int | None = None):
@@ -199,24 +205,37 @@ def run_sweep(
     check_sweep_record(sweep, folder, data_hash(dataset))
     write_plan_record(plan, folder)
     progress = Progress(total=len(plan.runs))
-    queue: list[PlannedRun] = []
-    for planned in plan.runs:
-        run_dir = folder / planned.run_id
-        if run_state(run_dir, planned.spec.tasks, planned.candidate.steps).finished:
-            progress.skipped += 1
-        else:
-            clear_failed(run_dir)
-            queue.append(planned)
-            progress.flops_total += planned.candidate.flops
+    queue: list[Unit] = []
+    finished_before: set[str] = set()  # counted as skipped, not again when their unit's task ends
+    for unit in plan.units():
+        states = [run_state(folder / r.run_id, r.spec.tasks, r.candidate.steps).finished for r in unit.runs]
+        progress.skipped += sum(states)
+        finished_before |= {r.run_id for r, done in zip(unit.runs, states, strict=True) if done}
+        if not all(states):
+            for r in unit.runs:
+                clear_failed(folder / r.run_id)
+            queue.append(unit)
+            progress.flops_total += sum(r.flops_spent for r, done in zip(unit.runs, states, strict=True) if not done)
     # Longest first (largest budget; within it the smallest model, which takes the most steps), so the
-    # last wave is short runs and slots do not idle behind one long straggler.
-    queue.sort(key=lambda r: (-r.budget, r.candidate.width, r.seed))
+    # last wave is short runs and slots do not idle behind one long straggler; a trunk's unit goes by its compute.
+    queue.sort(key=lambda u: (-u.flops if u.trunk else -u.runs[0].budget, u.runs[0].candidate.width, u.runs[0].seed))
     failed: dict[str, str] = {}
     timings: list[Timing] = []
     limit = 1
     if queue:
         failed, limit = _drive(
-            plan, folder, queue, progress, address, max_parallel, report, log, num_cpus, dashboard, timings
+            plan,
+            folder,
+            queue,
+            finished_before,
+            progress,
+            address,
+            max_parallel,
+            report,
+            log,
+            num_cpus,
+            dashboard,
+            timings,
         )
     else:
         log(f"{sweep.name} v{sweep.version}: all {len(plan.runs)} runs finished already; nothing to train")
@@ -236,7 +255,8 @@ def run_sweep(
 def _drive(
     plan: Plan,
     folder: Path,
-    queue: list[PlannedRun],
+    queue: list[Unit],
+    finished_before: set[str],
     progress: Progress,
     address,
     max_parallel,
@@ -257,77 +277,89 @@ def _drive(
         options["accelerator_type"] = resources.accelerator_type
     if resources.gpus or resources.tpus:
         options["max_calls"] = 1  # one run per worker process: the accelerator is released when it ends
-    task = ray.remote(execute_run).options(**options)
+    task = ray.remote(execute_unit).options(**options)
     limit = max_parallel or slots(ray, resources)
     cache = str(folder.parent.parent / ".jax_cache")  # under the runs root: every sweep there shares compiled steps
-    preempted = {r.run_id: 0 for r in queue}
-    errors = {r.run_id: 0 for r in queue}
+    preempted = {u.name: 0 for u in queue}
+    errors = {u.name: 0 for u in queue}
     in_flight: dict = {}
     submitted: dict = {}
     failed: dict[str, str] = {}
-    log(f"{sweep.name} v{sweep.version}: {len(queue)} of {progress.total} runs to do, {limit} at a time")
+    to_do = sum(r.run_id not in finished_before for u in queue for r in u.runs)
+    tasks = f" in {len(queue)} tasks (WSD trunks with their branches)" if any(u.trunk for u in queue) else ""
+    log(f"{sweep.name} v{sweep.version}: {to_do} of {progress.total} runs to do{tasks}, {limit} at a time")
     while queue or in_flight:
         while queue and len(in_flight) < limit:
-            planned = queue.pop(0)
+            unit = queue.pop(0)
+            records = [(r.spec, r.run_id) for r in unit.runs]
+            if unit.trunk:
+                records.insert(0, (unit.trunk.spec, unit.trunk.run_id))
+            # as TOML/JSON gives it
             ref = task.remote(
-                json.loads(json.dumps(planned.spec.to_dict())), str(folder / planned.run_id), cache, env
-            )  # as TOML/JSON gives it
-            in_flight[ref] = planned
+                [(json.loads(json.dumps(spec.to_dict())), str(folder / rid)) for spec, rid in records], cache, env
+            )
+            in_flight[ref] = unit
             submitted[ref] = time.time()
         progress.running = len(in_flight)
         report(progress)
         ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
         for ref in ready:
-            planned = in_flight.pop(ref)
+            unit = in_flight.pop(ref)
             sent = submitted.pop(ref)
-            run_dir = folder / planned.run_id
             try:
                 outcome = ray.get(ref)
             except _preemption_errors(ray) as error:
-                record_attempt(run_dir, "preemptions", f"{type(error).__name__}: {error}")
-                preempted[planned.run_id] += 1
+                for r in _unfinished(folder, unit):
+                    record_attempt(folder / r.run_id, "preemptions", f"{type(error).__name__}: {error}")
+                preempted[unit.name] += 1
                 progress.preemptions += 1
-                if preempted[planned.run_id] > sweep.retries.preemptions:
-                    _fail(
-                        run_dir,
-                        planned,
-                        f"lost its worker {preempted[planned.run_id]} times: {error}",
-                        failed,
-                        progress,
-                        log,
-                    )
+                if preempted[unit.name] > sweep.retries.preemptions:
+                    message = f"lost its worker {preempted[unit.name]} times: {error}"
+                    _fail(folder, unit, finished_before, message, failed, progress, log)
                 else:
-                    log(f"{planned.run_id}: worker lost ({type(error).__name__}); retrying from its checkpoint")
-                    queue.insert(0, planned)
+                    log(f"{unit.name}: worker lost ({type(error).__name__}); retrying from its checkpoint")
+                    queue.insert(0, unit)
                 continue
             except ray.exceptions.RayError as error:
                 message = _cause(error)
-                record_attempt(run_dir, "failures", message)
-                errors[planned.run_id] += 1
-                if errors[planned.run_id] > sweep.retries.failures:
-                    _fail(run_dir, planned, message, failed, progress, log)
+                for r in _unfinished(folder, unit):
+                    record_attempt(folder / r.run_id, "failures", message)
+                errors[unit.name] += 1
+                if errors[unit.name] > sweep.retries.failures:
+                    _fail(folder, unit, finished_before, message, failed, progress, log)
                 else:
                     progress.retried_failures += 1
-                    log(f"{planned.run_id}: failed ({message.splitlines()[-1] if message else ''}); trying again")
-                    queue.append(planned)
+                    log(f"{unit.name}: failed ({message.splitlines()[-1] if message else ''}); trying again")
+                    queue.append(unit)
                 continue
-            progress.flops_done += planned.candidate.flops
-            timings.append(Timing(planned.run_id, sent, outcome["started"], outcome["ended"]))
-            if outcome["status"] == "diverged":
-                progress.diverged += 1
-                log(f"{planned.run_id}: diverged")
-            else:
-                progress.done += 1
+            timings.append(Timing(unit.name, sent, outcome["started"], outcome["ended"]))
+            for r in (r for r in unit.runs if r.run_id not in finished_before):
+                progress.flops_done += r.flops_spent
+                if outcome["statuses"].get(r.run_id) == "diverged":
+                    progress.diverged += 1
+                    log(f"{r.run_id}: diverged")
+                else:
+                    progress.done += 1
     progress.running = 0
     return failed, limit
 
 
-def _fail(run_dir: Path, planned: PlannedRun, message: str, failed: dict, progress: Progress, log) -> None:
-    mark_failed(run_dir, message)
-    failed[planned.run_id] = message
-    progress.failed += 1
-    progress.flops_done += planned.candidate.flops
-    log(f"{planned.run_id}: failed: {message.splitlines()[-1] if message else ''}")
+def _unfinished(folder: Path, unit: Unit) -> list:
+    return [r for r in unit.runs if not run_state(folder / r.run_id, r.spec.tasks, r.candidate.steps).finished]
+
+
+def _fail(folder: Path, unit: Unit, before: set[str], message: str, failed: dict, progress: Progress, log) -> None:
+    """Mark the unit's unfinished runs failed (a trunk's failure fails every branch still to train)."""
+    for r in _unfinished(folder, unit):
+        mark_failed(folder / r.run_id, message)
+        failed[r.run_id] = message
+        progress.failed += 1
+        progress.flops_done += r.flops_spent
+        log(f"{r.run_id}: failed: {message.splitlines()[-1] if message else ''}")
+    for r in unit.runs:  # those the task finished before it failed
+        if r.run_id not in failed and r.run_id not in before:
+            progress.done += 1
+            progress.flops_done += r.flops_spent
 
 
 def _cause(error) -> str:

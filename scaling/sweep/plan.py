@@ -1,5 +1,15 @@
 """Turn a sweep spec into its runs: sizes per budget, tokens that spend each budget, and warnings.
 
+Learning rates: each `lr_multipliers` entry runs every cell again with the recipe's learning rate times it (run
+ids end `-lr<m>` except for 1, so a sweep that adds the axis keeps its existing runs' ids).
+
+WSD branches (`branches = true`, `[recipe] schedule = "wsd"`): the runs of one (width, seed, multiplier) at
+several budgets differ only in length, and a WSD run holds its peak learning rate until its cool-down. So one
+trunk run (`trunk-w<width>-s<seed>`) trains at the peak to the latest cool-down start and keeps its state at
+each; each budget's run then starts from that state at its own cool-down start and decays. Their warmup is
+that of the shortest run of the group, in steps (`warmup_steps`), so every branch ends where a run of the
+same spec trained from scratch would (to rounding). A width planned at one budget only trains on its own.
+
 Sizes: with `[sizes] widths`, those widths wherever they fit the budget. Otherwise the recipe's
 guess (the width whose tokens per non-embedding parameter is closest to `tokens_per_param`)
 centres `count` sizes spread evenly in log parameters over `span`x, shifted to stay within the
@@ -13,7 +23,7 @@ from dataclasses import dataclass
 from scaling.data.dataset import ModelInputs, PreparedDataset
 from scaling.families import FAMILIES
 from scaling.recipe import Candidate, candidates
-from scaling.runspec import RunSpec
+from scaling.runspec import Branch, RunSpec
 from scaling.sweep.spec import SweepSpec
 
 MIN_SIZES_FOR_PARABOLA = 3
@@ -28,6 +38,45 @@ class PlannedRun:
     spec: RunSpec
     epochs: float  # passes over the training split
 
+    @property
+    def lr_multiplier(self) -> float:
+        return self.spec.recipe.lr_multiplier
+
+    @property
+    def flops_spent(self) -> float:
+        """The compute this run costs the sweep: all its steps, or a branch's own plus its share of its trunk."""
+        if self.spec.branch is None:
+            return self.candidate.flops
+        own = self.candidate.steps - self.spec.branch.step + self.spec.branch.trunk_share_steps
+        return self.candidate.flops * own / self.candidate.steps
+
+
+@dataclass(frozen=True)
+class Trunk:
+    """A WSD trunk: one (width, seed, multiplier) at its peak learning rate up to its branches' latest cool-down."""
+
+    run_id: str
+    spec: RunSpec
+    steps: int
+    flops: float
+    branches: tuple[str, ...]  # the run ids that start from it
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What one worker trains in order: a run, or a trunk and then its branches."""
+
+    runs: tuple[PlannedRun, ...]
+    trunk: Trunk | None = None
+
+    @property
+    def name(self) -> str:
+        return self.trunk.run_id if self.trunk else self.runs[0].run_id
+
+    @property
+    def flops(self) -> float:
+        return sum(r.flops_spent for r in self.runs)
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -35,10 +84,24 @@ class Plan:
     inputs: ModelInputs
     runs: tuple[PlannedRun, ...]
     warnings: tuple[str, ...]
+    trunks: tuple[Trunk, ...] = ()
 
     @property
     def total_flops(self) -> float:
+        """What the runs' FLOPs add up to as separate runs (the grid's compute)."""
         return sum(r.candidate.flops for r in self.runs)
+
+    @property
+    def flops_spent(self) -> float:
+        """What training the plan costs: less than `total_flops` where branches share trunks."""
+        return sum(r.flops_spent for r in self.runs)
+
+    def units(self) -> list[Unit]:
+        """The runs grouped as workers train them: each trunk with its branches, every other run alone."""
+        by_id = {r.run_id: r for r in self.runs}
+        in_trunk = {rid for t in self.trunks for rid in t.branches}
+        units = [Unit(tuple(by_id[rid] for rid in t.branches), t) for t in self.trunks]
+        return units + [Unit((r,)) for r in self.runs if r.run_id not in in_trunk]
 
 
 def budget_tag(budget: float) -> str:
@@ -47,8 +110,17 @@ def budget_tag(budget: float) -> str:
     return f"{float(mantissa):g}e{int(exponent)}"
 
 
-def run_id(budget: float, width: int, seed: int) -> str:
-    return f"b{budget_tag(budget)}-w{width}-s{seed}"
+def lr_tag(lr_multiplier: float) -> str:
+    """'' for the recipe's own learning rate, '-lr0.5' for half of it."""
+    return "" if lr_multiplier == 1.0 else f"-lr{lr_multiplier:g}"
+
+
+def run_id(budget: float, width: int, seed: int, lr_multiplier: float = 1.0) -> str:
+    return f"b{budget_tag(budget)}-w{width}-s{seed}{lr_tag(lr_multiplier)}"
+
+
+def trunk_id(width: int, seed: int, lr_multiplier: float = 1.0) -> str:
+    return f"trunk-w{width}-s{seed}{lr_tag(lr_multiplier)}"
 
 
 def choose_sizes(accepted: list[Candidate], count: int, span: float, tokens_per_param: float) -> list[Candidate]:
@@ -105,23 +177,75 @@ def make_plan(sweep: SweepSpec, dataset: PreparedDataset | None = None) -> Plan:
                     f"the training data {epochs:.1f} times"
                 )
             for seed in sweep.seeds:
-                rid = run_id(budget, candidate.width, seed)
-                spec = RunSpec(
-                    name=rid,
-                    data=sweep.data,
-                    width=candidate.width,
-                    tokens=candidate.tokens,
-                    family=sweep.family,
-                    seed=seed,
-                    convention=sweep.convention,
-                    dtype=sweep.dtype,
-                    tasks=sweep.tasks,
-                    probe_train_rows=sweep.probe_train_rows,
-                    budget=budget,
-                    recipe=sweep.recipe,
-                    train=sweep.train,
-                )
-                runs.append(
-                    PlannedRun(run_id=rid, budget=budget, seed=seed, candidate=candidate, spec=spec, epochs=epochs)
-                )
-    return Plan(sweep=sweep, inputs=inputs, runs=tuple(runs), warnings=tuple(warnings))
+                for multiplier in sweep.lr_multipliers:
+                    rid = run_id(budget, candidate.width, seed, multiplier)
+                    spec = RunSpec(
+                        name=rid,
+                        data=sweep.data,
+                        width=candidate.width,
+                        tokens=candidate.tokens,
+                        family=sweep.family,
+                        seed=seed,
+                        convention=sweep.convention,
+                        dtype=sweep.dtype,
+                        tasks=sweep.tasks,
+                        probe_train_rows=sweep.probe_train_rows,
+                        budget=budget,
+                        recipe=dataclasses.replace(sweep.recipe, lr_multiplier=sweep.recipe.lr_multiplier * multiplier),
+                        train=sweep.train,
+                    )
+                    planned = PlannedRun(
+                        run_id=rid, budget=budget, seed=seed, candidate=candidate, spec=spec, epochs=epochs
+                    )
+                    runs.append(planned)
+    trunks: list[Trunk] = []
+    if sweep.branches:
+        runs, trunks = branch_runs(runs)
+    return Plan(sweep=sweep, inputs=inputs, runs=tuple(runs), warnings=tuple(warnings), trunks=tuple(trunks))
+
+
+def branch_runs(runs: list[PlannedRun]) -> tuple[list[PlannedRun], list[Trunk]]:
+    """The runs with every (width, seed, multiplier) at two or more budgets turned into branches of one trunk."""
+    groups: dict[tuple, list[PlannedRun]] = {}
+    for r in runs:
+        groups.setdefault((r.candidate.width, r.seed, r.lr_multiplier), []).append(r)
+    replaced: dict[str, PlannedRun] = {}
+    trunks = []
+    for (width, seed, multiplier), group in groups.items():
+        if len(group) < 2:
+            continue
+        recipe = group[0].spec.recipe
+        warmup = recipe.warmup_steps or recipe.warmup(min(r.candidate.steps for r in group))
+        shared = dataclasses.replace(recipe, warmup_steps=warmup)
+        starts = {r.run_id: shared.decay_start(r.candidate.steps) for r in group}
+        points = sorted(set(starts.values()))
+        tid = trunk_id(width, seed, multiplier)
+        for r in group:
+            branch = Branch(trunk=tid, step=starts[r.run_id], trunk_share_steps=_trunk_share(starts, r.run_id))
+            replaced[r.run_id] = dataclasses.replace(r, spec=dataclasses.replace(r.spec, recipe=shared, branch=branch))
+        first = group[0]
+        per_step = first.candidate.flops / first.candidate.steps
+        trunk_spec = dataclasses.replace(
+            first.spec,
+            name=tid,
+            tokens=points[-1] * first.candidate.tokens // first.candidate.steps,
+            tasks=(),
+            budget=None,
+            recipe=dataclasses.replace(shared, decay_fraction=0.0),  # the peak to its end: no cool-down of its own
+            branch_points=tuple(points),
+        )
+        trunks.append(Trunk(tid, trunk_spec, points[-1], per_step * points[-1], tuple(r.run_id for r in group)))
+    return [replaced.get(r.run_id, r) for r in runs], trunks
+
+
+def _trunk_share(starts: dict[str, int], run: str) -> float:
+    """A branch's share of the trunk: each stretch between consecutive branch points is split equally among the
+    branches that start at or after its end."""
+    points = sorted(starts.values())
+    share, previous = 0.0, 0
+    for i, point in enumerate(points):
+        if point > starts[run]:
+            break
+        share += (point - previous) / (len(points) - i)
+        previous = point
+    return share

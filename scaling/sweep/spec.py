@@ -9,6 +9,8 @@ runs_root = "out/demo/runs"    # a local folder or shared storage that every wor
 budgets = [1e11, 3e11, 1e12]   # training FLOPs, under `convention`
 convention = "exact"
 seeds = [0]
+lr_multipliers = [1.0]         # x the recipe's learning rate: [0.5, 1, 2] runs each cell three times
+branches = false               # with [recipe] schedule = "wsd": one trunk per (size, seed), a cool-down per budget
 tasks = ["in_hospital_mortality"]
 probe_train_rows = 10000       # the probe learns from a seeded sample of this many training rows (0: all)
 dtype = "float32"
@@ -90,6 +92,8 @@ class SweepSpec:
     runs_root: str = "runs"
     convention: str = "exact"
     seeds: tuple[int, ...] = (0,)
+    lr_multipliers: tuple[float, ...] = (1.0,)
+    branches: bool = False  # WSD trunks and cool-down branches (scaling/sweep/plan.py)
     tasks: tuple[str, ...] = ()
     probe_train_rows: int = PROBE_TRAIN_ROWS
     dtype: str = "float32"
@@ -105,7 +109,7 @@ class SweepSpec:
 
     def result_fields(self) -> dict:
         """What decides the sweep's runs (a change under the same name and version is refused)."""
-        return {
+        fields = {
             "family": self.family,
             "data": self.data,
             "budgets": list(self.budgets),
@@ -113,8 +117,13 @@ class SweepSpec:
             "seeds": list(self.seeds),
             "dtype": self.dtype,
             "sizes": _plain(dataclasses.asdict(self.sizes)),
-            "recipe": _plain(dataclasses.asdict(self.recipe)),
+            "recipe": _plain(self.recipe.fingerprint_fields()),
         }
+        if self.lr_multipliers != (1.0,):  # absent before the lr axis: a sweep.json from then still matches
+            fields["lr_multipliers"] = list(self.lr_multipliers)
+        if self.branches:
+            fields["branches"] = True
+        return fields
 
 
 def _plain(value):
@@ -135,6 +144,8 @@ _TOP = {
     "runs_root": str,
     "convention": str,
     "seeds": list,
+    "lr_multipliers": list,
+    "branches": bool,
     "tasks": list,
     "probe_train_rows": int,
     "dtype": str,
@@ -172,6 +183,22 @@ def parse_sweep(source: dict, where: str) -> SweepSpec:
     if not seeds or not all(type_ok(s, int) and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise SpecError(f"{where}: 'seeds' must be a non-empty list of distinct non-negative integers, got {seeds!r}")
     recipe, train = check_common(source, where)
+    multipliers = source.get("lr_multipliers", [1.0])
+    if (
+        not multipliers
+        or not all(type_ok(m, float) and math.isfinite(m) and m > 0 for m in multipliers)
+        or len(set(multipliers)) != len(multipliers)
+    ):
+        raise SpecError(
+            f"{where}: 'lr_multipliers' must be a non-empty list of distinct positive numbers, got {multipliers!r}"
+        )
+    if "lr_multipliers" in source and recipe.lr_multiplier != 1.0:
+        raise SpecError(f"{where}: set 'lr_multipliers' or [recipe] 'lr_multiplier', not both")
+    if source.get("branches", False) and recipe.schedule != "wsd":
+        raise SpecError(
+            f"{where}: 'branches = true' needs [recipe] schedule = \"wsd\" (cool-downs branch from a constant "
+            f"learning rate), got schedule {recipe.schedule!r}"
+        )
     sizes = check_table(
         where,
         "sizes",
@@ -205,6 +232,8 @@ def parse_sweep(source: dict, where: str) -> SweepSpec:
         runs_root=source.get("runs_root", "runs"),
         convention=source.get("convention", "exact"),
         seeds=tuple(seeds),
+        lr_multipliers=tuple(float(m) for m in multipliers),
+        branches=source.get("branches", False),
         tasks=canonical_tasks(source.get("tasks", [])),
         probe_train_rows=source.get("probe_train_rows", PROBE_TRAIN_ROWS),
         dtype=source.get("dtype", "float32"),

@@ -26,7 +26,7 @@ from scaling.sweep.spec import SweepSpec
 
 SWEEP_RECORD = "sweep.json"
 PLAN_RECORD = "plan.json"
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2  # 2: each run's lr_multiplier, flops_spent and trunk; the sweep's trunks
 ATTEMPTS = "attempts.json"
 RUNS_TABLE = "runs.parquet"
 # The parameter count the fits use: the embedding matrices are a lookup, and the logits' cost is in the per-token FLOPs.
@@ -50,6 +50,12 @@ COLUMNS = {
     "flops_per_token": pl.Float64,
     "flops_exact": pl.Float64,
     "flops_per_token_exact": pl.Float64,
+    "lr_multiplier": pl.Float64,
+    "peak_lr": pl.Float64,
+    "schedule": pl.String,
+    "flops_spent": pl.Float64,  # what the run cost the sweep: a branch's own steps and its share of its trunk
+    "branch_of": pl.String,
+    "branch_step": pl.Int64,
     "loss": pl.Float64,
     "loss_se": pl.Float64,
     "loss_split": pl.String,
@@ -150,6 +156,10 @@ def _planned_entry(r) -> dict:
         "steps": c.steps,
         "flops": c.flops,
         "flops_per_token": c.flops_per_token,
+        "lr_multiplier": r.lr_multiplier,
+        "peak_lr": r.spec.recipe.learning_rate(c.width),
+        "flops_spent": r.flops_spent,
+        "trunk": r.spec.branch.trunk if r.spec.branch else None,
     }
 
 
@@ -165,6 +175,17 @@ def write_plan_record(plan: Plan, folder: Path) -> None:
         "vocab_size": plan.inputs.vocab_size,
         "context": plan.inputs.context,
         "runs": [_planned_entry(r) for r in plan.runs],
+        "trunks": [
+            {
+                "run_id": t.run_id,
+                "width": t.spec.width,
+                "seed": t.spec.seed,
+                "steps": t.steps,
+                "flops": t.flops,
+                "branches": list(t.branches),
+            }
+            for t in plan.trunks
+        ],
     }
     path = folder / PLAN_RECORD
     if not path.exists() or json.loads(path.read_text()) != json.loads(json.dumps(record)):
@@ -278,9 +299,14 @@ def _run_row(run_dir: Path, planned: dict | None, tasks, budgets: list[float], n
                     "steps",
                     "flops",
                     "flops_per_token",
+                    "lr_multiplier",
+                    "peak_lr",
+                    "flops_spent",
                 )
+                if k in planned
             }
         )
+        row["branch_of"] = planned.get("trunk")
     recorded_budget = False
     if started:
         spec = started.get("spec", {})
@@ -333,11 +359,19 @@ def _run_row(run_dir: Path, planned: dict | None, tasks, budgets: list[float], n
                     "tokens_per_s",
                     "mfu",
                     "seed",
+                    "lr_multiplier",
+                    "peak_lr",
+                    "schedule",
+                    "flops_spent",
+                    "branch_of",
+                    "branch_step",
                 )
                 if result.get(k) is not None
             }
         )
         row["record_format"] = result["format"]
+        if result["role"] == "trunk" and row["status"] == "ok":  # trained for its branches; no point of a fit
+            row["status"] = "trunk"
         if result.get("budget") is not None:
             row["budget"] = result["budget"]
         elif not recorded_budget and row.get("budget") is not None:
