@@ -19,7 +19,7 @@ import numpy as np
 
 from analysis.cost import CostModel
 from analysis.downstream import AurocLaw, auroc_tasks, fit_auroc, loss_vs_auroc
-from analysis.isoflop import IsoflopFit, PowerLaw, Vertex, fit_isoflop
+from analysis.isoflop import WINDOW, IsoflopFit, PowerLaw, Vertex, fit_isoflop
 from analysis.parametric import ParametricFit, fit_parametric
 from analysis.table import Table, TableError
 
@@ -37,12 +37,17 @@ class FitOptions:
     budget_tolerance: float = 0.1
     fixed_E: float | None = None
     exclude_worst: int = 0
+    window: float | None = WINDOW  # Approach 2's parabola: runs within this factor of a budget's best (None: all)
     columns: tuple[tuple[str, str], ...] = ()  # (target, source) column mapping, sorted
     resamples: int | None = None  # None: whatever a current fits.json used, else RESAMPLES
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise TableError(f"--method must be isoflop, parametric or all, got {self.method!r}")
+        if self.window is not None and not self.window > 1:
+            raise TableError(
+                f"--window must be above 1 (a factor in parameters), or 0 for every point, got {self.window}"
+            )
 
     def key_fields(self) -> dict:
         fields = asdict(self)
@@ -75,7 +80,7 @@ def fit_table(data: Table, options: FitOptions, key: str) -> Fits:
     iso, iso_error, parametric = None, None, None
     if options.method in ("isoflop", "all"):
         try:
-            iso = fit_isoflop(data, resamples=resamples)
+            iso = fit_isoflop(data, resamples=resamples, window=options.window)
         except TableError as error:
             if options.method == "isoflop":
                 raise
@@ -155,7 +160,10 @@ def from_document(doc: dict) -> Fits:
     elif "isoflop" in doc:
         d = doc["isoflop"]
         boot = {k: np.asarray(v, dtype=float).reshape(-1, 2) for k, v in d["bootstrap"].items()}
-        vertices = [Vertex(**(v | {"n_interval": tuple(v["n_interval"])})) for v in d["budgets"]]
+        vertices = [
+            Vertex(**(v | {k: tuple(v[k]) for k in ("n_interval", "parabola", "fitted_range") if k in v}))
+            for v in d["budgets"]
+        ]
         iso = IsoflopFit(
             vertices=vertices,
             excluded=d["excluded"],

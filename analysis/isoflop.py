@@ -1,5 +1,11 @@
 """Approach 2: parabolas of loss in log N per budget, their vertices, then N_opt = k C^a and D_opt = k' C^b.
 
+Each budget's parabola is fitted to the runs near its best one: those within `window`x of the lowest-loss
+run's N (default 10x either side, `--window`; the 3 nearest when fewer are that close). A parabola is a
+local model of the minimum: far points (a 30x grid's largest size can lose 2x more) pull its vertex and
+curvature away from the minimum they are meant to locate. Far points stay in the table and the figures,
+drawn but not fitted; `window = None` (`--window 0`) fits every point.
+
 A budget is excluded, with a warning naming it and the reason, when it has fewer than 3 points,
 its parabola has non-positive curvature, or its minimum lies outside the sampled sizes. Each
 budget's D_opt is the tokens its N_opt spends the budget on under the table's own cost per token
@@ -23,6 +29,20 @@ from analysis.table import Table, TableError
 
 MIN_POINTS = 3
 BOOTSTRAP = 400
+WINDOW = 10.0  # a budget's parabola is fitted to runs within this factor of its best run's N
+
+
+def near_minimum(log_n: np.ndarray, loss: np.ndarray, window: float | None) -> np.ndarray:
+    """Which points a budget's parabola is fitted to: within `window`x of the lowest-loss point's N in log space, or
+    the MIN_POINTS nearest when fewer are that close; every point when `window` is None."""
+    if window is None or len(log_n) <= MIN_POINTS:
+        return np.ones(len(log_n), bool)
+    distance = np.abs(log_n - log_n[int(np.argmin(loss))])
+    keep = distance <= np.log(window) + 1e-9
+    if len(np.unique(log_n[keep])) < MIN_POINTS:
+        nearest = np.sort(np.unique(distance))[:MIN_POINTS]
+        keep = distance <= nearest[-1]
+    return keep
 
 
 @dataclass(frozen=True)
@@ -32,7 +52,10 @@ class Vertex:
     d_opt: float
     loss: float
     n_interval: tuple[float, float]
-    points: int
+    points: int  # the runs the parabola was fitted to
+    left_out: int = 0  # the budget's runs beyond the window (drawn, not fitted)
+    parabola: tuple[float, float, float] = (0.0, 0.0, 0.0)  # loss = p (ln N)^2 + q ln N + r
+    fitted_range: tuple[float, float] = (0.0, 0.0)  # the smallest and largest N fitted
     # inner bootstrap replicates of (log N_opt, loss at the vertex); not serialised
     draws: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)), repr=False, compare=False)
 
@@ -44,6 +67,9 @@ class Vertex:
             "loss": self.loss,
             "n_interval": list(self.n_interval),
             "points": self.points,
+            "left_out": self.left_out,
+            "parabola": list(self.parabola),
+            "fitted_range": list(self.fitted_range),
         }
 
 
@@ -127,11 +153,14 @@ def bounded_minimum(log_x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> t
 
 
 def _fit_budget(
-    group: pl.DataFrame, cost: CostModel, rng: np.random.Generator, resamples: int
+    group: pl.DataFrame, cost: CostModel, rng: np.random.Generator, resamples: int, window: float | None
 ) -> tuple[Vertex | None, str | None]:
     log_n = np.log(group["params"].to_numpy())
     loss = group["loss"].to_numpy()
     budget = float(group["budget"][0])
+    keep = near_minimum(log_n, loss, window)
+    left_out = int((~keep).sum())
+    log_n, loss = log_n[keep], loss[keep]
     if len(log_n) < MIN_POINTS:
         return None, f"only {len(log_n)} point(s); a parabola needs {MIN_POINTS}"
     if len(np.unique(log_n)) < MIN_POINTS:
@@ -158,6 +187,9 @@ def _fit_budget(
         loss=float(y),
         n_interval=(float(np.exp(lo)), float(np.exp(hi))),
         points=len(log_n),
+        left_out=left_out,
+        parabola=tuple(float(c) for c in np.polyfit(log_n, loss, 2)),
+        fitted_range=(float(np.exp(log_n.min())), float(np.exp(log_n.max()))),
         draws=draws,
     ), None
 
@@ -225,13 +257,13 @@ def _two_level_draws(
     return tuple(np.asarray(out[key]).reshape(-1, 2) for key in ("n", "d", "loss"))
 
 
-def fit_isoflop(table: Table, seed: int = 0, resamples: int = BOOTSTRAP) -> IsoflopFit:
-    """Approach 2 over every budget of the table."""
+def fit_isoflop(table: Table, seed: int = 0, resamples: int = BOOTSTRAP, window: float | None = WINDOW) -> IsoflopFit:
+    """Approach 2 over every budget of the table, each parabola fitted within `window`x of the budget's best run."""
     rng = np.random.default_rng(seed)
     vertices, excluded = [], []
     for budget in table.budgets:
         group = table.frame.filter(pl.col("budget") == budget)
-        vertex, reason = _fit_budget(group, table.cost, rng, resamples)
+        vertex, reason = _fit_budget(group, table.cost, rng, resamples, window)
         if vertex is None:
             excluded.append({"budget": budget, "reason": reason})
         else:

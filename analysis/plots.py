@@ -51,16 +51,18 @@ def isoflop_curves(table: Table, fit: IsoflopFit | None, out: Path) -> list[Path
                 color=colors[budget],
                 lw=0.8,
             )
-        if budget in vertices and len(n) >= 3:
-            p = np.polyfit(np.log(n), loss, 2)
-            grid = np.geomspace(n.min(), n.max(), 100)
-            ax.plot(grid, np.polyval(p, np.log(grid)), color=colors[budget], lw=1)
+        if budget in vertices:  # the parabola over the runs it was fitted to; runs beyond its window hollow
             v = vertices[budget]
+            lo, hi = v.fitted_range
+            far = (n < lo * (1 - 1e-9)) | (n > hi * (1 + 1e-9))
+            ax.scatter(n[far], loss[far], s=18, facecolors="white", edgecolors=colors[budget], zorder=3)
+            grid = np.geomspace(lo, hi, 100)
+            ax.plot(grid, np.polyval(v.parabola, np.log(grid)), color=colors[budget], lw=1)
             ax.plot([v.n_opt], [v.loss], marker="*", color=colors[budget], ms=12, mec="black", mew=0.5)
     ax.set_xscale("log")
     ax.set_xlabel(f"parameters N ({table.params_from})")
     ax.set_ylabel(table.loss_label)
-    ax.set_title("IsoFLOP curves: parabola in log N per budget; * = fitted minimum")
+    ax.set_title("IsoFLOP curves: parabola in log N per budget; * = fitted minimum; o = not fitted (window)")
     ax.legend(fontsize=7, ncol=2)
     return save_figure(fig, out, "isoflop_curves")
 

@@ -60,7 +60,7 @@ def budget_minima(table: Table) -> list[dict]:
     return rows
 
 
-def _isoflop_section(iso: IsoflopFit | None, minima: list[dict]) -> list[str]:
+def _isoflop_section(iso: IsoflopFit | None, minima: list[dict], window: float | None) -> list[str]:
     vertex = {v.budget: v for v in (iso.vertices if iso else [])}
     lines = [
         "## IsoFLOP minima",
@@ -92,6 +92,12 @@ def _isoflop_section(iso: IsoflopFit | None, minima: list[dict]) -> list[str]:
         )
         + (f" ({' -> '.join(f'{n:,.0f}' for n in optima)} parameters)." if optima else "."),
     ]
+    far = sum(v.left_out for v in iso.vertices) if iso else 0
+    if far:
+        lines.append(
+            f"- each parabola is fitted to the runs within {window:g}x of its budget's best run's parameters; "
+            f"{far} run(s) beyond that are drawn in the figures, not fitted (`--window`, docs/analysis.md)"
+        )
     for item in iso.excluded if iso else []:
         lines.append(f"- budget {item['budget']:.3g} left out of Approach 2: {item['reason']}")
     ses = [x for m in minima for x in m["ses"] if math.isfinite(x)]
@@ -339,7 +345,14 @@ def render(
     ]
     lines += [f"- note: {note}" for note in table.notes]
     lines += [f"- warning: {warning}" for warning in table.warnings]
-    lines += [""] + _compute_section(table) + [""] + _lr_section(table) + _isoflop_section(iso, minima) + [""]
+    lines += (
+        [""]
+        + _compute_section(table)
+        + [""]
+        + _lr_section(table)
+        + _isoflop_section(iso, minima, fits.options.window)
+        + [""]
+    )
     lines += _laws_section(iso, parametric, fits.isoflop_error) + [""]
     lines += (
         _beyond_section(iso, parametric, laws, [top * k for k in beyond], table.cost)

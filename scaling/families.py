@@ -63,6 +63,9 @@ class Family:
     probe_input: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, ...]] | None = None  # bags -> model.embed args
     masked_predictions: str | None = None  # "module:function", (model, bag batch) -> masked item and value per slot
     extra_forward: Callable[[DecoderConfig | EncoderConfig], float] = lambda config: 0.0  # FLOPs/token beyond the stack
+    # The recipe's lr = lr_width_product / width when a spec sets none: measured with `sweeps/lr-calibration.toml`
+    # and `ehrscale lr-fit` (docs/models.md); 1.0 where no calibration was run.
+    lr_width_product: float = 1.0
 
     def inputs(self, dataset: PreparedDataset, context: int) -> ModelInputs:
         """Vocabulary, context and epoch size (rows of `context` tokens) of this family's model on a dataset; bags
@@ -109,6 +112,7 @@ FAMILIES = {
         params=lambda config: (config.params(), config.params_nonembed()),
         model="scaling.models.decoder:Decoder",
         row_loss="scaling.models.decoder:decoder_row_loss",
+        lr_width_product=0.56,  # lr-fit on the demo data: best 0.564x of 1.0 / width, 95% [0.385, 0.827]
     ),
     "labrador": Family(
         name="labrador",

@@ -37,10 +37,24 @@ FixedEOption = Annotated[
 ExcludeOption = Annotated[
     int, typer.Option(min=0, help="Leave out the k points Approach 3 fits worst, and report the shift.")
 ]
+WindowOption = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        help="Fit each IsoFLOP parabola to the runs within this factor of its budget's best run's N (0: every run).",
+    ),
+]
+WINDOW_DEFAULT = 10.0  # analysis.isoflop.WINDOW (not imported here: the option's default is read at import)
 
 
 def _fit_options(
-    method: str = "all", resamples=None, budget_tolerance: float = 0.1, fixed_e=None, exclude_worst: int = 0, **columns
+    method: str = "all",
+    resamples=None,
+    budget_tolerance: float = 0.1,
+    fixed_e=None,
+    exclude_worst: int = 0,
+    window: float = WINDOW_DEFAULT,
+    **columns,
 ):
     from analysis.fits import FitOptions
     from analysis.table import TableError
@@ -52,6 +66,7 @@ def _fit_options(
             budget_tolerance=budget_tolerance,
             fixed_E=fixed_e,
             exclude_worst=exclude_worst,
+            window=window or None,
             columns=tuple(sorted(mapping.items())),
             resamples=resamples,
         )
@@ -99,6 +114,7 @@ def fit_command(
     budget_tolerance: ToleranceOption = 0.1,
     fixed_e: FixedEOption = None,
     exclude_worst: ExcludeOption = 0,
+    window: WindowOption = WINDOW_DEFAULT,
     params_col: ColumnOption = None,
     tokens_col: ColumnOption = None,
     loss_col: ColumnOption = None,
@@ -114,6 +130,7 @@ def fit_command(
         budget_tolerance,
         fixed_e,
         exclude_worst,
+        window,
         params_col=params_col,
         tokens_col=tokens_col,
         loss_col=loss_col,
@@ -169,6 +186,7 @@ def optimal_command(
     budget_tolerance: ToleranceOption = 0.1,
     fixed_e: FixedEOption = None,
     exclude_worst: ExcludeOption = 0,
+    window: WindowOption = WINDOW_DEFAULT,
     params_col: ColumnOption = None,
     tokens_col: ColumnOption = None,
     loss_col: ColumnOption = None,
@@ -186,6 +204,7 @@ def optimal_command(
         budget_tolerance,
         fixed_e,
         exclude_worst,
+        window,
         params_col=params_col,
         tokens_col=tokens_col,
         loss_col=loss_col,
@@ -322,6 +341,7 @@ def plot_command(
     budget_tolerance: ToleranceOption = 0.1,
     fixed_e: FixedEOption = None,
     exclude_worst: ExcludeOption = 0,
+    window: WindowOption = WINDOW_DEFAULT,
     params_col: ColumnOption = None,
     tokens_col: ColumnOption = None,
     loss_col: ColumnOption = None,
@@ -339,6 +359,7 @@ def plot_command(
         budget_tolerance,
         fixed_e,
         exclude_worst,
+        window,
         params_col=params_col,
         tokens_col=tokens_col,
         loss_col=loss_col,
@@ -371,6 +392,7 @@ def report_command(
     budget_tolerance: ToleranceOption = 0.1,
     fixed_e: FixedEOption = None,
     exclude_worst: ExcludeOption = 0,
+    window: WindowOption = WINDOW_DEFAULT,
     params_col: ColumnOption = None,
     tokens_col: ColumnOption = None,
     loss_col: ColumnOption = None,
@@ -393,6 +415,7 @@ def report_command(
         budget_tolerance,
         fixed_e,
         exclude_worst,
+        window,
         params_col=params_col,
         tokens_col=tokens_col,
         loss_col=loss_col,

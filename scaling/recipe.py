@@ -4,8 +4,9 @@ From a width the recipe derives the whole shape (depth, heads, MLP size) and the
 (learning rate for the width and batch, warmup, betas, decay). `candidates(budget)` turns a FLOP
 budget into runs: for each width, the token count that spends the budget in whole steps.
 Defaults come from the CPU feasibility study (shared/reference/cpu-isoflop-feasibility.md):
-context 128, 16 rows per step, lr = 1.0 / width at that batch, warmup 5%, cosine to 0.1x (or WSD:
-warmup, constant, a 1-sqrt cool-down over the last 20% to 0.1x).
+context 128, 16 rows per step, warmup 5%, cosine to 0.1x (or WSD: warmup, constant, a 1-sqrt
+cool-down over the last 20% to 0.1x); lr = c / width at that batch, with c measured per family
+(`lr_width_product` in scaling/families.py, docs/models.md).
 """
 
 import dataclasses
@@ -45,7 +46,7 @@ class Recipe:
     mlp_ratio: float = 8 / 3  # SwiGLU hidden size = mlp_ratio x width, rounded up to a multiple of 8
     context: int = 128  # timeline window, or the slots of a row of packed bags (the longest bag must fit)
     batch_rows: int = 16  # sequences (or bags) per step
-    lr_width_product: float = 1.0  # lr = lr_width_product / width at reference_batch_rows
+    lr_width_product: float = 0.0  # lr = lr_width_product / width at reference_batch_rows; 0: the family's measured
     reference_batch_rows: int = 16  # lr grows with sqrt(batch / reference)
     lr_multiplier: float = 1.0  # x the rule above: a sweep's lr axis (`lr_multipliers`) sets it per run
     warmup_fraction: float = 0.05
@@ -79,6 +80,8 @@ class Recipe:
             raise ValueError(f"decay_fraction must be within [0, 1], got {self.decay_fraction!r}")
         if not (self.lr_multiplier > 0 and math.isfinite(self.lr_multiplier)):
             raise ValueError(f"lr_multiplier must be positive, got {self.lr_multiplier!r}")
+        if self.lr_width_product < 0:
+            raise ValueError(f"lr_width_product must be positive (or 0: the family's), got {self.lr_width_product!r}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be 0 (use warmup_fraction) or more, got {self.warmup_steps!r}")
 
@@ -86,6 +89,7 @@ class Recipe:
         """The fields as a fingerprint hashes them: those added after runs were first recorded are left out at their
         default, so a run recorded before they existed keeps its fingerprint."""
         fields = dataclasses.asdict(self)
+        fields["lr_width_product"] = self.lr_constant  # the value, however it was set
         if self.schedule == "cosine":  # the cool-down's settings do not change a cosine run
             fields["decay_fraction"], fields["decay_shape"] = ADDED_LATER["decay_fraction"], ADDED_LATER["decay_shape"]
         return {k: v for k, v in fields.items() if not (k in ADDED_LATER and v == ADDED_LATER[k])}
@@ -106,8 +110,13 @@ class Recipe:
     def d_ff(self, width: int) -> int:
         return int(math.ceil(self.mlp_ratio * width / 8) * 8)
 
+    @property
+    def lr_constant(self) -> float:
+        """lr x width at the reference batch: the spec's `lr_width_product`, else the family's calibrated one."""
+        return self.lr_width_product or families.FAMILIES[self.family].lr_width_product
+
     def learning_rate(self, width: int) -> float:
-        rule = self.lr_width_product / width * math.sqrt(self.batch_rows / self.reference_batch_rows)
+        rule = self.lr_constant / width * math.sqrt(self.batch_rows / self.reference_batch_rows)
         return rule * self.lr_multiplier
 
     def warmup(self, steps: int) -> int:

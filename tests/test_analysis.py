@@ -687,3 +687,42 @@ def test_lr_calibration_recovers_the_constant_and_says_whether_one_over_width_ho
     _calibration_table(exponent=1.0).drop("lr_multiplier").write_csv(no_axis)
     result = CliRunner().invoke(app, ["lr-fit", str(no_axis)])
     assert result.exit_code != 0 and "no column 'lr_multiplier'" in result.output
+
+
+def test_a_parabola_fitted_near_its_minimum_is_not_pulled_by_far_runs(tmp_path):
+    """Loss is a parabola in log N only near its minimum; far runs (30x away, losing much more) pull an all-points
+    fit's vertex off. The default window fits the runs within 10x of the best and draws, not fits, the rest."""
+    from analysis.isoflop import WINDOW, near_minimum
+    from scaling.fit_commands import WINDOW_DEFAULT
+
+    assert WINDOW_DEFAULT == WINDOW == 10.0
+    rows = []
+    for budget in (1e15, 1e16, 1e17, 1e18):
+        n_opt = 0.1 * budget**0.5
+        for n in n_opt * np.geomspace(1 / 6, 36, 7):  # 2.45x apart; the best run is the third, the far side 36x
+            x = np.log(n / n_opt)
+            loss = 2.0 + 0.05 * x**2 + 0.5 * (np.exp(max(x - 2.0, 0.0)) - 1)  # beyond 7x above the optimum, steeper
+            rows.append((n, budget / (6 * n), loss, budget))
+    table = prepare(pl.DataFrame(rows, schema=["params", "tokens", "loss", "budget"], orient="row"))
+    near = fit_isoflop(table, resamples=50)
+    every = fit_isoflop(table, resamples=50, window=None)
+    for v_near, v_all in zip(near.vertices, every.vertices, strict=True):
+        truth = 0.1 * v_near.budget**0.5
+        assert abs(np.log(v_near.n_opt / truth)) < 1e-3 < 0.02 < abs(np.log(v_all.n_opt / truth))
+        assert abs(v_near.loss - 2.0) < 0.005 and v_all.loss < 1.9  # below every run's loss: pulled by the far runs
+        assert v_near.left_out == 2 and v_all.left_out == 0 and v_near.points == 5
+    # fewer than 3 runs within the window: the 3 nearest the best
+    assert near_minimum(np.log([1.0, 100.0, 1e4]), np.array([1.0, 2.0, 3.0]), 10.0).tolist() == [True] * 3
+    assert near_minimum(np.log([1.0, 100.0, 1e4, 1e6]), np.array([1.0, 2.0, 3.0, 4.0]), 10.0).tolist() == [
+        True,
+        True,
+        True,
+        False,
+    ]
+    path = tmp_path / "runs.parquet"
+    table.frame.write_parquet(path)
+    result = CliRunner().invoke(app, ["report", str(path), "--out", str(tmp_path / "r.md"), "--resamples", "10"])
+    assert result.exit_code == 0, result.output
+    assert "8 run(s) beyond that are drawn in the figures, not fitted" in (tmp_path / "r.md").read_text()
+    result = CliRunner().invoke(app, ["fit", str(path), "--window", "0", "--json", "--resamples", "10"])
+    assert json.loads(result.output)["isoflop"]["budgets"][0]["left_out"] == 0

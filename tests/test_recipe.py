@@ -6,15 +6,15 @@ from scaling.recipe import Recipe, candidates, override
 from scaling.runspec import SpecError, parse_spec
 
 # Recipe() at 1e12 FLOPs, vocabulary 374 (the demo's), exact convention:
-# (width, layers, heads, params, params_nonembed, steps, tokens, learning rate)
+# (width, layers, heads, params, params_nonembed, steps, tokens, learning rate: the timeline's calibrated 0.56 / width)
 SNAPSHOT_1E12 = [
-    (16, 1, 1, 15344, 3376, 5472, 11206656, 0.0625),
-    (24, 1, 1, 24936, 6984, 3451, 7067648, 0.041667),
-    (32, 1, 1, 36576, 12640, 2369, 4851712, 0.03125),
-    (48, 1, 1, 63696, 27792, 1362, 2789376, 0.020833),
-    (64, 1, 2, 98240, 50368, 876, 1794048, 0.015625),
-    (96, 2, 3, 293472, 221664, 261, 534528, 0.010417),
-    (128, 3, 4, 689536, 593792, 109, 223232, 0.007812),
+    (16, 1, 1, 15344, 3376, 5472, 11206656, 0.035),
+    (24, 1, 1, 24936, 6984, 3451, 7067648, 0.023333),
+    (32, 1, 1, 36576, 12640, 2369, 4851712, 0.0175),
+    (48, 1, 1, 63696, 27792, 1362, 2789376, 0.011667),
+    (64, 1, 2, 98240, 50368, 876, 1794048, 0.00875),
+    (96, 2, 3, 293472, 221664, 261, 534528, 0.005833),
+    (128, 3, 4, 689536, 593792, 109, 223232, 0.004375),
 ]
 
 
@@ -67,3 +67,18 @@ def test_run_spec_errors_name_the_file_and_key():
         parse_spec({**good, "family": "gpt"}, "run.toml")
     with pytest.raises(SpecError, match="run.toml: missing key 'tokens'"):
         parse_spec({k: v for k, v in good.items() if k != "tokens"}, "run.toml")
+
+
+def test_the_learning_rate_constant_is_the_familys_calibrated_one_unless_a_spec_sets_it():
+    from scaling.families import FAMILIES
+
+    assert Recipe().lr_constant == FAMILIES["timeline"].lr_width_product == 0.56  # measured (docs/models.md)
+    assert Recipe(family="labrador").learning_rate(32) == pytest.approx(1.0 / 32)  # not calibrated: the old rule
+    assert Recipe(lr_width_product=2.0).learning_rate(32) == pytest.approx(2.0 / 32)
+    # the fingerprint hashes the value: a run that set 1.0 and a Labrador run that took its family's 1.0 agree with
+    # the runs recorded when 1.0 was everyone's default
+    assert (
+        Recipe(family="labrador").fingerprint_fields()
+        == Recipe(family="labrador", lr_width_product=1.0).fingerprint_fields()
+    )
+    assert Recipe().fingerprint_fields()["lr_width_product"] == 0.56

@@ -238,8 +238,7 @@ def test_a_wsd_sweep_trains_a_trunk_per_width_resumes_it_after_a_kill_and_record
         tmp_path,
         budgets=[3e9, 1e10],
         sizes={"widths": [16, 24]},
-        tasks=[],
-        branches=True,
+        branches=True,  # with the sweep's task: each branch is evaluated, its trunk is not (and needs not be)
         recipe={"context": 32, "batch_rows": 4, "min_steps": 5, "schedule": "wsd"},
     )
     sweep = parse_sweep(source, "tiny.toml")
@@ -271,3 +270,22 @@ def test_a_wsd_sweep_trains_a_trunk_per_width_resumes_it_after_a_kill_and_record
         assert (branches["flops_spent"] < branches["flops"]).all()
     again = run_sweep(sweep, log=quiet)
     assert again.progress.skipped == 4 and again.progress.done == 0
+
+
+@pytest.mark.faults
+def test_refinement_trains_the_sizes_it_adds_and_a_second_run_trains_nothing(ray_cluster, prepared, tmp_path):
+    """One planned size is its budget's best at both edges: refinement must add the next ladder width, train it in
+    a second round, record it in refined.json, and leave a sweep that runs again without training."""
+    source = sweep_source(prepared[0], tmp_path, budgets=[3e8], sizes={"widths": [16], "refine": 2}, tasks=[])
+    sweep = parse_sweep(source, "tiny.toml")
+    messages = []
+    summary = run_sweep(sweep, log=messages.append)
+    refined = json.loads((summary.folder / "refined.json").read_text())["budgets"]
+    added = refined[repr(3e8)]
+    assert added[0] == 24 and len(added) <= 2 and not summary.failed
+    assert any("refine: budget 3e+08: adding width 24" in m for m in messages)
+    frame = pl.read_parquet(summary.runs_table)
+    assert sorted(frame["width"].to_list()) == [16] + added and set(frame["status"]) == {"ok"}
+    assert summary.progress.done == 1 + len(added) and summary.progress.total == 1 + len(added)
+    again = run_sweep(sweep, log=quiet)
+    assert again.progress.done == 0 and again.progress.skipped == 1 + len(added)

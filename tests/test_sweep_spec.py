@@ -176,7 +176,7 @@ def test_the_lr_axis_runs_each_cell_at_each_multiplier_under_its_own_fingerprint
     assert "lr_multipliers" in sweep.result_fields() and "lr_multipliers" not in plain.sweep.result_fields()
 
 
-def test_wsd_branches_share_one_trunk_per_width_and_seed_and_split_its_cost(prepared):
+def test_wsd_branches_share_one_trunk_per_width_and_seed_and_split_its_cost(prepared, tmp_path):
     wsd = {"context": 32, "batch_rows": 4, "min_steps": 5, "schedule": "wsd", "decay_fraction": 0.2}
     separate = make_plan(parse_sweep(sweep_dict(prepared[0], budgets=[3e8, 1e9, 3e9], recipe=wsd), "t.toml"))
     plan = make_plan(parse_sweep(sweep_dict(prepared[0], budgets=[3e8, 1e9, 3e9], recipe=wsd, branches=True), "t.toml"))
@@ -199,6 +199,19 @@ def test_wsd_branches_share_one_trunk_per_width_and_seed_and_split_its_cost(prep
         cooldowns = sum(r.candidate.steps - r.spec.branch.step for r in branches) * per_step
         assert sum(r.flops_spent for r in branches) == pytest.approx(trunk.flops + cooldowns, rel=1e-9)
     assert plan.total_flops == pytest.approx(separate.total_flops)
+    from test_train import write_toml
+
+    spec = write_toml(
+        tmp_path / "wsd.toml", sweep_dict(prepared[0], budgets=[3e8, 1e9, 3e9], recipe=wsd, branches=True)
+    )
+    from typer.testing import CliRunner
+
+    from scaling.cli import app
+
+    result = CliRunner().invoke(app, ["sweep", "plan", str(spec)], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert "WSD branches: 3 trunks (trunk-w16-s0" in result.output
+    assert f"cost {plan.flops_spent:.3g} ({plan.flops_spent / plan.total_flops:.0%})" in result.output
     # 1 : 3.3 : 10 as separate runs, 14.3; the largest run's trunk (8) and the three cool-downs (2.9): 76%
     assert plan.flops_spent == pytest.approx(3 * (0.8 * 3e9 + 0.2 * (3e8 + 1e9 + 3e9)), rel=0.05)  # 3 widths
 
@@ -549,3 +562,56 @@ def test_the_mimic_iv_lab_bag_sweeps_plan_a_grid_the_lab_corpus_can_feed(name):
         r.run_id for r in plan.runs if r.epochs > 1
     }
     assert max(r.candidate.width for r in plan.runs) == 1024
+
+
+def test_refinement_adds_sizes_until_a_known_minimum_is_bracketed(prepared, tmp_path):
+    """A grid planned far from the optimum: refinement walks toward the best size, then fills in around it, until the
+    best run has a size on each side within `bracket`x (simulated losses with a known minimum, no training)."""
+    from scaling.sweep.refine import next_widths, read_refined, write_refined
+
+    source = sweep_dict(prepared[0], budgets=[3e9], sizes={"widths": [16, 24], "refine": 6, "bracket": 2.5})
+    sweep = parse_sweep(source, "t.toml")
+    plan = make_plan(sweep)
+    ladder = {c.width: c for c in plan.ladder[3e9]}
+    target = ladder[64].params_nonembed  # the known optimum, well above the planned sizes
+    ladder_params = [c.params_nonembed for c in ladder.values()]
+
+    def table(plan):
+        rows = [
+            {
+                "run_id": r.run_id,
+                "budget": r.budget,
+                "width": r.candidate.width,
+                "params_nonembed": r.candidate.params_nonembed,
+                "loss": 2.0 + 0.1 * math.log(r.candidate.params_nonembed / target) ** 2,
+                "status": "ok",
+            }
+            for r in plan.runs
+        ]
+        return pl.DataFrame(rows)
+
+    added = []
+    for _ in range(10):
+        additions = next_widths(plan, table(plan))
+        if not additions:
+            break
+        added.append(additions[3e9])
+        refined = read_refined(tmp_path)
+        write_refined(tmp_path, {3e9: tuple(refined.get(3e9, ())) + (additions[3e9],)})
+        plan = make_plan(sweep, refined=read_refined(tmp_path))
+    widths = sorted(r.candidate.width for r in plan.runs)
+    # one ladder step at a time toward the minimum (each at the edge), then one past it (64 -> 96 is 4.4x, the
+    # ladder has nothing between: depth goes from 1 to 2 layers)
+    assert added == [32, 48, 64, 96] and widths == [16, 24, 32, 48, 64, 96]
+    sizes = sorted(r.candidate.params_nonembed for r in plan.runs)
+    best = sizes.index(target)
+    assert 0 < best < len(sizes) - 1  # bracketed: a size either side of the best
+    for lo, hi in ((sizes[best - 1], target), (target, sizes[best + 1])):  # as densely as the ladder allows
+        assert hi / lo <= 2.5 or not [p for p in ladder_params if lo < p < hi and p not in sizes]
+    assert all(r.refined == (r.candidate.width not in (16, 24)) for r in plan.runs)
+    assert json.loads((tmp_path / "refined.json").read_text())["format"] == 1
+    # at most `refine` sizes a budget, and none when refinement is off
+    capped = parse_sweep({**source, "sizes": {"widths": [16, 24], "refine": 1}}, "t.toml")
+    plan = make_plan(capped, refined={3e9: (32,)})
+    assert next_widths(plan, table(plan)) == {}
+    assert "refine" not in parse_sweep(sweep_dict(prepared[0]), "t.toml").result_fields()["sizes"]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from scaling.data.dataset import PreparedDataset
 from scaling.sweep.plan import Plan, Unit, make_plan
+from scaling.sweep.refine import next_widths, read_refined, write_refined
 from scaling.sweep.spec import Resources, SweepSpec
 from scaling.sweep.state import (
     check_sweep_record,
@@ -197,48 +198,50 @@ def run_sweep(
     num_cpus: int | None = None,
     dashboard: bool = False,
 ) -> Summary:
-    """Run every unfinished run of the sweep and collect runs.parquet."""
+    """Run every unfinished run of the sweep and collect runs.parquet; with `[sizes] refine`, then the sizes that
+    bracket each budget's best run, round after round (scaling/sweep/refine.py)."""
     started = time.perf_counter()
     dataset = PreparedDataset.open(sweep.data)
-    plan = make_plan(sweep, dataset)
     folder = sweep.folder(runs_root)
+    plan = make_plan(sweep, dataset, read_refined(folder))
     check_sweep_record(sweep, folder, data_hash(dataset))
-    write_plan_record(plan, folder)
-    progress = Progress(total=len(plan.runs))
-    queue: list[Unit] = []
-    finished_before: set[str] = set()  # counted as skipped, not again when their unit's task ends
-    for unit in plan.units():
-        states = [run_state(folder / r.run_id, r.spec.tasks, r.candidate.steps).finished for r in unit.runs]
-        progress.skipped += sum(states)
-        finished_before |= {r.run_id for r, done in zip(unit.runs, states, strict=True) if done}
-        if not all(states):
-            for r in unit.runs:
-                clear_failed(folder / r.run_id)
-            queue.append(unit)
-            progress.flops_total += sum(r.flops_spent for r, done in zip(unit.runs, states, strict=True) if not done)
-    # Longest first (largest budget; within it the smallest model, which takes the most steps), so the
-    # last wave is short runs and slots do not idle behind one long straggler; a trunk's unit goes by its compute.
-    queue.sort(key=lambda u: (-u.flops if u.trunk else -u.runs[0].budget, u.runs[0].candidate.width, u.runs[0].seed))
+    progress = Progress(total=0)
     failed: dict[str, str] = {}
     timings: list[Timing] = []
-    limit = 1
-    if queue:
-        failed, limit = _drive(
-            plan,
-            folder,
-            queue,
-            finished_before,
-            progress,
-            address,
-            max_parallel,
-            report,
-            log,
-            num_cpus,
-            dashboard,
-            timings,
-        )
-    else:
-        log(f"{sweep.name} v{sweep.version}: all {len(plan.runs)} runs finished already; nothing to train")
+    limit, seen = 1, set()
+    while True:
+        write_plan_record(plan, folder)
+        queue, finished_before = _queue(plan, folder, progress, seen)
+        if queue:
+            round_failed, limit = _drive(
+                plan,
+                folder,
+                queue,
+                finished_before,
+                progress,
+                address,
+                max_parallel,
+                report,
+                log,
+                num_cpus,
+                dashboard,
+                timings,
+            )
+            failed |= round_failed
+        elif len(seen) == len(plan.runs):  # the first round
+            log(f"{sweep.name} v{sweep.version}: all {len(plan.runs)} runs finished already; nothing to train")
+        if not sweep.sizes.refine:
+            break
+        _, frame, _ = write_runs_table(folder, spec_tasks=sweep.tasks)
+        additions = next_widths(plan, frame)
+        if not additions:
+            break
+        refined = read_refined(folder)
+        for budget, width in additions.items():
+            refined[budget] = tuple(refined.get(budget, ())) + (width,)
+            log(f"refine: budget {budget:.3g}: adding width {width} to bracket its best run")
+        write_refined(folder, refined)
+        plan = make_plan(sweep, dataset, refined)
     table, _, _ = write_runs_table(folder, spec_tasks=sweep.tasks)
     report(progress)
     return Summary(
@@ -250,6 +253,28 @@ def run_sweep(
         timings=tuple(timings),
         slots=limit,
     )
+
+
+def _queue(plan: Plan, folder: Path, progress: Progress, seen: set[str]) -> tuple[list[Unit], set[str]]:
+    """The plan's units with a run left to train, and the runs that had finished before (counted as skipped once)."""
+    queue: list[Unit] = []
+    finished_before: set[str] = set()  # not counted again when their unit's task ends
+    for unit in plan.units():
+        states = [run_state(folder / r.run_id, r.spec.tasks, r.candidate.steps).finished for r in unit.runs]
+        fresh = [r.run_id not in seen for r in unit.runs]
+        progress.total += sum(fresh)
+        progress.skipped += sum(done and new for done, new in zip(states, fresh, strict=True))
+        seen |= {r.run_id for r in unit.runs}
+        finished_before |= {r.run_id for r, done in zip(unit.runs, states, strict=True) if done}
+        if not all(states):
+            for r in unit.runs:
+                clear_failed(folder / r.run_id)
+            queue.append(unit)
+            progress.flops_total += sum(r.flops_spent for r, done in zip(unit.runs, states, strict=True) if not done)
+    # Longest first (largest budget; within it the smallest model, which takes the most steps), so the
+    # last wave is short runs and slots do not idle behind one long straggler; a trunk's unit goes by its compute.
+    queue.sort(key=lambda u: (-u.flops if u.trunk else -u.runs[0].budget, u.runs[0].candidate.width, u.runs[0].seed))
+    return queue, finished_before
 
 
 def _drive(

@@ -18,7 +18,7 @@ widths that fit, each snapped to the nearest width of the recipe's ladder not ta
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from scaling.data.dataset import ModelInputs, PreparedDataset
 from scaling.families import FAMILIES
@@ -37,6 +37,7 @@ class PlannedRun:
     candidate: Candidate
     spec: RunSpec
     epochs: float  # passes over the training split
+    refined: bool = False  # added by refinement after the first runs of its budget (trained alone, never a branch)
 
     @property
     def lr_multiplier(self) -> float:
@@ -85,6 +86,7 @@ class Plan:
     runs: tuple[PlannedRun, ...]
     warnings: tuple[str, ...]
     trunks: tuple[Trunk, ...] = ()
+    ladder: dict[float, tuple[Candidate, ...]] = field(default_factory=dict)  # every width that fits each budget
 
     @property
     def total_flops(self) -> float:
@@ -145,15 +147,19 @@ def choose_sizes(accepted: list[Candidate], count: int, span: float, tokens_per_
     return [by_size[i] for i in sorted(chosen)]
 
 
-def make_plan(sweep: SweepSpec, dataset: PreparedDataset | None = None) -> Plan:
-    """Every run of the sweep, in budget then size then seed order, and what to watch for."""
+def make_plan(
+    sweep: SweepSpec, dataset: PreparedDataset | None = None, refined: dict[float, tuple[int, ...]] | None = None
+) -> Plan:
+    """Every run of the sweep, in budget then size then seed order, and what to watch for; `refined` adds the
+    widths refinement chose per budget (scaling/sweep/refine.py)."""
     dataset = dataset or PreparedDataset.open(sweep.data)
     for name in sweep.tasks:  # a task the dataset lacks fails at planning, not after the sweep's training
         dataset.resolve_task(name)
     inputs = FAMILIES[sweep.family].inputs(dataset, sweep.recipe.context)
     sized = dataclasses.replace(sweep.recipe, context=inputs.context)
-    warnings, runs = [], []
+    warnings, runs, ladder = [], [], {}
     for budget in sorted(sweep.budgets):
+        ladder[budget] = tuple(candidates(sized, budget, inputs.vocab_size, sweep.convention)[0])
         accepted, rejected = candidates(sized, budget, inputs.vocab_size, sweep.convention, sweep.sizes.widths or None)
         if sweep.sizes.widths:
             chosen = accepted
@@ -165,6 +171,9 @@ def make_plan(sweep: SweepSpec, dataset: PreparedDataset | None = None) -> Plan:
                     f"budget {budget:.3g}: {len(chosen)} of {sweep.sizes.count} sizes fit "
                     f"({len(accepted)} widths of the recipe spend it in at least {sized.min_steps} steps)"
                 )
+        extra = set((refined or {}).get(budget, ())) - {c.width for c in chosen}
+        added = {c.width for c in ladder[budget] if c.width in extra}
+        chosen = sorted(list(chosen) + [c for c in ladder[budget] if c.width in added], key=lambda c: c.params)
         if len(chosen) < MIN_SIZES_FOR_PARABOLA:
             warnings.append(
                 f"budget {budget:.3g}: {len(chosen)} sizes; an IsoFLOP parabola needs {MIN_SIZES_FOR_PARABOLA}"
@@ -195,20 +204,34 @@ def make_plan(sweep: SweepSpec, dataset: PreparedDataset | None = None) -> Plan:
                         train=sweep.train,
                     )
                     planned = PlannedRun(
-                        run_id=rid, budget=budget, seed=seed, candidate=candidate, spec=spec, epochs=epochs
+                        run_id=rid,
+                        budget=budget,
+                        seed=seed,
+                        candidate=candidate,
+                        spec=spec,
+                        epochs=epochs,
+                        refined=candidate.width in added,
                     )
                     runs.append(planned)
     trunks: list[Trunk] = []
     if sweep.branches:
         runs, trunks = branch_runs(runs)
-    return Plan(sweep=sweep, inputs=inputs, runs=tuple(runs), warnings=tuple(warnings), trunks=tuple(trunks))
+    return Plan(
+        sweep=sweep,
+        inputs=inputs,
+        runs=tuple(runs),
+        warnings=tuple(warnings),
+        trunks=tuple(trunks),
+        ladder=ladder,
+    )
 
 
 def branch_runs(runs: list[PlannedRun]) -> tuple[list[PlannedRun], list[Trunk]]:
     """The runs with every (width, seed, multiplier) at two or more budgets turned into branches of one trunk."""
     groups: dict[tuple, list[PlannedRun]] = {}
     for r in runs:
-        groups.setdefault((r.candidate.width, r.seed, r.lr_multiplier), []).append(r)
+        if not r.refined:  # a trunk's branch points are fixed when it trains; refinement comes after
+            groups.setdefault((r.candidate.width, r.seed, r.lr_multiplier), []).append(r)
     replaced: dict[str, PlannedRun] = {}
     trunks = []
     for (width, seed, multiplier), group in groups.items():

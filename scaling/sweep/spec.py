@@ -19,6 +19,8 @@ dtype = "float32"
 count = 5                      # parameters around the recipe's guess ...
 span = 30.0
 # widths = [16, 24, 32, 48]    # ... or explicit widths
+refine = 0                     # up to this many sizes added per budget until its best run is bracketed
+bracket = 3.0                  # ... by a size on each side within this factor in parameters
 
 [recipe]                       # any field of scaling.recipe.Recipe
 [train]                        # cadence of logs, evaluations, checkpoints (scaling.runspec.TrainSettings)
@@ -58,6 +60,8 @@ class Sizes:
     count: int = 5
     span: float = 30.0
     widths: tuple[int, ...] = ()
+    refine: int = 0  # at most this many sizes added per budget to bracket its best run (scaling/sweep/refine.py)
+    bracket: float = 3.0  # bracketed: the best run has a size on each side within this factor in parameters
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,10 @@ class SweepSpec:
             "convention": self.convention,
             "seeds": list(self.seeds),
             "dtype": self.dtype,
-            "sizes": _plain(dataclasses.asdict(self.sizes)),
+            "sizes": _plain(
+                {k: v for k, v in dataclasses.asdict(self.sizes).items() if k not in ("refine", "bracket")}
+                | ({"refine": self.sizes.refine, "bracket": self.sizes.bracket} if self.sizes.refine else {})
+            ),
             "recipe": _plain(self.recipe.fingerprint_fields()),
         }
         if self.lr_multipliers != (1.0,):  # absent before the lr axis: a sweep.json from then still matches
@@ -203,7 +210,7 @@ def parse_sweep(source: dict, where: str) -> SweepSpec:
         where,
         "sizes",
         source.get("sizes", {}),
-        {"count": int, "span": float, "widths": list},
+        {"count": int, "span": float, "widths": list, "refine": int, "bracket": float},
         lambda k, v: _size_problem(k, v),
     )
     if "widths" in sizes and ({"count", "span"} & set(sizes)):
@@ -251,6 +258,10 @@ def _size_problem(key: str, value) -> str | None:
         return "must be 1 or more"
     if key == "span" and not (math.isfinite(value) and value >= 1):
         return "must be a ratio of 1 or more"
+    if key == "refine" and value < 0:
+        return "must be 0 (off) or more"
+    if key == "bracket" and not (math.isfinite(value) and value > 1):
+        return "must be a ratio above 1"
     if key == "widths" and (
         not value or not all(type_ok(w, int) and w > 0 for w in value) or len(set(value)) != len(value)
     ):
