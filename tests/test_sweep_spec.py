@@ -452,7 +452,9 @@ def test_next_grid_writes_a_runnable_sweep_whose_flops_hit_the_new_budget(prepar
     text, chosen = write_next_sweep(table, 3e9, targets, "params_nonembed", out)
     written = load_sweep(out)  # it loads as written, with the sweep's family, data, convention, recipe and tasks
     assert written.name == "t-next-3e9" and written.budgets == (3e9,) and written.tasks == ("long_stay",)
-    assert written.recipe == sweep.recipe and written.convention == sweep.convention
+    # the same recipe as its runs recorded it (the family's lr constant written out: the next grid keeps the lr)
+    assert written.recipe.fingerprint_fields() == sweep.recipe.fingerprint_fields()
+    assert written.recipe.lr_width_product == sweep.recipe.lr_constant and written.convention == sweep.convention
     assert list(written.sizes.widths) == [c.width for c in chosen] and len(chosen) == 3
     accepted, _ = candidates(written.recipe, 3e9, plan.inputs.vocab_size)
     free = [c for c in accepted if c.width not in {x.width for x in chosen}]
