@@ -131,13 +131,14 @@ class IsoflopFit:
     cost: CostModel = field(default_factory=CostModel.six_n)
 
 
-def parabola_vertex(log_x: np.ndarray, y: np.ndarray) -> tuple[float, float, float] | None:
-    """Fit y = p x^2 + q x + r; the vertex (x*, y*) and curvature p, or None without positive curvature."""
-    p, q, r = np.polyfit(log_x, y, 2)
+def parabola_vertex(log_x: np.ndarray, y: np.ndarray) -> tuple[float, float, tuple[float, float, float]] | None:
+    """Fit y = p x^2 + q x + r; the vertex (x*, y*) and the coefficients (p, q, r), or None without positive
+    curvature."""
+    p, q, r = (float(c) for c in np.polyfit(log_x, y, 2))
     if p <= 0:
         return None
     x = -q / (2 * p)
-    return x, r - q * q / (4 * p), p
+    return x, r - q * q / (4 * p), (p, q, r)
 
 
 def bounded_minimum(log_x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> tuple[float, float]:
@@ -168,7 +169,7 @@ def _fit_budget(
     fit = parabola_vertex(log_n, loss)
     if fit is None:
         return None, "non-positive curvature"
-    x, y, _ = fit
+    x, y, coefficients = fit
     if not (log_n.min() <= x <= log_n.max()):
         side = "above the largest" if x > log_n.max() else "below the smallest"
         return None, f"minimum at N = {np.exp(min(x, 700.0)):.3g}, {side} sampled size: sample further that way"
@@ -188,7 +189,7 @@ def _fit_budget(
         n_interval=(float(np.exp(lo)), float(np.exp(hi))),
         points=len(log_n),
         left_out=left_out,
-        parabola=tuple(float(c) for c in np.polyfit(log_n, loss, 2)),
+        parabola=coefficients,
         fitted_range=(float(np.exp(log_n.min())), float(np.exp(log_n.max()))),
         draws=draws,
     ), None

@@ -18,6 +18,8 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from analysis.isoflop import parabola_vertex
+
 
 class LrError(Exception):
     """A table the calibration cannot use; the message says what is missing."""
@@ -68,10 +70,10 @@ def vertex(multipliers: list[float], losses: list[float]) -> tuple[float, bool]:
     if len(m) < 3 or i in (0, len(m) - 1):
         return float(m[i]), len(m) > 1
     x = np.log(m[i - 1 : i + 2])
-    c2, c1, _ = np.polyfit(x, loss[i - 1 : i + 2], 2)
-    if c2 <= 0:  # three points around a minimum always curve up; guard against ties
+    fit = parabola_vertex(x, loss[i - 1 : i + 2])
+    if fit is None:  # three points around a minimum always curve up; guard against ties
         return float(m[i]), False
-    return float(np.exp(np.clip(-c1 / (2 * c2), x[0], x[-1]))), False
+    return float(np.exp(np.clip(fit[0], x[0], x[-1]))), False
 
 
 def cell_optima(frame: pl.DataFrame) -> list[CellOptimum]:

@@ -91,6 +91,15 @@ class RunSpec:
     recipe: Recipe = field(default_factory=Recipe)
     train: TrainSettings = field(default_factory=TrainSettings)
 
+    def steps_spent(self, steps: int) -> float:
+        """The steps of a run of `steps` steps that its compute pays for: all of them; a branch's own plus its share
+        of its trunk's; none of a trunk's (its branches carry them, so a sweep's compute is the sum over its runs)."""
+        if self.branch_points:
+            return 0.0
+        if self.branch is not None:
+            return steps - self.branch.step + self.branch.trunk_share_steps
+        return float(steps)
+
     def result_fields(self, data_hash: str) -> dict:
         """What the fingerprint covers."""
         return {

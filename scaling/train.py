@@ -414,7 +414,7 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
         "peak_lr": peak_lr,
         "schedule": recipe.schedule,
         "role": "trunk" if spec.branch_points else "run",
-        "flops_spent": flops_per_token * task.tokens_per_step * _steps_spent(spec, steps),
+        "flops_spent": flops_per_token * task.tokens_per_step * spec.steps_spent(steps),
     }
     if spec.branch is not None:
         result.update({"branch_of": spec.branch.trunk, "branch_step": spec.branch.step})
@@ -463,16 +463,6 @@ def _restore_newest_readable(manager: ocp.CheckpointManager, like: dict, out: Pa
             )
             manager.delete(step)
     return None
-
-
-def _steps_spent(spec: RunSpec, steps: int) -> float:
-    """The steps a run's compute really paid for: all of them; a branch's own plus its share of its trunk's; none of
-    a trunk's (its branches carry them, so a sweep's spent compute is the sum over its rows)."""
-    if spec.branch_points:
-        return 0.0
-    if spec.branch is not None:
-        return steps - spec.branch.step + spec.branch.trunk_share_steps
-    return float(steps)
 
 
 BRANCH_POINTS = "branch_points"  # a trunk's kept states, one per branch, never rotated out

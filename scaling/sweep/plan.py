@@ -46,10 +46,7 @@ class PlannedRun:
     @property
     def flops_spent(self) -> float:
         """The compute this run costs the sweep: all its steps, or a branch's own plus its share of its trunk."""
-        if self.spec.branch is None:
-            return self.candidate.flops
-        own = self.candidate.steps - self.spec.branch.step + self.spec.branch.trunk_share_steps
-        return self.candidate.flops * own / self.candidate.steps
+        return self.candidate.flops * self.spec.steps_spent(self.candidate.steps) / self.candidate.steps
 
 
 @dataclass(frozen=True)
@@ -159,8 +156,10 @@ def make_plan(
     sized = dataclasses.replace(sweep.recipe, context=inputs.context)
     warnings, runs, ladder = [], [], {}
     for budget in sorted(sweep.budgets):
-        ladder[budget] = tuple(candidates(sized, budget, inputs.vocab_size, sweep.convention)[0])
         accepted, rejected = candidates(sized, budget, inputs.vocab_size, sweep.convention, sweep.sizes.widths or None)
+        ladder[budget] = tuple(
+            candidates(sized, budget, inputs.vocab_size, sweep.convention)[0] if sweep.sizes.widths else accepted
+        )
         if sweep.sizes.widths:
             chosen = accepted
             warnings += [f"budget {budget:.3g}: width {r.width} left out: {r.reason}" for r in rejected]
