@@ -23,7 +23,7 @@ from analysis.isoflop import WINDOW, IsoflopFit, PowerLaw, Vertex, fit_isoflop
 from analysis.parametric import ParametricFit, fit_parametric
 from analysis.table import Table, TableError
 
-FITS_FORMAT = 2
+FITS_FORMAT = 3  # 3: vertex replicates from the pooled loss noise (isoflop.vertex_noise)
 FITS = "fits.json"
 RESAMPLES = 400
 METHODS = ("isoflop", "parametric", "all")
@@ -130,6 +130,7 @@ def document(fits: Fits, data: Table, source: str) -> dict:
             "loss_opt": iso.loss_opt.as_dict(),
             "budgets": [v.as_dict() for v in iso.vertices],
             "excluded": iso.excluded,
+            "vertex_noise": {"sd": iso.noise, "dof": iso.noise_dof},
             "bootstrap": {
                 "n_opt": iso.bootstrap_n.tolist(),
                 "d_opt": iso.bootstrap_d.tolist(),
@@ -174,6 +175,8 @@ def from_document(doc: dict) -> Fits:
             loss_opt=PowerLaw.from_dict(d["loss_opt"]),
             bootstrap_loss=boot["loss_opt"],
             cost=cost,
+            noise=d["vertex_noise"]["sd"],
+            noise_dof=d["vertex_noise"]["dof"],
         )
     parametric = None
     if "parametric" in doc:

@@ -11,14 +11,19 @@ its parabola has non-positive curvature, or its minimum lies outside the sampled
 budget's D_opt is the tokens its N_opt spends the budget on under the table's own cost per token
 (`analysis.cost`): D_opt = C / c(N_opt).
 
-Intervals: a budget's vertex from a bootstrap over its points (each replicate's minimum bounded by the
-budget's sampled sizes, `bounded_minimum`). The laws' intervals from a two-level
-bootstrap: resample the budgets, and for each one drawn take one of its own vertex replicates, so
-the uncertainty of every minimum reaches the exponent (holding the minima fixed made the interval
-too narrow). Beside it, with fewer than about 6 budgets, a Student-t interval of the log-log slope.
+Intervals: a budget's vertex from a parametric bootstrap of its parabola: the fitted losses plus noise at
+the residual standard deviation pooled over every fitted budget, refitted (each replicate's minimum bounded
+by the budget's sampled sizes, `bounded_minimum`). Pooled, because a budget has 4-5 points near its
+minimum: resampling those points with replacement mostly draws 3 distinct ones (an exact parabola through
+noise) or the same 4, and the vertex intervals came out 0.3% or 6x wide by chance. The laws' intervals
+from a two-level bootstrap: resample the budgets, and for each one drawn take one of its own vertex
+replicates, so the uncertainty of every minimum reaches the exponent (holding the minima fixed made the
+interval too narrow). Beside it, a Student-t interval of the log-log slope. Their coverage on simulated
+demo-sized sweeps (`benchmarks/interval_coverage.py`, docs/analysis.md): the bootstrap is conservative,
+the Student-t interval short of 95% where the parabola's own bias is as large as the noise.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import polars as pl
@@ -129,6 +134,8 @@ class IsoflopFit:
     loss_opt: PowerLaw  # the vertices' loss against compute, L_opt = k C^c (a local power law, no floor)
     bootstrap_loss: np.ndarray
     cost: CostModel = field(default_factory=CostModel.six_n)
+    noise: float = 0.0  # the loss noise the vertex replicates were drawn with (pooled residual sd)
+    noise_dof: int = 0  # its degrees of freedom; 0: no residual, the vertices are held fixed
 
 
 def parabola_vertex(log_x: np.ndarray, y: np.ndarray) -> tuple[float, float, tuple[float, float, float]] | None:
@@ -154,8 +161,9 @@ def bounded_minimum(log_x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> t
 
 
 def _fit_budget(
-    group: pl.DataFrame, cost: CostModel, rng: np.random.Generator, resamples: int, window: float | None
-) -> tuple[Vertex | None, str | None]:
+    group: pl.DataFrame, cost: CostModel, window: float | None
+) -> tuple[tuple[Vertex, np.ndarray, np.ndarray] | None, str | None]:
+    """A budget's parabola and vertex (no replicates yet), with the (ln N, loss) it was fitted to; or why not."""
     log_n = np.log(group["params"].to_numpy())
     loss = group["loss"].to_numpy()
     budget = float(group["budget"][0])
@@ -173,26 +181,40 @@ def _fit_budget(
     if not (log_n.min() <= x <= log_n.max()):
         side = "above the largest" if x > log_n.max() else "below the smallest"
         return None, f"minimum at N = {np.exp(min(x, 700.0)):.3g}, {side} sampled size: sample further that way"
-    draws = []
-    for _ in range(resamples):
-        pick = rng.integers(0, len(log_n), len(log_n))
-        if len(np.unique(log_n[pick])) >= MIN_POINTS:
-            draws.append(bounded_minimum(log_n[pick], loss[pick], log_n.min(), log_n.max()))
-    draws = np.asarray(draws).reshape(-1, 2)
-    lo, hi = np.percentile(draws[:, 0], [2.5, 97.5]) if len(draws) else (x, x)
     n_opt = float(np.exp(x))
-    return Vertex(
+    vertex = Vertex(
         budget=budget,
         n_opt=n_opt,
         d_opt=float(cost.tokens(n_opt, budget)),
         loss=float(y),
-        n_interval=(float(np.exp(lo)), float(np.exp(hi))),
+        n_interval=(n_opt, n_opt),
         points=len(log_n),
         left_out=left_out,
         parabola=coefficients,
         fitted_range=(float(np.exp(log_n.min())), float(np.exp(log_n.max()))),
-        draws=draws,
-    ), None
+    )
+    return (vertex, log_n, loss), None
+
+
+def pooled_noise(fitted: list[tuple[Vertex, np.ndarray, np.ndarray]]) -> tuple[float, int]:
+    """The loss noise around the budgets' parabolas: residual standard deviation pooled over budgets, and its
+    degrees of freedom (points less 3 per budget); (0, 0) when every budget has exactly 3 points."""
+    squares = sum(float(((loss - np.polyval(v.parabola, log_n)) ** 2).sum()) for v, log_n, loss in fitted)
+    dof = sum(len(log_n) - MIN_POINTS for _, log_n, _ in fitted)
+    return (float(np.sqrt(squares / dof)), dof) if dof else (0.0, 0)
+
+
+def _vertex_draws(vertex: Vertex, log_n: np.ndarray, noise: float, rng: np.random.Generator, resamples: int) -> Vertex:
+    """The vertex with its replicates: the parabola's losses plus Gaussian noise at `noise`, refitted."""
+    if noise <= 0 or resamples <= 0:
+        return vertex
+    fitted = np.polyval(vertex.parabola, log_n)
+    lo, hi = log_n.min(), log_n.max()
+    draws = np.array(
+        [bounded_minimum(log_n, fitted + rng.normal(0, noise, len(log_n)), lo, hi) for _ in range(resamples)]
+    )
+    low, high = np.exp(np.percentile(draws[:, 0], [2.5, 97.5]))
+    return replace(vertex, n_interval=(float(low), float(high)), draws=draws)
 
 
 def _t_interval(log_c: np.ndarray, log_y: np.ndarray) -> tuple[float, float]:
@@ -261,14 +283,15 @@ def _two_level_draws(
 def fit_isoflop(table: Table, seed: int = 0, resamples: int = BOOTSTRAP, window: float | None = WINDOW) -> IsoflopFit:
     """Approach 2 over every budget of the table, each parabola fitted within `window`x of the budget's best run."""
     rng = np.random.default_rng(seed)
-    vertices, excluded = [], []
+    fitted, excluded = [], []
     for budget in table.budgets:
-        group = table.frame.filter(pl.col("budget") == budget)
-        vertex, reason = _fit_budget(group, table.cost, rng, resamples, window)
-        if vertex is None:
+        fit, reason = _fit_budget(table.frame.filter(pl.col("budget") == budget), table.cost, window)
+        if fit is None:
             excluded.append({"budget": budget, "reason": reason})
         else:
-            vertices.append(vertex)
+            fitted.append(fit)
+    noise, noise_dof = pooled_noise(fitted)
+    vertices = [_vertex_draws(vertex, log_n, noise, rng, resamples) for vertex, log_n, _ in fitted]
     if len(vertices) < 2:
         detail = "; ".join(f"{e['budget']:.3g}: {e['reason']}" for e in excluded) or "none excluded"
         raise TableError(
@@ -287,6 +310,8 @@ def fit_isoflop(table: Table, seed: int = 0, resamples: int = BOOTSTRAP, window:
         loss_opt=_power_law(compute, np.array([v.loss for v in vertices]), loss_draws),
         bootstrap_loss=loss_draws,
         cost=table.cost,
+        noise=noise,
+        noise_dof=noise_dof,
     )
 
 

@@ -98,6 +98,16 @@ def _isoflop_section(iso: IsoflopFit | None, minima: list[dict], window: float |
             f"- each parabola is fitted to the runs within {window:g}x of its budget's best run's parameters; "
             f"{far} run(s) beyond that are drawn in the figures, not fitted (`--window`, docs/analysis.md)"
         )
+    if iso and iso.noise_dof:
+        lines.append(
+            f"- the parabola N* intervals and the laws' bootstrap draw each budget's losses around its parabola with "
+            f"the residual noise pooled over the fitted budgets: sd {iso.noise:.4f} ({iso.noise_dof} df)"
+        )
+    elif iso:
+        lines.append(
+            "- every fitted budget has exactly 3 runs: no residual measures the noise, so each budget's N* is "
+            "held fixed in the bootstrap (sample a fourth size per budget for intervals that include it)"
+        )
     for item in iso.excluded if iso else []:
         lines.append(f"- budget {item['budget']:.3g} left out of Approach 2: {item['reason']}")
     ses = [x for m in minima for x in m["ses"] if math.isfinite(x)]

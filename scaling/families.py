@@ -63,7 +63,7 @@ class Family:
     probe_input: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, ...]] | None = None  # bags -> model.embed args
     masked_predictions: str | None = None  # "module:function", (model, bag batch) -> masked item and value per slot
     extra_forward: Callable[[DecoderConfig | EncoderConfig], float] = lambda config: 0.0  # FLOPs/token beyond the stack
-    # The recipe's lr = lr_width_product / width when a spec sets none: measured with `sweeps/lr-calibration.toml`
+    # The recipe's lr = lr_width_product / width when a spec sets none: measured with `sweeps/lr-calibration*.toml`
     # and `ehrscale lr-fit` (docs/models.md); 1.0 where no calibration was run.
     lr_width_product: float = 1.0
 
@@ -125,6 +125,9 @@ FAMILIES = {
         probe_input=_labrador_probe_input,
         masked_predictions="scaling.models.labrador:labrador_masked_predictions",
         extra_forward=labrador_extra_forward,
+        # lr-fit (sweeps/lr-calibration-labrador.toml, 1e12 FLOPs): best 0.422x and 0.539x of 1.0 / width at widths
+        # 32 and 64, 0.25x (the edge) at 16 and 96; 1.0 / width lost at every width (docs/models.md)
+        lr_width_product=0.48,
     ),
     "bert": Family(
         name="bert",
@@ -136,5 +139,8 @@ FAMILIES = {
         row_loss="scaling.models.labrador:bert_row_loss",
         probe_input=_bert_probe_input,
         masked_predictions="scaling.models.labrador:bert_masked_predictions",
+        # lr-fit (sweeps/lr-calibration-bert.toml, 1e12 FLOPs): best 0.393x of 1.0 / width at width 32, 0.25x (the
+        # edge) at 16 and 64; 1.0 / width lost at every width (docs/models.md)
+        lr_width_product=0.39,
     ),
 }

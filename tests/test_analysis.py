@@ -121,6 +121,8 @@ def test_one_fit_read_by_every_command(tmp_path):
     text = (tmp_path / "r.md").read_text()
     exponent = saved["isoflop"]["n_opt"]["interval"]["exponent"]
     assert f"[{exponent[0]:.3g}, {exponent[1]:.3g}] (two-level bootstrap)" in text and saved["key"][:12] in text
+    noise = saved["isoflop"]["vertex_noise"]
+    assert noise["dof"] > 0 and f"residual noise pooled over the fitted budgets: sd {noise['sd']:.4f}" in text
     a = json.loads(answer.output)["isoflop"]
     draws = np.asarray(saved["isoflop"]["bootstrap"]["n_opt"])
     assert a["n_opt_interval"] == pytest.approx(
@@ -449,8 +451,11 @@ def test_bootstrap_intervals_cover_the_truth_at_about_their_nominal_rate():
             vertex_total += 1
             vertex_hits += v.n_interval[0] <= 0.1 * v.budget**0.5 <= v.n_interval[1]
         exponent_hits += fit.n_opt.exponent_interval[0] <= 0.5 <= fit.n_opt.exponent_interval[1]
-    assert vertex_hits / vertex_total >= 0.85  # nominal 0.95; measured 0.925
-    assert exponent_hits / 40 >= 0.75  # five budgets make a coarse bootstrap; measured 0.875
+        # the replicates' noise is the runs' own, pooled over the budgets' residuals (9 points less 3 per budget,
+        # fewer where the window leaves out the far end)
+        assert 5 * (7 - 3) <= fit.noise_dof <= 5 * (9 - 3) and fit.noise == pytest.approx(0.01, rel=0.35)
+    assert vertex_hits / vertex_total >= 0.85  # nominal 0.95; measured 0.965 (0.935 resampling each budget's points)
+    assert exponent_hits / 40 >= 0.75  # five budgets make a coarse bootstrap; measured 1.0
 
 
 def test_two_budgets_give_laws_without_pretend_intervals():

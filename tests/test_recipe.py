@@ -73,12 +73,13 @@ def test_the_learning_rate_constant_is_the_familys_calibrated_one_unless_a_spec_
     from scaling.families import FAMILIES
 
     assert Recipe().lr_constant == FAMILIES["timeline"].lr_width_product == 0.56  # measured (docs/models.md)
-    assert Recipe(family="labrador").learning_rate(32) == pytest.approx(1.0 / 32)  # not calibrated: the old rule
+    assert Recipe(family="labrador").learning_rate(32) == pytest.approx(0.48 / 32)  # measured (docs/models.md)
+    assert Recipe(family="bert").learning_rate(32) == pytest.approx(0.39 / 32)  # measured
     assert Recipe(lr_width_product=2.0).learning_rate(32) == pytest.approx(2.0 / 32)
-    # the fingerprint hashes the value: a run that set 1.0 and a Labrador run that took its family's 1.0 agree with
-    # the runs recorded when 1.0 was everyone's default
-    assert (
-        Recipe(family="labrador").fingerprint_fields()
-        == Recipe(family="labrador", lr_width_product=1.0).fingerprint_fields()
-    )
+    # the fingerprint hashes the value: a spec that writes the family's constant and one that takes it agree, and a
+    # run that set 1.0 (every family's default before calibration) keeps the fingerprint it was recorded under
+    bert = Recipe(family="bert").fingerprint_fields()
+    assert bert == Recipe(family="bert", lr_width_product=0.39).fingerprint_fields()
+    assert Recipe(family="labrador", lr_width_product=1.0).fingerprint_fields()["lr_width_product"] == 1.0
+    assert Recipe(family="labrador").fingerprint_fields()["lr_width_product"] == 0.48
     assert Recipe().fingerprint_fields()["lr_width_product"] == 0.56
