@@ -73,6 +73,15 @@ def sweep_dict(prep, **changes) -> dict:
         ({"recipe": {"schedule": "step"}}, "[recipe]: schedule must be one of cosine, wsd, got 'step'"),
         ({"recipe": {"decay_fraction": 1.5}}, "[recipe]: decay_fraction must be within [0, 1]"),
         ({"recipe": {"decay_shape": "cos"}}, "[recipe]: decay_shape must be one of linear, 1-sqrt"),
+        ({"sizes": {"extra": [{"budgets": [3e8]}]}}, "[[sizes.extra]] number 1 must have exactly the keys"),
+        (
+            {"sizes": {"extra": [{"budgets": [3e8], "widths": [8, 8]}]}},
+            "[[sizes.extra]] number 1: 'widths' must be a non-empty list of distinct positive integers",
+        ),
+        (
+            {"sizes": {"extra": [{"budgets": [5e8], "widths": [8]}]}},
+            "[[sizes.extra]] number 1: 'budgets' [500000000.0] are not budgets of the sweep (3e+08, 1e+09)",
+        ),
     ],
 )
 @pytest.mark.faults
@@ -158,6 +167,22 @@ def test_plan_lists_every_run_with_tokens_that_spend_the_budget(prepared):
     warnings = make_plan(sweep).warnings
     assert any("width 1024 left out: too few steps" in w for w in warnings)
     assert any("1 sizes; an IsoFLOP parabola needs 3" in w for w in warnings)
+
+
+def test_extra_sizes_are_added_at_their_budgets_as_given(prepared):
+    """[[sizes.extra]]: widths below the recipe's smallest size, at the named budgets only; the other runs unchanged."""
+    plain = make_plan(parse_sweep(sweep_dict(prepared[0]), "t.toml"))
+    extra = {"widths": [16, 24, 32], "extra": [{"budgets": [3e8], "widths": [8, 4096]}]}
+    sweep = parse_sweep(sweep_dict(prepared[0], sizes=extra), "t.toml")
+    plan = make_plan(sweep)
+    small = [r for r in plan.runs if r.candidate.width == 8]
+    assert [r.run_id for r in small] == ["b3e8-w8-s0"]
+    assert small[0].candidate.params_nonembed < sweep.recipe.min_params_nonembed  # the automatic choice rejects it
+    assert abs(small[0].candidate.flops - 3e8) <= 0.05 * 3e8
+    assert any("budget 3e+08: extra width 4096 left out: too few steps" in w for w in plan.warnings)
+    others = {r.run_id: r.spec.fingerprint("data") for r in plan.runs if r.candidate.width != 8}
+    assert others == {r.run_id: r.spec.fingerprint("data") for r in plain.runs}
+    assert "extra" in sweep.result_fields()["sizes"] and "extra" not in plain.sweep.result_fields()["sizes"]
 
 
 def test_the_lr_axis_runs_each_cell_at_each_multiplier_under_its_own_fingerprint(prepared):

@@ -13,7 +13,8 @@ same spec trained from scratch would (to rounding). A width planned at one budge
 Sizes: with `[sizes] widths`, those widths wherever they fit the budget. Otherwise the recipe's
 guess (the width whose tokens per non-embedding parameter is closest to `tokens_per_param`)
 centres `count` sizes spread evenly in log parameters over `span`x, shifted to stay within the
-widths that fit, each snapped to the nearest width of the recipe's ladder not taken yet.
+widths that fit, each snapped to the nearest width of the recipe's ladder not taken yet. `[[sizes.extra]]`
+adds the widths it names at the budgets it names, as given (below the recipe's smallest size too).
 """
 
 import dataclasses
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 
 from scaling.data.dataset import ModelInputs, PreparedDataset
 from scaling.families import FAMILIES
-from scaling.recipe import Candidate, candidates
+from scaling.recipe import Candidate, Recipe, candidates
 from scaling.runspec import Branch, RunSpec
 from scaling.sweep.spec import SweepSpec
 
@@ -170,6 +171,7 @@ def make_plan(
                     f"budget {budget:.3g}: {len(chosen)} of {sweep.sizes.count} sizes fit "
                     f"({len(accepted)} widths of the recipe spend it in at least {sized.min_steps} steps)"
                 )
+        chosen += _extra_sizes(sweep, sized, budget, inputs.vocab_size, {c.width for c in chosen}, warnings)
         extra = set((refined or {}).get(budget, ())) - {c.width for c in chosen}
         added = {c.width for c in ladder[budget] if c.width in extra}
         chosen = sorted(list(chosen) + [c for c in ladder[budget] if c.width in added], key=lambda c: c.params)
@@ -223,6 +225,21 @@ def make_plan(
         trunks=tuple(trunks),
         ladder=ladder,
     )
+
+
+def _extra_sizes(
+    sweep: SweepSpec, sized: Recipe, budget: float, vocab_size: int, taken: set[int], warnings: list[str]
+) -> list[Candidate]:
+    """The [[sizes.extra]] widths at this budget that spend it in whole steps, as given: the recipe's smallest size
+    guards the automatic choice, not a width asked for by name. Those that cannot spend it are warned about."""
+    widths = tuple(w for w in sweep.sizes.extra_widths(budget) if w not in taken)
+    if not widths:
+        return []
+    accepted, rejected = candidates(
+        dataclasses.replace(sized, min_params_nonembed=0), budget, vocab_size, sweep.convention, widths
+    )
+    warnings += [f"budget {budget:.3g}: extra width {r.width} left out: {r.reason}" for r in rejected]
+    return accepted
 
 
 def branch_runs(runs: list[PlannedRun]) -> tuple[list[PlannedRun], list[Trunk]]:

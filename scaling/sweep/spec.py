@@ -21,6 +21,9 @@ span = 30.0
 # widths = [16, 24, 32, 48]    # ... or explicit widths
 refine = 0                     # up to this many sizes added per budget until its best run is bracketed
 bracket = 3.0                  # ... by a size on each side within this factor in parameters
+[[sizes.extra]]                # widths added at some budgets, taken as given (below the recipe's smallest
+budgets = [1e11]               # size too): the small side Approach 3 needs to see the size term
+widths = [8, 12]
 
 [recipe]                       # any field of scaling.recipe.Recipe
 [train]                        # cadence of logs, evaluations, checkpoints (scaling.runspec.TrainSettings)
@@ -62,6 +65,20 @@ class Sizes:
     widths: tuple[int, ...] = ()
     refine: int = 0  # at most this many sizes added per budget to bracket its best run (scaling/sweep/refine.py)
     bracket: float = 3.0  # bracketed: the best run has a size on each side within this factor in parameters
+    extra: tuple["ExtraSizes", ...] = ()  # widths added at some budgets ([[sizes.extra]])
+
+    def extra_widths(self, budget: float) -> tuple[int, ...]:
+        """The widths [[sizes.extra]] adds at this budget."""
+        return tuple(sorted({w for e in self.extra if budget in e.budgets for w in e.widths}))
+
+
+@dataclass(frozen=True)
+class ExtraSizes:
+    """Widths added at some budgets beyond the automatic choice, taken as given (the recipe's smallest size does not
+    apply): e.g. sizes below each small budget's minimum, which Approach 3 needs to measure the size term."""
+
+    budgets: tuple[float, ...]
+    widths: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -121,8 +138,9 @@ class SweepSpec:
             "seeds": list(self.seeds),
             "dtype": self.dtype,
             "sizes": _plain(
-                {k: v for k, v in dataclasses.asdict(self.sizes).items() if k not in ("refine", "bracket")}
+                {k: v for k, v in dataclasses.asdict(self.sizes).items() if k not in ("refine", "bracket", "extra")}
                 | ({"refine": self.sizes.refine, "bracket": self.sizes.bracket} if self.sizes.refine else {})
+                | ({"extra": dataclasses.asdict(self.sizes)["extra"]} if self.sizes.extra else {})
             ),
             "recipe": _plain(self.recipe.fingerprint_fields()),
         }
@@ -210,11 +228,12 @@ def parse_sweep(source: dict, where: str) -> SweepSpec:
         where,
         "sizes",
         source.get("sizes", {}),
-        {"count": int, "span": float, "widths": list, "refine": int, "bracket": float},
+        {"count": int, "span": float, "widths": list, "refine": int, "bracket": float, "extra": list},
         lambda k, v: _size_problem(k, v),
     )
     if "widths" in sizes and ({"count", "span"} & set(sizes)):
         raise SpecError(f"{where}: [sizes] takes either 'widths' or 'count' and 'span', not both")
+    sizes["extra"] = [_extra_sizes(where, i, entry, budgets) for i, entry in enumerate(sizes.get("extra", []))]
     resources = check_table(
         where,
         "resources",
@@ -251,6 +270,26 @@ def parse_sweep(source: dict, where: str) -> SweepSpec:
         retries=Retries(**retries),
         source=where,
     )
+
+
+def _extra_sizes(where: str, index: int, entry, budgets: list) -> ExtraSizes:
+    """One [[sizes.extra]] table: budgets of the sweep, distinct positive widths."""
+    name = f"{where}: [[sizes.extra]] number {index + 1}"
+    if not isinstance(entry, dict) or set(entry) != {"budgets", "widths"}:
+        raise SpecError(f"{name} must have exactly the keys 'budgets' and 'widths', got {entry!r}")
+    widths, chosen = entry["widths"], entry["budgets"]
+    if not isinstance(widths, list) or _size_problem("widths", widths):
+        raise SpecError(f"{name}: 'widths' must be a non-empty list of distinct positive integers, got {widths!r}")
+    sweep_budgets = {float(b) for b in budgets}
+    if not isinstance(chosen, list) or not chosen or not all(type_ok(b, float) for b in chosen):
+        raise SpecError(f"{name}: 'budgets' must be a non-empty list of the sweep's budgets, got {chosen!r}")
+    missing = [b for b in chosen if float(b) not in sweep_budgets]
+    if missing:
+        raise SpecError(
+            f"{name}: 'budgets' {missing} are not budgets of the sweep "
+            f"({', '.join(f'{b:g}' for b in sorted(sweep_budgets))})"
+        )
+    return ExtraSizes(budgets=tuple(float(b) for b in chosen), widths=tuple(widths))
 
 
 def _size_problem(key: str, value) -> str | None:
