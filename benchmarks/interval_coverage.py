@@ -1,6 +1,6 @@
 """How often Approach 2's 95% intervals hold the truth on sweeps shaped like yours.
 
-    .venv/bin/python benchmarks/interval_coverage.py [--table out/demo/runs/demo/4/runs.parquet]
+    .venv/bin/python benchmarks/interval_coverage.py [--table out/demo/runs/demo/5/runs.parquet]
         [--noise 0.003 0.01] [--sweeps 100] [--resamples 200] [--seeds 1]
 
 The truth is the table's own Approach 3 law L(N, D) = E + A / N^alpha + B / D^beta (fitted once), spent
@@ -24,7 +24,7 @@ from analysis.isoflop import fit_isoflop
 from analysis.parametric import fit_parametric, optimum
 from analysis.table import prepare, read
 
-DEFAULT = Path("out/demo/runs/demo/4/runs.parquet")
+DEFAULT = Path("out/demo/runs/demo/5/runs.parquet")
 
 
 def main() -> None:
