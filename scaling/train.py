@@ -448,13 +448,17 @@ def measure_tokens_per_s(spec: RunSpec, steps: int = 5) -> float:
     return steps * task.tokens_per_step / (time.perf_counter() - started)
 
 
+def _restore(manager: ocp.CheckpointManager, step: int, like: dict) -> dict:
+    """The state saved at `step`, read into the shapes and dtypes of `like`."""
+    return manager.restore(step, args=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, like)))
+
+
 def _restore_newest_readable(manager: ocp.CheckpointManager, like: dict, out: Path, log) -> tuple[int, dict] | None:
     """(step, state) of the newest checkpoint that reads back; unreadable newer ones are deleted with a warning
     (a crash mid-write, a damaged disk), so the run resumes from the one before. None: start from step 0."""
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
     for step in sorted(manager.all_steps(), reverse=True):
         try:
-            return step, manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            return step, _restore(manager, step, like)
         except Exception as error:  # orbax/tensorstore raise many kinds; any unreadable checkpoint is skipped
             reason = str(error).splitlines()[0][:200] if str(error) else ""
             log(
@@ -487,8 +491,7 @@ def _branch_point(trunk_dir: Path, step: int, params, opt_state) -> dict:
                 f"{', '.join(f'{s:,}' for s in sorted(manager.all_steps())) or 'none'}); train the trunk first, or "
                 f"delete {trunk_dir} to train it again"
             )
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"params": params, "opt_state": opt_state})
-        return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        return _restore(manager, step, {"params": params, "opt_state": opt_state})
     finally:
         manager.close()
 

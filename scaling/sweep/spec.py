@@ -130,6 +130,7 @@ class SweepSpec:
 
     def result_fields(self) -> dict:
         """What decides the sweep's runs (a change under the same name and version is refused)."""
+        sizes = dataclasses.asdict(self.sizes)
         fields = {
             "family": self.family,
             "data": self.data,
@@ -138,9 +139,9 @@ class SweepSpec:
             "seeds": list(self.seeds),
             "dtype": self.dtype,
             "sizes": _plain(
-                {k: v for k, v in dataclasses.asdict(self.sizes).items() if k not in ("refine", "bracket", "extra")}
+                {k: v for k, v in sizes.items() if k not in ("refine", "bracket", "extra")}
                 | ({"refine": self.sizes.refine, "bracket": self.sizes.bracket} if self.sizes.refine else {})
-                | ({"extra": dataclasses.asdict(self.sizes)["extra"]} if self.sizes.extra else {})
+                | ({"extra": sizes["extra"]} if self.sizes.extra else {})
             ),
             "recipe": _plain(self.recipe.fingerprint_fields()),
         }
@@ -233,7 +234,7 @@ def parse_sweep(source: dict, where: str) -> SweepSpec:
     )
     if "widths" in sizes and ({"count", "span"} & set(sizes)):
         raise SpecError(f"{where}: [sizes] takes either 'widths' or 'count' and 'span', not both")
-    sizes["extra"] = [_extra_sizes(where, i, entry, budgets) for i, entry in enumerate(sizes.get("extra", []))]
+    sizes["extra"] = [_parse_extra_sizes(where, i, entry, budgets) for i, entry in enumerate(sizes.get("extra", []))]
     resources = check_table(
         where,
         "resources",
@@ -272,7 +273,7 @@ def parse_sweep(source: dict, where: str) -> SweepSpec:
     )
 
 
-def _extra_sizes(where: str, index: int, entry, budgets: list) -> ExtraSizes:
+def _parse_extra_sizes(where: str, index: int, entry, budgets: list) -> ExtraSizes:
     """One [[sizes.extra]] table: budgets of the sweep, distinct positive widths."""
     name = f"{where}: [[sizes.extra]] number {index + 1}"
     if not isinstance(entry, dict) or set(entry) != {"budgets", "widths"}:
