@@ -9,7 +9,7 @@ DEMO := out/demo
 DEMO_PATIENTS ?= 21500
 DEMO_RUNS := $(DEMO)/runs/demo/5
 # The three grids of the built-in study (sweeps/*.toml): the timeline decoder, Labrador and BERT on lab bags.
-DEMO_TABLES := $(DEMO_RUNS)/runs.parquet $(DEMO)/runs/labrador-demo/4/runs.parquet $(DEMO)/runs/bert-demo/3/runs.parquet
+DEMO_TABLES := $(DEMO_RUNS)/runs.parquet $(DEMO)/runs/labrador-demo/5/runs.parquet $(DEMO)/runs/bert-demo/4/runs.parquet
 
 .PHONY: demo test test-slow test-faults test-cluster lint bench lock clean
 

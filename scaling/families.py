@@ -15,7 +15,14 @@ import numpy as np
 from scaling.data.dataset import DatasetError, ModelInputs, PreparedDataset
 from scaling.data.labbags import bert_tokens, bert_vocab_size
 from scaling.data.loaders import longest_bag_error, pack_bags
-from scaling.models.shapes import DecoderConfig, EncoderConfig, bert_params, labrador_extra_forward, labrador_params
+from scaling.models.shapes import (
+    DecoderConfig,
+    EncoderConfig,
+    bert_params,
+    labrador_extra_forward,
+    labrador_params,
+    labrador_read_forward,
+)
 
 TIMELINES, BAGS = "timelines", "bags"
 
@@ -63,18 +70,19 @@ class Family:
     probe_input: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, ...]] | None = None  # bags -> model.embed args
     masked_predictions: str | None = None  # "module:function", (model, bag batch) -> masked item and value per slot
     extra_forward: Callable[[DecoderConfig | EncoderConfig], float] = lambda config: 0.0  # FLOPs/token beyond the stack
+    read_forward: Callable[[DecoderConfig | EncoderConfig], float] = lambda config: 0.0  # per read slot, beyond logits
     # The recipe's lr = lr_width_product / width when a spec sets none: measured with `sweeps/lr-calibration*.toml`
     # and `ehrscale lr-fit` (docs/models.md); 1.0 where no calibration was run.
     lr_width_product: float = 1.0
 
-    def inputs(self, dataset: PreparedDataset, context: int) -> ModelInputs:
+    def inputs(self, dataset: PreparedDataset, context: int, bags_per_row: int | None = None) -> ModelInputs:
         """Vocabulary, context and epoch size (rows of `context` tokens) of this family's model on a dataset; bags
-        are packed whole into rows of `context` slots, as `BagLoader` packs them."""
+        are packed whole into rows of `context` slots, at most `bags_per_row` a row, as `BagLoader` packs them."""
         if self.data == TIMELINES:
             tokens = dataset.timeline_tokens("train")
             return ModelInputs(self.vocab_size(dataset), context, tokens / context)
         lengths = self.check_context(dataset, context)
-        rows, _ = pack_bags(lengths, context)
+        rows, _ = pack_bags(lengths, context, bags_per_row)
         return ModelInputs(self.vocab_size(dataset), context, float(rows[-1] + 1) if len(rows) else 0.0)
 
     def check_context(self, dataset: PreparedDataset, context: int) -> np.ndarray | None:
@@ -125,6 +133,7 @@ FAMILIES = {
         probe_input=_labrador_probe_input,
         masked_predictions="scaling.models.labrador:labrador_masked_predictions",
         extra_forward=labrador_extra_forward,
+        read_forward=labrador_read_forward,
         # lr-fit (sweeps/lr-calibration-labrador.toml, 1e12 FLOPs): best 0.422x and 0.539x of 1.0 / width at widths
         # 32 and 64, 0.25x (the edge) at 16 and 96; 1.0 / width lost at every width (docs/models.md)
         lr_width_product=0.48,

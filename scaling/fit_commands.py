@@ -5,6 +5,7 @@ fits.json lives) and read the same fits (`analysis.fits.load_or_fit`), so a figu
 report's interval are the same numbers. Nothing here imports JAX.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated
@@ -38,10 +39,12 @@ ExcludeOption = Annotated[
     int, typer.Option(min=0, help="Leave out the k points Approach 3 fits worst, and report the shift.")
 ]
 WindowOption = Annotated[
-    float,
+    float | None,
     typer.Option(
         min=0.0,
-        help="Fit each IsoFLOP parabola to the runs within this factor of its budget's best run's N (0: every run).",
+        help="Fit each IsoFLOP parabola to the runs within this factor of its budget's best run's N (0: every run; "
+        "default: the sweep's [fit] window, from the sweep.json beside the table, else 10).",
+        show_default=False,
     ),
 ]
 WINDOW_DEFAULT = 10.0  # analysis.isoflop.WINDOW (not imported here: the option's default is read at import)
@@ -53,7 +56,7 @@ def _fit_options(
     budget_tolerance: float = 0.1,
     fixed_e=None,
     exclude_worst: int = 0,
-    window: float = WINDOW_DEFAULT,
+    window: float | None = None,
     **columns,
 ):
     from analysis.fits import FitOptions
@@ -66,7 +69,7 @@ def _fit_options(
             budget_tolerance=budget_tolerance,
             fixed_E=fixed_e,
             exclude_worst=exclude_worst,
-            window=window or None,
+            window=WINDOW_DEFAULT if window is None else (window or None),
             columns=tuple(sorted(mapping.items())),
             resamples=resamples,
         )
@@ -74,10 +77,17 @@ def _fit_options(
         raise UserError(str(error)) from None
 
 
-def _load_fits(table: Path, options, fits_path: Path | None, refit: bool = False, quiet: bool = False):
-    """The table and its current fits (read from fits.json, or fitted and written there); user errors as UserError."""
+def _load_fits(
+    table: Path, options, fits_path: Path | None, refit: bool = False, quiet: bool = False, window_given: bool = False
+):
+    """The table and its current fits (read from fits.json, or fitted and written there); user errors as UserError.
+    Unless --window was given, the parabolas' window is the one the table's sweep names ([fit] window)."""
     from analysis.fits import load_or_fit
     from analysis.table import TableError, read
+    from scaling.sweep.state import fit_window
+
+    if not window_given and fit_window(table):
+        options = dataclasses.replace(options, window=fit_window(table))
 
     try:
         data = read(table, dict(options.columns), options.budget_tolerance)
@@ -114,7 +124,7 @@ def fit_command(
     budget_tolerance: ToleranceOption = 0.1,
     fixed_e: FixedEOption = None,
     exclude_worst: ExcludeOption = 0,
-    window: WindowOption = WINDOW_DEFAULT,
+    window: WindowOption = None,
     params_col: ColumnOption = None,
     tokens_col: ColumnOption = None,
     loss_col: ColumnOption = None,
@@ -137,7 +147,7 @@ def fit_command(
         flops_col=flops_col,
         budget_col=budget_col,
     )
-    data, result = _load_fits(table, options, fits, refit=True, quiet=as_json)
+    data, result = _load_fits(table, options, fits, refit=True, quiet=as_json, window_given=window is not None)
     out = document(result, data, str(table))
     if as_json:
         summary = {k: v for k, v in out.items() if k != "bootstrap"}
@@ -186,7 +196,7 @@ def optimal_command(
     budget_tolerance: ToleranceOption = 0.1,
     fixed_e: FixedEOption = None,
     exclude_worst: ExcludeOption = 0,
-    window: WindowOption = WINDOW_DEFAULT,
+    window: WindowOption = None,
     params_col: ColumnOption = None,
     tokens_col: ColumnOption = None,
     loss_col: ColumnOption = None,
@@ -211,7 +221,7 @@ def optimal_command(
         flops_col=flops_col,
         budget_col=budget_col,
     )
-    data, result = _load_fits(table, options, fits, quiet=as_json)
+    data, result = _load_fits(table, options, fits, quiet=as_json, window_given=window is not None)
     answer = optimal(result.isoflop, result.parametric, budget, list(result.auroc_laws), data.cost)
     if as_json:
         typer.echo(json.dumps(answer, default=float))
@@ -311,7 +321,9 @@ def next_grid_command(
         )
 
 
-def _studies(tables: list[Path], options, fits: Path | None, figures: Path | None = None) -> list:
+def _studies(
+    tables: list[Path], options, fits: Path | None, figures: Path | None = None, window_given: bool = False
+) -> list:
     """Each table with its fits and its family's label; with several tables, each has its own fits.json and its
     figures in a subfolder named by its label."""
     from analysis.compare import Study, study_label
@@ -320,7 +332,7 @@ def _studies(tables: list[Path], options, fits: Path | None, figures: Path | Non
         raise UserError("--fits names one fits.json: give one table with it (several tables keep one beside each)")
     studies = []
     for table in tables:
-        data, result = _load_fits(table, options, fits)
+        data, result = _load_fits(table, options, fits, window_given=window_given)
         label = study_label(data, table)
         if any(s.label == label for s in studies):
             raise UserError(f"{table}: a second table of {label}; give one table per family")
@@ -341,7 +353,7 @@ def plot_command(
     budget_tolerance: ToleranceOption = 0.1,
     fixed_e: FixedEOption = None,
     exclude_worst: ExcludeOption = 0,
-    window: WindowOption = WINDOW_DEFAULT,
+    window: WindowOption = None,
     params_col: ColumnOption = None,
     tokens_col: ColumnOption = None,
     loss_col: ColumnOption = None,
@@ -366,7 +378,7 @@ def plot_command(
         flops_col=flops_col,
         budget_col=budget_col,
     )
-    studies = _studies(tables, options, fits, out)
+    studies = _studies(tables, options, fits, out, window_given=window is not None)
     paths = [path for s in studies for path in plot_all(s.table, s.fits, s.figures)]
     if len(studies) > 1:
         paths += comparison_figures(studies, out)
@@ -392,7 +404,7 @@ def report_command(
     budget_tolerance: ToleranceOption = 0.1,
     fixed_e: FixedEOption = None,
     exclude_worst: ExcludeOption = 0,
-    window: WindowOption = WINDOW_DEFAULT,
+    window: WindowOption = None,
     params_col: ColumnOption = None,
     tokens_col: ColumnOption = None,
     loss_col: ColumnOption = None,
@@ -422,7 +434,7 @@ def report_command(
         flops_col=flops_col,
         budget_col=budget_col,
     )
-    studies = _studies(tables, options, fits, figures)
+    studies = _studies(tables, options, fits, figures, window_given=window is not None)
     if len(studies) == 1:
         text = render(
             studies[0].table,

@@ -26,7 +26,12 @@ class Shape:
     out_size: int  # logits per token: the vocabulary (decoder, BERT) or the lab items (Labrador)
     params: int
     params_nonembed: int
-    extra_forward: float = 0.0  # forward FLOPs per token outside the stack and the logits (Labrador's input and heads)
+    extra_forward: float = 0.0  # forward FLOPs per token outside the stack and the logits (Labrador's input layers)
+    # The output layers run on this share of the tokens: 1 for a decoder (every token predicts the next), the
+    # masked slots a row reads for the bag families (bags per row / context); `read_forward` is their FLOPs per
+    # read slot beyond the logits (Labrador's heads' hidden layers).
+    read_share: float = 1.0
+    read_forward: float = 0.0
 
 
 def forward_components(s: Shape) -> dict[str, float]:
@@ -40,8 +45,8 @@ def forward_components(s: Shape) -> dict[str, float]:
         "attention_output": layers * 2 * t * d + layers * 2 * d * d,  # probs x values, then the output projection
         "mlp": layers * (2 * 3 * d * f + 4 * f),  # gate, up, down; SiLU and the product
         "norms_residuals": (2 * layers + 1) * 4 * d + layers * 2 * d,
-        "logits": 2 * d * s.out_size + 5 * s.out_size,  # the projection and the softmax of the loss
-        "family_layers": s.extra_forward,
+        "logits": s.read_share * (2 * d * s.out_size + 5 * s.out_size),  # the projection and the loss's softmax
+        "family_layers": s.extra_forward + s.read_share * s.read_forward,
     }
 
 

@@ -45,6 +45,10 @@ class Recipe:
     max_head_dim: int = 64  # wider heads keep the attention einsums efficient (46% vs 37% MFU at width 256 here)
     mlp_ratio: float = 8 / 3  # SwiGLU hidden size = mlp_ratio x width, rounded up to a multiple of 8
     context: int = 128  # timeline window, or the slots of a row of packed bags (the longest bag must fit)
+    # Bag families: at most this many bags packed in a row. The heads read one masked lab per bag, so they run on
+    # bags_per_row slots a row, not context: on the demo's bags (25 labs on average, 5 a row) the heads on every
+    # slot were 37-60% of Labrador's FLOPs and 48-69% of BERT's at widths 16-48 (docs/models.md).
+    bags_per_row: int = 16
     batch_rows: int = 16  # sequences (or bags) per step
     lr_width_product: float = 0.0  # lr = lr_width_product / width at reference_batch_rows; 0: the family's measured
     reference_batch_rows: int = 16  # lr grows with sqrt(batch / reference)
@@ -84,12 +88,16 @@ class Recipe:
             raise ValueError(f"lr_width_product must be positive (or 0: the family's), got {self.lr_width_product!r}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be 0 (use warmup_fraction) or more, got {self.warmup_steps!r}")
+        if self.bags_per_row < 0:
+            raise ValueError(f"bags_per_row must be 0 (as many bags as fit) or more, got {self.bags_per_row!r}")
 
     def fingerprint_fields(self) -> dict:
         """The fields as a fingerprint hashes them: those added after runs were first recorded are left out at their
         default, so a run recorded before they existed keeps its fingerprint."""
         fields = dataclasses.asdict(self)
         fields["lr_width_product"] = self.lr_constant  # the value, however it was set
+        if families.FAMILIES[self.family].data == families.TIMELINES:
+            del fields["bags_per_row"]  # no bags: a timeline run is the same whatever it says
         if self.schedule == "cosine":  # the cool-down's settings do not change a cosine run
             fields["decay_fraction"], fields["decay_shape"] = ADDED_LATER["decay_fraction"], ADDED_LATER["decay_shape"]
         return {k: v for k, v in fields.items() if not (k in ADDED_LATER and v == ADDED_LATER[k])}
@@ -139,6 +147,7 @@ class Recipe:
         config = self.model_config(width, vocab_size)
         family = families.FAMILIES[self.family]
         (params, nonembed), out = family.params(config), vocab_size
+        reads = family.data == families.BAGS and self.bags_per_row
         return Shape(
             d_model=width,
             n_layers=config.n_layers,
@@ -149,6 +158,8 @@ class Recipe:
             params=params,
             params_nonembed=nonembed,
             extra_forward=family.extra_forward(config),
+            read_share=min(1.0, self.bags_per_row / self.context) if reads else 1.0,
+            read_forward=family.read_forward(config),
         )
 
 

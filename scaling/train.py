@@ -184,6 +184,8 @@ BAG_FIELDS = (
     "target_value",
     "tokens",
     "target_token",
+    "read_slots",
+    "read_valid",
 )
 
 
@@ -198,8 +200,11 @@ def make_task(spec: RunSpec, dataset: PreparedDataset) -> Task:
         fields, tokens_per_step = TIMELINE_FIELDS, recipe.tokens_per_step
     else:
         items = dataset.lab_vocabulary().size
-        train = BagLoader(dataset.bags("train"), items, recipe.batch_rows, context, seed=spec.seed)
-        evaluation = BagLoader(dataset.bags(EVAL_SPLIT), items, EVAL_ROWS, context, seed=0, mask="fixed", shuffle=False)
+        cap = recipe.bags_per_row or None
+        train = BagLoader(dataset.bags("train"), items, recipe.batch_rows, context, seed=spec.seed, bags_per_row=cap)
+        evaluation = BagLoader(
+            dataset.bags(EVAL_SPLIT), items, EVAL_ROWS, context, seed=0, mask="fixed", shuffle=False, bags_per_row=cap
+        )
         fields, tokens_per_step = BAG_FIELDS, recipe.tokens_per_step  # a row's slots are its tokens, padding too
     as_dict = lambda b: {f: getattr(b, f) for f in fields}  # noqa: E731
     batches = [as_dict(evaluation.batch(i)) for i in range(_eval_batch_count(spec, evaluation.steps_per_epoch))]

@@ -100,6 +100,7 @@ def test_cost_model_interpolates_between_sizes_and_holds_its_ratio_beyond():
     assert float(single.cost.per_token(2e8)) == pytest.approx(float(single.cost.per_token(2e7)) * 10, rel=1e-6)
 
 
+@pytest.mark.slow  # 31 s: every command on one table (the default suite keeps under 10 minutes on 2 cores)
 def test_one_fit_read_by_every_command(tmp_path):
     """fit writes fits.json keyed by the table; optimal, plot and report read it while current, refit when not."""
     from analysis.fits import FITS_FORMAT
@@ -575,6 +576,7 @@ def test_a_lab_bag_report_shows_the_masked_metrics_and_the_same_bags_baselines()
     )  # a timeline table has no such section
 
 
+@pytest.mark.slow  # 19 s
 def test_several_tables_report_each_family_and_put_them_side_by_side(tmp_path):
     """`plot` and `report` with one table per family: each family's own section and figures, then the comparison."""
 
@@ -731,3 +733,11 @@ def test_a_parabola_fitted_near_its_minimum_is_not_pulled_by_far_runs(tmp_path):
     assert "8 run(s) beyond that are drawn in the figures, not fitted" in (tmp_path / "r.md").read_text()
     result = CliRunner().invoke(app, ["fit", str(path), "--window", "0", "--json", "--resamples", "10"])
     assert json.loads(result.output)["isoflop"]["budgets"][0]["left_out"] == 0
+    # A sweep's [fit] window (its sweep.json beside the table) is every command's default; --window still wins.
+    (tmp_path / "sweep.json").write_text(json.dumps({"name": "s", "version": "1", "fit": {"window": 3.0}}))
+    result = CliRunner().invoke(app, ["fit", str(path), "--json", "--resamples", "10"])
+    assert json.loads(result.output)["isoflop"]["budgets"][0]["left_out"] == 4  # 2.45x apart: within 3x, 3 of 7
+    result = CliRunner().invoke(app, ["report", str(path), "--out", str(tmp_path / "r.md"), "--resamples", "10"])
+    assert "within 3x of its budget's best run's parameters; 16 run(s) beyond" in (tmp_path / "r.md").read_text()
+    result = CliRunner().invoke(app, ["fit", str(path), "--window", "10", "--json", "--resamples", "10"])
+    assert json.loads(result.output)["isoflop"]["budgets"][0]["left_out"] == 2

@@ -28,6 +28,7 @@ from tests.test_train import make_spec
 pytestmark = pytest.mark.faults
 
 
+@pytest.mark.slow  # 25 s: trains, corrupts and resumes a run
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(prepared, tmp_path):
     spec = make_spec(prepared[0], train={"checkpoint_every": 10, "keep_checkpoints": 2})
     whole = train(spec, tmp_path / "whole", log=lambda _: None, peak_flops=1e11)

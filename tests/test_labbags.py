@@ -7,7 +7,7 @@ import pytest
 
 from scaling.data.dataset import PreparedDataset
 from scaling.data.labbags import BagConfig, bert_tokens, fit_lab_vocabulary, make_bags
-from scaling.data.loaders import BagLoader
+from scaling.data.loaders import BagLoader, pack_bags
 from tests.helpers import at, event_frame
 
 CONFIG = BagConfig(min_code_count=1, max_labs=4, seed=3)
@@ -108,6 +108,25 @@ def test_loader_packs_whole_bags_and_masks_one_non_null_lab_each(prepared):
     assert np.array_equal(loader.batch(5).codes, again.codes)
     with pytest.raises(ValueError, match=r"raise \[recipe\] context to at least"):
         BagLoader(bags, n_items, 8, context=int(np.max(bags.lengths)) - 1)
+
+
+def test_read_slots_are_each_rows_masked_slots_and_bags_per_row_caps_a_row(prepared):
+    dataset = PreparedDataset.open(prepared[0])
+    bags, n_items = dataset.bags("train"), dataset.lab_vocabulary().size
+    for cap in (None, 3):
+        batch = BagLoader(bags, n_items, rows=8, context=128, seed=0, bags_per_row=cap).batch(0)
+        assert batch.read_slots.shape == (8, cap or 128)
+        for row in range(8):
+            bags_here = int(batch.segment_ids[row].max())
+            assert bags_here <= (cap or 128)
+            # In bag order, the masked slot of each bag of the row; the rest is padding, never read.
+            assert batch.read_slots[row, :bags_here].tolist() == np.flatnonzero(batch.is_masked[row]).tolist()
+            assert batch.read_valid[row].tolist() == [True] * bags_here + [False] * (
+                batch.read_slots.shape[1] - bags_here
+            )
+    # Three bags of ~25 labs fill 128 slots less well: the cap costs rows, and the plan counts them the same way.
+    assert pack_bags(np.asarray(bags.lengths), 128, 3)[0][-1] > pack_bags(np.asarray(bags.lengths), 128)[0][-1]
+    assert pack_bags(np.array([3, 3, 3, 3, 3]), 128, 2)[0].tolist() == [0, 0, 1, 1, 2]
 
 
 def test_fixed_mask_stays_epoch_mask_moves(prepared):

@@ -9,7 +9,7 @@ from flax import nnx
 
 from scaling.flops import Shape, forward_components, train_flops_per_token
 from scaling.models.decoder import Decoder, DecoderConfig, next_token_loss
-from scaling.models.labrador import Bert, Labrador, labrador_row_loss
+from scaling.models.labrador import Bert, Labrador, bert_row_loss, labrador_row_loss
 from scaling.models.shapes import EncoderConfig, bert_params, labrador_params
 from scaling.recipe import Recipe
 from scaling.train import schedule
@@ -150,6 +150,9 @@ def test_a_packed_bag_is_computed_as_if_alone():
         "segment_ids": segments,
         "target_code": jnp.where(masked, jnp.asarray([[0, 2, 0, 0, 0, 4, 0, 0, 0, 0]]), 0),
         "target_value": jnp.where(masked, 0.5, 0.0),
+        # The heads read the two masked slots; the third entry is padding (points at slot 0, not read).
+        "read_slots": jnp.asarray([[1, 5, 0]], jnp.int32),
+        "read_valid": jnp.asarray([[True, True, False]]),
     }
     sums, terms = labrador_row_loss(labrador, batch, jnp.float32)
     assert float(terms[0]) == 2.0
@@ -160,16 +163,26 @@ def test_a_packed_bag_is_computed_as_if_alone():
     tokens = jnp.where(codes > 0, codes + 3, 0)
     out = bert(tokens, segments)
     assert np.allclose(out[0, 4:7], bert(tokens[:, 4:7], jnp.ones((1, 3), jnp.int32))[0], atol=1e-5)
+    target_token = jnp.where(masked, jnp.asarray([[0, 7, 0, 0, 0, 11, 0, 0, 0, 0]]), 0)
+    sums, terms = bert_row_loss(
+        bert,
+        {"tokens": tokens, "segment_ids": segments, "target_token": target_token}
+        | {k: batch[k] for k in ("read_slots", "read_valid")},
+        jnp.float32,
+    )
+    logp = jax.nn.log_softmax(out[0], axis=-1)
+    assert float(terms[0]) == 2.0 and float(sums[0]) == pytest.approx(float(-logp[1, 7] - logp[5, 11]), rel=1e-5)
 
 
 def test_labrador_exact_flops_match_xla_within_10_percent():
-    """Labrador's heads and input layers run on every slot; the exact count includes them (`labrador_extra_forward`)."""
-    from scaling.models.shapes import labrador_extra_forward
+    """Labrador's input layers run on every slot and its heads on the read slots (16 of a row's 128); the exact count
+    includes both (`labrador_extra_forward`, `labrador_read_forward` x the read share)."""
+    from scaling.models.shapes import labrador_extra_forward, labrador_read_forward
 
     config = EncoderConfig(n_items=86, d_model=32, n_layers=1, n_heads=1, d_ff=88, context=128)
     graphdef, params = nnx.split(Labrador(config, nnx.Rngs(0)))
     tx = optax.adamw(1e-3)
-    batch, t = 8, config.context
+    batch, t, reads = 8, config.context, 16
     fields = {
         "codes": jnp.ones((batch, t), jnp.int32),
         "values": jnp.zeros((batch, t), jnp.float32),
@@ -178,14 +191,23 @@ def test_labrador_exact_flops_match_xla_within_10_percent():
         "segment_ids": jnp.ones((batch, t), jnp.int32),
         "target_code": jnp.ones((batch, t), jnp.int32),
         "target_value": jnp.zeros((batch, t), jnp.float32),
+        "read_slots": jnp.tile(jnp.arange(0, t, t // reads, dtype=jnp.int32), (batch, 1)),
     }
 
     def step(p, o, b):
         def loss(p):
             model = nnx.merge(graphdef, p)
-            logits, value = model(b["codes"], b["values"], b["is_null"], b["is_masked"], b["segment_ids"], unroll=True)
+            logits, value = model(
+                b["codes"],
+                b["values"],
+                b["is_null"],
+                b["is_masked"],
+                b["segment_ids"],
+                unroll=True,
+                read_slots=b["read_slots"],
+            )
             ce = -jax.nn.log_softmax(logits)[..., 0]
-            return jnp.mean(jnp.where(b["is_masked"], ce + (value - b["target_value"]) ** 2, 0.0))
+            return jnp.mean(ce + value**2)
 
         value, grads = jax.value_and_grad(loss)(p)
         updates, o = tx.update(grads, o, p)
@@ -194,7 +216,44 @@ def test_labrador_exact_flops_match_xla_within_10_percent():
     cost = jax.jit(step).lower(params, tx.init(params), fields).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     all_params, nonembed = labrador_params(config)
-    shape = Shape(32, 1, 1, 88, t, 86, all_params, nonembed, labrador_extra_forward(config))
+    shape = Shape(
+        32,
+        1,
+        1,
+        88,
+        t,
+        86,
+        all_params,
+        nonembed,
+        labrador_extra_forward(config),
+        reads / t,
+        labrador_read_forward(config),
+    )
+    assert train_flops_per_token(shape, "exact") == pytest.approx(cost["flops"] / (batch * t), rel=0.10)
+
+
+def test_bert_exact_flops_match_xla_within_10_percent():
+    """BERT's stack runs on every slot and its token logits on the read slots (16 of a row's 128)."""
+    config = EncoderConfig(n_items=950, d_model=32, n_layers=1, n_heads=1, d_ff=88, context=128)
+    graphdef, params = nnx.split(Bert(config, nnx.Rngs(0)))
+    tx = optax.adamw(1e-3)
+    batch, t, reads = 8, config.context, 16
+    tokens = jnp.ones((batch, t), jnp.int32)
+    slots = jnp.tile(jnp.arange(0, t, t // reads, dtype=jnp.int32), (batch, 1))
+
+    def step(p, o):
+        def loss(p):
+            logits = nnx.merge(graphdef, p)(tokens, jnp.ones((batch, t), jnp.int32), unroll=True, read_slots=slots)
+            return -jnp.mean(jax.nn.log_softmax(logits)[..., 0])
+
+        value, grads = jax.value_and_grad(loss)(p)
+        updates, o = tx.update(grads, o, p)
+        return optax.apply_updates(p, updates), o, value
+
+    cost = jax.jit(step).lower(params, tx.init(params)).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    all_params, nonembed = bert_params(config)
+    shape = Shape(32, 1, 1, 88, t, 950, all_params, nonembed, read_share=reads / t)
     assert train_flops_per_token(shape, "exact") == pytest.approx(cost["flops"] / (batch * t), rel=0.10)
 
 

@@ -83,3 +83,24 @@ def test_the_learning_rate_constant_is_the_familys_calibrated_one_unless_a_spec_
     assert Recipe(family="labrador", lr_width_product=1.0).fingerprint_fields()["lr_width_product"] == 1.0
     assert Recipe(family="labrador").fingerprint_fields()["lr_width_product"] == 0.48
     assert Recipe().fingerprint_fields()["lr_width_product"] == 0.56
+
+
+def test_bag_families_count_their_heads_at_the_read_slots_only():
+    """A bag family's output layers run on `bags_per_row` slots a row (the masked ones), not on all `context`: the
+    exact FLOPs per token fall by what the heads cost on the other slots, so a budget buys more labs."""
+    from scaling.flops import forward_components
+
+    capped, uncapped = Recipe(family="labrador"), Recipe(family="labrador", bags_per_row=0)
+    assert capped.shape(16, 86).read_share == 16 / 128 and uncapped.shape(16, 86).read_share == 1.0
+    parts, every = forward_components(capped.shape(16, 86)), forward_components(uncapped.shape(16, 86))
+    assert parts["logits"] == pytest.approx(every["logits"] * 16 / 128)
+    assert parts["qkv"] == every["qkv"] and parts["mlp"] == every["mlp"]  # the stack runs on every slot either way
+    # At width 16 the heads on every slot were 60% of Labrador's count: a budget now buys 2.1x the tokens.
+    assert candidates(uncapped, 1e12, 86)[0][0].tokens * 2.1 == pytest.approx(
+        candidates(capped, 1e12, 86)[0][0].tokens, rel=0.02
+    )
+    assert Recipe().shape(16, 374).read_share == 1.0  # every token of a timeline predicts the next
+    # The cap is in a bag run's fingerprint, never in a timeline run's (whose runs it does not change).
+    assert "bags_per_row" in capped.fingerprint_fields() and "bags_per_row" not in Recipe().fingerprint_fields()
+    with pytest.raises(ValueError, match="bags_per_row must be 0"):
+        Recipe(family="bert", bags_per_row=-1)

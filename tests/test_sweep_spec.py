@@ -15,7 +15,7 @@ from scaling.recipe import Recipe, candidates
 from scaling.runspec import SpecError
 from scaling.sweep.plan import budget_tag, choose_sizes, make_plan, run_id
 from scaling.sweep.spec import load_sweep, parse_sweep
-from scaling.sweep.state import check_sweep_record, collect
+from scaling.sweep.state import check_sweep_record, collect, fit_window
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -249,6 +249,17 @@ def test_a_changed_spec_under_the_same_name_and_version_is_refused(prepared, tmp
         sweep.folder(),
         "hash",
     )  # resources do not decide results
+    # Nor does how the table is fitted: [fit] window is kept in sweep.json (for `ehrscale fit`), and may change.
+    refit = parse_sweep(sweep_dict(prepared[0], runs_root=str(tmp_path), fit={"window": 3}), "t.toml")
+    assert refit.fit_window == 3.0 and "fit" not in refit.result_fields()
+    check_sweep_record(refit, sweep.folder(), "hash")
+    assert fit_window(sweep.folder() / "runs.parquet") == 3.0
+    check_sweep_record(sweep, sweep.folder(), "hash")
+    assert fit_window(sweep.folder() / "runs.parquet") is None
+    with pytest.raises(SpecError, match=r"t.toml: \[fit\] 'window' must be a factor above 1 in parameters"):
+        parse_sweep(sweep_dict(prepared[0], fit={"window": 1.0}), "t.toml")
+    with pytest.raises(SpecError, match=r"t.toml: \[fit\]: unknown key\(s\) windows"):
+        parse_sweep(sweep_dict(prepared[0], fit={"windows": 3}), "t.toml")
     changed = parse_sweep(
         sweep_dict(
             prepared[0],
@@ -516,12 +527,19 @@ def test_bag_families_plan_in_rows_of_packed_bags(prepared, family):
     sweep = parse_sweep(sweep_dict(prepared[0], family=family, budgets=[1e9], recipe=recipe), "t.toml")
     context = sweep.recipe.context
     plan = make_plan(sweep)
-    rows, _ = pack_bags(lengths, context)
+    rows, _ = pack_bags(lengths, context, sweep.recipe.bags_per_row)  # the loader's packing, its cap included
     assert plan.inputs.context == context and plan.inputs.rows_per_epoch == rows[-1] + 1
     assert plan.inputs.rows_per_epoch < len(lengths) * 0.5  # several bags to a row
     assert plan.inputs.vocab_size == (items if family == "labrador" else 1 + 11 * items + 1)
     for r in plan.runs:
         assert r.candidate.tokens == r.candidate.steps * 4 * context
+    assert not any("bags_per_row" in w for w in plan.warnings)  # 16 bags a row never binds on ~25-lab bags
+    capped = make_plan(
+        parse_sweep(
+            sweep_dict(prepared[0], family=family, budgets=[1e9], recipe={**recipe, "bags_per_row": 2}), "t.toml"
+        )
+    )
+    assert any(w.startswith("[recipe] bags_per_row = 2 packs the train bags into") for w in capped.warnings)
     too_short = parse_sweep(
         sweep_dict(prepared[0], family=family, budgets=[1e9], recipe={**recipe, "context": int(lengths.max()) - 1}),
         "t.toml",

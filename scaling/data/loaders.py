@@ -137,16 +137,18 @@ def _uniform(seed: int, epoch: int, index: np.ndarray) -> np.ndarray:
     return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def pack_bags(lengths: np.ndarray, context: int) -> tuple[np.ndarray, np.ndarray]:
-    """Next-fit packing of bags (in the given order) into rows of `context` slots: each bag's row and its first
-    slot. A bag never straddles two rows."""
+def pack_bags(lengths: np.ndarray, context: int, bags_per_row: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Next-fit packing of bags (in the given order) into rows of `context` slots, at most `bags_per_row` bags a
+    row (None: as many as fit): each bag's row and its first slot. A bag never straddles two rows."""
+    cap = bags_per_row or context
     rows, offsets = np.empty(len(lengths), np.int64), np.empty(len(lengths), np.int64)
-    row, used = 0, 0
+    row, used, count = 0, 0, 0
     for i, length in enumerate(lengths.tolist()):
-        if used + length > context:
-            row, used = row + 1, 0
+        if used + length > context or count == cap:
+            row, used, count = row + 1, 0, 0
         rows[i], offsets[i] = row, used
         used += length
+        count += 1
     return rows, offsets
 
 
@@ -166,7 +168,9 @@ class BagBatch:
     (0 = padding), and a lab attends only within its own bag. Labrador view: codes int32 (masked slot = mask id),
     values float32 (eCDF; 0 where null or masked), is_null / is_masked bool, and at each masked slot its targets
     (target_code int32, target_value float32; 0 elsewhere); BERT view: tokens int32 (masked slot = BERT mask id)
-    and target_token int32. All [R, T]."""
+    and target_token int32. All [R, T]. The masked slots of each row, in bag order, are `read_slots` int32 [R, B]
+    (B: the loader's bags per row; `read_valid` bool [R, B] is False on the padding entries, which point at slot
+    0): the heads read only these, so a step's head layers cost B slots a row, not T."""
 
     codes: np.ndarray
     values: np.ndarray
@@ -177,6 +181,8 @@ class BagBatch:
     target_value: np.ndarray
     tokens: np.ndarray
     target_token: np.ndarray
+    read_slots: np.ndarray
+    read_valid: np.ndarray
 
 
 class BagLoader:
@@ -186,7 +192,8 @@ class BagLoader:
     padding (the demo's bags average 25 labs, the longest 81). Bags keep to themselves through `segment_ids`, so a
     packed bag is computed exactly as if alone. `mask="epoch"` redraws the masked lab every epoch; `mask="fixed"`
     keeps one per bag (as Labrador). Mask ids: Labrador's is items + 1 (null is items + 2); BERT's is
-    1 + items * 11."""
+    1 + items * 11. `bags_per_row` caps the bags of a row (and so the masked slots the heads read); None: as many
+    as fit, and `read_slots` as wide as the row."""
 
     def __init__(
         self,
@@ -197,6 +204,7 @@ class BagLoader:
         seed: int = 0,
         mask: str = "epoch",
         shuffle: bool = True,
+        bags_per_row: int | None = None,
     ):
         if mask not in ("epoch", "fixed"):
             raise ValueError(f"mask must be 'epoch' or 'fixed', got {mask!r}")
@@ -210,6 +218,7 @@ class BagLoader:
         self.seed = seed
         self.mask = mask
         self.shuffle = shuffle
+        self.bags_per_row = bags_per_row
         values = np.asarray(bags.values)
         self.usable = np.flatnonzero((~np.isnan(values) & (np.asarray(bags.codes) > 0)).any(axis=1))
         self._epoch: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -231,7 +240,7 @@ class BagLoader:
         """The epoch's bag order, each bag's row and first slot, and the row count (kept for the epoch)."""
         if self._epoch is None or self._epoch[0] != epoch:
             order = np.random.default_rng([self.seed, epoch]).permutation(self.usable) if self.shuffle else self.usable
-            rows, offsets = pack_bags(np.asarray(self.bags.lengths)[order], self.context)
+            rows, offsets = pack_bags(np.asarray(self.bags.lengths)[order], self.context, self.bags_per_row)
             self._epoch = (epoch, order, rows, offsets)
         _, order, rows, offsets = self._epoch
         return order, rows, offsets, int(rows[-1]) + 1 if len(rows) else 0
@@ -261,7 +270,8 @@ class BagLoader:
         codes, values = np.zeros(shape, np.int32), np.full(shape, np.nan, np.float32)
         codes[at], values[at] = codes_in[bag_of, lab], values_in[bag_of, lab]
         segment_ids = np.zeros(shape, np.int32)
-        segment_ids[at] = (np.arange(len(index)) - np.searchsorted(row, row))[bag_of] + 1
+        column = np.arange(len(index)) - np.searchsorted(row, row)  # each bag's place in its row: 0, 1, ...
+        segment_ids[at] = column[bag_of] + 1
         is_null = np.isnan(values) & (codes > 0)
         is_masked = np.zeros(shape, bool)
         masked = (row, offset + masked_at)
@@ -277,6 +287,9 @@ class BagLoader:
         tokens[masked] = self.bert_mask_id
         codes[masked] = self.mask_id
         values = np.where(is_null | is_masked, 0.0, np.nan_to_num(values)).astype(np.float32)
+        read_slots = np.zeros((self.rows, min(self.bags_per_row or self.context, self.context)), np.int32)
+        read_valid = np.zeros(read_slots.shape, bool)
+        read_slots[row, column], read_valid[row, column] = masked[1], True
         return BagBatch(
             codes=codes,
             values=values,
@@ -287,4 +300,6 @@ class BagLoader:
             target_value=target_value,
             tokens=tokens,
             target_token=target_token,
+            read_slots=read_slots,
+            read_valid=read_valid,
         )

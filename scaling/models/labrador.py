@@ -29,6 +29,11 @@ def bag_mask(segment_ids: jax.Array) -> jax.Array:
     return same | jnp.eye(t, dtype=bool)[None]
 
 
+def read_at(x: jax.Array, slots: jax.Array) -> jax.Array:
+    """x [b, t, ...] at the slots [b, r] of each row: [b, r, ...]."""
+    return jnp.take_along_axis(x, slots.reshape(slots.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
 def one_bag_per_row(codes: jax.Array) -> jax.Array:
     """Segment ids of rows that hold one bag each (the probe's input): 1 on labs, 0 on padding."""
     return (codes > 0).astype(jnp.int32)
@@ -69,9 +74,13 @@ class Labrador(nnx.Module):
         x = self.blocks(x, bag_mask(segment_ids), None, dtype, unroll)
         return rms_norm(x, self.final_norm[...])
 
-    def __call__(self, codes, values, is_null, is_masked, segment_ids, dtype=jnp.float32, unroll: bool = False):
-        """Per slot: item logits [b, t, items] (item k is code k + 1) and the predicted eCDF value [b, t]."""
+    def __call__(
+        self, codes, values, is_null, is_masked, segment_ids, dtype=jnp.float32, unroll: bool = False, read_slots=None
+    ):
+        """Per slot: item logits [b, t, items] (item k is code k + 1) and the predicted eCDF value [b, t]; with
+        `read_slots` [b, r], at those slots only ([b, r, items], [b, r])."""
         h = self.hidden(codes, values, is_null, is_masked, segment_ids, dtype, unroll).astype(jnp.float32)
+        h = h if read_slots is None else read_at(h, read_slots)
         logits = self.categorical(jax.nn.relu(self.categorical_hidden(h)))
         read = jax.nn.relu(self.continuous_hidden(jnp.concatenate([h, jax.nn.softmax(logits, axis=-1)], axis=-1)))
         return logits, jax.nn.sigmoid(self.continuous(read))[..., 0]
@@ -94,11 +103,19 @@ def labrador_loss_rows(logits, value, is_masked, target_code, target_value, mse_
 
 def labrador_row_loss(model: Labrador, batch: dict, dtype) -> tuple[jax.Array, jax.Array]:
     """Labrador's loss on packed rows of masked bags: per bag, the masked item's cross-entropy plus the weighted
-    squared error of its value; per row, the sum over its bags and their count."""
-    b = batch
-    logits, value = model(b["codes"], b["values"], b["is_null"], b["is_masked"], b["segment_ids"], dtype)
+    squared error of its value; per row, the sum over its bags and their count. The heads run at the masked
+    slots only (`read_slots`)."""
+    b, slots = batch, batch["read_slots"]
+    logits, value = model(
+        b["codes"], b["values"], b["is_null"], b["is_masked"], b["segment_ids"], dtype, read_slots=slots
+    )
     return labrador_loss_rows(
-        logits, value, b["is_masked"], b["target_code"], b["target_value"], model.config.mse_weight
+        logits,
+        value,
+        b["read_valid"],
+        read_at(b["target_code"], slots),
+        read_at(b["target_value"], slots),
+        model.config.mse_weight,
     )
 
 
@@ -123,8 +140,10 @@ class Bert(nnx.Module):
         x = self.blocks(x, bag_mask(segment_ids), None, dtype, unroll)
         return rms_norm(x, self.final_norm[...])
 
-    def __call__(self, tokens, segment_ids, dtype=jnp.float32, unroll: bool = False) -> jax.Array:
+    def __call__(self, tokens, segment_ids, dtype=jnp.float32, unroll: bool = False, read_slots=None) -> jax.Array:
+        """Token logits per slot [b, t, vocab]; with `read_slots` [b, r], at those slots only [b, r, vocab]."""
         h = self.hidden(tokens, segment_ids, dtype, unroll)
+        h = h if read_slots is None else read_at(h, read_slots)
         b, t, d = h.shape
         logits = jnp.einsum("nd,dv->nv", h.reshape(b * t, d), self.head[...].astype(h.dtype))  # 2-D: see BlockStack
         return logits.reshape(b, t, -1).astype(jnp.float32)
@@ -144,10 +163,11 @@ def bert_loss_rows(logits, is_masked, target_token):
 
 
 def bert_row_loss(model: Bert, batch: dict, dtype) -> tuple[jax.Array, jax.Array]:
-    """BERT's masked-token cross-entropy on packed rows: per row, the sum over its bags and their count."""
-    return bert_loss_rows(
-        model(batch["tokens"], batch["segment_ids"], dtype), batch["is_masked"], batch["target_token"]
-    )
+    """BERT's masked-token cross-entropy on packed rows: per row, the sum over its bags and their count. The logits
+    are computed at the masked slots only (`read_slots`)."""
+    slots = batch["read_slots"]
+    logits = model(batch["tokens"], batch["segment_ids"], dtype, read_slots=slots)
+    return bert_loss_rows(logits, batch["read_valid"], read_at(batch["target_token"], slots))
 
 
 def bert_masked_predictions(model: Bert, batch: dict) -> tuple[jax.Array, jax.Array]:

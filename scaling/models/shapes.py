@@ -95,12 +95,16 @@ def labrador_params(c: EncoderConfig) -> tuple[int, int]:
 
 
 def labrador_extra_forward(c: EncoderConfig) -> float:
-    """Forward FLOPs per slot of Labrador's layers outside the block stack and the item logits: the value input,
-    the projection (+ ReLU, LayerNorm), the heads' hidden layers and the continuous head's inputs and output."""
+    """Forward FLOPs per slot of Labrador's input layers: the value input and the projection (+ ReLU, LayerNorm)."""
+    d = c.d_model
+    return float(2 * d + 2 * d * d + d + 8 * d)
+
+
+def labrador_read_forward(c: EncoderConfig) -> float:
+    """Forward FLOPs per read (masked) slot of Labrador's heads beyond the item logits: the categorical head's hidden
+    layer, the item probabilities, and the continuous head's hidden layer, output and sigmoid."""
     d, read = c.d_model, c.d_model + c.n_items
-    inputs = 2 * d + 2 * d * d + d + 8 * d
-    heads = 2 * d * d + d + 5 * c.n_items + 2 * read * read + read + 2 * read + 4
-    return float(inputs + heads)
+    return float(2 * d * d + d + 5 * c.n_items + 2 * read * read + read + 2 * read + 4)
 
 
 def bert_params(c: EncoderConfig) -> tuple[int, int]:

@@ -35,7 +35,9 @@ def _source(table: Path, from_spec: Path | None) -> tuple[dict, Recipe, int, int
         from scaling.families import FAMILIES
 
         try:
-            inputs = FAMILIES[sweep.family].inputs(PreparedDataset.open(sweep.data), sweep.recipe.context)
+            inputs = FAMILIES[sweep.family].inputs(
+                PreparedDataset.open(sweep.data), sweep.recipe.context, sweep.recipe.bags_per_row
+            )
         except DatasetError as error:
             raise NextGridError(f"{from_spec}: its dataset is needed for the vocabulary: {error}") from None
         fields = {

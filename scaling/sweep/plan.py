@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, field
 
 from scaling.data.dataset import ModelInputs, PreparedDataset
-from scaling.families import FAMILIES
+from scaling.families import BAGS, FAMILIES
 from scaling.recipe import Candidate, Recipe, candidates
 from scaling.runspec import Branch, RunSpec
 from scaling.sweep.spec import SweepSpec
@@ -153,9 +153,17 @@ def make_plan(
     dataset = dataset or PreparedDataset.open(sweep.data)
     for name in sweep.tasks:  # a task the dataset lacks fails at planning, not after the sweep's training
         dataset.resolve_task(name)
-    inputs = FAMILIES[sweep.family].inputs(dataset, sweep.recipe.context)
-    sized = dataclasses.replace(sweep.recipe, context=inputs.context)
+    family, recipe = FAMILIES[sweep.family], sweep.recipe
+    inputs = family.inputs(dataset, recipe.context, recipe.bags_per_row)
+    sized = dataclasses.replace(recipe, context=inputs.context)
     warnings, runs, ladder = [], [], {}
+    if family.data == BAGS and recipe.bags_per_row:  # a cap that splits rows spends slots on padding
+        uncapped = family.inputs(dataset, recipe.context).rows_per_epoch
+        if inputs.rows_per_epoch > 1.02 * uncapped:
+            warnings.append(
+                f"[recipe] bags_per_row = {recipe.bags_per_row} packs the train bags into "
+                f"{inputs.rows_per_epoch / uncapped - 1:.0%} more rows than no cap: raise it"
+            )
     for budget in sorted(sweep.budgets):
         accepted, rejected = candidates(sized, budget, inputs.vocab_size, sweep.convention, sweep.sizes.widths or None)
         ladder[budget] = tuple(

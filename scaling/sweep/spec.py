@@ -123,6 +123,10 @@ class SweepSpec:
     train: TrainSettings = field(default_factory=TrainSettings)
     resources: Resources = field(default_factory=Resources)
     retries: Retries = field(default_factory=Retries)
+    # [fit] window: how `ehrscale fit` (and plot, report, optimal) fits this sweep's table when no --window is given:
+    # each IsoFLOP parabola on the runs within this factor of its budget's best run's N (None: the analysis's 10x).
+    # Not in result_fields: it changes no run.
+    fit_window: float | None = None
     source: str = ""  # the file it came from, for messages
 
     def folder(self, runs_root: str | Path | None = None) -> Path:
@@ -176,7 +180,7 @@ _TOP = {
     "probe_train_rows": int,
     "dtype": str,
 }
-_TABLES = ("sizes", "recipe", "train", "resources", "retries")
+_TABLES = ("sizes", "recipe", "train", "resources", "retries", "fit")
 _REQUIRED = ("name", "version", "family", "data", "budgets")
 
 
@@ -250,6 +254,13 @@ def parse_sweep(source: dict, where: str) -> SweepSpec:
         lambda k, v: "must be 0 or more" if v < 0 else None,
     )
     resources.pop("hosts", None)  # 1, checked above
+    fit = check_table(
+        where,
+        "fit",
+        source.get("fit", {}),
+        {"window": float},
+        lambda k, v: None if math.isfinite(v) and v > 1 else "must be a factor above 1 in parameters",
+    )
     return SweepSpec(
         name=name,
         version=version,
@@ -269,6 +280,7 @@ def parse_sweep(source: dict, where: str) -> SweepSpec:
         train=train,
         resources=Resources(**resources),
         retries=Retries(**retries),
+        fit_window=float(fit["window"]) if "window" in fit else None,
         source=where,
     )
 

@@ -92,11 +92,14 @@ class RunState:
 
 
 def check_sweep_record(sweep: SweepSpec, folder: Path, data_hash: str) -> None:
-    """Write sweep.json, or refuse a spec that changed what decides the runs since it was written."""
+    """Write sweep.json, or refuse a spec that changed what decides the runs since it was written. The record also
+    keeps how the sweep's table is fitted (`fit`), which may change: it decides no run."""
     record = {"name": sweep.name, "version": sweep.version, "data_hash": data_hash, **sweep.result_fields()}
+    fit = {"fit": {"window": sweep.fit_window}} if sweep.fit_window else {}
     path = folder / SWEEP_RECORD
     if path.exists():
         old = json.loads(path.read_text())
+        old_fit = {"fit": old.pop("fit")} if "fit" in old else {}
         differ = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
         if differ:
             raise SpecError(
@@ -104,9 +107,20 @@ def check_sweep_record(sweep: SweepSpec, folder: Path, data_hash: str) -> None:
                 f"another spec (fields that differ: {', '.join(differ)}); raise 'version' for a new sweep, "
                 f"or delete {folder}"
             )
+        if old_fit != fit:
+            write_json(path, record | fit)
         return
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(path, record)
+    write_json(path, record | fit)
+
+
+def fit_window(table: Path) -> float | None:
+    """The [fit] window of the sweep whose runs.parquet `table` is (its sweep.json beside it), or None."""
+    path = Path(table).parent / SWEEP_RECORD
+    try:
+        return json.loads(path.read_text()).get("fit", {}).get("window")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def attempts(run_dir: Path) -> dict:
