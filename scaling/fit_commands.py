@@ -86,8 +86,9 @@ def _load_fits(
     from analysis.table import TableError, read
     from scaling.sweep.state import fit_window
 
-    if not window_given and fit_window(table):
-        options = dataclasses.replace(options, window=fit_window(table))
+    sweep_window = None if window_given else fit_window(table)
+    if sweep_window:
+        options = dataclasses.replace(options, window=sweep_window)
 
     try:
         data = read(table, dict(options.columns), options.budget_tolerance)
