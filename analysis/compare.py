@@ -70,7 +70,7 @@ def side_by_side(studies: list[Study]) -> list[str]:
         "|---|---:|---:|---:|---|---:|",
     ]
     for s in studies:
-        minima = budget_minima(s.table)
+        minima = budget_minima(s.table, s.fits.options.window)
         best = " -> ".join(f"{m['best_params']:,.0f}{'' if m['interior'] else ' (edge)'}" for m in minima)
         interior = sum(m["interior"] for m in minima)
         lines.append(
@@ -118,7 +118,7 @@ def comparison_figures(studies: list[Study], out: Path) -> list[Path]:
     paths = []
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for i, s in enumerate(studies):
-        minima = budget_minima(s.table)
+        minima = budget_minima(s.table, s.fits.options.window)
         inside = [m for m in minima if m["interior"]]
         edge = [m for m in minima if not m["interior"]]
         color = f"C{i}"

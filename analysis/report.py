@@ -19,7 +19,7 @@ import polars as pl
 from analysis.answers import optimal
 from analysis.downstream import AurocLaw, auroc_tasks, frontier, reference_auroc
 from analysis.fits import Fits
-from analysis.isoflop import IsoflopFit, parabola_vertex
+from analysis.isoflop import WINDOW, IsoflopFit, near_minimum, parabola_vertex
 from analysis.parametric import ParametricFit
 from analysis.table import Table
 
@@ -34,14 +34,16 @@ def interval_text(pair, digits: int = 3) -> str:
     return f"[{number(pair[0], digits)}, {number(pair[1], digits)}]" if pair else "(no interval: too few points)"
 
 
-def budget_minima(table: Table) -> list[dict]:
-    """Per budget: the lowest-loss run, its rank among the sizes, and whether the minimum is interior."""
+def budget_minima(table: Table, window: float | None = WINDOW) -> list[dict]:
+    """Per budget: the lowest-loss run, its rank among the sizes, and whether the minimum is interior (inside the
+    sizes, with a parabola through the runs of the fitting window curving up)."""
     rows = []
     for budget in table.budgets:
         group = table.frame.filter(pl.col("budget") == budget).sort("params")
         params, loss = group["params"].to_numpy(), group["loss"].to_numpy()
         best = int(np.argmin(loss))
-        curved = len(np.unique(params)) >= 3 and parabola_vertex(np.log(params), loss) is not None
+        near = near_minimum(np.log(params), loss, window)
+        curved = len(np.unique(params[near])) >= 3 and parabola_vertex(np.log(params[near]), loss[near]) is not None
         se = group["loss_se"].to_numpy() if "loss_se" in group.columns else np.full(len(loss), np.nan)
         rows.append(
             {
@@ -341,7 +343,7 @@ def render(
     """The report as markdown."""
     frame = table.frame
     iso, parametric, laws = fits.isoflop, fits.parametric, list(fits.auroc_laws)
-    minima = budget_minima(table)
+    minima = budget_minima(table, fits.options.window)
     conventions = sorted(frame["convention"].drop_nulls().unique().to_list()) if "convention" in frame.columns else []
     top = max(table.budgets)
     lines = [

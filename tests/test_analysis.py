@@ -741,3 +741,16 @@ def test_a_parabola_fitted_near_its_minimum_is_not_pulled_by_far_runs(tmp_path):
     assert "within 3x of its budget's best run's parameters; 16 run(s) beyond" in (tmp_path / "r.md").read_text()
     result = CliRunner().invoke(app, ["fit", str(path), "--window", "10", "--json", "--resamples", "10"])
     assert json.loads(result.output)["isoflop"]["budgets"][0]["left_out"] == 2
+
+
+def test_a_minimum_is_interior_by_the_runs_its_parabola_is_fitted_to():
+    """Labrador's 3e11 budget on the demo: the best run is the second of four sizes and the two largest are still on
+    the task's plateau; over all four a parabola turns over, over the fitting window (3x) it has a minimum."""
+    from analysis.report import budget_minima
+
+    rows = [
+        (n, 3e11 / (6 * n), loss, 3e11) for n, loss in ((16e3, 2.276), (32e3, 2.012), (87e3, 3.283), (283e3, 3.319))
+    ]
+    table = prepare(pl.DataFrame(rows, schema=["params", "tokens", "loss", "budget"], orient="row"))
+    assert budget_minima(table, None)[0]["interior"] is False  # every run: no upward curvature
+    assert budget_minima(table, 3.0)[0]["interior"] is True and budget_minima(table, 3.0)[0]["position"] == "inside"
