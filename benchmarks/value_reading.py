@@ -30,7 +30,7 @@ from sklearn.linear_model import Ridge  # noqa: E402
 
 from scaling.data.dataset import PreparedDataset  # noqa: E402
 from scaling.data.loaders import BagLoader  # noqa: E402
-from scaling.models.labrador import Labrador, labrador_row_loss  # noqa: E402
+from scaling.models.labrador import Labrador, labrador_row_loss, read_at  # noqa: E402
 from scaling.models.shapes import EncoderConfig  # noqa: E402
 from scaling.recipe import Recipe  # noqa: E402
 
@@ -98,12 +98,13 @@ def train(dataset: PreparedDataset, items: int, args, tell: bool) -> list[tuple[
         logits, value = m(
             b["codes"], b["values"], b["is_null"], b["is_masked"], b["segment_ids"], read_slots=b["read_slots"]
         )
-        at = lambda a: jnp.take_along_axis(a, b["read_slots"], axis=1)  # noqa: E731
         logp = jax.nn.log_softmax(logits, axis=-1)
-        ce = -jnp.take_along_axis(logp, jnp.maximum(at(b["target_code"]) - 1, 0)[..., None], axis=-1)[..., 0]
+        ce = -jnp.take_along_axis(
+            logp, jnp.maximum(read_at(b["target_code"], b["read_slots"]) - 1, 0)[..., None], axis=-1
+        )[..., 0]
         n = b["read_valid"].sum()
         return jnp.where(b["read_valid"], ce, 0).sum() / n, jnp.where(
-            b["read_valid"], (value - at(b["target_value"])) ** 2, 0
+            b["read_valid"], (value - read_at(b["target_value"], b["read_slots"])) ** 2, 0
         ).sum() / n
 
     @nnx.jit

@@ -200,7 +200,7 @@ def make_task(spec: RunSpec, dataset: PreparedDataset) -> Task:
         fields, tokens_per_step = TIMELINE_FIELDS, recipe.tokens_per_step
     else:
         items = dataset.lab_vocabulary().size
-        cap = recipe.bags_per_row or None
+        cap = recipe.bags_per_row  # 0: as many as fit
         train = BagLoader(dataset.bags("train"), items, recipe.batch_rows, context, seed=spec.seed, bags_per_row=cap)
         evaluation = BagLoader(
             dataset.bags(EVAL_SPLIT), items, EVAL_ROWS, context, seed=0, mask="fixed", shuffle=False, bags_per_row=cap

@@ -218,7 +218,7 @@ class BagLoader:
         self.seed = seed
         self.mask = mask
         self.shuffle = shuffle
-        self.bags_per_row = bags_per_row
+        self.bags_per_row = min(bags_per_row or context, context)  # the width of read_slots
         values = np.asarray(bags.values)
         self.usable = np.flatnonzero((~np.isnan(values) & (np.asarray(bags.codes) > 0)).any(axis=1))
         self._epoch: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -287,7 +287,7 @@ class BagLoader:
         tokens[masked] = self.bert_mask_id
         codes[masked] = self.mask_id
         values = np.where(is_null | is_masked, 0.0, np.nan_to_num(values)).astype(np.float32)
-        read_slots = np.zeros((self.rows, min(self.bags_per_row or self.context, self.context)), np.int32)
+        read_slots = np.zeros((self.rows, self.bags_per_row), np.int32)
         read_valid = np.zeros(read_slots.shape, bool)
         read_slots[row, column], read_valid[row, column] = masked[1], True
         return BagBatch(
