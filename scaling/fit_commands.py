@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from scaling.console import UserError, console, out_console
 
@@ -97,7 +98,7 @@ def _load_fits(
         raise UserError(str(error)) from None
     if not quiet:
         for warning in data.warnings:
-            console.print(f"warning: {warning}", highlight=False, soft_wrap=True)
+            console.print(f"warning: {escape(warning)}", highlight=False, soft_wrap=True)
         if fits.isoflop_error:
             out_console.print(f"Approach 2 not available: {fits.isoflop_error}", highlight=False)
         console.print(how, highlight=False, soft_wrap=True)

@@ -516,7 +516,7 @@ def test_status_shows_a_submitted_sweeps_job_it_cannot_reach(prepared, tmp_path)
 
 
 @pytest.mark.parametrize("family", ["labrador", "bert"])
-def test_bag_families_plan_in_rows_of_packed_bags(prepared, family):
+def test_bag_families_plan_in_rows_of_packed_bags(prepared, family, tmp_path):
     from scaling.data.dataset import DatasetError, PreparedDataset
     from scaling.data.loaders import pack_bags
 
@@ -540,6 +540,21 @@ def test_bag_families_plan_in_rows_of_packed_bags(prepared, family):
         )
     )
     assert any(w.startswith("[recipe] bags_per_row = 2 packs the train bags into") for w in capped.warnings)
+    # As a user sees them: the [table] a message names is printed, not read as markup.
+    from test_train import write_toml
+    from typer.testing import CliRunner
+
+    from scaling.cli import app
+
+    capped_spec = write_toml(
+        tmp_path / "capped.toml",
+        sweep_dict(prepared[0], family=family, budgets=[1e9], recipe={**recipe, "bags_per_row": 2}),
+    )
+    result = CliRunner().invoke(app, ["sweep", "plan", str(capped_spec)], env={"COLUMNS": "300"})
+    assert "warning: [recipe] bags_per_row = 2 packs the train bags into" in result.output
+    bad = write_toml(tmp_path / "bad.toml", sweep_dict(prepared[0], family=family, budgets=[1e9], fit={"window": 0.5}))
+    result = CliRunner().invoke(app, ["sweep", "plan", str(bad)])
+    assert result.exit_code == 2 and "bad.toml: [fit] 'window' must be a factor above 1" in result.output
     too_short = parse_sweep(
         sweep_dict(prepared[0], family=family, budgets=[1e9], recipe={**recipe, "context": int(lengths.max()) - 1}),
         "t.toml",

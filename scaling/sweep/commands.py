@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from scaling.console import UserError, console, out_console
@@ -124,7 +125,7 @@ def plan_command(
     else:
         out_console.print("no measured throughput yet: pass --measure to time each width here", highlight=False)
     for warning in plan.warnings:
-        out_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        out_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)  # a [recipe] shows as written
 
 
 def _cpu_count() -> int:
