@@ -61,7 +61,10 @@ class Decoder(nnx.Module):
 def next_token_loss_rows(logits: jax.Array, targets: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Per row: summed cross-entropy (nats) over positions where mask is True, and how many there are."""
     logp = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    # The target's log-probability picked by a one-hot product, not a gather: the gather's gradient is a scatter
+    # into a zeroed [b, t, vocab] buffer, which made a width-64 step 1.6x slower on XLA's CPU backend (measured;
+    # neutral at other widths).
+    nll = -jnp.sum(logp * jax.nn.one_hot(targets, logits.shape[-1], dtype=logp.dtype), axis=-1)
     mask = mask.astype(jnp.float32)
     return jnp.sum(nll * mask, axis=1), jnp.sum(mask, axis=1)
 
