@@ -31,6 +31,7 @@ from scaling.fit_commands import (
 )
 from scaling.runspec import PROBE_TRAIN_ROWS
 from scaling.sweep.commands import collect_command, sweep_app
+from scaling.track_command import track_command
 
 app = typer.Typer(
     help="Scaling-law experiments for EHR foundation models.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -45,6 +46,7 @@ app.command("next-grid")(next_grid_command)
 app.command("plot")(plot_command)
 app.command("report")(report_command)
 app.command("lr-fit")(lr_fit_command)
+app.command("track")(track_command)
 
 
 def _print_version(value: bool) -> None:
@@ -353,3 +355,42 @@ def eval_command(
         )
     except (SpecError, DatasetError, RunError) as error:
         raise UserError(str(error)) from None
+
+
+@app.command("export")
+def export_command(
+    run_dir: Annotated[Path | None, typer.Argument(help="A finished run folder.")] = None,
+    out: Annotated[Path | None, typer.Option(help="The export folder to write.")] = None,
+    data_terms: Annotated[
+        str | None,
+        typer.Option(help="The data-use terms for the model card (default: from the source: synthetic, MIMIC-IV)."),
+    ] = None,
+    load: Annotated[
+        Path | None, typer.Option(help="Rebuild the model from an export folder and say what it is.")
+    ] = None,
+) -> None:
+    """Write a run's weights (safetensors), config, tokenizer files and model card; or --load one back."""
+    from scaling.data.dataset import DatasetError
+    from scaling.export import export_run, load_exported
+    from scaling.runspec import SpecError
+    from scaling.train import RunError
+
+    try:
+        if load is not None:
+            if run_dir is not None or out is not None:
+                raise UserError("--load takes an export folder alone (no RUN_DIR, no --out)")
+            import jax
+            from flax import nnx
+
+            model = load_exported(load)
+            params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+            out_console.print(
+                f"{load}: {type(model).__name__} with {params:,} parameters, {model.config}", highlight=False
+            )
+            return
+        if run_dir is None or out is None:
+            raise UserError("give a finished run folder and --out (or --load an export folder)")
+        folder = export_run(run_dir, out, data_terms)
+    except (SpecError, DatasetError, RunError, FileNotFoundError) as error:
+        raise UserError(str(error)) from None
+    out_console.print(f"wrote {folder}: model.safetensors, config.json, tokenizer/, README.md", highlight=False)

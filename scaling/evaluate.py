@@ -14,7 +14,6 @@ data and never enter a run folder.
 """
 
 import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -33,9 +32,9 @@ from scaling.data.labbags import bags_before
 from scaling.data.meds_io import SPLITS
 from scaling.families import BAGS, FAMILIES, TIMELINES, Family
 from scaling.probe import Split, fit_probe
-from scaling.record import EVAL, RESULT, eval_document, read_eval
-from scaling.runspec import RunSpec, parse_spec
-from scaling.train import RunError, restore_model
+from scaling.record import EVAL, eval_document, read_eval
+from scaling.runspec import RunSpec
+from scaling.train import RunError, finished_run, restore_model
 
 BATCH = 128
 BAG_SLOTS_STEP = 16  # a probe batch of bags is padded to a multiple of this many slots
@@ -198,13 +197,7 @@ def evaluate(
 
     `train_rows` caps the probe's training rows (default: the spec's probe_train_rows; 0: all)."""
     out = Path(out)
-    if not (out / RESULT).exists():
-        raise RunError(f"{out}: no result.json, so the run has not finished; train it first")
-    record = json.loads((out / "spec.json").read_text())
-    spec = parse_spec(record["spec"], str(out / "spec.json"))
-    result = json.loads((out / RESULT).read_text())
-    if result["status"] != "ok":
-        raise RunError(f"{out}: the run is {result['status']}; nothing to evaluate")
+    spec, _ = finished_run(out, "evaluate")
     dataset = PreparedDataset.open(spec.data)
     tasks = tuple(dataset.resolve_task(t) for t in (tasks or spec.tasks or dataset.task_names(with_labels=True)))
     if not tasks:

@@ -20,10 +20,13 @@ eval_batches = 8
 checkpoint_every = 50
 keep_checkpoints = 2
 log_every = 10
+
+[tracking]                    # curves beside metrics.jsonl (docs/tracking.md)
+backends = ["tensorboard"]    # tensorboard | wandb
 ```
 
 The fingerprint hashes what changes the result (family, shape, data, tokens, optimiser, seed,
-dtype); not the cadence of logs, evaluations and checkpoints, nor resources.
+dtype); not the cadence of logs, evaluations and checkpoints, nor trackers, nor resources.
 """
 
 import dataclasses
@@ -60,6 +63,20 @@ class TrainSettings:
     log_every: int = 10
 
 
+TRACKERS = ("tensorboard", "wandb")
+WANDB_MODES = ("offline", "online")
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Where a run's curves go besides its metrics.jsonl, which is always written (does not change the result)."""
+
+    backends: tuple[str, ...] = ()  # of TRACKERS: TensorBoard event files in the run folder, a W&B run
+    project: str = "ehrscale"  # the W&B project
+    wandb_mode: str = "offline"  # offline: a run folder to `wandb sync` later, no network; online: needs a login
+    group: str = ""  # the tracker's group; a sweep's runs get "<sweep name>/v<version>"
+
+
 @dataclass(frozen=True)
 class Branch:
     """Where a WSD branch starts: the state of the trunk run `trunk` (a sibling folder) at `step`, its decay's start.
@@ -90,6 +107,7 @@ class RunSpec:
     branch_points: tuple[int, ...] = ()  # a trunk's: the steps whose state it keeps for its branches
     recipe: Recipe = field(default_factory=Recipe)
     train: TrainSettings = field(default_factory=TrainSettings)
+    tracking: Tracking = field(default_factory=Tracking)
 
     def steps_spent(self, steps: int) -> float:
         """The steps of a run of `steps` steps that its compute pays for: all of them; a branch's own plus its share
@@ -186,9 +204,24 @@ def canonical_tasks(tasks) -> tuple[str, ...]:
     return tuple(ALIASES.get(t, t) for t in tasks)
 
 
-def check_common(source: dict, where: str) -> tuple[Recipe, TrainSettings]:
+def check_tracking(where: str, values) -> Tracking:
+    """The [tracking] table: known backends, W&B's mode."""
+
+    def check(key, value):
+        if key == "backends" and not all(b in TRACKERS for b in value):
+            return f"must list backends among {', '.join(TRACKERS)} (metrics.jsonl is always written)"
+        if key == "wandb_mode" and value not in WANDB_MODES:
+            return f"must be {' or '.join(WANDB_MODES)}"
+        return None
+
+    kinds = {"backends": list, "project": str, "wandb_mode": str, "group": str}
+    values = check_table(where, "tracking", values, kinds, check)
+    return Tracking(**{k: tuple(dict.fromkeys(v)) if k == "backends" else v for k, v in values.items()})
+
+
+def check_common(source: dict, where: str) -> tuple[Recipe, TrainSettings, Tracking]:
     """What run and sweep specs share, checked one way for both: family, convention, dtype, tasks, probe rows,
-    and the [recipe] and [train] tables."""
+    and the [recipe], [train] and [tracking] tables."""
     if source.get("family", "timeline") not in FAMILIES:
         raise SpecError(f"{where}: 'family' must be one of {', '.join(FAMILIES)}, got {source['family']!r}")
     if source.get("convention", "exact") not in CONVENTIONS:
@@ -218,15 +251,16 @@ def check_common(source: dict, where: str) -> tuple[Recipe, TrainSettings]:
         )
     except (ValueError, TypeError) as error:
         raise SpecError(f"{where}: [recipe]: {error}") from error
-    return recipe, TrainSettings(**train)
+    return recipe, TrainSettings(**train), check_tracking(where, source.get("tracking", {}))
 
 
 def parse_spec(source: dict, where: str) -> RunSpec:
     """A validated RunSpec from parsed TOML (or a run folder's spec.json); `where` names the file in messages."""
-    unknown = sorted(set(source) - set(_TOP) - {"recipe", "train"})
+    unknown = sorted(set(source) - set(_TOP) - {"recipe", "train", "tracking"})
     if unknown:
         raise SpecError(
-            f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_TOP))}, [recipe], [train])"
+            f"{where}: unknown key(s) {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(_TOP))}, [recipe], [train], [tracking])"
         )
     for key in _REQUIRED:
         if key not in source:
@@ -242,7 +276,7 @@ def parse_spec(source: dict, where: str) -> RunSpec:
     recipe = source.get("recipe", {})
     if isinstance(recipe, dict) and recipe.get("family") == source.get("family", "timeline"):  # as spec.json stores it
         source = {**source, "recipe": {k: v for k, v in recipe.items() if k != "family"}}
-    recipe, train = check_common(source, where)
+    recipe, train, tracking = check_common(source, where)
     top = {k: tuple(v) if isinstance(v, list) else v for k, v in source.items() if k in _TOP}
     if top.get("budget") is not None:
         top["budget"] = float(top["budget"])
@@ -253,7 +287,7 @@ def parse_spec(source: dict, where: str) -> RunSpec:
             top["branch"] = Branch(**top["branch"])
         except TypeError as error:
             raise SpecError(f"{where}: 'branch' must have trunk, step and trunk_share_steps: {error}") from None
-    return RunSpec(**top, recipe=recipe, train=train)
+    return RunSpec(**top, recipe=recipe, train=train, tracking=tracking)
 
 
 def read_toml(path: Path, kind: str = "spec") -> dict:

@@ -34,7 +34,8 @@ from scaling.hardware import matmul_peak_flops
 from scaling.models.decoder import Decoder, decoder_row_loss
 from scaling.recipe import Recipe
 from scaling.record import RESULT, RESULT_FORMAT
-from scaling.runspec import RunSpec
+from scaling.runspec import RunSpec, parse_spec
+from scaling.tracking import JsonlMetrics, Trackers
 
 EVAL_ROWS = 16  # rows per evaluation batch, in the split's fixed order: the evaluation set is a function of the dataset
 EVAL_SPLIT = "tuning"  # the split every run's loss is measured on (held_out is kept for the downstream probes)
@@ -250,8 +251,15 @@ def _check_spec(out: Path, spec_record: dict) -> None:
         )
 
 
-def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flops: float | None = None) -> dict:
-    """Train (or resume, or skip if finished) one run; return its result."""
+def train(
+    spec: RunSpec,
+    out: Path,
+    log: Callable[[str], None] = print,
+    peak_flops: float | None = None,
+    trackers: Trackers | None = None,
+) -> dict:
+    """Train (or resume, or skip if finished) one run; return its result. Each logged step goes to metrics.jsonl
+    and to `trackers` (whose owner finishes them)."""
     out = Path(out)
     dataset = PreparedDataset.open(spec.data)
     for name in spec.tasks:  # a task the dataset lacks fails now, not after training
@@ -324,8 +332,7 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
         params = jax.device_put(state["params"], replicated)
         opt_state = jax.device_put(state["opt_state"], replicated)
     points = _branch_point_manager(out) if spec.branch_points else None
-    metrics_path = out / "metrics.jsonl"
-    _truncate_metrics(metrics_path, start)
+    metrics = JsonlMetrics(out, start)
 
     def evaluate(batches: list[dict]) -> LossEstimate:
         parts = [
@@ -341,7 +348,7 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
     status, train_loss, final = "ok", float("nan"), LossEstimate(float("nan"), float("nan"), 0, 0)
     started = time.perf_counter()
     window_start, window_tokens = time.perf_counter(), 0
-    with open(metrics_path, "a") as metrics:
+    try:
         for step in range(start, steps):
             batch = jax.device_put(task.train_batch(step), sharded)
             params, opt_state, loss, grad_norm = train_step(params, opt_state, batch, constants)
@@ -364,7 +371,9 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
                 }
                 if not math.isfinite(train_loss):
                     status = "diverged"
-                    metrics.write(json.dumps(row) + "\n")
+                    metrics.log(row)
+                    if trackers is not None:
+                        trackers.log(done, row)
                     log(f"{out}: loss {train_loss} at step {done:,}: diverged")
                     break
                 if last:  # the loss the fits use: every evaluation row (spec.train.eval_rows)
@@ -372,13 +381,16 @@ def train(spec: RunSpec, out: Path, log: Callable[[str], None] = print, peak_flo
                     row["eval_loss"], row["eval_loss_se"] = final.mean, final.se
                 elif done % spec.train.eval_every == 0:  # the curve: the first eval_batches of the same rows
                     row["eval_loss"] = evaluate(task.eval_batches[: spec.train.eval_batches]).mean
-                metrics.write(json.dumps(row) + "\n")
-                metrics.flush()
+                metrics.log(row)
+                if trackers is not None:
+                    trackers.log(done, row)
                 window_start, window_tokens = time.perf_counter(), 0
             if points is not None and done in spec.branch_points:  # before the step's checkpoint: see _branch_point
                 points.save(done, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state}))
             if done % spec.train.checkpoint_every == 0 or last:
                 manager.save(done, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state}))
+    finally:
+        metrics.close()
     manager.wait_until_finished()
     manager.close()
     if points is not None:
@@ -501,12 +513,18 @@ def _branch_point(trunk_dir: Path, step: int, params, opt_state) -> dict:
         manager.close()
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines past the step a resumed run restarts from (they will be written again)."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in keep))
+def finished_run(out: Path, purpose: str) -> tuple[RunSpec, dict]:
+    """The spec and result of a run folder whose training finished ok, or a RunError saying why it cannot be
+    used to `purpose` (evaluate, export)."""
+    out = Path(out)
+    if not (out / RESULT).exists():
+        raise RunError(f"{out}: no result.json, so the run has not finished; train it before you {purpose} it")
+    record = json.loads((out / "spec.json").read_text())
+    spec = parse_spec(record["spec"], str(out / "spec.json"))
+    result = json.loads((out / RESULT).read_text())
+    if result["status"] != "ok":
+        raise RunError(f"{out}: the run is {result['status']}; nothing to {purpose}")
+    return spec, result
 
 
 def restore_model(out: Path, spec: RunSpec, dataset: PreparedDataset) -> nnx.Module:

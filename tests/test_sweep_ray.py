@@ -70,7 +70,8 @@ def quiet(_):
 
 @pytest.mark.faults
 def test_a_sweep_runs_once_and_a_second_run_trains_nothing(ray_cluster, prepared, synth, tmp_path):
-    sweep = parse_sweep(sweep_source(prepared[0], tmp_path), "tiny.toml")
+    # tracked in TensorBoard too: its event files are scanned for identifiers with the rest
+    sweep = parse_sweep(sweep_source(prepared[0], tmp_path, tracking={"backends": ["tensorboard"]}), "tiny.toml")
     summary = run_sweep(sweep, log=quiet)
     assert summary.progress.done == 6 and not summary.failed
     frame = pl.read_parquet(summary.runs_table)
@@ -112,9 +113,10 @@ def test_a_sweep_runs_once_and_a_second_run_trains_nothing(ray_cluster, prepared
     scanned = [
         p
         for p in [*summary.folder.rglob("*"), *figures.rglob("*"), tmp_path / "report.md"]
-        if p.is_file() and p.suffix in (".json", ".jsonl", ".log", ".svg", ".md")
+        if p.is_file() and (p.suffix in (".json", ".jsonl", ".log", ".svg", ".md") or "tfevents" in p.name)
     ]
     assert any(p.suffix == ".svg" for p in scanned) and any(p.suffix == ".md" for p in scanned)
+    assert len([p for p in scanned if "tfevents" in p.name]) == 6  # one tracker run a run, in its folder
     # The held-out predictions name subjects: they went to the data folder, not into any run folder.
     assert [p.name for p in summary.folder.rglob("*.parquet")] == ["runs.parquet"]
     for run_id in frame["run_id"]:  # a scored task's predictions are in the data folder (this cohort may be too small)
@@ -122,7 +124,7 @@ def test_a_sweep_runs_once_and_a_second_run_trains_nothing(ray_cluster, prepared
         if entry["probe"]["status"] == "ok":
             assert Path(entry["predictions"]["path"]).is_relative_to(prepared[0] / "predictions")
     for path in scanned:
-        words = set(re.split(r"[^0-9]+", path.read_text()))
+        words = set(re.split(r"[^0-9]+", path.read_bytes().decode("latin-1")))
         assert not (words & identifiers), path
 
 

@@ -211,6 +211,7 @@ def make_plan(
                         budget=budget,
                         recipe=dataclasses.replace(sweep.recipe, lr_multiplier=sweep.recipe.lr_multiplier * multiplier),
                         train=sweep.train,
+                        tracking=dataclasses.replace(sweep.tracking, group=f"{sweep.name}/v{sweep.version}"),
                     )
                     planned = PlannedRun(
                         run_id=rid,

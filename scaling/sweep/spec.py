@@ -27,6 +27,7 @@ widths = [8, 12]
 
 [recipe]                       # any field of scaling.recipe.Recipe
 [train]                        # cadence of logs, evaluations, checkpoints (scaling.runspec.TrainSettings)
+[tracking]                     # backends = ["tensorboard", "wandb"]: each run's curves (docs/tracking.md)
 [resources]                    # per run: cpus, gpus, tpus (chips), accelerator_type
 [retries]                      # preemptions (worker lost) and failures (an error), counted apart
 ```
@@ -44,6 +45,7 @@ from scaling.recipe import Recipe
 from scaling.runspec import (
     PROBE_TRAIN_ROWS,
     SpecError,
+    Tracking,
     TrainSettings,
     canonical_tasks,
     check_common,
@@ -121,6 +123,7 @@ class SweepSpec:
     sizes: Sizes = field(default_factory=Sizes)
     recipe: Recipe = field(default_factory=Recipe)
     train: TrainSettings = field(default_factory=TrainSettings)
+    tracking: Tracking = field(default_factory=Tracking)  # each run's tracker runs, grouped "<name>/v<version>"
     resources: Resources = field(default_factory=Resources)
     retries: Retries = field(default_factory=Retries)
     # [fit] window: how `ehrscale fit` (and plot, report, optimal) fits this sweep's table when no --window is given:
@@ -180,7 +183,7 @@ _TOP = {
     "probe_train_rows": int,
     "dtype": str,
 }
-_TABLES = ("sizes", "recipe", "train", "resources", "retries", "fit")
+_TABLES = ("sizes", "recipe", "train", "tracking", "resources", "retries", "fit")
 _REQUIRED = ("name", "version", "family", "data", "budgets")
 
 
@@ -212,7 +215,7 @@ def parse_sweep(source: dict, where: str) -> SweepSpec:
     seeds = source.get("seeds", [0])
     if not seeds or not all(type_ok(s, int) and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise SpecError(f"{where}: 'seeds' must be a non-empty list of distinct non-negative integers, got {seeds!r}")
-    recipe, train = check_common(source, where)
+    recipe, train, tracking = check_common(source, where)
     multipliers = source.get("lr_multipliers", [1.0])
     if (
         not multipliers
@@ -278,6 +281,7 @@ def parse_sweep(source: dict, where: str) -> SweepSpec:
         sizes=Sizes(**{k: tuple(v) if isinstance(v, list) else v for k, v in sizes.items()}),
         recipe=recipe,
         train=train,
+        tracking=tracking,
         resources=Resources(**resources),
         retries=Retries(**retries),
         fit_window=float(fit["window"]) if "window" in fit else None,
