@@ -98,6 +98,8 @@ def export_run(run_dir: Path, out: Path, data_terms: str | None = None) -> Path:
 def load_exported(folder: Path) -> nnx.Module:
     """The model an export folder describes, with its weights (nothing else is read)."""
     folder = Path(folder)
+    if not (folder / CONFIG).exists() or not (folder / WEIGHTS).exists():
+        raise RunError(f"{folder}: not an export folder (it needs {CONFIG} and {WEIGHTS}: `ehrscale export RUN --out`)")
     config = json.loads((folder / CONFIG).read_text())
     if config.get("format") != EXPORT_FORMAT:
         raise RunError(f"{folder / CONFIG}: format {config.get('format')!r}, this ehrscale reads {EXPORT_FORMAT}")

@@ -83,6 +83,8 @@ def test_export_refuses_what_it_cannot_export(prepared, tmp_path, exported):
     (broken / WEIGHTS).write_bytes((folder / WEIGHTS).read_bytes())
     with pytest.raises(RunError, match="has shape"):
         load_exported(broken)
+    with pytest.raises(RunError, match="not an export folder"):
+        load_exported(tmp_path / "out")
 
 
 def test_the_command_exports_and_loads(exported, tmp_path):
