@@ -334,6 +334,12 @@ def train(
     points = _branch_point_manager(out) if spec.branch_points else None
     metrics = JsonlMetrics(out, start)
 
+    def log_row(row: dict) -> None:
+        """A logged step: into metrics.jsonl, the record, and to the trackers."""
+        metrics.log(row)
+        if trackers is not None:
+            trackers.log(row["step"], row)
+
     def evaluate(batches: list[dict]) -> LossEstimate:
         parts = [
             row_loss(params, jax.device_put(b, sharded if len(b[next(iter(b))]) % len(devices) == 0 else replicated))
@@ -371,9 +377,7 @@ def train(
                 }
                 if not math.isfinite(train_loss):
                     status = "diverged"
-                    metrics.log(row)
-                    if trackers is not None:
-                        trackers.log(done, row)
+                    log_row(row)
                     log(f"{out}: loss {train_loss} at step {done:,}: diverged")
                     break
                 if last:  # the loss the fits use: every evaluation row (spec.train.eval_rows)
@@ -381,9 +385,7 @@ def train(
                     row["eval_loss"], row["eval_loss_se"] = final.mean, final.se
                 elif done % spec.train.eval_every == 0:  # the curve: the first eval_batches of the same rows
                     row["eval_loss"] = evaluate(task.eval_batches[: spec.train.eval_batches]).mean
-                metrics.log(row)
-                if trackers is not None:
-                    trackers.log(done, row)
+                log_row(row)
                 window_start, window_tokens = time.perf_counter(), 0
             if points is not None and done in spec.branch_points:  # before the step's checkpoint: see _branch_point
                 points.save(done, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state}))
