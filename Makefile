@@ -8,6 +8,10 @@ EHRSCALE := $(VENV)/bin/ehrscale
 DEMO := out/demo
 DEMO_PATIENTS ?= 21500
 DEMO_RUNS := $(DEMO)/runs/demo/5
+# The MIMIC-IV tables the demo reads: the core ones. The ICU charts, omr, emar, microbiology and DRGs are read by
+# default (docs/data.md), but the synthetic ones (microbiology aside) do not yet follow the latent patient state (issue 18), so the
+# demo's study leaves them out; with them its grids would have to be sized and run again.
+DEMO_SOURCE_TABLES := icustays,transfers,diagnoses_icd,procedures_icd,prescriptions,labevents
 # The three grids of the built-in study (sweeps/*.toml): the timeline decoder, Labrador and BERT on lab bags.
 DEMO_TABLES := $(DEMO_RUNS)/runs.parquet $(DEMO)/runs/labrador-demo/5/runs.parquet $(DEMO)/runs/bert-demo/4/runs.parquet
 
@@ -25,7 +29,7 @@ demo: $(VENV)/.synced
 	@if [ -f $(DEMO)/mimic/hosp/patients.csv.gz ]; then echo "reusing the synthetic MIMIC-IV in $(DEMO)/mimic"; \
 	else $(EHRSCALE) data synth --out $(DEMO)/mimic --patients $(DEMO_PATIENTS) --seed 0; fi
 	@if [ -f $(DEMO)/prep/manifest.json ]; then echo "reusing the prepared dataset in $(DEMO)/prep"; \
-	else $(EHRSCALE) data prepare --mimic $(DEMO)/mimic --out $(DEMO)/prep; fi
+	else $(EHRSCALE) data prepare --mimic $(DEMO)/mimic --out $(DEMO)/prep --tables $(DEMO_SOURCE_TABLES); fi
 	$(EHRSCALE) sweep run sweeps/demo.toml
 	$(EHRSCALE) sweep run sweeps/labrador-demo.toml
 	$(EHRSCALE) sweep run sweeps/bert-demo.toml

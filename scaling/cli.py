@@ -109,6 +109,16 @@ def prepare(
     min_code_count: Annotated[
         int, typer.Option(min=1, help="Train count below which a code becomes UNK//<category>.")
     ] = TokenizerConfig.min_code_count,
+    dense_minutes: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="A timeline keeps one event of a dense code (--dense-categories) per this many minutes; 0 keeps all.",
+        ),
+    ] = TokenizerConfig.dense_minutes,
+    dense_categories: Annotated[
+        str, typer.Option(help="Code categories thinned by --dense-minutes, comma-separated (the part before //).")
+    ] = ",".join(TokenizerConfig.dense_categories),
     bag_min_count: Annotated[
         int, typer.Option(min=1, help="Train rows a lab item needs to enter the bag vocabulary.")
     ] = BagConfig.min_code_count,
@@ -135,6 +145,13 @@ def prepare(
     events_only: Annotated[
         bool, typer.Option(help="Stop after the MEDS events (no timelines, bags or tasks).")
     ] = False,
+    tables: Annotated[
+        str | None,
+        typer.Option(
+            help="With --mimic: the tables to read beside patients and admissions, comma-separated (labevents,"
+            "chartevents,...; docs/data.md lists them). Default: every one present."
+        ),
+    ] = None,
     labels: Annotated[
         list[str] | None,
         typer.Option(
@@ -172,7 +189,13 @@ def prepare(
         overwrite=overwrite,
         events_only=events_only,
         labels=label_sources,
-        tokenizer=TokenizerConfig(quantiles=quantiles, min_code_count=min_code_count),
+        tables=tuple(t.strip() for t in tables.split(",") if t.strip()) if tables is not None else None,
+        tokenizer=TokenizerConfig(
+            quantiles=quantiles,
+            min_code_count=min_code_count,
+            dense_minutes=dense_minutes,
+            dense_categories=tuple(c.strip() for c in dense_categories.split(",") if c.strip()),
+        ),
         bags=BagConfig(
             min_code_count=bag_min_count,
             min_labs=bag_min_labs,
@@ -208,6 +231,9 @@ def print_manifest(manifest: dict, out: Path) -> None:
             "; ".join(x for x in (reasons, warnings) if x),
         )
     out_console.print(table)
+    absent = manifest["source"].get("tables", {}).get("absent")
+    if absent:
+        out_console.print(f"not in the source, so not read: {', '.join(absent)}", highlight=False)
     counts = manifest["counts"]
     splits = ", ".join(f"{k} {v:,}" for k, v in counts["subjects_by_split"].items())
     out_console.print(
@@ -256,15 +282,19 @@ def inspect(
     split: Annotated[str, typer.Option(help="Split of the timeline to decode.")] = "held_out",
     index: Annotated[int, typer.Option(min=0, help="Which subject of the split to decode (0 = first).")] = 0,
     tokens: Annotated[int, typer.Option(min=1, help="How many tokens of the timeline to show.")] = 80,
+    icu_day: Annotated[
+        bool, typer.Option(help="Decode the first 24 h of an ICU stay (the first subject from --index on with one).")
+    ] = False,
 ) -> None:
     """Dataset statistics and one decoded timeline (codes with their descriptions)."""
     from scaling.data.dataset import DatasetError, PreparedDataset
-    from scaling.data.inspect import decode_timeline, describe
+    from scaling.data.inspect import decode_icu_day, decode_timeline, describe
 
     try:
         dataset = PreparedDataset.open(prep)
         out_console.print(describe(dataset), highlight=False)
-        out_console.print(decode_timeline(dataset, split, index, tokens), highlight=False)
+        decode = decode_icu_day if icu_day else decode_timeline
+        out_console.print(decode(dataset, split, index, tokens), highlight=False)
     except (DatasetError, IndexError, ValueError) as error:
         raise UserError(str(error)) from None
 

@@ -219,15 +219,30 @@ def test_column_order_and_extra_columns_do_not_matter(synth, tmp_path, prepared)
 def test_missing_file_names_the_file_and_what_to_pass(synth, tmp_path):
     root = tmp_path / "m"
     shutil.copytree(synth, root)
-    (root / "hosp/prescriptions.csv.gz").unlink()
+    (root / "hosp/admissions.csv.gz").unlink()
     with pytest.raises(
         SourceError,
-        match=r"missing table hosp/prescriptions: neither .*prescriptions.csv.gz nor .*prescriptions.csv exists\. "
+        match=r"missing table hosp/admissions: neither .*admissions.csv.gz nor .*admissions.csv exists\. "
         r"Pass --mimic",
     ):
         prepare(PrepareConfig(out=tmp_path / "out", mimic=root))
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary folder left behind
+
+
+@pytest.mark.faults
+def test_a_table_asked_for_must_be_there_and_an_absent_one_is_recorded(synth, tmp_path):
+    root = tmp_path / "m"
+    shutil.copytree(synth, root)
+    (root / "hosp/prescriptions.csv.gz").unlink()
+    with pytest.raises(SourceError, match=r"--tables asks for hosp/prescriptions, which the source does not have"):
+        prepare(PrepareConfig(out=tmp_path / "out", mimic=root, tables=("labevents", "prescriptions")))
+    with pytest.raises(SourceError, match=r"--tables: unknown table\(s\) notes; the tables ehrscale reads are icu"):
+        prepare(PrepareConfig(out=tmp_path / "out", mimic=root, tables=("notes",)))
+    manifest = prepare(PrepareConfig(out=tmp_path / "out", mimic=root, events_only=True))
+    assert manifest["source"]["tables"]["absent"] == ["hosp/prescriptions"]
+    assert "hosp/prescriptions" not in manifest["tables"] and "hosp/prescriptions" not in manifest["source"]["files"]
+    assert not events(tmp_path / "out").filter(pl.col("code").str.starts_with("MEDICATION//")).height
 
 
 @pytest.mark.faults

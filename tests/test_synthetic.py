@@ -30,6 +30,12 @@ MIMIC_COLUMNS = {
     "form_unit_disp,doses_per_24_hrs,route",
     "hosp/transfers": "subject_id,hadm_id,transfer_id,eventtype,careunit,intime,outtime",
     "icu/icustays": "subject_id,hadm_id,stay_id,first_careunit,last_careunit,intime,outtime,los",
+    "hosp/omr": "subject_id,chartdate,seq_num,result_name,result_value",
+    "icu/chartevents": "subject_id,hadm_id,stay_id,caregiver_id,charttime,storetime,itemid,value,valuenum,valueuom,"
+    "warning",
+    "hosp/microbiologyevents": "microevent_id,subject_id,hadm_id,micro_specimen_id,order_provider_id,chartdate,"
+    "charttime,spec_itemid,spec_type_desc,test_seq,storedate,storetime,test_itemid,test_name,org_itemid,org_name,"
+    "isolate_num,quantity,ab_itemid,ab_name,dilution_text,dilution_comparison,dilution_value,interpretation,comments",
 }
 TIME = "%Y-%m-%d %H:%M:%S"
 

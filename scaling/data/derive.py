@@ -42,10 +42,13 @@ def derive(
     timeline_writer = timelines.TimelineWriter(prep / "timelines", vocab.dtype)
     bag_writer = labbags.BagWriter(prep / "labbags")
     bag_drops: Counter = Counter()
+    thinned = 0
     for number, shard in enumerate(shards, start=1):
         step(f"tokenising shard {number} of {len(shards)}")
         events = pl.read_parquet(shard, columns=["subject_id", "time", "code", "numeric_value", "text_value"])
-        timeline_writer.write(*timelines.tokenize(events, vocab), split_of=split_of)
+        sparse, left_out = timelines.thin_dense(events, tokenizer)
+        thinned += left_out
+        timeline_writer.write(*timelines.tokenize(sparse, vocab), split_of=split_of)
         if lab_vocab.size:
             bag_writer.write(labbags.make_bags(events, lab_vocab, bags, bag_drops), split_of)
     timeline_stats = timeline_writer.close()
@@ -86,7 +89,12 @@ def derive(
             }
     task_stats = tasks.write_tasks(prep / "tasks", task_labels, splits)
     return {
-        "tokenizer": {**asdict(tokenizer), "vocab_size": vocab.size, "token_dtype": vocab.dtype.name},
+        "tokenizer": {
+            **asdict(tokenizer),
+            "vocab_size": vocab.size,
+            "token_dtype": vocab.dtype.name,
+            "dense_events_left_out": thinned,
+        },
         "timelines": timeline_stats,
         "bags": {
             "config": asdict(bags),

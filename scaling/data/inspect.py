@@ -37,20 +37,13 @@ def describe(dataset: PreparedDataset) -> Table:
     return table
 
 
-def decode_timeline(dataset: PreparedDataset, split: str, index: int, limit: int) -> str:
-    """One subject's first tokens: time gaps, codes with descriptions, value tokens, one event per line."""
-    if split not in SPLITS:
-        raise ValueError(f"--split must be one of {', '.join(SPLITS)}")
-    timelines = dataset.timelines(split)
-    if index >= len(timelines):
-        raise IndexError(f"--index {index}: the {split} split has {len(timelines)} subjects")
-    tokens, _ = timelines.subject(index)
+def _render(tokens: list[int], dataset: PreparedDataset) -> list[str]:
+    """Tokens as lines: one event per line (code with its description, then its value tokens), gaps between."""
     vocab = dataset.vocabulary()
     descriptions = dict(dataset.codes().select("code", "description").iter_rows())
-    kinds = vocab.kinds
     lines, line = [], []
-    for token in np.asarray(tokens[:limit]).tolist():
-        text, kind = vocab.tokens[token], kinds[token]
+    for token in tokens:
+        text, kind = vocab.tokens[token], vocab.kinds[token]
         if kind in ("code", "unknown", "age") and line:
             lines.append(" ".join(line))
             line = []
@@ -64,5 +57,42 @@ def decode_timeline(dataset: PreparedDataset, split: str, index: int, limit: int
             line.append(f"[{text}]")
     if line:
         lines.append(" ".join(line))
+    return lines
+
+
+def _check(dataset: PreparedDataset, split: str, index: int):
+    if split not in SPLITS:
+        raise ValueError(f"--split must be one of {', '.join(SPLITS)}")
+    timelines = dataset.timelines(split)
+    if index >= len(timelines):
+        raise IndexError(f"--index {index}: the {split} split has {len(timelines)} subjects")
+    return timelines
+
+
+def decode_timeline(dataset: PreparedDataset, split: str, index: int, limit: int) -> str:
+    """One subject's first tokens: time gaps, codes with descriptions, value tokens, one event per line."""
+    tokens, _ = _check(dataset, split, index).subject(index)
     header = f"timeline of {split} subject #{index}: first {min(limit, len(tokens))} of {len(tokens):,} tokens"
-    return header + "\n" + "\n".join(lines)
+    return header + "\n" + "\n".join(_render(np.asarray(tokens[:limit]).tolist(), dataset))
+
+
+def decode_icu_day(dataset: PreparedDataset, split: str, index: int, limit: int) -> str:
+    """The first 24 h of an ICU stay, decoded: of the first subject from `index` on whose timeline has one."""
+    timelines = _check(dataset, split, index)
+    vocab = dataset.vocabulary()
+    icu = np.array([t.startswith("ICU_ADMISSION//") for t in vocab.tokens])
+    for subject in range(index, len(timelines)):
+        tokens, times = timelines.subject(subject)
+        starts = np.flatnonzero(icu[np.asarray(tokens, np.int64)])
+        if len(starts):
+            break
+    else:
+        raise ValueError(f"no {split} subject from #{index} on has an ICU stay (an ICU_ADMISSION token)")
+    first = int(starts[0])
+    day = np.flatnonzero((times >= times[first]) & (times < times[first] + 24 * 3600 * 10**6))
+    day = day[day >= first]
+    shown = day[:limit]
+    header = f"the first 24 h of an ICU stay of {split} subject #{subject}: {len(day):,} tokens" + (
+        f", the first {len(shown):,} shown" if len(shown) < len(day) else ""
+    )
+    return header + "\n" + "\n".join(_render(np.asarray(tokens)[shown].tolist(), dataset))

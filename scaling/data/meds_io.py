@@ -111,11 +111,10 @@ def write_subject_splits(
 
 def write_codes(root: Path, counts: pl.DataFrame, descriptions: pl.DataFrame) -> int:
     """metadata/codes.parquet: every code in the data with description, parent codes and counts."""
-    key = (
-        pl.when(pl.col("code").str.starts_with("LAB//"))
-        .then(pl.col("code").str.extract(r"^(LAB//[^/]*//)", 1))
-        .otherwise(pl.col("code"))
-    )
+    # Item codes (LAB//<itemid>//<unit>, and the ICU tables' CHART, INPUT, INPUT_START, OUTPUT) are described by
+    # their item whatever the unit; other codes by themselves.
+    item = pl.col("code").str.extract(r"^((?:LAB|CHART|INPUT|INPUT_START|OUTPUT)//[^/]*//)", 1)
+    key = pl.coalesce(item, pl.col("code"))
     joined = counts.with_columns(prefix=key).join(descriptions.unique("prefix", keep="first"), on="prefix", how="left")
     frame = joined.select(
         "code",
@@ -155,6 +154,14 @@ def _generic_description() -> pl.Expr:
         .then(pl.concat_str([pl.lit("Transfer: "), rest]))
         .when(code.str.starts_with("MEDICATION//"))
         .then(pl.concat_str([pl.lit("Medication: "), rest]))
+        .when(code.str.starts_with("MEDICATION_GIVEN//"))
+        .then(pl.concat_str([pl.lit("Medication given: "), rest]))
+        .when(code.str.starts_with("OMR//"))
+        .then(pl.concat_str([pl.lit("Outpatient measurement: "), rest]))
+        .when(code.str.starts_with("MICRO//"))
+        .then(pl.concat_str([pl.lit("Microbiology: "), rest]))
+        .when(code.str.starts_with("DRG//"))
+        .then(pl.concat_str([pl.lit("DRG: "), rest]))
         .otherwise(code)
     )
 

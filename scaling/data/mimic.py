@@ -131,6 +131,18 @@ def code_of(*parts: str | pl.Expr) -> pl.Expr:
     return pl.concat_str(exprs, separator="//")
 
 
+def with_discharge(frame: pl.DataFrame, hadm_times: pl.DataFrame) -> pl.DataFrame:
+    """The rows with `_hadm` and their admission's discharge time `disch` (null for an unknown admission)."""
+    return frame.with_columns(_hadm=parse_int("hadm_id")).join(
+        hadm_times, left_on="_hadm", right_on="hadm_id", how="left"
+    )
+
+
+def discharge_checks() -> list[tuple[str, pl.Expr]]:
+    """Checks on rows timed at their admission's discharge (`with_discharge`)."""
+    return [("missing hadm_id", pl.col("hadm_id").is_null()), ("unknown admission", pl.col("disch").is_null())]
+
+
 @dataclass(frozen=True)
 class TableRule:
     """How one streamed MIMIC-IV table becomes events."""
@@ -236,24 +248,22 @@ def rules(ctx: Context) -> list[TableRule]:
 
     def diagnoses(frame: pl.DataFrame, count: TableCount) -> pl.DataFrame:
         # MIMIC-IV gives diagnoses no time: they are billed at discharge, so they are timed there.
-        frame = frame.with_columns(_hadm=parse_int("hadm_id")).join(
-            hadm_times, left_on="_hadm", right_on="hadm_id", how="left"
+        frame = with_discharge(frame, hadm_times)
+        checks = (
+            known
+            + discharge_checks()
+            + [
+                ("missing icd_code", pl.col("icd_code").is_null()),
+                ("missing icd_version", pl.col("icd_version").is_null()),
+            ]
         )
-        checks = known + [
-            ("missing hadm_id", pl.col("hadm_id").is_null()),
-            ("unknown admission", pl.col("disch").is_null()),
-            ("missing icd_code", pl.col("icd_code").is_null()),
-            ("missing icd_version", pl.col("icd_version").is_null()),
-        ]
         kept = classify(frame, {}, checks, count)
         return events(
             kept, pl.col("disch"), code_of("DIAGNOSIS", "ICD", pl.col("icd_version"), pl.col("icd_code")), hadm=hadm
         )
 
     def procedures(frame: pl.DataFrame, count: TableCount) -> pl.DataFrame:
-        frame = frame.with_columns(_hadm=parse_int("hadm_id")).join(
-            hadm_times, left_on="_hadm", right_on="hadm_id", how="left"
-        )
+        frame = with_discharge(frame, hadm_times)
         checks = (
             known
             + time_checks("chartdate")
@@ -330,7 +340,7 @@ STREAMED_COLUMNS = {
     "hosp/prescriptions": ("subject_id", "hadm_id", "starttime", "drug"),
     "hosp/labevents": ("subject_id", "hadm_id", "itemid", "charttime", "value", "valuenum", "valueuom"),
 }
-# Small tables, read whole before the streamed ones.
+# Small tables, read whole before the streamed ones: always needed.
 PATIENTS_COLUMNS = ("subject_id", "gender", "anchor_age", "anchor_year", "dod")
 ADMISSIONS_COLUMNS = (
     "subject_id",
@@ -341,6 +351,7 @@ ADMISSIONS_COLUMNS = (
     "admission_type",
     "discharge_location",
 )
+# Dictionaries, each read when the table it describes is.
 DICTIONARY_COLUMNS = {
     "hosp/d_labitems": ("itemid", "label", "fluid", "category"),
     "hosp/d_icd_diagnoses": ("icd_code", "icd_version", "long_title"),
@@ -349,27 +360,30 @@ DICTIONARY_COLUMNS = {
 
 
 def code_descriptions(dictionaries: dict[str, pl.DataFrame]) -> Iterator[pl.DataFrame]:
-    """(code prefix, description, parent codes) frames from the d_ tables, matched to event codes later."""
-    labs = dictionaries["hosp/d_labitems"]
-    yield labs.select(
-        prefix=pl.concat_str([pl.lit("LAB//"), pl.col("itemid"), pl.lit("//")]),
-        description=pl.concat_str(
-            [
-                pl.col("label"),
-                pl.lit(" ("),
-                pl.col("fluid").fill_null(""),
-                pl.lit(", "),
-                pl.col("category").fill_null(""),
-                pl.lit(")"),
-            ]
-        ),
-        parent=pl.lit(None, pl.String),
-    )
+    """(code prefix, description, parent codes) frames from the d_ tables read, matched to event codes later."""
+    labs = dictionaries.get("hosp/d_labitems")
+    if labs is not None:
+        yield labs.select(
+            prefix=pl.concat_str([pl.lit("LAB//"), pl.col("itemid"), pl.lit("//")]),
+            description=pl.concat_str(
+                [
+                    pl.col("label"),
+                    pl.lit(" ("),
+                    pl.col("fluid").fill_null(""),
+                    pl.lit(", "),
+                    pl.col("category").fill_null(""),
+                    pl.lit(")"),
+                ]
+            ),
+            parent=pl.lit(None, pl.String),
+        )
     for name, kind, system in (
         ("hosp/d_icd_diagnoses", "DIAGNOSIS", "CM"),
         ("hosp/d_icd_procedures", "PROCEDURE", "PCS"),
     ):
-        table = dictionaries[name]
+        table = dictionaries.get(name)
+        if table is None:
+            continue
         version = pl.col("icd_version")
         code = pl.col("icd_code")
         system_name = (
@@ -382,13 +396,3 @@ def code_descriptions(dictionaries: dict[str, pl.DataFrame]) -> Iterator[pl.Data
             description=pl.col("long_title"),
             parent=pl.concat_str([system_name, pl.lit("/"), code]),
         )
-
-
-def required_columns() -> dict[str, tuple[str, ...]]:
-    """Every table the reader needs and the columns it needs from each."""
-    return {
-        **DICTIONARY_COLUMNS,
-        "hosp/patients": PATIENTS_COLUMNS,
-        "hosp/admissions": ADMISSIONS_COLUMNS,
-        **STREAMED_COLUMNS,
-    }

@@ -24,7 +24,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from scaling import __version__
-from scaling.data import csv_stream, meds_io, mimic
+from scaling.data import csv_stream, meds_io, mimic, mimic_tables
 from scaling.data.atomic import publish, temporary_sibling
 from scaling.data.csv_stream import SourceError
 from scaling.data.dataset import FORMAT, MANIFEST
@@ -36,7 +36,8 @@ from scaling.data.timelines import TokenizerConfig
 
 EVENTS = "events"
 TARGET_EVENTS_PER_SHARD = 4_000_000
-BYTES_PER_EVENT_GZ = 12  # about 12 bytes of gzipped CSV per lab row: sizes the shards up front
+BYTES_PER_EVENT_GZ = 12  # about 12 bytes of gzipped CSV per lab or chart row: sizes the shards up front
+BIG_TABLES = ("hosp/labevents", "icu/chartevents")  # the tables that decide how many events there will be
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class PrepareConfig:
     tasks: TaskConfig = TaskConfig()
     events_only: bool = False  # stop after the MEDS events (no timelines, bags or tasks)
     labels: tuple[LabelSource, ...] = ()  # the user's tasks from MEDS label files (--labels NAME=DIR)
+    tables: tuple[str, ...] | None = None  # MIMIC-IV tables to read beside patients and admissions; None: all present
 
 
 class Reporter:
@@ -94,6 +96,8 @@ def prepare(config: PrepareConfig, reporter: Reporter | None = None) -> dict:
     reason = check_lab_codes(config.bags)
     if reason:
         raise SourceError(reason)
+    if config.tables is not None and config.meds is not None:
+        raise SourceError("--tables chooses MIMIC-IV tables (with --mimic); a MEDS source is read whole")
     if config.labels and config.events_only:
         raise SourceError("--labels needs the whole preparation: drop --events-only")
     for source in config.labels:
@@ -135,22 +139,32 @@ def _from_mimic(config: PrepareConfig, tmp: Path, reporter: Reporter) -> dict:
     if not root.is_dir():
         raise SourceError(f"--mimic {root}: no such folder. {mimic.HINT}")
     counts: dict[str, mimic.TableCount] = {}
-    # Check every file and header before reading anything, so a wrong folder fails in a second.
-    tables = {
-        rule_name: csv_stream.open_table(root, rule_name, cols, mimic.HINT)
-        for rule_name, cols in mimic.required_columns().items()
+    present = lambda name: any((root / f"{name}{suffix}").is_file() for suffix in (".csv.gz", ".csv"))  # noqa: E731
+    chosen, absent = mimic_tables.choose_tables(config.tables, present)
+    needed = {
+        **mimic_tables.dictionaries_for(chosen),
+        "hosp/patients": mimic.PATIENTS_COLUMNS,
+        "hosp/admissions": mimic.ADMISSIONS_COLUMNS,
+        **{name: mimic_tables.TABLES[name] for name in chosen},
     }
+    if present(mimic_tables.ITEMS) and set(chosen) & set(mimic_tables.ITEM_TABLES):
+        needed[mimic_tables.ITEMS] = mimic_tables.ITEMS_COLUMNS  # descriptions of the ICU items, when there
+    # Check every file and header before reading anything, so a wrong folder fails in a second.
+    tables = {name: csv_stream.open_table(root, name, cols, mimic.HINT) for name, cols in needed.items()}
     reporter.step("hashing source files")
     source_hash = content_hash([t.path for t in tables.values()], root)
 
     dictionaries = {}
-    for name, cols in mimic.DICTIONARY_COLUMNS.items():
+    for name, cols in needed.items():
+        if name not in mimic.DICTIONARY_COLUMNS and name != mimic_tables.ITEMS:
+            continue
         frame = _read_whole(root, name, cols, reporter, counts)
         count = counts[name]
         count.read += frame.height
         count.kept += frame.height
         dictionaries[name] = frame
-    lab_items = dictionaries["hosp/d_labitems"].select(mimic.parse_int("itemid")).to_series().drop_nulls()
+    labitems = dictionaries.get("hosp/d_labitems", pl.DataFrame({"itemid": []}, schema={"itemid": pl.String}))
+    lab_items = labitems.select(mimic.parse_int("itemid")).to_series().drop_nulls()
 
     patients = _read_whole(root, "hosp/patients", mimic.PATIENTS_COLUMNS, reporter, counts)
     subjects = patients.select(mimic.parse_int("subject_id")).to_series().drop_nulls().unique()
@@ -161,9 +175,10 @@ def _from_mimic(config: PrepareConfig, tmp: Path, reporter: Reporter) -> dict:
     )
     del admissions_raw, patients
 
-    labs_size = tables["hosp/labevents"].path.stat().st_size
-    per_byte = BYTES_PER_EVENT_GZ if tables["hosp/labevents"].path.suffix == ".gz" else BYTES_PER_EVENT_GZ * 8
-    shards = config.shards or max(1, min(512, round(labs_size / per_byte / TARGET_EVENTS_PER_SHARD)))
+    big = [tables[name].path for name in BIG_TABLES if name in tables]
+    size = sum(path.stat().st_size for path in big)
+    per_byte = BYTES_PER_EVENT_GZ * (1 if all(path.suffix == ".gz" for path in big) else 8)
+    shards = config.shards or max(1, min(512, round(size / per_byte / TARGET_EVENTS_PER_SHARD)))
     writer = meds_io.ShardWriter(tmp / "parts", shards)
     for name, frame in (("hosp/patients", patient_events), ("hosp/admissions", admission_events)):
         writer.write(frame)
@@ -171,7 +186,7 @@ def _from_mimic(config: PrepareConfig, tmp: Path, reporter: Reporter) -> dict:
     del patient_events, admission_events
 
     ctx = mimic.Context(subjects=subjects, admissions=admissions, lab_items=lab_items)
-    for rule in mimic.rules(ctx):
+    for rule in mimic_tables.all_rules(ctx, chosen):
         table = tables[rule.name]
         count = counts.setdefault(rule.name, mimic.TableCount())
         malformed = [0]
@@ -201,7 +216,14 @@ def _from_mimic(config: PrepareConfig, tmp: Path, reporter: Reporter) -> dict:
         else pl.Series("subject_id", [], pl.Int64)
     )
     split_counts = meds_io.write_subject_splits(events_root, subject_ids, config.split_seed, config.split_fractions)
-    descriptions = pl.concat(list(mimic.code_descriptions(dictionaries)))
+    described = list(mimic.code_descriptions(dictionaries))
+    if mimic_tables.ITEMS in dictionaries:
+        described.append(mimic_tables.item_descriptions(dictionaries[mimic_tables.ITEMS]))
+    descriptions = (
+        pl.concat(described)
+        if described
+        else pl.DataFrame(schema={"prefix": pl.String, "description": pl.String, "parent": pl.String})
+    )
     n_codes = meds_io.write_codes(events_root, code_counts, descriptions)
     meds_io.write_dataset_json(events_root, config.dataset_name, "unknown", __version__)
     for name, count in counts.items():
@@ -213,6 +235,11 @@ def _from_mimic(config: PrepareConfig, tmp: Path, reporter: Reporter) -> dict:
             "path": str(root.resolve()),
             "content_hash": f"sha256:{source_hash}",
             "files": {n: str(t.path.relative_to(root)) for n, t in tables.items()},
+            "tables": {
+                "asked": list(config.tables) if config.tables is not None else "all present",
+                "read": chosen,
+                "absent": absent,
+            },
         },
         "split": {
             "seed": config.split_seed,

@@ -1,10 +1,12 @@
-"""MIMIC-IV tables that ehrscale does not read but the reference MEDS pipeline does.
+"""MIMIC-IV tables beyond the core eleven: hosp/drgcodes, emar, hcpcsevents, microbiologyevents, omr, pharmacy and
+icu/chartevents, procedureevents, inputevents, outputevents (and the dictionaries d_hcpcs and d_items).
 
-The `mimic-iv-meds` ETL (benchmarks/compare_mimic_meds.py) also reads hosp/drgcodes, emar,
-hcpcsevents, omr, pharmacy and icu/chartevents, procedureevents, inputevents, outputevents (and
-their dictionaries d_hcpcs and d_items). They are written in MIMIC-IV v3.1's column order with
-plausible, cheap content derived from a chunk's admissions, prescriptions and ICU stays, from
-their own random stream: the tables ehrscale reads are byte-identical with or without them.
+ehrscale reads all of them but hcpcsevents and pharmacy (`scaling.data.mimic_tables`); the reference `mimic-iv-meds`
+ETL (benchmarks/compare_mimic_meds.py) reads all but microbiologyevents. They are written in MIMIC-IV v3.1's column
+order from a chunk's admissions, prescriptions and ICU stays, from their own random streams: the core tables are
+byte-identical with or without them. Microbiology follows each admission's acute problem (cultures drawn for
+sepsis and urinary infections, and positive far more often there); the other tables are still plausible filler
+unrelated to the latent patient state.
 """
 
 import numpy as np
@@ -27,6 +29,33 @@ EXTRA_COLUMNS: dict[str, tuple[str, ...]] = {
         "storetime",
     ),
     "hosp/hcpcsevents": ("subject_id", "hadm_id", "chartdate", "hcpcs_cd", "seq_num", "short_description"),
+    "hosp/microbiologyevents": (
+        "microevent_id",
+        "subject_id",
+        "hadm_id",
+        "micro_specimen_id",
+        "order_provider_id",
+        "chartdate",
+        "charttime",
+        "spec_itemid",
+        "spec_type_desc",
+        "test_seq",
+        "storedate",
+        "storetime",
+        "test_itemid",
+        "test_name",
+        "org_itemid",
+        "org_name",
+        "isolate_num",
+        "quantity",
+        "ab_itemid",
+        "ab_name",
+        "dilution_text",
+        "dilution_comparison",
+        "dilution_value",
+        "interpretation",
+        "comments",
+    ),
     "hosp/omr": ("subject_id", "chartdate", "seq_num", "result_name", "result_value"),
     "hosp/pharmacy": (
         "subject_id",
@@ -209,6 +238,28 @@ DRGS = [
     ("392", "ESOPHAGITIS, GASTROENT & MISC DIGEST DISORDERS W/O MCC"),
 ]
 
+# Real MIMIC-IV microbiology names. Cultures: (spec_itemid, spec_type_desc, test_itemid, test_name).
+CULTURES = {
+    "blood": (70012, "BLOOD CULTURE", 90201, "Blood Culture, Routine"),
+    "urine": (70079, "URINE", 90039, "URINE CULTURE"),
+}
+ORGANISMS = {  # (org_itemid, org_name) and the antibiotics tested on it
+    "ecoli": (80002, "ESCHERICHIA COLI", ("AMPICILLIN", "CEFTRIAXONE", "CIPROFLOXACIN", "TRIMETHOPRIM/SULFA")),
+    "kleb": (80004, "KLEBSIELLA PNEUMONIAE", ("CEFTRIAXONE", "CIPROFLOXACIN", "GENTAMICIN", "MEROPENEM")),
+    "staph": (80023, "STAPH AUREUS COAG +", ("OXACILLIN", "VANCOMYCIN", "CLINDAMYCIN", "TETRACYCLINE")),
+    "entero": (80053, "ENTEROCOCCUS SP.", ("AMPICILLIN", "VANCOMYCIN", "NITROFURANTOIN")),
+}
+ANTIBIOTIC_IDS = {
+    name: 90000 + k for k, name in enumerate(sorted({a for _, _, tested in ORGANISMS.values() for a in tested}))
+}
+# Per acute problem: P(culture drawn) for blood and urine, P(it grows something), and which organisms grow.
+MICRO_BY_PROBLEM = {
+    "sepsis": ({"blood": 0.95, "urine": 0.5}, 0.55, ("ecoli", "staph", "kleb")),
+    "uti": ({"blood": 0.3, "urine": 0.95}, 0.75, ("ecoli", "kleb", "entero")),
+}
+MICRO_OTHER = ({"blood": 0.15, "urine": 0.2}, 0.04, ("ecoli", "staph", "entero"))  # fever work-ups, contaminants
+RESISTANT = 0.2  # share of tested antibiotics read R (else S; a few I)
+
 
 def _blank(n: int) -> pl.Series:
     """An empty column (written as nothing between the commas, as MIMIC-IV's files have it)."""
@@ -225,8 +276,11 @@ def _days(column: pl.Series) -> np.ndarray:
     return parsed.dt.epoch("us").to_numpy().astype(np.float64) / 86_400_000_000
 
 
-def extra_tables(frames: dict[str, pl.DataFrame], seed: int, chunk_index: int) -> dict[str, pl.DataFrame]:
-    """The extra tables of one chunk, from its admissions, prescriptions and ICU stays (all strings)."""
+def extra_tables(
+    frames: dict[str, pl.DataFrame], seed: int, chunk_index: int, problems: list[str]
+) -> dict[str, pl.DataFrame]:
+    """The extra tables of one chunk, from its admissions, prescriptions and ICU stays (all strings) and each
+    admission's acute problem (in the admissions frame's order)."""
     rng = np.random.default_rng([seed, chunk_index, 7])
     adm, rx, icu = frames["hosp/admissions"], frames["hosp/prescriptions"], frames["icu/icustays"]
     out: dict[str, pl.DataFrame] = {}
@@ -331,7 +385,67 @@ def extra_tables(frames: dict[str, pl.DataFrame], seed: int, chunk_index: int) -
         }
     )
     out.update(_icu_tables(icu, rng))
+    out["hosp/microbiologyevents"] = _microbiology(
+        adm, problems, np.random.default_rng([seed, chunk_index, 11]), 1_000_000 + chunk_index * 100_000
+    )
     return out
+
+
+def _microbiology(adm: pl.DataFrame, problems: list[str], rng: np.random.Generator, first_id: int) -> pl.DataFrame:
+    """Cultures drawn in an admission's first hours, per its acute problem; a positive one has a row per antibiotic
+    tested (organism, antibiotic, S/I/R), a negative one a single row without an organism. Results are stored
+    1.5-3 days after the draw. Specimen and event ids count up from `first_id` (distinct per chunk)."""
+    admit = _days(adm["admittime"])
+    rows: dict[str, list] = {c: [] for c in EXTRA_COLUMNS["hosp/microbiologyevents"]}
+    taken_days, stored_days = [], []
+    specimen = first_id
+    for k, problem in enumerate(problems):
+        draw, positive, organisms = MICRO_BY_PROBLEM.get(problem, MICRO_OTHER)
+        for kind, p in draw.items():
+            if rng.random() >= p:
+                continue
+            specimen += 1
+            taken = admit[k] + rng.uniform(0.02, 0.4)
+            stored = taken + rng.uniform(1.5, 3.0)
+            spec_item, spec_desc, test_item, test_name = CULTURES[kind]
+            if rng.random() < positive:
+                org_item, org_name, tested = ORGANISMS[organisms[rng.integers(len(organisms))]]
+                reads = rng.choice(["S", "R", "I"], len(tested), p=[1 - RESISTANT - 0.03, RESISTANT, 0.03])
+                results = [(str(org_item), org_name, ab, str(r)) for ab, r in zip(tested, reads, strict=True)]
+            else:
+                results = [(None, None, None, None)]
+            for org_item, org_name, ab, read in results:
+                values = {
+                    "microevent_id": str(first_id + len(taken_days) + 1),
+                    "subject_id": adm["subject_id"][k],
+                    "hadm_id": adm["hadm_id"][k],
+                    "micro_specimen_id": str(specimen),
+                    "spec_itemid": str(spec_item),
+                    "spec_type_desc": spec_desc,
+                    "test_seq": "1",
+                    "test_itemid": str(test_item),
+                    "test_name": test_name,
+                    "org_itemid": org_item,
+                    "org_name": org_name,
+                    "isolate_num": None if org_item is None else "1",
+                    "ab_itemid": None if ab is None else str(ANTIBIOTIC_IDS[ab]),
+                    "ab_name": ab,
+                    "interpretation": read,
+                }
+                for column, cells in rows.items():
+                    cells.append(values.get(column))
+                taken_days.append(taken)
+                stored_days.append(stored)
+    frame = pl.DataFrame({c: pl.Series(v, dtype=pl.String) for c, v in rows.items()})
+    if frame.height == 0:
+        return frame
+    taken, stored = np.array(taken_days), np.array(stored_days)
+    return frame.with_columns(
+        chartdate=_time(taken, "%Y-%m-%d") + " 00:00:00",
+        charttime=_time(taken),
+        storedate=_time(stored, "%Y-%m-%d") + " 00:00:00",
+        storetime=_time(stored),
+    )
 
 
 def _icu_tables(icu: pl.DataFrame, rng: np.random.Generator) -> dict[str, pl.DataFrame]:

@@ -44,8 +44,9 @@ def _csv(frame: pl.DataFrame, header: bool) -> bytes:
 
 def _render_chunk(args: tuple[int, int, int, int]) -> dict[str, tuple[int, bytes]]:
     seed, chunk_index, first, count = args
-    frames = chunk_tables(simulate_chunk(seed, chunk_index, first, count), seed, chunk_index)
-    frames |= extra_tables(frames, seed, chunk_index)
+    chunk = simulate_chunk(seed, chunk_index, first, count)
+    frames = chunk_tables(chunk, seed, chunk_index)
+    frames |= extra_tables(frames, seed, chunk_index, [a.problem for a in chunk.admissions])
     return {name: (frames[name].height, _csv(frames[name].select(COLUMNS[name]), header=False)) for name in TABLES}
 
 

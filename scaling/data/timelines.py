@@ -63,6 +63,10 @@ class TokenizerConfig:
     min_text_count: int = 20  # on train; rarer text results share TXT//RARE
     intervals: IntervalScheme = field(default_factory=IntervalScheme)
     drop_codes: tuple[str, ...] = ("MEDS_BIRTH",)  # birth is carried by the age token
+    # Dense codes: of a code in these categories, a timeline keeps the first event in each clock window of
+    # `dense_minutes` (per subject); so an ICU stay's hourly charting cannot crowd the rest out of the context.
+    dense_categories: tuple[str, ...] = ("CHART", "OUTPUT")
+    dense_minutes: float = 60.0  # 0: keep every event
 
 
 SPECIALS = ("PAD", "AGE//UNK", "TXT//RARE", "UNK//OTHER")
@@ -133,6 +137,9 @@ class Vocabulary:
                     **{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["intervals"].items()}
                 ),
                 "drop_codes": tuple(cfg["drop_codes"]),
+                # Prepared before the dense rule existed: nothing was thinned.
+                "dense_categories": tuple(cfg.get("dense_categories", ())),
+                "dense_minutes": cfg.get("dense_minutes", 0.0),
             }
         )
         return cls(
@@ -210,10 +217,24 @@ def fit_vocabulary(train: pl.LazyFrame, config: TokenizerConfig) -> Vocabulary:
     )
 
 
+def thin_dense(events: pl.DataFrame, config: TokenizerConfig) -> tuple[pl.DataFrame, int]:
+    """The events a timeline keeps of dense codes (`TokenizerConfig.dense_categories`): per subject and code, the
+    first event of each clock window of `dense_minutes` (aligned to the epoch); and how many were left out.
+    Events are sorted by subject then time, so the first in a window is the earliest."""
+    if not config.dense_categories or config.dense_minutes <= 0:
+        return events, 0
+    window = pl.col("time").dt.epoch("us") // int(config.dense_minutes * MINUTE_US)
+    dense = category(pl.col("code")).is_in(config.dense_categories) & pl.col("time").is_not_null()
+    first = pl.int_range(pl.len()).over("subject_id", "code", window) == 0
+    kept = events.filter(~dense | first)
+    return kept, events.height - kept.height
+
+
 def tokenize(
     events: pl.DataFrame, vocab: Vocabulary
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Events of whole subjects (sorted by subject, time) -> (tokens, times, subject_ids, lengths, prefix_lengths)."""
+    """Events of whole subjects (sorted by subject, time; dense codes thinned by `thin_dense`) -> (tokens, times,
+    subject_ids, lengths, prefix_lengths)."""
     cfg = vocab.config
     ids = pl.DataFrame({"token": vocab.tokens, "id": np.arange(vocab.size, dtype=np.int64)})
     lookup = dict(zip(vocab.tokens, range(vocab.size)))
