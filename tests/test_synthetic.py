@@ -234,4 +234,40 @@ def test_tables_only_the_reference_etl_reads_are_there_and_consistent(synth):
         time = "charttime" if "charttime" in table.columns else "starttime"
         assert table[time].str.strptime(pl.Datetime, TIME, strict=True).null_count() == 0
     assert set(read(synth, "hosp/hcpcsevents")["hcpcs_cd"]) <= set(read(synth, "hosp/d_hcpcs")["code"])
-    assert read(synth, "icu/chartevents")["valuenum"].cast(pl.Float64).is_not_null().all()
+    charts = read(synth, "icu/chartevents")
+    numbers = charts["valuenum"].cast(pl.Float64, strict=False)
+    assert (numbers.is_not_null() == charts["valuenum"].is_not_null()).all()  # every valuenum is a number
+    texts = charts.filter(pl.col("valuenum").is_null())  # GCS words and the heart rhythm
+    assert set(texts["itemid"]) == {"220739", "223900", "223901", "220048"} and texts["value"].null_count() == 0
+
+
+def test_the_icu_charts_follow_the_latent_course(synth):
+    """Stays of the admissions most likely to die chart a faster pulse, lower pressure and less urine in their
+    first 24 h; sepsis and bleeding in shock get norepinephrine; emar's doses follow the prescriptions."""
+    risk = read(synth, "oracle/admissions").select(
+        "hadm_id", risk_mortality=pl.col("risk_in_hospital_mortality").cast(pl.Float64)
+    )
+    stays = read(synth, "icu/icustays").select("hadm_id", intime=pl.col("intime").str.strptime(pl.Datetime, TIME))
+    charts = read(synth, "icu/chartevents").join(stays, on="hadm_id")
+    first_day = charts.filter(
+        pl.col("charttime").str.strptime(pl.Datetime, TIME) < pl.col("intime") + pl.duration(hours=24)
+    )
+    means = (
+        first_day.filter(pl.col("valuenum").is_not_null())
+        .group_by("hadm_id", "itemid")
+        .agg(pl.col("valuenum").cast(pl.Float64).mean())
+        .pivot(on="itemid", index="hadm_id", values="valuenum")
+        .join(risk, on="hadm_id")
+    )
+    high = means.filter(pl.col("risk_mortality") > means["risk_mortality"].quantile(0.75))
+    low = means.filter(pl.col("risk_mortality") < means["risk_mortality"].quantile(0.25))
+    assert high["220045"].mean() > low["220045"].mean() + 8  # heart rate, bpm
+    assert high["220179"].mean() < low["220179"].mean() - 6  # systolic pressure, mmHg
+    urine = read(synth, "icu/outputevents").group_by("hadm_id").agg(pl.col("value").cast(pl.Float64).mean())
+    urine = urine.join(risk, on="hadm_id")
+    assert np.corrcoef(urine["value"], urine["risk_mortality"])[0, 1] < -0.2
+    pressors = read(synth, "icu/inputevents").filter(pl.col("itemid") == "221906")
+    assert pressors.height > 0 and set(pressors["rateuom"]) == {"mcg/kg/min"}
+    emar = read(synth, "hosp/emar")
+    assert set(emar["pharmacy_id"]) == set(read(synth, "hosp/prescriptions")["pharmacy_id"])
+    assert 0.85 < (emar["event_txt"] == "Administered").mean() < 0.97

@@ -12,6 +12,10 @@ unrelated to the latent patient state.
 import numpy as np
 import polars as pl
 
+from scaling.data.synth_codes import CONDITIONS
+from scaling.data.synth_icu import ITEMS, icu_tables
+from scaling.data.synth_patients import Chunk
+
 EXTRA_COLUMNS: dict[str, tuple[str, ...]] = {
     "hosp/drgcodes": ("subject_id", "hadm_id", "drg_type", "drg_code", "description", "drg_severity", "drg_mortality"),
     "hosp/emar": (
@@ -178,53 +182,6 @@ EXTRA_DICTIONARIES: dict[str, tuple[str, ...]] = {
     ),
 }
 
-# Real MIMIC-IV ICU items (id, label, abbreviation, table, category, unit, type, low, high, typical value, sd).
-ITEMS = [
-    (220045, "Heart Rate", "HR", "chartevents", "Routine Vital Signs", "bpm", "Numeric", 60, 100, 85.0, 15.0),
-    (
-        220179,
-        "Non Invasive Blood Pressure systolic",
-        "NBPs",
-        "chartevents",
-        "Routine Vital Signs",
-        "mmHg",
-        "Numeric",
-        90,
-        140,
-        120.0,
-        18.0,
-    ),
-    (220210, "Respiratory Rate", "RR", "chartevents", "Respiratory", "insp/min", "Numeric", 12, 20, 19.0, 5.0),
-    (220277, "O2 saturation pulseoxymetry", "SpO2", "chartevents", "Respiratory", "%", "Numeric", 90, 100, 96.0, 2.5),
-    (
-        223761,
-        "Temperature Fahrenheit",
-        "Temperature F",
-        "chartevents",
-        "Routine Vital Signs",
-        "°F",
-        "Numeric",
-        None,
-        None,
-        98.6,
-        1.0,
-    ),
-    (225158, "NaCl 0.9%", "NaCl 0.9%", "inputevents", "Fluids/Intake", "mL", "Solution", None, None, 250.0, 150.0),
-    (226559, "Foley", "Foley", "outputevents", "Output", "mL", "Numeric", None, None, 150.0, 80.0),
-    (
-        224560,
-        "Arterial Line",
-        "Arterial Line",
-        "procedureevents",
-        "Access Lines - Invasive",
-        "None",
-        "Processes",
-        None,
-        None,
-        1.0,
-        0.0,
-    ),
-]
 HCPCS = [
     ("99223", "Evaluation and Management", "Initial hospital care, per day, high severity", "Hospital care"),
     ("93010", "Medicine", "Electrocardiogram, interpretation and report", "Electrocardiogram report"),
@@ -276,13 +233,10 @@ def _days(column: pl.Series) -> np.ndarray:
     return parsed.dt.epoch("us").to_numpy().astype(np.float64) / 86_400_000_000
 
 
-def extra_tables(
-    frames: dict[str, pl.DataFrame], seed: int, chunk_index: int, problems: list[str]
-) -> dict[str, pl.DataFrame]:
-    """The extra tables of one chunk, from its admissions, prescriptions and ICU stays (all strings) and each
-    admission's acute problem (in the admissions frame's order)."""
+def extra_tables(frames: dict[str, pl.DataFrame], seed: int, chunk_index: int, chunk: Chunk) -> dict[str, pl.DataFrame]:
+    """The extra tables of one chunk, from its admissions and prescriptions (string frames) and its latent state."""
     rng = np.random.default_rng([seed, chunk_index, 7])
-    adm, rx, icu = frames["hosp/admissions"], frames["hosp/prescriptions"], frames["icu/icustays"]
+    adm, rx = frames["hosp/admissions"], frames["hosp/prescriptions"]
     out: dict[str, pl.DataFrame] = {}
     n = adm.height
     admit = _days(adm["admittime"])
@@ -309,49 +263,9 @@ def extra_tables(
             "short_description": pl.Series([HCPCS[k][3] for k in hc]),
         }
     )
-    weight = rng.normal(170, 35, n).clip(90, 350)
-    systolic, diastolic = rng.normal(125, 15, n).round(), rng.normal(75, 10, n).round()
-    out["hosp/omr"] = pl.concat(
-        [
-            pl.DataFrame(
-                {
-                    "subject_id": adm["subject_id"],
-                    "chartdate": _time(admit, "%Y-%m-%d"),
-                    "seq_num": pl.Series(["1"] * n),
-                    "result_name": pl.Series(["Weight (Lbs)"] * n),
-                    "result_value": pl.Series([f"{w:.1f}" for w in weight]),
-                }
-            ),
-            pl.DataFrame(
-                {
-                    "subject_id": adm["subject_id"],
-                    "chartdate": _time(admit, "%Y-%m-%d"),
-                    "seq_num": pl.Series(["1"] * n),
-                    "result_name": pl.Series(["Blood Pressure"] * n),
-                    "result_value": pl.Series([f"{s:.0f}/{d:.0f}" for s, d in zip(systolic, diastolic)]),
-                }
-            ),
-        ]
-    )
+    out["hosp/omr"] = _omr(chunk, np.random.default_rng([seed, chunk_index, 13]))
     m = rx.height
-    start = _days(rx["starttime"])
-    given = start + rng.uniform(0.01, 0.2, m)
-    out["hosp/emar"] = pl.DataFrame(
-        {
-            "subject_id": rx["subject_id"],
-            "hadm_id": rx["hadm_id"],
-            "emar_id": rx["subject_id"] + "-" + rx["poe_seq"],
-            "emar_seq": rx["poe_seq"],
-            "poe_id": rx["poe_id"],
-            "pharmacy_id": rx["pharmacy_id"],
-            "enter_provider_id": _blank(m),
-            "charttime": _time(given),
-            "medication": rx["drug"],
-            "event_txt": pl.Series(["Administered"] * m),
-            "scheduletime": _time(given),
-            "storetime": _time(given + 0.01),
-        }
-    )
+    out["hosp/emar"] = _emar(rx, np.random.default_rng([seed, chunk_index, 17]))
     blank = _blank(m)
     out["hosp/pharmacy"] = pl.DataFrame(
         {
@@ -384,11 +298,73 @@ def extra_tables(
             "fill_quantity": blank,
         }
     )
-    out.update(_icu_tables(icu, rng))
+    out.update(icu_tables(chunk, chunk_index, np.random.default_rng([seed, chunk_index, 19]), EXTRA_COLUMNS))
+    problems = [a.problem for a in chunk.admissions]
     out["hosp/microbiologyevents"] = _microbiology(
         adm, problems, np.random.default_rng([seed, chunk_index, 11]), 1_000_000 + chunk_index * 100_000
     )
     return out
+
+
+HTN, DM, HF, CANCER = (CONDITIONS.index(c) for c in ("htn", "dm", "hf", "cancer"))
+EMAR_FATES = (("Administered", 0.92), ("Not Given", 0.05), ("Hold Dose", 0.03))
+MAX_DOSES = 8  # administrations charted per prescription
+OMR_GAP_DAYS = 120.0  # mean days between outpatient visits
+
+
+def _omr(chunk: Chunk, rng: np.random.Generator) -> pl.DataFrame:
+    """Outpatient visits over each patient's record, about every `OMR_GAP_DAYS` days from its start until its end or
+    death (whatever the admissions: a visit must not tell of an admission to come), each with blood pressure,
+    weight and BMI that follow the chronic conditions present on that day."""
+    rows: dict[str, list] = {c: [] for c in EXTRA_COLUMNS["hosp/omr"]}
+    for p in chunk.patients:
+        last = min(p.end, p.death_time if p.death_time is not None else np.inf, p.dod if p.dod is not None else np.inf)
+        visit = p.start + rng.exponential(OMR_GAP_DAYS)
+        while visit < last:
+            e = p.effects(visit) > 0
+            systolic = 122 + 14 * e[HTN] + 4 * e[DM] + rng.normal(0, 12)
+            diastolic = 76 + 6 * e[HTN] + rng.normal(0, 8)
+            weight = max(90.0, 165 + 30 * e[DM] + 18 * e[HF] - 25 * e[CANCER] + rng.normal(0, 28))
+            day = _time(np.array([visit]), "%Y-%m-%d")[0]
+            results = (
+                ("Blood Pressure", f"{systolic:.0f}/{diastolic:.0f}"),
+                ("Weight (Lbs)", f"{weight:.1f}"),
+                ("BMI (kg/m2)", f"{weight * 0.152 + rng.normal(0, 1.5):.1f}"),
+            )
+            for seq, (name, value) in enumerate(results, start=1):
+                for column, cell in zip(rows, (str(p.subject_id), day, str(seq), name, value), strict=True):
+                    rows[column].append(cell)
+            visit += rng.exponential(OMR_GAP_DAYS)
+    return pl.DataFrame({c: pl.Series(v, dtype=pl.String) for c, v in rows.items()})
+
+
+def _emar(rx: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
+    """Each prescription's doses as charted: one per 24 / doses_per_24_hrs hours from its start until its stop
+    (at most MAX_DOSES), most administered, some not given or held."""
+    start, stop = _days(rx["starttime"]), _days(rx["stoptime"])
+    per_day = rx["doses_per_24_hrs"].cast(pl.Float64, strict=False).fill_null(1.0).clip(0.5, 24).to_numpy()
+    doses = np.clip(np.floor((stop - start) * per_day), 1, MAX_DOSES).astype(int)
+    which = np.repeat(np.arange(rx.height), doses)
+    nth = np.arange(len(which)) - np.repeat(np.cumsum(doses) - doses, doses)
+    given = start[which] + nth / per_day[which] + rng.uniform(0.0, 0.03, len(which))
+    fate = rng.choice([f for f, _ in EMAR_FATES], len(which), p=[p for _, p in EMAR_FATES])
+    picked = rx[which]
+    return pl.DataFrame(
+        {
+            "subject_id": picked["subject_id"],
+            "hadm_id": picked["hadm_id"],
+            "emar_id": picked["subject_id"] + "-" + picked["poe_seq"] + "-" + pl.Series(nth.astype(str)),
+            "emar_seq": pl.Series((nth + 1).astype(str)),
+            "poe_id": picked["poe_id"],
+            "pharmacy_id": picked["pharmacy_id"],
+            "enter_provider_id": _blank(len(which)),
+            "charttime": _time(given),
+            "medication": picked["drug"],
+            "event_txt": pl.Series(fate.astype(str)),
+            "scheduletime": _time(given),
+            "storetime": _time(given + 0.01),
+        }
+    )
 
 
 def _microbiology(adm: pl.DataFrame, problems: list[str], rng: np.random.Generator, first_id: int) -> pl.DataFrame:
@@ -446,109 +422,6 @@ def _microbiology(adm: pl.DataFrame, problems: list[str], rng: np.random.Generat
         storedate=_time(stored, "%Y-%m-%d") + " 00:00:00",
         storetime=_time(stored),
     )
-
-
-def _icu_tables(icu: pl.DataFrame, rng: np.random.Generator) -> dict[str, pl.DataFrame]:
-    """Vital signs every 4 h of each ICU stay (up to 4 days), one infusion, one urine output and one line per stay."""
-    if icu.height == 0:
-        return {
-            name: pl.DataFrame(schema={c: pl.String for c in EXTRA_COLUMNS[name]})
-            for name in ("icu/chartevents", "icu/inputevents", "icu/outputevents", "icu/procedureevents")
-        }
-    intime, outtime = _days(icu["intime"]), _days(icu["outtime"])
-    stays = np.repeat(np.arange(icu.height), np.maximum(1, ((outtime - intime) * 6).astype(int)).clip(max=24))
-    offset = np.concatenate([np.arange(c) for c in np.bincount(stays, minlength=icu.height) if c]) / 6
-    rows = []
-    for item in (i for i in ITEMS if i[3] == "chartevents"):
-        value = rng.normal(item[9], item[10], len(stays)).round(0 if item[5] != "°F" else 1)
-        rows.append(
-            pl.DataFrame(
-                {
-                    "subject_id": icu["subject_id"][stays],
-                    "hadm_id": icu["hadm_id"][stays],
-                    "stay_id": icu["stay_id"][stays],
-                    "caregiver_id": _blank(len(stays)),
-                    "charttime": _time(intime[stays] + offset),
-                    "storetime": _time(intime[stays] + offset + 0.005),
-                    "itemid": pl.Series([str(item[0])] * len(stays)),
-                    "value": pl.Series([f"{v:g}" for v in value]),
-                    "valuenum": pl.Series([f"{v:g}" for v in value]),
-                    "valueuom": pl.Series([item[5]] * len(stays)),
-                    "warning": pl.Series(["0"] * len(stays)),
-                }
-            )
-        )
-    k = icu.height
-    ids, blank = {"subject_id": icu["subject_id"], "hadm_id": icu["hadm_id"], "stay_id": icu["stay_id"]}, _blank(k)
-    start, end = _time(intime + 0.05), _time(np.minimum(intime + 0.3, outtime))
-    volume = rng.normal(250, 100, k).clip(50, 1000).round()
-    order = pl.Series([str(9_000_000 + i) for i in range(k)])
-    return {
-        "icu/chartevents": pl.concat(rows),
-        "icu/inputevents": pl.DataFrame(
-            {
-                **ids,
-                "caregiver_id": blank,
-                "starttime": start,
-                "endtime": end,
-                "storetime": end,
-                "itemid": pl.Series(["225158"] * k),
-                "amount": pl.Series([f"{v:g}" for v in volume]),
-                "amountuom": pl.Series(["ml"] * k),
-                "rate": blank,
-                "rateuom": blank,
-                "orderid": order,
-                "linkorderid": order,
-                "ordercategoryname": pl.Series(["03-IV Fluid Bolus"] * k),
-                "secondaryordercategoryname": blank,
-                "ordercomponenttypedescription": pl.Series(["Main order parameter"] * k),
-                "ordercategorydescription": pl.Series(["Bolus"] * k),
-                "patientweight": pl.Series(["80"] * k),
-                "totalamount": pl.Series([f"{v:g}" for v in volume]),
-                "totalamountuom": pl.Series(["ml"] * k),
-                "isopenbag": pl.Series(["0"] * k),
-                "continueinnextdept": pl.Series(["0"] * k),
-                "statusdescription": pl.Series(["FinishedRunning"] * k),
-                "originalamount": pl.Series([f"{v:g}" for v in volume]),
-                "originalrate": blank,
-            }
-        ),
-        "icu/outputevents": pl.DataFrame(
-            {
-                **ids,
-                "caregiver_id": blank,
-                "charttime": end,
-                "storetime": end,
-                "itemid": pl.Series(["226559"] * k),
-                "value": pl.Series([f"{v:g}" for v in rng.normal(150, 80, k).clip(5, 800).round()]),
-                "valueuom": pl.Series(["ml"] * k),
-            }
-        ),
-        "icu/procedureevents": pl.DataFrame(
-            {
-                **ids,
-                "caregiver_id": blank,
-                "starttime": start,
-                "endtime": end,
-                "storetime": end,
-                "itemid": pl.Series(["224560"] * k),
-                "value": pl.Series(["1"] * k),
-                "valueuom": pl.Series(["None"] * k),
-                "location": blank,
-                "locationcategory": blank,
-                "orderid": order,
-                "linkorderid": order,
-                "ordercategoryname": pl.Series(["Invasive Lines"] * k),
-                "ordercategorydescription": pl.Series(["Task"] * k),
-                "patientweight": pl.Series(["80"] * k),
-                "isopenbag": pl.Series(["0"] * k),
-                "continueinnextdept": pl.Series(["0"] * k),
-                "statusdescription": pl.Series(["FinishedRunning"] * k),
-                "originalamount": pl.Series(["1"] * k),
-                "originalrate": pl.Series(["1"] * k),
-            }
-        ),
-    }
 
 
 def extra_dictionaries() -> dict[str, pl.DataFrame]:

@@ -46,7 +46,7 @@ def _render_chunk(args: tuple[int, int, int, int]) -> dict[str, tuple[int, bytes
     seed, chunk_index, first, count = args
     chunk = simulate_chunk(seed, chunk_index, first, count)
     frames = chunk_tables(chunk, seed, chunk_index)
-    frames |= extra_tables(frames, seed, chunk_index, [a.problem for a in chunk.admissions])
+    frames |= extra_tables(frames, seed, chunk_index, chunk)
     return {name: (frames[name].height, _csv(frames[name].select(COLUMNS[name]), header=False)) for name in TABLES}
 
 
