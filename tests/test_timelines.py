@@ -193,3 +193,21 @@ def test_each_epoch_is_planned_once(monkeypatch):
     assert len(planned) == 2  # epochs 1 and 2, once each (epoch 0 was planned when the loader was made)
     fresh = TimelineLoader(_synthetic_timelines([3, 40, 7, 90, 16, 33] * 4), context=16, batch_size=2, seed=5)
     assert all(np.array_equal(a, fresh.batch(step).inputs) for step, a in enumerate(first))  # same batches as before
+
+
+def test_quantiles_from_value_counts_are_polars_linear_quantiles_to_the_bit():
+    """The vocabulary's value deciles come from distinct values and their counts (bounded memory); they must be the
+    very edges polars' own quantile gives on every row, in float32."""
+    from scaling.data.timelines import value_quantiles
+
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.integers(40, 180, 5000), rng.normal(1.2, 0.4, 3000).round(2), [7.0]])
+    codes = ["HR"] * 5000 + ["CREAT"] * 3000 + ["ONE"]
+    frame = pl.DataFrame({"code": codes, "numeric_value": pl.Series(values, dtype=pl.Float32)})
+    probs = [i / 10 for i in range(1, 10)]
+    expected = (
+        frame.group_by("code")
+        .agg([pl.col("numeric_value").quantile(p, "linear").alias(f"q{i + 1}") for i, p in enumerate(probs)])
+        .sort("code")
+    )
+    assert value_quantiles(frame.lazy(), probs).equals(expected)

@@ -12,6 +12,7 @@ subjects + 1), `subject_ids.npy`, `prefix_lengths.npy` (static context tokens pe
 """
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -165,17 +166,48 @@ def _age_years(events: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+def value_quantiles(numeric: pl.LazyFrame, probs: list[float]) -> pl.DataFrame:
+    """Per code, the linear-interpolated quantiles (numpy's and polars' "linear") of its numeric values at `probs`:
+    columns code, q1, q2, ...
+
+    Computed from each code's distinct values and their counts (a streaming aggregation), so memory follows the
+    distinct values, not the rows: charted vital signs repeat a few hundred values millions of times."""
+    counts = (
+        numeric.group_by("code", pl.col("numeric_value").cast(pl.Float32).alias("value"))
+        .agg(n=pl.len())
+        .collect(engine="streaming")
+        .sort("code", "value")
+    )
+    columns = {f"q{i + 1}": [] for i in range(len(probs))}
+    schema = {"code": pl.String, **dict.fromkeys(columns, pl.Float32)}
+    if counts.is_empty():
+        return pl.DataFrame(schema=schema)
+    codes = counts["code"].unique(maintain_order=True).to_list()
+    bounds = np.flatnonzero(np.r_[True, counts["code"].to_numpy()[1:] != counts["code"].to_numpy()[:-1], True])
+    values, n = counts["value"].to_numpy(), counts["n"].to_numpy()
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        v, above = values[start:end], np.cumsum(n[start:end])  # above[j]: rows with rank < above[j] have value <= v[j]
+        for i, p in enumerate(probs):
+            position = p * (above[-1] - 1)
+            lo, hi = math.floor(position), math.ceil(position)
+            low, high = v[np.searchsorted(above, lo, side="right")], v[np.searchsorted(above, hi, side="right")]
+            # In float32, as polars interpolates a Float32 column: the same edges to the last bit.
+            columns[f"q{i + 1}"].append(low + (high - low) * np.float32(position - lo))
+    return pl.DataFrame({"code": codes, **columns}, schema=schema)
+
+
 def fit_vocabulary(train: pl.LazyFrame, config: TokenizerConfig) -> Vocabulary:
-    """Fit codes, frequent texts, per-code quantiles and age bins on train-split events."""
+    """Fit codes, frequent texts, per-code quantiles and age bins on train-split events (streaming aggregations:
+    memory follows the distinct codes, texts and values, not the events)."""
     timed = train.filter(~pl.col("code").is_in(config.drop_codes))
-    counts = timed.group_by("code").agg(count=pl.len()).collect().sort("code")
+    counts = timed.group_by("code").agg(count=pl.len()).collect(engine="streaming").sort("code")
     kept = counts.filter(pl.col("count") >= config.min_code_count)
     texts = (
         timed.filter(pl.col("numeric_value").is_null() & pl.col("text_value").is_not_null())
         .group_by("text_value")
         .agg(count=pl.len())
         .filter(pl.col("count") >= config.min_text_count)
-        .collect()
+        .collect(engine="streaming")
         .sort("text_value")
     )
     # An unknown-code token per category common enough on train; rarer categories share UNK//OTHER.
@@ -185,12 +217,7 @@ def fit_vocabulary(train: pl.LazyFrame, config: TokenizerConfig) -> Vocabulary:
     )
     probs = [i / config.quantiles for i in range(1, config.quantiles)]
     numeric = timed.filter(pl.col("numeric_value").is_not_null() & pl.col("code").is_in(kept["code"].implode()))
-    quantiles = (
-        numeric.group_by("code")
-        .agg([pl.col("numeric_value").quantile(p, "linear").alias(f"q{i + 1}") for i, p in enumerate(probs)])
-        .collect()
-        .sort("code")
-    )
+    quantiles = value_quantiles(numeric, probs)
     ages = _age_years(train).collect()["age"].drop_nulls()
     age_bounds = tuple(float(ages.quantile(p, "linear")) for p in probs) if len(ages) else ()
     n = config.intervals
