@@ -3,10 +3,10 @@ icu/chartevents, procedureevents, inputevents, outputevents (and the dictionarie
 
 ehrscale reads all of them but hcpcsevents and pharmacy (`scaling.data.mimic_tables`); the reference `mimic-iv-meds`
 ETL (benchmarks/compare_mimic_meds.py) reads all but microbiologyevents. They are written in MIMIC-IV v3.1's column
-order from a chunk's admissions, prescriptions and ICU stays, from their own random streams: the core tables are
-byte-identical with or without them. Microbiology follows each admission's acute problem (cultures drawn for
-sepsis and urinary infections, and positive far more often there); the other tables are still plausible filler
-unrelated to the latent patient state.
+order from a chunk's admissions, prescriptions and latent state, from their own random streams: the core tables
+are byte-identical with or without them. The ICU tables follow each stay's course (`scaling.data.synth_icu`);
+microbiology follows the acute problem, omr the chronic conditions, emar the prescriptions; drgcodes,
+hcpcsevents and pharmacy are plausible filler.
 """
 
 import numpy as np
