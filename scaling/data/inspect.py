@@ -5,6 +5,7 @@ from rich.table import Table
 
 from scaling.data.dataset import PreparedDataset
 from scaling.data.meds_io import SPLITS
+from scaling.data.timelines import Vocabulary
 
 
 def describe(dataset: PreparedDataset) -> Table:
@@ -37,9 +38,8 @@ def describe(dataset: PreparedDataset) -> Table:
     return table
 
 
-def _render(tokens: list[int], dataset: PreparedDataset) -> list[str]:
+def _render(tokens: list[int], dataset: PreparedDataset, vocab: Vocabulary) -> list[str]:
     """Tokens as lines: one event per line (code with its description, then its value tokens), gaps between."""
-    vocab = dataset.vocabulary()
     descriptions = dict(dataset.codes().select("code", "description").iter_rows())
     lines, line = [], []
     for token in tokens:
@@ -73,7 +73,7 @@ def decode_timeline(dataset: PreparedDataset, split: str, index: int, limit: int
     """One subject's first tokens: time gaps, codes with descriptions, value tokens, one event per line."""
     tokens, _ = _check(dataset, split, index).subject(index)
     header = f"timeline of {split} subject #{index}: first {min(limit, len(tokens))} of {len(tokens):,} tokens"
-    return header + "\n" + "\n".join(_render(np.asarray(tokens[:limit]).tolist(), dataset))
+    return header + "\n" + "\n".join(_render(np.asarray(tokens[:limit]).tolist(), dataset, dataset.vocabulary()))
 
 
 def decode_icu_day(dataset: PreparedDataset, split: str, index: int, limit: int) -> str:
@@ -95,4 +95,4 @@ def decode_icu_day(dataset: PreparedDataset, split: str, index: int, limit: int)
     header = f"the first 24 h of an ICU stay of {split} subject #{subject}: {len(day):,} tokens" + (
         f", the first {len(shown):,} shown" if len(shown) < len(day) else ""
     )
-    return header + "\n" + "\n".join(_render(np.asarray(tokens)[shown].tolist(), dataset))
+    return header + "\n" + "\n".join(_render(np.asarray(tokens)[shown].tolist(), dataset, vocab))

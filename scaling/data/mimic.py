@@ -131,6 +131,28 @@ def code_of(*parts: str | pl.Expr) -> pl.Expr:
     return pl.concat_str(exprs, separator="//")
 
 
+def item_checks() -> list[tuple[str, pl.Expr]]:
+    """Checks on an itemid column parsed into `_item`."""
+    return [("missing itemid", pl.col("itemid").is_null()), ("unparseable itemid", pl.col("_item").is_null())]
+
+
+def number_or_text(frame: pl.DataFrame, number: str, text: str | None, count: TableCount) -> pl.DataFrame:
+    """`_number` from the column `number` (finite), else from `text` read as a number (counted as a warning);
+    `_text` where there is no number."""
+    frame = frame.with_columns(_number=_finite(pl.col(number).cast(pl.Float32, strict=False)))
+    garbled = pl.col(number).is_not_null() & pl.col("_number").is_null()
+    bad = frame.filter(garbled).height
+    if text is None:
+        if bad:
+            count.warnings[f"{number} not a number (kept without a value)"] += bad
+        return frame.with_columns(_text=pl.lit(None, pl.String))
+    if bad:
+        count.warnings[f"{number} not a number ({text} parsed instead)"] += bad
+        fallback = _finite(pl.col(text).cast(pl.Float32, strict=False))
+        frame = frame.with_columns(_number=pl.when(garbled).then(fallback).otherwise(pl.col("_number")))
+    return frame.with_columns(_text=pl.when(pl.col("_number").is_null()).then(pl.coalesce(text, number)))
+
+
 def with_discharge(frame: pl.DataFrame, hadm_times: pl.DataFrame) -> pl.DataFrame:
     """The rows with `_hadm` and their admission's discharge time `disch` (null for an unknown admission)."""
     return frame.with_columns(_hadm=parse_int("hadm_id")).join(
@@ -288,35 +310,21 @@ def rules(ctx: Context) -> list[TableRule]:
             "_hadm": parse_int("hadm_id"),
             "_charttime": parse_time("charttime"),
             "_item": parse_int("itemid"),
-            "_number": _finite(pl.col("valuenum").cast(pl.Float32, strict=False)),
         }
         checks = (
             known
             + time_checks("charttime")
-            + [
-                ("missing itemid", pl.col("itemid").is_null()),
-                ("unparseable itemid", pl.col("_item").is_null()),
-                ("unknown itemid", ~pl.col("_item").is_in(ctx.lab_items.implode())),
-            ]
+            + item_checks()
+            + [("unknown itemid", ~pl.col("_item").is_in(ctx.lab_items.implode()))]
         )
-        kept = classify(frame, parsed, checks, count)
-        garbled = pl.col("valuenum").is_not_null() & pl.col("_number").is_null()
-        bad_number = kept.filter(garbled).height
-        if bad_number:
-            count.warnings["valuenum not a number (value parsed instead)"] += bad_number
-            # A garbled valuenum falls back to `value` read as a number.
-            kept = kept.with_columns(
-                _number=pl.when(garbled)
-                .then(_finite(pl.col("value").cast(pl.Float32, strict=False)))
-                .otherwise(pl.col("_number"))
-            )
-        text = pl.when(pl.col("_number").is_null()).then(pl.coalesce(pl.col("value"), pl.col("valuenum")))
+        # A garbled valuenum falls back to `value` read as a number.
+        kept = number_or_text(classify(frame, parsed, checks, count), "valuenum", "value", count)
         return events(
             kept,
             pl.col("_charttime"),
             code_of("LAB", pl.col("itemid"), pl.col("valueuom")),
             numeric=pl.col("_number"),
-            text=text,
+            text=pl.col("_text"),
             hadm=hadm,
         )
 

@@ -23,6 +23,8 @@ from scaling.data.mimic import (
     code_of,
     discharge_checks,
     events,
+    item_checks,
+    number_or_text,
     parse_date_end,
     parse_int,
     parse_time,
@@ -97,8 +99,9 @@ ITEM_TABLES = ("icu/chartevents", "icu/inputevents", "icu/outputevents", "icu/pr
 def choose_tables(asked: tuple[str, ...] | None, present: Callable[[str], bool]) -> tuple[list[str], list[str]]:
     """(the streamed tables to read, in reading order; the known tables absent from the source). `asked`: names as
     `hosp/labevents` or `labevents`, each of which must be present; None: every known table that is present."""
+    absent = [t for t in TABLES if not present(t)]
     if asked is None:
-        return [t for t in TABLES if present(t)], [t for t in TABLES if not present(t)]
+        return [t for t in TABLES if t not in absent], absent
     short = {t.split("/")[1]: t for t in TABLES}
     unknown = [a for a in asked if a not in TABLES and a not in short]
     if unknown:
@@ -107,13 +110,13 @@ def choose_tables(asked: tuple[str, ...] | None, present: Callable[[str], bool])
             + ", ".join(t.split("/")[1] for t in TABLES)
         )
     wanted = {short.get(a, a) for a in asked}
-    missing = [t for t in TABLES if t in wanted and not present(t)]
+    missing = [t for t in absent if t in wanted]
     if missing:
         raise SourceError(
             f"--tables asks for {', '.join(missing)}, which the source does not have (neither .csv.gz nor .csv); "
             "leave --tables out to read every table present"
         )
-    return [t for t in TABLES if t in wanted], [t for t in TABLES if not present(t)]
+    return [t for t in TABLES if t in wanted], absent
 
 
 def dictionaries_for(tables: list[str]) -> dict[str, tuple[str, ...]]:
@@ -124,28 +127,6 @@ def dictionaries_for(tables: list[str]) -> dict[str, tuple[str, ...]]:
 def all_rules(ctx: Context, tables: list[str]) -> list[TableRule]:
     """The rules of the chosen tables, in reading order."""
     return [r for r in core_rules(ctx) + rules(ctx) if r.name in tables]
-
-
-def _item_checks() -> list[tuple[str, pl.Expr]]:
-    return [("missing itemid", pl.col("itemid").is_null()), ("unparseable itemid", pl.col("_item").is_null())]
-
-
-def _number_or_text(frame: pl.DataFrame, number: str, text: str | None, count: TableCount) -> pl.DataFrame:
-    """`_number` from the column `number` (finite), else from `text` read as a number (counted as a warning);
-    `_text` where there is no number."""
-    frame = frame.with_columns(_number=_finite(pl.col(number).cast(pl.Float32, strict=False)))
-    if text is None:
-        bad = frame.filter(pl.col(number).is_not_null() & pl.col("_number").is_null()).height
-        if bad:
-            count.warnings[f"{number} not a number (kept without a value)"] += bad
-        return frame.with_columns(_text=pl.lit(None, pl.String))
-    garbled = pl.col(number).is_not_null() & pl.col("_number").is_null()
-    bad = frame.filter(garbled).height
-    if bad:
-        count.warnings[f"{number} not a number ({text} parsed instead)"] += bad
-        fallback = _finite(pl.col(text).cast(pl.Float32, strict=False))
-        frame = frame.with_columns(_number=pl.when(garbled).then(fallback).otherwise(pl.col("_number")))
-    return frame.with_columns(_text=pl.when(pl.col("_number").is_null()).then(pl.coalesce(text, number)))
 
 
 def _ended(kept: pl.DataFrame, count: TableCount) -> pl.DataFrame:
@@ -164,8 +145,8 @@ def rules(ctx: Context) -> list[TableRule]:
 
     def chartevents(frame: pl.DataFrame, count: TableCount) -> pl.DataFrame:
         parsed = {"_hadm": parse_int("hadm_id"), "_charttime": parse_time("charttime"), "_item": parse_int("itemid")}
-        kept = _number_or_text(
-            classify(frame, parsed, known + time_checks("charttime") + _item_checks(), count),
+        kept = number_or_text(
+            classify(frame, parsed, known + time_checks("charttime") + item_checks(), count),
             "valuenum",
             "value",
             count,
@@ -183,7 +164,7 @@ def rules(ctx: Context) -> list[TableRule]:
             "_rate": _finite(pl.col("rate").cast(pl.Float32, strict=False)),
             "_amount": _finite(pl.col("amount").cast(pl.Float32, strict=False)),
         }
-        kept = classify(frame, parsed, known + time_checks("starttime") + _item_checks(), count)
+        kept = classify(frame, parsed, known + time_checks("starttime") + item_checks(), count)
         rated = pl.col("_rate").is_not_null()
         start = events(
             kept,
@@ -203,8 +184,8 @@ def rules(ctx: Context) -> list[TableRule]:
 
     def outputevents(frame: pl.DataFrame, count: TableCount) -> pl.DataFrame:
         parsed = {"_hadm": parse_int("hadm_id"), "_charttime": parse_time("charttime"), "_item": parse_int("itemid")}
-        kept = _number_or_text(
-            classify(frame, parsed, known + time_checks("charttime") + _item_checks(), count), "value", None, count
+        kept = number_or_text(
+            classify(frame, parsed, known + time_checks("charttime") + item_checks(), count), "value", None, count
         )
         code = code_of("OUTPUT", pl.col("itemid"), pl.col("valueuom"))
         return events(kept, pl.col("_charttime"), code, numeric=pl.col("_number"), hadm=hadm)
@@ -216,7 +197,7 @@ def rules(ctx: Context) -> list[TableRule]:
             "_endtime": parse_time("endtime"),
             "_item": parse_int("itemid"),
         }
-        kept = classify(frame, parsed, known + time_checks("starttime") + _item_checks(), count)
+        kept = classify(frame, parsed, known + time_checks("starttime") + item_checks(), count)
         start = events(kept, pl.col("_starttime"), code_of("ICU_PROCEDURE", "START", pl.col("itemid")), hadm=hadm)
         end = events(
             _ended(kept, count), pl.col("_endtime"), code_of("ICU_PROCEDURE", "END", pl.col("itemid")), hadm=hadm

@@ -141,23 +141,22 @@ def _from_mimic(config: PrepareConfig, tmp: Path, reporter: Reporter) -> dict:
     counts: dict[str, mimic.TableCount] = {}
     present = lambda name: any((root / f"{name}{suffix}").is_file() for suffix in (".csv.gz", ".csv"))  # noqa: E731
     chosen, absent = mimic_tables.choose_tables(config.tables, present)
+    dictionary_columns = mimic_tables.dictionaries_for(chosen)
+    if present(mimic_tables.ITEMS) and set(chosen) & set(mimic_tables.ITEM_TABLES):
+        dictionary_columns[mimic_tables.ITEMS] = mimic_tables.ITEMS_COLUMNS  # descriptions of the ICU items
     needed = {
-        **mimic_tables.dictionaries_for(chosen),
+        **dictionary_columns,
         "hosp/patients": mimic.PATIENTS_COLUMNS,
         "hosp/admissions": mimic.ADMISSIONS_COLUMNS,
         **{name: mimic_tables.TABLES[name] for name in chosen},
     }
-    if present(mimic_tables.ITEMS) and set(chosen) & set(mimic_tables.ITEM_TABLES):
-        needed[mimic_tables.ITEMS] = mimic_tables.ITEMS_COLUMNS  # descriptions of the ICU items, when there
     # Check every file and header before reading anything, so a wrong folder fails in a second.
     tables = {name: csv_stream.open_table(root, name, cols, mimic.HINT) for name, cols in needed.items()}
     reporter.step("hashing source files")
     source_hash = content_hash([t.path for t in tables.values()], root)
 
     dictionaries = {}
-    for name, cols in needed.items():
-        if name not in mimic.DICTIONARY_COLUMNS and name != mimic_tables.ITEMS:
-            continue
+    for name, cols in dictionary_columns.items():
         frame = _read_whole(root, name, cols, reporter, counts)
         count = counts[name]
         count.read += frame.height
