@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from scaling.data.dataset import PreparedDataset
-from scaling.data.labbags import BagConfig, bert_tokens, fit_lab_vocabulary, make_bags
+from scaling.data.labbags import BagConfig, Bags, BagSplit, BagWriter, bert_tokens, fit_lab_vocabulary, make_bags
 from scaling.data.loaders import BagLoader, pack_bags
 from tests.helpers import at, event_frame
 
@@ -67,6 +67,64 @@ def test_ecdf_is_in_unit_interval_and_monotone():
     assert (cdf >= 0).all() and (cdf <= 1).all() and (np.diff(cdf) >= 0).all()
     assert vocab.ecdf(np.zeros(3, np.int64), np.array([0.5, 3.0, 9.0])).tolist() == pytest.approx([0.0, 5 / 8, 1.0])
     assert np.isnan(vocab.ecdf(np.zeros(1, np.int64), np.array([np.nan]))[0])
+
+
+def test_ecdf_of_each_item_is_its_own_share_at_or_below():
+    """Several items, one with no number at all: each item's eCDF is the share of its own train values <= v."""
+    rng = np.random.default_rng(0)
+    values = {"10": rng.integers(0, 20, 300).astype(float), "9": rng.normal(size=200).round(1), "11": []}
+    rows = [
+        (i, at(minutes=i), f"LAB//{item}//u", float(v), None) for item, vs in values.items() for i, v in enumerate(vs)
+    ]
+    rows += [(i, at(minutes=i), "LAB//11//u", None, "___") for i in range(5)]
+    vocab = fit_lab_vocabulary(event_frame(rows).lazy(), CONFIG)
+    assert vocab.items == ("10", "11", "9") and vocab.counts == (300, 5, 200)
+    for index, item in enumerate(vocab.items):
+        probe = np.array([-1.0, 0.0, 0.5, 7.0, 19.0, 25.0])  # exact in float32, as events store values
+        got = vocab.ecdf(np.full(len(probe), index, np.int64), probe)
+        if not len(values[item]):
+            assert np.isnan(got).all()  # nothing to compare with: no value
+            continue
+        want = [(np.asarray(values[item], np.float32) <= p).mean() for p in probe]
+        assert got.tolist() == pytest.approx(want, abs=1e-6)
+
+
+def random_bags(rng, n, width, first_subject):
+    lengths = rng.integers(1, width + 1, n).astype(np.int32)
+    filled = np.arange(width) < lengths[:, None]
+    codes = np.where(filled, rng.integers(1, 50, (n, width)), 0).astype(np.int32)
+    values = np.where(filled, rng.random((n, width)), np.nan).astype(np.float32)
+    values[filled & (rng.random((n, width)) < 0.1)] = np.nan  # labs without a number stay NaN
+    subjects = np.arange(first_subject, first_subject + n, dtype=np.int64)
+    return Bags(codes, values, lengths, subjects, subjects * 1000)
+
+
+def test_bag_writer_streams_batches_and_pads_them_like_one_array(tmp_path, monkeypatch):
+    """Batches of different widths, written as they come and padded in chunks at the end, give the arrays a
+    concatenation padded to the widest batch would; a split without bags gets empty arrays."""
+    monkeypatch.setattr(BagWriter, "CHUNK", 7)  # several chunks, one of them partial
+    rng = np.random.default_rng(1)
+    batches = [random_bags(rng, 20, 5, 0), random_bags(rng, 13, 9, 100), random_bags(rng, 4, 3, 200)]
+    split_of = {s: "train" if s % 3 else "tuning" for b in batches for s in b.subject_ids.tolist()}
+    writer = BagWriter(tmp_path)
+    for batch in batches:
+        writer.write(batch, split_of)
+    assert writer.close() == {"train": 25, "tuning": 12, "held_out": 0}
+    for split in ("train", "tuning"):
+        rows = [np.array([split_of[s] == split for s in b.subject_ids.tolist()]) for b in batches]
+        width = max(b.codes.shape[1] for b, r in zip(batches, rows) if r.any())
+        pad = lambda a, fill: np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=fill)  # noqa: E731
+        got = BagSplit.open(tmp_path, split)
+        np.testing.assert_array_equal(got.codes, np.concatenate([pad(b.codes[r], 0) for b, r in zip(batches, rows)]))
+        np.testing.assert_array_equal(
+            got.values, np.concatenate([pad(b.values[r], np.nan) for b, r in zip(batches, rows)])
+        )
+        for name in ("lengths", "subject_ids", "times"):
+            want = np.concatenate([getattr(b, name)[r] for b, r in zip(batches, rows)])
+            np.testing.assert_array_equal(getattr(got, name), want)
+    empty = BagSplit.open(tmp_path, "held_out")
+    assert len(empty) == 0 and empty.codes.shape == (0, 0) and empty.values.dtype == np.float32
+    assert not list(tmp_path.rglob("_*.bin"))  # the streamed parts are gone
 
 
 def test_bert_tokens_are_code_and_decile():

@@ -327,3 +327,21 @@ def test_truncated_gzip_is_a_clear_error(synth, tmp_path):
     with pytest.raises(SourceError, match=r"labevents.csv.gz: cannot be read past row [\d,]+"):
         prepare(PrepareConfig(out=tmp_path / "out", mimic=root))
     assert not (tmp_path / "out").exists()
+
+
+def test_reading_ahead_gives_every_batch_in_order_and_stops_with_the_reader(synth, monkeypatch):
+    """The read-ahead thread yields the same rows as reading in line, and a reader that stops early stops it."""
+    import threading
+
+    from scaling.data import csv_stream
+
+    monkeypatch.setattr(csv_stream, "BLOCK_BYTES", 1 << 16)  # many small batches
+    table = csv_stream.open_table(synth, "hosp/labevents", ("labevent_id", "valuenum"), "")
+    malformed = [0]
+    streamed = pl.concat(list(csv_stream.stream(table, ("labevent_id", "valuenum"), malformed)))
+    whole = pl.read_csv(synth / "hosp/labevents.csv.gz", columns=["labevent_id", "valuenum"], infer_schema=False)
+    assert streamed.equals(whole) and malformed == [0]
+    batches = csv_stream.stream(table, ("labevent_id",), [0])
+    assert next(batches).height < whole.height and next(batches).height
+    batches.close()  # stopping after two batches, with more read ahead
+    assert not [t for t in threading.enumerate() if t.name == "ehrscale-csv-read-ahead"]

@@ -8,6 +8,8 @@ stray quotes) are skipped by the parser and counted as `malformed line`.
 import csv
 import gzip
 import io
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +118,7 @@ def stream(
         return "skip"
 
     raw = _CountingFile(table.path, on_bytes)
-    rows = 0
+    rows, batches = 0, None
     try:
         source = pa.PythonFile(raw, mode="r")
         if table.path.suffix == ".gz":
@@ -133,11 +135,52 @@ def stream(
                 quoted_strings_can_be_null=True,
             ),
         )
-        for batch in reader:
+        batches = _read_ahead(reader)
+        for batch in batches:
             rows += batch.num_rows
             frame = pl.from_arrow(pa.Table.from_batches([batch]))
             yield frame.rename({a: c.lower() for a, c in zip(actual, columns, strict=True)})
     except (OSError, EOFError, pa.ArrowInvalid) as error:  # a corrupt or truncated gzip, an undecodable byte
         raise SourceError(f"{table.path}: cannot be read past row {rows + malformed[0]:,}: {error}") from error
     finally:
+        if batches is not None:
+            batches.close()  # stops the reading thread before its file is closed
         raw.close()
+
+
+def _read_ahead(batches: Iterator, depth: int = 2) -> Iterator:
+    """The batches of `batches`, read in a thread up to `depth` ahead of the caller: decompressing and parsing (one
+    core for gzip) overlap with the caller converting and writing the previous batch. Errors are raised here;
+    closing this generator stops the thread."""
+    ahead: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def offer(item) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if not offer(batch):
+                    return
+            offer(done)
+        except BaseException as error:  # handed to the caller, who raises it
+            offer(error)
+
+    thread = threading.Thread(target=produce, name="ehrscale-csv-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while (item := ahead.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()

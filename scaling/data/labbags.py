@@ -132,7 +132,7 @@ def numeric_codes_of(train: pl.LazyFrame, config: BagConfig) -> tuple[str, ...]:
         .group_by("code")
         .agg(share=pl.col("numeric_value").is_not_null().mean())
         .filter(pl.col("share") >= config.numeric_share)
-        .collect()
+        .collect(engine="streaming")
     )
     return tuple(sorted(shares["code"].to_list()))
 
@@ -144,30 +144,32 @@ def fit_lab_vocabulary(train: pl.LazyFrame, config: BagConfig) -> LabVocabulary:
         labs.group_by("item")
         .agg(count=pl.len())
         .filter(pl.col("count") >= config.min_code_count)
-        .collect()
+        .collect(engine="streaming")
         .sort("item")
     )
     items = counts["item"].to_list()
+    # Distinct values and their counts (a streaming aggregation): memory follows the distinct values, not the rows.
     distinct = (
         labs.filter(pl.col("item").is_in(items) & pl.col("value").is_not_null() & pl.col("value").is_finite())
         .group_by("item", "value")
         .agg(n=pl.len())
-        .collect()
+        .collect(engine="streaming")
         .sort("item", "value")
     )
-    values, cdf, offsets = [], [], [0]
-    for item in items:
-        part = distinct.filter(pl.col("item") == item)
-        n = part["n"].to_numpy()
-        values.append(part["value"].to_numpy())
-        cdf.append((np.cumsum(n) / max(n.sum(), 1)).astype(np.float32))
-        offsets.append(offsets[-1] + part.height)
+    index = {item: i for i, item in enumerate(items)}
+    item_of = distinct["item"].replace_strict(index, return_dtype=pl.Int64).to_numpy()  # sorted as `items` are
+    offsets = np.searchsorted(item_of, np.arange(len(items) + 1), side="left").astype(np.int64)
+    n = distinct["n"].to_numpy()
+    cdf = np.zeros(len(n), dtype=np.float32)
+    for i in range(len(items)):  # the share of an item's train values at or below each distinct value
+        lo, hi = offsets[i], offsets[i + 1]
+        cdf[lo:hi] = np.cumsum(n[lo:hi]) / max(n[lo:hi].sum(), 1)
     return LabVocabulary(
         items=tuple(items),
         counts=tuple(counts["count"].to_list()),
-        ecdf_values=np.concatenate(values) if values else np.zeros(0),
-        ecdf_cdf=np.concatenate(cdf) if cdf else np.zeros(0, np.float32),
-        ecdf_offsets=np.asarray(offsets, dtype=np.int64),
+        ecdf_values=distinct["value"].to_numpy(),
+        ecdf_cdf=cdf,
+        ecdf_offsets=offsets,
     )
 
 
@@ -251,42 +253,61 @@ def _subset_of_previous(bags: pl.DataFrame, n_items: int) -> np.ndarray:
 
 
 class BagWriter:
-    """Collects bags per split and writes padded arrays at the end."""
+    """Appends each batch's bags to per-split files as they come, and pads them into the .npy arrays at the end in
+    chunks: memory is bounded by a batch and a chunk, not by the number of bags (about 5M on full MIMIC-IV)."""
+
+    FIELDS = {"codes": np.int32, "values": np.float32, "lengths": np.int32, "subject_ids": np.int64, "times": np.int64}
+    CHUNK = 1 << 18  # bags padded at a time in close()
 
     def __init__(self, folder: Path):
         self.folder = folder
-        self._parts: dict[str, list[Bags]] = {s: [] for s in SPLITS}
+        self._files = {}
+        self._width = dict.fromkeys(SPLITS, 0)  # the widest batch a split had rows in (the padded width)
+        for split in SPLITS:
+            (folder / split).mkdir(parents=True, exist_ok=True)
+            self._files[split] = {name: open(folder / split / f"_{name}.bin", "wb") for name in self.FIELDS}
 
     def write(self, bags: Bags, split_of: dict[int, str]) -> None:
         splits = np.array([split_of.get(int(s), "") for s in bags.subject_ids])
         for split in SPLITS:
-            rows = splits == split
-            if rows.any():
-                self._parts[split].append(
-                    Bags(
-                        bags.codes[rows],
-                        bags.values[rows],
-                        bags.lengths[rows],
-                        bags.subject_ids[rows],
-                        bags.times[rows],
-                    )
-                )
+            rows = np.flatnonzero(splits == split)
+            if not rows.size:
+                continue
+            self._width[split] = max(self._width[split], bags.codes.shape[1])
+            files = self._files[split]
+            filled = np.arange(bags.codes.shape[1]) < bags.lengths[rows, None]  # the labs, without the padding
+            bags.codes[rows][filled].astype(np.int32).tofile(files["codes"])
+            bags.values[rows][filled].astype(np.float32).tofile(files["values"])
+            for name in ("lengths", "subject_ids", "times"):
+                getattr(bags, name)[rows].astype(self.FIELDS[name]).tofile(files[name])
 
     def close(self) -> dict[str, int]:
         stats = {}
-        for split, parts in self._parts.items():
-            out = self.folder / split
-            out.mkdir(parents=True, exist_ok=True)
-            width = max((p.codes.shape[1] for p in parts), default=0)
-            pad = lambda a, fill: np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=fill)  # noqa: E731
-            codes = np.concatenate([pad(p.codes, PAD) for p in parts]) if parts else np.zeros((0, 0), np.int32)
-            values = np.concatenate([pad(p.values, np.nan) for p in parts]) if parts else np.zeros((0, 0), np.float32)
-            np.save(out / "codes.npy", codes.astype(np.int32))
-            np.save(out / "values.npy", values.astype(np.float32))
-            for name in ("lengths", "subject_ids", "times"):
-                arrays = [getattr(p, name) for p in parts]
-                np.save(out / f"{name}.npy", np.concatenate(arrays) if arrays else np.zeros(0, np.int64))
-            stats[split] = int(len(codes))
+        for split in SPLITS:
+            out, width = self.folder / split, self._width[split]
+            for handle in self._files[split].values():
+                handle.close()
+            lengths = np.fromfile(out / "_lengths.bin", dtype=self.FIELDS["lengths"])
+            for name in ("lengths", "subject_ids", "times"):  # one number per bag: small enough to load
+                np.save(out / f"{name}.npy", np.fromfile(out / f"_{name}.bin", dtype=self.FIELDS[name]))
+            starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+            for name, fill in (("codes", PAD), ("values", np.nan)):
+                dtype, shape = self.FIELDS[name], (len(lengths), width)
+                if not starts[-1]:  # no bag (a memory map cannot be empty)
+                    np.save(out / f"{name}.npy", np.full(shape, fill, dtype=dtype))
+                    continue
+                flat = np.memmap(out / f"_{name}.bin", dtype=dtype, mode="r")
+                padded = np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+                for lo in range(0, len(lengths), self.CHUNK):
+                    hi = min(lo + self.CHUNK, len(lengths))
+                    block = np.full((hi - lo, width), fill, dtype=dtype)
+                    block[np.arange(width) < lengths[lo:hi, None]] = flat[starts[lo] : starts[hi]]
+                    padded[lo:hi] = block
+                padded.flush()
+                del padded, flat
+            for name in self.FIELDS:
+                (out / f"_{name}.bin").unlink()
+            stats[split] = int(len(lengths))
         return stats
 
 

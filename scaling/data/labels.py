@@ -161,4 +161,4 @@ def subject_spans(events: pl.LazyFrame) -> pl.DataFrame:
     """Each subject's first and last timed event (subjects with only static events: nulls)."""
     return (
         events.group_by("subject_id").agg(first=pl.col("time").min(), last=pl.col("time").max(), known=pl.lit(True))
-    ).collect()
+    ).collect(engine="streaming")

@@ -155,6 +155,7 @@ def _from_mimic(config: PrepareConfig, tmp: Path, reporter: Reporter) -> dict:
     reporter.step("hashing source files")
     source_hash = content_hash([t.path for t in tables.values()], root)
 
+    reporter.step(f"reading and converting {len(tables)} tables")
     dictionaries = {}
     for name, cols in dictionary_columns.items():
         frame = _read_whole(root, name, cols, reporter, counts)

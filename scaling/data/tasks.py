@@ -38,6 +38,11 @@ BUILT_IN_INPUTS = "before"  # the built-in tasks' models see events strictly bef
 ALIASES = {"mortality/in_icu/first_24h": "icu_mortality"}
 
 
+# (start, end) code prefixes of a hospital stay and an ICU stay
+HOSPITAL_STAY = ("HOSPITAL_ADMISSION//", "HOSPITAL_DISCHARGE//")
+ICU_STAY = ("ICU_ADMISSION//", "ICU_DISCHARGE")
+
+
 def _pairs(events: pl.LazyFrame, start_prefix: str, end_code_prefix: str) -> pl.LazyFrame:
     """Each start event with the same subject's first end event at or after it."""
     starts = (
@@ -65,10 +70,19 @@ def _label_frame(frame: pl.DataFrame, label: pl.Expr) -> pl.DataFrame:
 
 def build_tasks(events: pl.LazyFrame, config: TaskConfig) -> tuple[dict[str, pl.DataFrame], dict[str, dict[str, int]]]:
     """All task label frames, and per task the cohort exclusions by reason."""
+    # One streaming pass keeps the few events the tasks look at (stays, deaths, creatinine): memory follows them.
+    needed = pl.any_horizontal(
+        *(pl.col("code").str.starts_with(prefix) for prefix in (*HOSPITAL_STAY, *ICU_STAY)),
+        pl.col("code") == meds.death_code,
+        pl.col("code").str.contains(config.creatinine_code) & pl.col("numeric_value").is_not_null(),
+    )
+    events = (
+        events.filter(needed).select("subject_id", "time", "code", "numeric_value").collect(engine="streaming").lazy()
+    )
     deaths = _deaths(events)
     predict = pl.duration(hours=config.prediction_hours)
     admissions = (
-        _pairs(events, "HOSPITAL_ADMISSION//", "HOSPITAL_DISCHARGE//")
+        _pairs(events, *HOSPITAL_STAY)
         .join(deaths, on="subject_id", how="left")
         .with_columns(prediction_time=pl.col("start") + predict)
         .collect()
@@ -94,7 +108,7 @@ def build_tasks(events: pl.LazyFrame, config: TaskConfig) -> tuple[dict[str, pl.
 
     # ICU mortality: predict 24 h into the stay; the stay must outlast the gap (alive and in the ICU at 48 h).
     stays = (
-        _pairs(events, "ICU_ADMISSION//", "ICU_DISCHARGE")
+        _pairs(events, *ICU_STAY)
         .join(deaths, on="subject_id", how="left")
         .with_columns(
             prediction_time=pl.col("start") + predict, gap_end=pl.col("start") + pl.duration(hours=config.icu_gap_hours)
