@@ -254,7 +254,7 @@ def _subset_of_previous(bags: pl.DataFrame, n_items: int) -> np.ndarray:
 
 class BagWriter:
     """Appends each batch's bags to per-split files as they come, and pads them into the .npy arrays at the end in
-    chunks: memory is bounded by a batch and a chunk, not by the number of bags (about 5M on full MIMIC-IV)."""
+    chunks: memory is bounded by a batch and a chunk, not by the number of bags (about 4M on full MIMIC-IV)."""
 
     FIELDS = {"codes": np.int32, "values": np.float32, "lengths": np.int32, "subject_ids": np.int64, "times": np.int64}
     CHUNK = 1 << 18  # bags padded at a time in close()
