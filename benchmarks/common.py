@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 EHRSCALE = str(Path(sys.executable).with_name("ehrscale"))
 
 
@@ -29,6 +31,15 @@ def measure(command: list[str]) -> Measured:
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{process.stderr.read().decode()[-2000:]}")
     return Measured(seconds=seconds, peak_rss_mib=usage.ru_maxrss / 1024)
+
+
+def tree_rss_mib(process: psutil.Process) -> float:
+    """Resident memory of a process and all its descendants together, in MiB (0 once it has gone)."""
+    try:
+        members = [process, *process.children(recursive=True)]
+        return sum(p.memory_info().rss for p in members if p.is_running()) / 2**20
+    except psutil.Error:
+        return 0.0
 
 
 def machine() -> str:

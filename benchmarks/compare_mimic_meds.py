@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 import psutil
-from common import EHRSCALE, machine
+from common import EHRSCALE, machine, tree_rss_mib
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = "mimic-iv-meds==0.2.0"
@@ -32,20 +32,16 @@ def tree_run(command: list[str], log: Path, env: dict | None = None) -> tuple[fl
     start = time.perf_counter()
     with open(log, "w") as handle:
         process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
-        root, peak = psutil.Process(process.pid), 0
+        root, peak = psutil.Process(process.pid), 0.0
         while process.poll() is None:
-            try:
-                members = [root, *root.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in members if p.is_running()))
-            except psutil.Error:
-                pass
+            peak = max(peak, tree_rss_mib(root))
             time.sleep(0.1)
     seconds = time.perf_counter() - start
     if process.returncode != 0:
         raise RuntimeError(
             f"{' '.join(command)} failed (exit {process.returncode}); see {log}:\n{log.read_text()[-3000:]}"
         )
-    return seconds, peak / 2**20
+    return seconds, peak
 
 
 def reference_env(workdir: Path) -> Path:

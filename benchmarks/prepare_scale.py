@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import psutil
-from common import EHRSCALE, machine
+from common import EHRSCALE, machine, tree_rss_mib
 
 FULL_MIMIC_IV = {"hosp/labevents": 118_171_367, "icu/chartevents": 313_645_063}  # v2.2 rows (reference schema)
 STAGES = (  # how the command announces its stages, in order
@@ -67,12 +67,8 @@ def run_staged(command: list[str], log: Path) -> tuple[float, dict[str, list[flo
         reader.start()
         root = psutil.Process(process.pid)
         while process.poll() is None:
-            try:
-                rss = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)] if p.is_running())
-                stage = stages.setdefault(current[0], [0.0, 0.0])
-                stage[1] = max(stage[1], rss / 2**20)
-            except psutil.Error:
-                pass
+            stage = stages.setdefault(current[0], [0.0, 0.0])
+            stage[1] = max(stage[1], tree_rss_mib(root))
             time.sleep(0.1)
         reader.join()
     seconds = time.perf_counter() - started

@@ -288,7 +288,8 @@ class BagWriter:
             for handle in self._files[split].values():
                 handle.close()
             lengths = np.fromfile(out / "_lengths.bin", dtype=self.FIELDS["lengths"])
-            for name in ("lengths", "subject_ids", "times"):  # one number per bag: small enough to load
+            np.save(out / "lengths.npy", lengths)
+            for name in ("subject_ids", "times"):  # one number per bag, as lengths: small enough to load
                 np.save(out / f"{name}.npy", np.fromfile(out / f"_{name}.bin", dtype=self.FIELDS[name]))
             starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
             for name, fill in (("codes", PAD), ("values", np.nan)):
