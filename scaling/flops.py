@@ -41,7 +41,7 @@ def forward_components(s: Shape) -> dict[str, float]:
         "embeddings": 0.0,  # a gather
         "qkv": layers * 2 * 3 * d * d,
         "scores": layers * 2 * t * d,
-        "softmax": layers * 5 * s.n_heads * t,  # max, subtract, exp, sum, divide
+        "softmax": layers * 5 * s.n_heads * t,  # the mask, max, subtract, exp, sum (the divide is after the values)
         "attention_output": layers * 2 * t * d + layers * 2 * d * d,  # probs x values, then the output projection
         "mlp": layers * (2 * 3 * d * f + 4 * f),  # gate, up, down; SiLU and the product
         "norms_residuals": (2 * layers + 1) * 4 * d + layers * 2 * d,

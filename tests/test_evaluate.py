@@ -5,6 +5,7 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from scaling import baselines as baselines_module
 from scaling.data.dataset import PreparedDataset
@@ -46,6 +47,19 @@ def test_interval_contains_the_estimate_and_narrows_with_more_patients():
         widths.append(hi - lo)
     assert widths[1] < widths[0] / 2
     assert auroc_interval(y, risk, seed=5) == auroc_interval(y, risk, seed=5)  # seeded
+
+
+def test_bootstrap_interval_is_the_auroc_of_each_resample():
+    """The vectorised bootstrap equals scikit-learn's AUROC over the same resamples, ties included."""
+    rng = np.random.default_rng(4)
+    y = rng.random(300) < 0.3
+    risk = np.round(rng.normal(size=300) + y, 1)  # rounded: many tied scores, some across the classes
+    picks = np.random.default_rng(7).integers(0, 300, (200, 300))  # what auroc_interval draws with seed 7
+    aucs = [roc_auc_score(y[p], risk[p]) for p in picks if 0 < y[p].sum() < 300]
+    point, lo, hi = auroc_interval(y, risk, seed=7, resamples=200)
+    assert point == roc_auc_score(y, risk)
+    want_lo, want_hi = np.percentile(aucs, [2.5, 97.5])
+    assert lo == pytest.approx(min(want_lo, point), abs=1e-12) and hi == pytest.approx(max(want_hi, point), abs=1e-12)
 
 
 def test_too_small_cohort_is_reported_with_counts():

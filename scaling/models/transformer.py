@@ -31,6 +31,19 @@ def rotary(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
     return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1).astype(x.dtype)
 
 
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """Softmax attention [b, h, t, k] from q, k, v [b, h, t|s, k] and an additive mask bias [b, 1, t, s].
+
+    The softmax is written out and normalised after the value product (divide [t, k], not [t, s]), as flash
+    attention does: the same numbers as jax.nn.softmax to float rounding, and on XLA's CPU backend its gradient
+    takes half the time (jax.nn.softmax's backward pass was half of a small model's step; docs/benchmarks.md).
+    The max is a constant to the gradient: the softmax does not depend on it."""
+    scores = jnp.einsum("bhtk,bhsk->bhts", q * q.shape[-1] ** -0.5, k).astype(jnp.float32) + bias
+    weights = jnp.exp(scores - jax.lax.stop_gradient(jnp.max(scores, axis=-1, keepdims=True)))
+    attended = jnp.einsum("bhts,bhsk->bhtk", weights.astype(dtype), v).astype(jnp.float32)
+    return (attended / jnp.sum(weights, axis=-1)[..., None]).astype(dtype)
+
+
 def _normal(rngs: nnx.Rngs, shape: tuple[int, ...], std: float) -> nnx.Param:
     return nnx.Param(std * jax.random.normal(rngs.params(), shape, jnp.float32))
 
@@ -85,11 +98,7 @@ class BlockStack(nnx.Module):
             if c.rotary:
                 q, k = rotary(q, positions, c.rope_theta), rotary(k, positions, c.rope_theta)
             q, k, v = (z.transpose(0, 2, 1, 3) for z in (q, k, v))  # [b, h, t, k]: batch axes leading
-            scores = jnp.einsum("bhtk,bhsk->bhts", q, k).astype(jnp.float32) / jnp.sqrt(c.head_dim)
-            probs = jax.nn.softmax(scores + bias, axis=-1).astype(dtype)
-            attended = (
-                jnp.einsum("bhts,bhsk->bhtk", probs, v).transpose(0, 2, 1, 3).reshape(b * t, c.n_heads, c.head_dim)
-            )
+            attended = attention(q, k, v, bias, dtype).transpose(0, 2, 1, 3).reshape(b * t, c.n_heads, c.head_dim)
             x = x + jnp.einsum("nhk,hkd->nd", attended, w["wo"])
             h = rms_norm(x, w["mlp_norm"])
             gated = jax.nn.silu(jnp.einsum("nd,df->nf", h, w["w_gate"])) * jnp.einsum("nd,df->nf", h, w["w_up"])
