@@ -11,7 +11,7 @@ from scaling.flops import Shape, forward_components, train_flops_per_token
 from scaling.models.decoder import Decoder, DecoderConfig, next_token_loss
 from scaling.models.labrador import Bert, Labrador, bert_row_loss, labrador_row_loss
 from scaling.models.shapes import EncoderConfig, bert_params, labrador_params
-from scaling.models.transformer import attention
+from scaling.models.transformer import attention, reference_attention
 from scaling.recipe import Recipe
 from scaling.train import schedule
 
@@ -108,10 +108,11 @@ def test_attention_is_the_softmax_of_the_scores_with_its_gradient():
     allowed[0, 0, 4] = False  # a row with no key allowed: uniform over all, as jax.nn.softmax gives
     bias = jnp.where(jnp.asarray(allowed), 0.0, -1e30)
 
-    def plain(q, k, v):
+    def plain(q, k, v):  # reference_attention, written out here too so a change to it cannot pass unnoticed
         probs = jax.nn.softmax(jnp.einsum("bhtk,bhsk->bhts", q, k) / jnp.sqrt(8.0) + bias, axis=-1)
         return jnp.einsum("bhts,bhsk->bhtk", probs, v)
 
+    np.testing.assert_allclose(reference_attention(q, k, v, bias, jnp.float32), plain(q, k, v), atol=1e-6)
     ours = lambda q, k, v: attention(q, k, v, bias, jnp.float32)  # noqa: E731
     np.testing.assert_allclose(ours(q, k, v), plain(q, k, v), atol=1e-5)
     np.testing.assert_allclose(ours(q, k, v)[0, :, 4], jnp.broadcast_to(v[0].mean(axis=1), (3, 8)), atol=1e-5)

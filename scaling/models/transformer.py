@@ -44,6 +44,13 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array, dtype: 
     return (attended / jnp.sum(weights, axis=-1)[..., None]).astype(dtype)
 
 
+def reference_attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """`attention` as written before it: jax.nn.softmax over the scaled scores, then the value product. Kept as the
+    reference the tests and benchmarks/step_profile.py hold `attention` to."""
+    scores = jnp.einsum("bhtk,bhsk->bhts", q, k).astype(jnp.float32) / jnp.sqrt(q.shape[-1])
+    return jnp.einsum("bhts,bhsk->bhtk", jax.nn.softmax(scores + bias, axis=-1).astype(dtype), v)
+
+
 def _normal(rngs: nnx.Rngs, shape: tuple[int, ...], std: float) -> nnx.Param:
     return nnx.Param(std * jax.random.normal(rngs.params(), shape, jnp.float32))
 
