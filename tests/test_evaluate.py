@@ -76,7 +76,7 @@ def test_too_small_cohort_is_reported_with_counts():
     assert result["counts"]["held_out"] == {"positives": 15, "negatives": 85}
 
 
-def test_baselines_are_computed_once_and_reused(prepared, tmp_path, monkeypatch):
+def test_baselines_and_the_oracle_are_computed_once_and_reused(prepared, tmp_path, monkeypatch):
     import shutil
 
     copy = tmp_path / "prep"
@@ -84,8 +84,12 @@ def test_baselines_are_computed_once_and_reused(prepared, tmp_path, monkeypatch)
     dataset = PreparedDataset.open(copy)
     first = baselines_module.baselines(dataset, "long_stay")
     assert (copy / "baselines" / "long_stay.json").exists()
+    oracle = baselines_module.oracle(dataset, "long_stay")
+    assert oracle["auroc"] > 0.5 and (copy / "baselines" / "long_stay.oracle.json").exists()
     monkeypatch.setattr(baselines_module, "features", lambda *a: pytest.fail("features recomputed"))
+    monkeypatch.setattr(baselines_module, "score", lambda *a: pytest.fail("oracle scored again"))
     assert baselines_module.baselines(dataset, "long_stay") == first
+    assert baselines_module.oracle(dataset, "long_stay") == oracle
 
 
 def test_baseline_features_use_only_the_past(prepared):
