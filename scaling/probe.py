@@ -48,7 +48,7 @@ def auroc_interval(
 
     All resamples at once: each resample counts its picks per group of equal scores (in score order), positives
     and negatives apart, and its AUROC is the Mann-Whitney statistic over those counts (ties count half). Two
-    integer bincounts over the picks, no [resamples, rows] float matrices: a third of the time, the same numbers."""
+    integer bincounts over the picks, no [resamples, rows] float matrices: the same numbers in 0.3-0.6x the time."""
     y = np.asarray(y).astype(bool)
     point = float(roc_auc_score(y, score))
     n = len(y)
