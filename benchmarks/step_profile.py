@@ -80,7 +80,7 @@ def profile(spec_path: Path, run_id: str, steps: int, repeats: int) -> None:
     variants = {}
     for name, attention in (("attention", current), ("reference", transformer.reference_attention)):
         transformer.attention = attention  # read when the step is traced, just below
-        variants[name] = step_functions(task.loss, graphdef, spec.recipe, jnp.float32)[1]
+        variants[name] = step_functions(task.loss, graphdef, spec.recipe, jnp.dtype(spec.dtype))[1]
         jax.block_until_ready(variants[name](params, opt_state, batches[0], constants))
     transformer.attention = current
     times = {name: [] for name in variants}

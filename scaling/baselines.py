@@ -12,6 +12,7 @@ Also here: the oracle, the true risks the synthetic MIMIC-IV keeps in `oracle/`.
 
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from xgboost import XGBClassifier
 
+from scaling.data.atomic import write_text
 from scaling.data.dataset import PreparedDataset
 from scaling.data.labbags import bags_before
 from scaling.data.meds_io import SPLITS
@@ -108,32 +110,40 @@ def _fit_score(model_name: str, splits: dict[str, Split], seed: int) -> dict:
     return score(held_out.y, best[1].predict_proba(prepare(held_out.x))[:, 1], seed)
 
 
-def baselines(dataset: PreparedDataset, task: str, seed: int = 0) -> dict:
-    """XGBoost and logistic regression on count and last-value features; cached per dataset and task."""
-    cache = dataset.root / "baselines" / f"{task}.json"
+def _cached(dataset: PreparedDataset, name: str, compute: Callable[[], dict | None]) -> dict | None:
+    """PREP/baselines/<name>.json, or `compute()` written there (null for None); written atomically, as sweep
+    workers evaluating side by side may read it while another writes it."""
+    cache = dataset.root / "baselines" / f"{name}.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    frame, columns = features(dataset, dataset.task(task), dataset.task_inputs(task) == "at_or_before")
-    splits = _splits(dataset, frame, columns)
-    return _score_and_cache(cache, splits, seed, features=len(columns))
+    result = compute()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    write_text(cache, json.dumps(result, indent=2) + "\n")
+    return result
 
 
-def _score_and_cache(cache: Path, splits: dict[str, Split], seed: int, **facts) -> dict:
+def baselines(dataset: PreparedDataset, task: str, seed: int = 0) -> dict:
+    """XGBoost and logistic regression on count and last-value features; cached per dataset and task."""
+
+    def compute() -> dict:
+        frame, columns = features(dataset, dataset.task(task), dataset.task_inputs(task) == "at_or_before")
+        return _score(_splits(dataset, frame, columns), seed, features=len(columns))
+
+    return _cached(dataset, task, compute)
+
+
+def _score(splits: dict[str, Split], seed: int, **facts) -> dict:
     """XGBoost and logistic regression scored on the splits (or why they are too small), beside `facts` about the
-    features; written to `cache` and returned."""
+    features."""
     reason = too_small(splits)
     if reason:
-        result = {"status": "too small", "reason": reason, "counts": class_counts(splits)}
-    else:
-        result = {
-            "status": "ok",
-            **facts,
-            "xgboost": _fit_score("xgboost", splits, seed),
-            "logistic": _fit_score("logistic", splits, seed),
-        }
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+        return {"status": "too small", "reason": reason, "counts": class_counts(splits)}
+    return {
+        "status": "ok",
+        **facts,
+        "xgboost": _fit_score("xgboost", splits, seed),
+        "logistic": _fit_score("logistic", splits, seed),
+    }
 
 
 def bag_features(
@@ -163,18 +173,19 @@ def bag_baselines(dataset: PreparedDataset, task: str, seed: int = 0) -> dict | 
     that have one; cached per dataset and task. None when the dataset has no lab bags."""
     if not dataset.lab_vocabulary().size:
         return None
-    cache = dataset.root / "baselines" / f"{task}.bags.json"
-    if cache.exists():
-        return json.loads(cache.read_text())
-    labels = dataset.task(task).join(dataset.splits(), on="subject_id", how="left")
-    inclusive = dataset.task_inputs(task) == "at_or_before"
-    splits, without = {}, {}
-    for split in SPLITS:
-        rows = labels.filter(pl.col("split") == split)
-        x, keep = bag_features(dataset, rows, split, inclusive)
-        splits[split] = Split(x=x, y=rows["boolean_value"].to_numpy().astype(np.int64)[keep])
-        without[split] = int((~keep).sum())
-    return _score_and_cache(cache, splits, seed, features=splits["train"].x.shape[1], rows_without_a_bag=without)
+
+    def compute() -> dict:
+        labels = dataset.task(task).join(dataset.splits(), on="subject_id", how="left")
+        inclusive = dataset.task_inputs(task) == "at_or_before"
+        splits, without = {}, {}
+        for split in SPLITS:
+            rows = labels.filter(pl.col("split") == split)
+            x, keep = bag_features(dataset, rows, split, inclusive)
+            splits[split] = Split(x=x, y=rows["boolean_value"].to_numpy().astype(np.int64)[keep])
+            without[split] = int((~keep).sum())
+        return _score(splits, seed, features=splits["train"].x.shape[1], rows_without_a_bag=without)
+
+    return _cached(dataset, f"{task}.bags", compute)
 
 
 ORACLE = {  # task -> (oracle file, risk column, the time the prediction hours count from)
@@ -188,13 +199,7 @@ ORACLE = {  # task -> (oracle file, risk column, the time the prediction hours c
 def oracle(dataset: PreparedDataset, task: str, seed: int = 0) -> dict | None:
     """AUROC of the synthetic data's true risks on held_out (None when the source has no oracle/); cached per
     dataset and task like the baselines (scored for every run it took 0.7 s a task)."""
-    cache = dataset.root / "baselines" / f"{task}.oracle.json"
-    if cache.exists():
-        return json.loads(cache.read_text())
-    result = _oracle(dataset, task, seed)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(result, indent=2) + "\n")  # null when there is none
-    return result
+    return _cached(dataset, f"{task}.oracle", lambda: _oracle(dataset, task, seed))
 
 
 def _oracle(dataset: PreparedDataset, task: str, seed: int) -> dict | None:
