@@ -3,14 +3,15 @@
     .venv/bin/python benchmarks/step_profile.py [--spec sweeps/labrador-demo.toml] [--run b1e12-w16-s0 ...]
 
 For each planned run of the sweep: its model, data and jitted AdamW step as `ehrscale sweep run` trains it
-(single-threaded XLA, as a sweep's CPU worker), timed with `transformer.attention` (normalised after the value
-product) and with `transformer.reference_attention` (jax.nn.softmax), the two interleaved over the same batches;
+(single-threaded XLA, as a sweep's CPU worker), timed with attention "xla" (normalised after the value
+product) and "reference" (jax.nn.softmax; scaling/models/attention.py), the two interleaved over the same batches;
 then one profile of the step (JAX's profiler, its Perfetto trace) summed by XLA op kind: the op count per step,
 the kinds that take the time, and how much goes to ops under 20 us (launch-bound work, not arithmetic).
 """
 
 import argparse
 import collections
+import dataclasses
 import glob
 import gzip
 import json
@@ -57,32 +58,26 @@ def op_kinds(step, params, opt_state, batches, constants) -> tuple[int, dict[str
 
 def profile(spec_path: Path, run_id: str, steps: int, repeats: int) -> None:
     import jax
-    import jax.numpy as jnp
-    from flax import nnx
 
-    import scaling.models.transformer as transformer
-    from scaling.data.dataset import PreparedDataset
+    from scaling.step import schedule_constants
     from scaling.sweep.plan import make_plan
     from scaling.sweep.spec import load_sweep
-    from scaling.train import make_task, optimizer_state, schedule_constants, step_functions
+    from scaling.train import step_setup
 
     planned = {r.run_id: r for r in make_plan(load_sweep(spec_path)).runs}
     if run_id not in planned:
         raise SystemExit(f"{spec_path} plans no run {run_id}; it plans {', '.join(planned)}")
     spec = planned[run_id].spec
-    task = make_task(spec, PreparedDataset.open(spec.data))
-    graphdef, state = nnx.split(task.model)
-    params = nnx.to_pure_dict(state)
-    opt_state = optimizer_state(spec.recipe, params)
+    setups = {  # the same initial params: the model's seed draws them, whatever computes its attention
+        name: step_setup(dataclasses.replace(spec, train=dataclasses.replace(spec.train, attention=implementation)))
+        for name, implementation in (("attention", "xla"), ("reference", "reference"))
+    }
+    task, params, opt_state = setups["attention"].task, setups["attention"].params, setups["attention"].opt_state
     constants = schedule_constants(spec.recipe, spec.recipe.learning_rate(spec.width), steps)
     batches = [task.train_batch(i) for i in range(steps)]
-    current = transformer.attention
-    variants = {}
-    for name, attention in (("attention", current), ("reference", transformer.reference_attention)):
-        transformer.attention = attention  # read when the step is traced, just below
-        variants[name] = step_functions(task.loss, graphdef, spec.recipe, jnp.dtype(spec.dtype))[1]
-        jax.block_until_ready(variants[name](params, opt_state, batches[0], constants))
-    transformer.attention = current
+    variants = {name: setup.step() for name, setup in setups.items()}
+    for step in variants.values():
+        jax.block_until_ready(step(params, opt_state, batches[0], constants))
     times = {name: [] for name in variants}
     for _ in range(repeats):
         for name, step in variants.items():
@@ -91,7 +86,7 @@ def profile(spec_path: Path, run_id: str, steps: int, repeats: int) -> None:
     ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
     print(
         f"{spec_path.name} {run_id} ({task.tokens_per_step:,} tokens a step): step {ms['attention']:.2f} ms with "
-        f"attention, {ms['reference']:.2f} ms with reference_attention ({ms['reference'] / ms['attention']:.2f}x; "
+        f"attention, {ms['reference']:.2f} ms with reference attention ({ms['reference'] / ms['attention']:.2f}x; "
         f"medians of {repeats} x {steps} steps); first loss {losses['attention']:.6f} / {losses['reference']:.6f}"
     )
     count, kinds, small = op_kinds(variants["attention"], params, opt_state, batches, constants)

@@ -4,7 +4,7 @@
         [--dtype float32]
 
 MFU = (exact training FLOPs per token x tokens/s) / the matmul peak (of --dtype) measured in this
-same process. The step is the real one of `scaling.train.step_functions` (the decoder's loss,
+same process. The step is the real one of `scaling.step.step_functions` (the decoder's loss,
 AdamW, clipping), fed a fixed random packed batch so the data loader is not what is measured (its
 own figures: bench_tokenize.py). Peak memory is the process's max RSS at the end (host memory).
 """
@@ -21,9 +21,9 @@ from flax import nnx
 
 from scaling.flops import train_flops_per_token
 from scaling.hardware import matmul_peak_flops
-from scaling.models.decoder import Decoder
+from scaling.models.decoder import Decoder, decoder_row_loss
 from scaling.recipe import Recipe
-from scaling.train import optimizer_state, schedule_constants, step_functions, timeline_loss
+from scaling.step import optimizer_state, schedule_constants, step_functions
 
 
 def measure(recipe: Recipe, width: int, vocab: int, steps: int, dtype=jnp.float32) -> tuple[float, float, dict]:
@@ -32,7 +32,7 @@ def measure(recipe: Recipe, width: int, vocab: int, steps: int, dtype=jnp.float3
     params = nnx.to_pure_dict(state)
     constants = schedule_constants(recipe, recipe.learning_rate(width), 1000)
     opt_state = optimizer_state(recipe, params)
-    _, step = step_functions(timeline_loss, graphdef, recipe, dtype)
+    _, step = step_functions(decoder_row_loss, graphdef, recipe, dtype)
 
     rng = np.random.default_rng(0)
     tokens = jnp.asarray(rng.integers(1, vocab, (recipe.batch_rows, recipe.context + 1)), jnp.int32)

@@ -20,6 +20,8 @@ eval_batches = 8
 checkpoint_every = 50
 keep_checkpoints = 2
 log_every = 10
+attention = "auto"            # auto | xla | reference | cudnn | splash (scaling/models/attention.py)
+microbatch_rows = 0           # rows per forward/backward pass; 0: the batch, or what fits an accelerator's memory
 
 [tracking]                    # curves beside metrics.jsonl (docs/tracking.md)
 backends = ["tensorboard"]    # tensorboard | wandb
@@ -39,6 +41,7 @@ from pathlib import Path
 from scaling.data.labels import check_name
 from scaling.data.tasks import ALIASES
 from scaling.flops import CONVENTIONS
+from scaling.models.shapes import ATTENTION_IMPLEMENTATIONS
 from scaling.recipe import FAMILIES, Recipe, override
 
 # The linear probe learns from at most this many training-split cohort rows (the same seeded sample
@@ -53,7 +56,8 @@ class SpecError(Exception):
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Cadence of logs, evaluations and checkpoints (does not change the result)."""
+    """How a run is carried out, not what it computes (none changes the result beyond float rounding): the cadence
+    of logs, evaluations and checkpoints, the attention implementation, the rows of one forward/backward pass."""
 
     eval_every: int = 100
     eval_batches: int = 8  # rows / 16 of the curve's evaluations every eval_every steps
@@ -61,6 +65,10 @@ class TrainSettings:
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     log_every: int = 10
+    attention: str = "auto"  # of ATTENTION_IMPLEMENTATIONS (scaling/models/attention.py)
+    # Rows of one forward/backward pass; the step accumulates the gradients of batch_rows / microbatch_rows of them.
+    # 0: the whole batch on a CPU; on a GPU or TPU the most rows whose step fits the device's memory (train.py).
+    microbatch_rows: int = 0
 
 
 TRACKERS = ("tensorboard", "wandb")
@@ -219,6 +227,14 @@ def check_tracking(where: str, values) -> Tracking:
     return Tracking(**{k: tuple(dict.fromkeys(v)) if k == "backends" else v for k, v in values.items()})
 
 
+def _check_train(key: str, value) -> str | None:
+    if key == "attention":
+        return None if value in ATTENTION_IMPLEMENTATIONS else f"must be one of {', '.join(ATTENTION_IMPLEMENTATIONS)}"
+    if key == "microbatch_rows":
+        return "must be 0 (chosen from memory) or a positive integer" if value < 0 else None
+    return "must be a positive integer" if value < 1 else None
+
+
 def check_common(source: dict, where: str) -> tuple[Recipe, TrainSettings, Tracking]:
     """What run and sweep specs share, checked one way for both: family, convention, dtype, tasks, probe rows,
     and the [recipe], [train] and [tracking] tables."""
@@ -241,8 +257,8 @@ def check_common(source: dict, where: str) -> tuple[Recipe, TrainSettings, Track
         where,
         "train",
         source.get("train", {}),
-        {f.name: int for f in dataclasses.fields(TrainSettings)},
-        lambda k, v: "must be a positive integer" if v < 1 else None,
+        {f.name: type(f.default) for f in dataclasses.fields(TrainSettings)},
+        _check_train,
     )
     try:
         recipe = override(
@@ -251,6 +267,11 @@ def check_common(source: dict, where: str) -> tuple[Recipe, TrainSettings, Track
         )
     except (ValueError, TypeError) as error:
         raise SpecError(f"{where}: [recipe]: {error}") from error
+    micro = train.get("microbatch_rows", 0)
+    if micro and (micro > recipe.batch_rows or recipe.batch_rows % micro):
+        raise SpecError(
+            f"{where}: [train] 'microbatch_rows' must divide [recipe] batch_rows ({recipe.batch_rows}), got {micro}"
+        )
     return recipe, TrainSettings(**train), check_tracking(where, source.get("tracking", {}))
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
@@ -31,18 +30,22 @@ from scaling.data.loaders import BagLoader, TimelineLoader
 from scaling.families import FAMILIES, TIMELINES
 from scaling.flops import train_flops_per_token
 from scaling.hardware import matmul_peak_flops
-from scaling.models.decoder import Decoder, decoder_row_loss
-from scaling.recipe import Recipe
 from scaling.record import RESULT, RESULT_FORMAT
 from scaling.runspec import RunSpec, parse_spec
+from scaling.step import (
+    RunError,
+    choose_microbatches,
+    device_memory_limit,
+    optimizer_state,
+    schedule,
+    schedule_constants,
+    step_bytes,
+    step_functions,
+)
 from scaling.tracking import JsonlMetrics, Trackers
 
 EVAL_ROWS = 16  # rows per evaluation batch, in the split's fixed order: the evaluation set is a function of the dataset
 EVAL_SPLIT = "tuning"  # the split every run's loss is measured on (held_out is kept for the downstream probes)
-
-
-class RunError(Exception):
-    """A run that cannot start as asked; the message says why."""
 
 
 def enable_compilation_cache(folder: Path) -> None:
@@ -50,57 +53,6 @@ def enable_compilation_cache(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-
-
-SHAPE_CODES = {"cosine": 0.0, "linear": 1.0, "1-sqrt": 2.0}  # the schedule's shape, as a number the step takes
-
-
-def schedule_constants(recipe: Recipe, peak_lr: float, steps: int) -> jax.Array:
-    """(peak, warmup steps, total steps, final lr, decay start, shape) of a run's schedule, as an array the compiled
-    step takes.
-
-    As an argument, not constants inside the step, they leave the compiled step the same for every run of a
-    width (and either schedule), so runs at other budgets reuse it from the compilation cache."""
-    shape = SHAPE_CODES["cosine" if recipe.schedule == "cosine" else recipe.decay_shape]
-    final = peak_lr * recipe.final_lr_fraction
-    values = [peak_lr, recipe.warmup(steps), steps, final, recipe.decay_start(steps), shape]
-    return jnp.array(values, jnp.float32)
-
-
-def lr_at(count, constants: jax.Array) -> jax.Array:
-    """Linear warmup from 0, then the decay from the decay start to the final lr at the last step: cosine (its decay
-    starts when the warmup ends), or WSD's cool-down, linear or 1-sqrt, after a stable stretch at the peak."""
-    peak, warmup, steps, final, start, shape = (constants[i] for i in range(6))
-    count = jnp.asarray(count, jnp.float32)
-    progress = jnp.clip((count - start) / jnp.maximum(steps - start, 1.0), 0.0, 1.0)
-    cosine = final + (peak - final) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
-    linear = peak + (final - peak) * progress
-    one_minus_sqrt = final + (peak - final) * (1.0 - jnp.sqrt(progress))
-    decayed = jnp.where(shape == 0, cosine, jnp.where(shape == 1, linear, one_minus_sqrt))
-    return jnp.where(count < warmup, peak * count / jnp.maximum(warmup, 1.0), decayed)
-
-
-_lr_at_compiled = jax.jit(lr_at)  # for the log: eagerly, each of its operations would compile on its own
-
-
-def schedule(recipe: Recipe, peak_lr: float, steps: int) -> optax.Schedule:
-    """The lr at each step: `lr_at` with the run's constants."""
-    constants = schedule_constants(recipe, peak_lr, steps)
-    return lambda count: _lr_at_compiled(count, constants)
-
-
-def optimizer_state(recipe: Recipe, params):
-    """AdamW's initial state for `params` (its structure does not depend on the schedule's numbers)."""
-    return optimizer(recipe, schedule(recipe, 1.0, 1)).init(params)
-
-
-def optimizer(recipe: Recipe, lr: optax.Schedule) -> optax.GradientTransformation:
-    """AdamW (decay on matrices only) after global-norm clipping."""
-    decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
-    return optax.chain(
-        optax.clip_by_global_norm(recipe.grad_clip),
-        optax.adamw(lr, b1=recipe.beta1, b2=recipe.beta2, weight_decay=recipe.weight_decay, mask=decay_mask),
-    )
 
 
 @dataclass
@@ -114,15 +66,6 @@ class Task:
     tokens_per_step: int
     vocab_size: int
     context: int
-
-    def loss(self, model: nnx.Module, batch: dict, dtype) -> jax.Array:
-        """The training objective: the mean over the batch's loss terms (tokens, or masked labs)."""
-        return mean_over_terms(*self.row_loss(model, batch, dtype))
-
-
-def mean_over_terms(sums: jax.Array, counts: jax.Array) -> jax.Array:
-    """A batch's mean loss per term from its per-row sums and term counts."""
-    return jnp.sum(sums) / jnp.maximum(jnp.sum(counts), 1.0)
 
 
 @dataclass(frozen=True)
@@ -152,22 +95,21 @@ def loss_estimate(sums: np.ndarray, counts: np.ndarray) -> LossEstimate:
     return LossEstimate(float(mean), se, rows, int(counts.sum()))
 
 
-def build_model(spec: RunSpec, dataset: PreparedDataset, abstract: bool = False) -> tuple[nnx.Module, int, int]:
+def build_model(
+    spec: RunSpec, dataset: PreparedDataset, abstract: bool = False, attention: str | None = None
+) -> tuple[nnx.Module, int, int]:
     """The run's model initialised from its seed, its vocabulary (or lab items, or BERT tokens) and its context.
 
     The initialisation is one compiled function: run eagerly, every random draw compiles on its own (seconds a
-    run). `abstract` gives the shapes only, for a checkpoint to fill."""
+    run). `abstract` gives the shapes only, for a checkpoint to fill. `attention` overrides the spec's
+    implementation (a restored model runs wherever it is restored: "auto")."""
     family = FAMILIES[spec.family]
     family.check_context(dataset, spec.recipe.context)  # the epoch's packing is the loader's, not needed here
     vocab_size = family.vocab_size(dataset)
     config = spec.recipe.model_config(spec.width, vocab_size)
+    config = dataclasses.replace(config, attention=attention or spec.train.attention)
     make = lambda: family.model_class()(config, nnx.Rngs(spec.seed))  # noqa: E731
     return (nnx.eval_shape(make) if abstract else nnx.jit(make)()), vocab_size, spec.recipe.context
-
-
-def timeline_loss(model: Decoder, batch: dict, dtype) -> jax.Array:
-    """Mean next-token cross-entropy (nats per token) of the decoder on a packed batch."""
-    return mean_over_terms(*decoder_row_loss(model, batch, dtype))
 
 
 def _eval_batch_count(spec: RunSpec, steps_per_epoch: int) -> int:
@@ -220,21 +162,22 @@ def make_task(spec: RunSpec, dataset: PreparedDataset) -> Task:
     )
 
 
-def step_functions(loss: Callable, graphdef, recipe: Recipe, dtype) -> tuple[Callable, Callable]:
-    """The loss of pure params on a batch, and the jitted AdamW step (params, opt state, batch, schedule
-    constants) -> (params, opt state, loss, grad norm)."""
+def microbatch_count(spec: RunSpec, task: Task, graphdef, params, opt_state, constants, dtype) -> int:
+    """Passes per step: as [train] microbatch_rows says; else one on a CPU, and on an accelerator the fewest whose
+    compiled step fits the device's memory (each count tried is compiled once, and the persistent cache keeps it)."""
+    rows = spec.recipe.batch_rows
+    if spec.train.microbatch_rows:
+        return rows // spec.train.microbatch_rows
+    limit = device_memory_limit()
+    if limit is None:
+        return 1
+    batch = task.train_batch(0)
 
-    def loss_of(p, batch):
-        return loss(nnx.merge(graphdef, nnx.State(p)), batch, dtype)
+    def bytes_for(passes: int) -> int:
+        step = step_functions(task.row_loss, graphdef, spec.recipe, dtype, passes)[1]
+        return step_bytes(step.lower(params, opt_state, batch, constants).compile())
 
-    @jax.jit
-    def train_step(p, o, batch, constants):
-        loss, grads = jax.value_and_grad(loss_of)(p, batch)
-        tx = optimizer(recipe, lambda count: lr_at(count, constants))  # the state is the same as `optimizer`'s
-        updates, o = tx.update(grads, o, p)
-        return optax.apply_updates(p, updates), o, loss, optax.tree.norm(grads)
-
-    return loss_of, train_step
+    return choose_microbatches(rows, bytes_for, limit)
 
 
 def _check_spec(out: Path, spec_record: dict) -> None:
@@ -313,7 +256,10 @@ def train(
     lr = schedule(recipe, peak_lr, steps)
     opt_state = jax.device_put(optimizer_state(recipe, params), replicated)
 
-    _, train_step = step_functions(task.loss, graphdef, recipe, dtype)
+    microbatches = microbatch_count(spec, task, graphdef, params, opt_state, constants, dtype)
+    if microbatches > 1:
+        log(f"{out}: {microbatches} passes of {recipe.batch_rows // microbatches} rows a step")
+    _, train_step = step_functions(task.row_loss, graphdef, recipe, dtype, microbatches)
     row_loss = jax.jit(lambda p, batch: task.row_loss(nnx.merge(graphdef, nnx.State(p)), batch, dtype))
 
     manager = ocp.CheckpointManager(
@@ -353,7 +299,7 @@ def train(
     # On one device the jitted step takes the host batch as it is: its own transfer costs a small step (width 16)
     # 7% less than device_put's; several devices need the batch split across them.
     place = (lambda batch: batch) if len(devices) == 1 else (lambda batch: jax.device_put(batch, sharded))
-    peak = peak_flops or matmul_peak_flops()
+    peak = peak_flops or matmul_peak_flops(dtype=dtype)  # the peak of the dtype the step computes in
     status, train_loss, final = "ok", float("nan"), LossEstimate(float("nan"), float("nan"), 0, 0)
     started = time.perf_counter()
     window_start, window_tokens = time.perf_counter(), 0
@@ -436,6 +382,7 @@ def train(
         "peak_lr": peak_lr,
         "schedule": recipe.schedule,
         "role": "trunk" if spec.branch_points else "run",
+        "microbatch_rows": recipe.batch_rows // microbatches,
         "flops_spent": flops_per_token * task.tokens_per_step * spec.steps_spent(steps),
     }
     if spec.branch is not None:
@@ -451,23 +398,65 @@ def train(
     return result
 
 
-def measure_tokens_per_s(spec: RunSpec, steps: int = 5) -> float:
-    """Training tokens/s of a run's real step on this machine (after one compiling step); nothing is saved."""
-    dataset = PreparedDataset.open(spec.data)
-    task = make_task(spec, dataset)
+@dataclass(frozen=True)
+class StepSetup:
+    """A run's task, its split model, fresh params and optimizer state, and its compute dtype: what timing or
+    sizing a step needs, without a run folder."""
+
+    spec: RunSpec
+    task: Task
+    graphdef: object
+    params: dict
+    opt_state: object
+    dtype: jnp.dtype
+
+    def step(self, microbatches: int = 1) -> Callable:
+        return step_functions(self.task.row_loss, self.graphdef, self.spec.recipe, self.dtype, microbatches)[1]
+
+
+def step_setup(spec: RunSpec) -> StepSetup:
+    task = make_task(spec, PreparedDataset.open(spec.data))
     graphdef, state = nnx.split(task.model)
     params = nnx.to_pure_dict(state)
-    constants = schedule_constants(spec.recipe, spec.recipe.learning_rate(spec.width), steps + 1)
-    opt_state = optimizer_state(spec.recipe, params)
     dtype = jnp.bfloat16 if spec.dtype == "bfloat16" else jnp.float32
-    _, train_step = step_functions(task.loss, graphdef, spec.recipe, dtype)
+    return StepSetup(spec, task, graphdef, params, optimizer_state(spec.recipe, params), dtype)
+
+
+@dataclass(frozen=True)
+class StepMeasurement:
+    """A width's step on this machine: training tokens/s, MFU against the measured matmul peak, and memory."""
+
+    tokens_per_s: float
+    mfu: float
+    step_bytes: int  # device memory the compiled step needs (train.step_bytes)
+    device_bytes: int | None  # what the device lets this process allocate; None on a CPU
+    microbatches: int
+
+
+def measure_step(spec: RunSpec, steps: int = 5) -> StepMeasurement:
+    """Time `steps` real training steps of a run's shape (after one compiling step) and size its memory; nothing is
+    saved."""
+    setup = step_setup(spec)
+    task, params, opt_state = setup.task, setup.params, setup.opt_state
+    constants = schedule_constants(spec.recipe, spec.recipe.learning_rate(spec.width), steps + 1)
+    microbatches = microbatch_count(spec, task, setup.graphdef, params, opt_state, constants, setup.dtype)
+    train_step = setup.step(microbatches).lower(params, opt_state, task.train_batch(0), constants).compile()
+    memory = step_bytes(train_step)
     params, opt_state, loss, _ = train_step(params, opt_state, task.train_batch(0), constants)
     loss.block_until_ready()
     started = time.perf_counter()
     for step in range(1, steps + 1):
         params, opt_state, loss, _ = train_step(params, opt_state, task.train_batch(step), constants)
     loss.block_until_ready()
-    return steps * task.tokens_per_step / (time.perf_counter() - started)
+    tokens_per_s = steps * task.tokens_per_step / (time.perf_counter() - started)
+    shape = dataclasses.replace(spec.recipe, context=task.context).shape(spec.width, task.vocab_size)
+    mfu = tokens_per_s * train_flops_per_token(shape, "exact") / matmul_peak_flops(dtype=setup.dtype)
+    return StepMeasurement(tokens_per_s, mfu, memory, device_memory_limit(), microbatches)
+
+
+def measure_tokens_per_s(spec: RunSpec, steps: int = 5) -> float:
+    """Training tokens/s of a run's real step on this machine (after one compiling step); nothing is saved."""
+    return measure_step(spec, steps).tokens_per_s
 
 
 def _restore(manager: ocp.CheckpointManager, step: int, like: dict) -> dict:
@@ -533,8 +522,8 @@ def finished_run(out: Path, purpose: str) -> tuple[RunSpec, dict]:
 
 
 def restore_model(out: Path, spec: RunSpec, dataset: PreparedDataset) -> nnx.Module:
-    """The run's model with the weights of its last checkpoint."""
-    model, _, _ = build_model(spec, dataset, abstract=True)
+    """The run's model with the weights of its last checkpoint, its attention chosen for this platform."""
+    model, _, _ = build_model(spec, dataset, abstract=True, attention="auto")
     graphdef, state = nnx.split(model)
     params = nnx.to_pure_dict(state)
     abstract = {  # shapes only: nothing computed

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,10 @@ def sweep_dict(prep, **changes) -> dict:
         ({"recipe": {"context": "long"}}, "[recipe] 'context' must be int, got 'long'"),
         ({"recipe": {"family": "bert"}}, "[recipe]: unknown key(s) family"),
         ({"train": {"eval_every": 0}}, "[train] 'eval_every' must be a positive integer"),
+        ({"train": {"attention": "flash"}}, "[train] 'attention' must be one of auto, xla, reference, cudnn, splash"),
+        ({"train": {"attention": 1}}, "[train] 'attention' must be str, got 1"),
+        ({"train": {"microbatch_rows": -1}}, "[train] 'microbatch_rows' must be 0 (chosen from memory) or a positive"),
+        ({"train": {"microbatch_rows": 3}}, "[train] 'microbatch_rows' must divide [recipe] batch_rows (4), got 3"),
         ({"resources": {"gpu": 1}}, "[resources]: unknown key(s) gpu"),
         ({"resources": {"cpus": 0}}, "[resources] 'cpus' must be more than 0"),
         ({"resources": {"gpus": 1.5}}, "[resources] 'gpus' must be a fraction below 1"),
@@ -563,16 +568,54 @@ def test_bag_families_plan_in_rows_of_packed_bags(prepared, family, tmp_path):
         make_plan(too_short)
 
 
-def test_plan_measure_times_real_steps_of_each_width(prepared):
+def test_plan_measure_times_real_steps_of_each_width_with_its_mfu_and_memory(prepared, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from scaling.cli import app
     from scaling.sweep.throughput import estimate_seconds, timed_throughput
 
-    sweep = parse_sweep(sweep_dict(prepared[0]), "t.toml")
+    source = sweep_dict(prepared[0], sizes={"widths": [16, 24]})
+    sweep = parse_sweep(source, "t.toml")
     throughput = timed_throughput(sweep, [16, 16, 24], steps=2)
     assert sorted(throughput.tokens_per_s) == [16, 24] and all(v > 0 for v in throughput.tokens_per_s.values())
+    assert all(0 < throughput.mfu[w] < 1 for w in (16, 24)) and throughput.microbatches == {16: 1, 24: 1}
+    assert 0 < throughput.step_bytes[16] < throughput.step_bytes[24] < 2**30  # params, AdamW state, activations
     run = make_plan(sweep).runs[0]
     assert estimate_seconds(throughput, run.candidate) == pytest.approx(
         run.candidate.tokens / throughput.tokens_per_s[16]
     )
+    from test_train import write_toml
+
+    spec = write_toml(tmp_path / "t.toml", source)
+    monkeypatch.setattr("scaling.sweep.commands.timed_throughput", lambda *_: throughput)  # measured just above
+    result = CliRunner().invoke(app, ["sweep", "plan", str(spec), "--measure", "--device-memory", "0.01"])
+    assert result.exit_code == 0, result.output
+    assert "MFU" in result.output and "MiB" in result.output
+    # a 10 MiB "GPU" holds a few of these small steps side by side: the share is 1/k of it
+    share = re.search(r"so (\d+) runs fit a 0.01 GiB GPU: \[resources\] gpus = ([\d.]+)", result.output)
+    assert share and 1 <= int(share[1]) <= 8 and float(share[2]) == pytest.approx(1 / int(share[1]), abs=1e-4)
+
+
+def test_the_gpu_share_fits_the_largest_step_with_room_for_each_run():
+    from scaling.sweep.spec import GPU_SHARE_USABLE
+    from scaling.sweep.throughput import STEP_MEMORY_MARGIN, runs_per_gpu, suggested_gpu_share
+
+    gib = 2**30
+    # 80 GiB at 0.9 usable: 72 GiB for steps of 5 GiB x 1.25 margin: 11 fit, capped at 8 a GPU
+    assert runs_per_gpu(5 * gib, 80 * gib, GPU_SHARE_USABLE) == 8
+    assert suggested_gpu_share({16: 1 * gib, 64: 20 * gib}, 80 * gib, GPU_SHARE_USABLE) == (round(1 / 2, 4), 2)
+    assert suggested_gpu_share({64: 15 * gib}, 80 * gib, GPU_SHARE_USABLE) == (round(1 / 3, 4), 3)
+    assert suggested_gpu_share({64: 70 * gib}, 80 * gib, GPU_SHARE_USABLE) == (1.0, 0)  # needs micro-batches
+    k = runs_per_gpu(7 * gib, 80 * gib, GPU_SHARE_USABLE)
+    assert k * STEP_MEMORY_MARGIN * 7 * gib <= GPU_SHARE_USABLE * 80 * gib < (k + 1) * STEP_MEMORY_MARGIN * 7 * gib
+
+
+def test_accelerator_sweeps_compute_in_bfloat16_unless_they_say_otherwise(prepared):
+    base = sweep_dict(prepared[0])
+    assert parse_sweep(base, "t.toml").dtype == "float32"
+    assert parse_sweep({**base, "resources": {"gpus": 0.25}}, "t.toml").dtype == "bfloat16"
+    assert parse_sweep({**base, "resources": {"tpus": 4}}, "t.toml").dtype == "bfloat16"
+    assert parse_sweep({**base, "dtype": "float32", "resources": {"gpus": 1}}, "t.toml").dtype == "float32"
 
 
 def test_a_task_the_dataset_lacks_fails_at_planning_and_a_meds_dev_alias_is_the_built_in_task(prepared):
@@ -675,3 +718,14 @@ def test_refinement_adds_sizes_until_a_known_minimum_is_bracketed(prepared, tmp_
     plan = make_plan(capped, refined={3e9: (32,)})
     assert next_widths(plan, table(plan)) == {}
     assert "refine" not in parse_sweep(sweep_dict(prepared[0]), "t.toml").result_fields()["sizes"]
+
+
+def test_runs_sharing_a_gpu_each_get_a_capped_allocator_and_cpu_runs_one_thread():
+    from scaling.sweep.driver import CPU_SINGLE_THREAD, worker_env
+    from scaling.sweep.spec import Resources
+
+    quarter = worker_env(Resources(cpus=2, gpus=0.25))
+    assert quarter == {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.2250"}
+    assert worker_env(Resources(cpus=4, gpus=1)) == {}  # a whole GPU: JAX's own defaults
+    cpu = worker_env(Resources(cpus=1))
+    assert cpu["JAX_PLATFORMS"] == "cpu" and CPU_SINGLE_THREAD in cpu["XLA_FLAGS"]

@@ -71,6 +71,7 @@ def test_values_parse_with_mimic_types(synth):
     assert icu["los"].cast(pl.Float64).is_between(0, 60).all()
 
 
+@pytest.mark.slow  # 40 s: three full synthetic datasets (the default suite keeps under 10 minutes on 2 cores)
 def test_same_seed_same_bytes_different_seed_different(tmp_path):
     def digest(root):
         return {

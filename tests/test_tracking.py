@@ -162,6 +162,7 @@ def test_a_sweeps_runs_are_grouped_by_sweep_and_tracked_as_it_says(prepared, tmp
     assert {r.spec.tracking.backends for r in plan.runs} == {("tensorboard",)}
 
 
+@pytest.mark.slow  # 31 s: a sweep trained, fitted and sent (the default suite keeps under 10 minutes on 2 cores)
 def test_track_sends_a_sweeps_finished_runs_and_its_fits(prepared, tmp_path):
     from test_analysis import chinchilla_like
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
@@ -265,7 +266,8 @@ def test_runs_of_a_width_at_any_budget_share_one_compiled_step(prepared):
     persistent cache serves the other budgets), and the schedule they make is the planned one."""
     from flax import nnx
 
-    from scaling.train import lr_at, make_task, optimizer_state, schedule_constants, step_functions
+    from scaling.step import lr_at, optimizer_state, schedule_constants, step_functions
+    from scaling.train import make_task
 
     dataset = PreparedDataset.open(prepared[0])
     lowered = []
@@ -277,7 +279,7 @@ def test_runs_of_a_width_at_any_budget_share_one_compiled_step(prepared):
         steps = tokens // task.tokens_per_step
         constants = schedule_constants(spec.recipe, 0.01, steps)
         opt_state = optimizer_state(spec.recipe, params)
-        _, step = step_functions(task.loss, graphdef, spec.recipe, jax.numpy.float32)
+        _, step = step_functions(task.row_loss, graphdef, spec.recipe, jax.numpy.float32)
         lowered.append(step.lower(params, opt_state, task.train_batch(0), constants).as_text())
         assert float(lr_at(steps, constants)) == pytest.approx(0.01 * spec.recipe.final_lr_fraction, rel=1e-5)
     assert lowered[0] == lowered[1]
@@ -341,3 +343,51 @@ def test_a_branch_without_its_trunk_says_what_to_train_first(prepared, tmp_path)
     assert spec.branch == Branch("trunk", 30, 30)
     with pytest.raises(RunError, match="holds no trunk states"):
         train(spec, tmp_path / "branch", log=lambda _: None, peak_flops=1e11)
+
+
+@pytest.mark.parametrize("family", ["timeline", pytest.param("labrador", marks=pytest.mark.slow)])
+def test_a_step_in_micro_batches_is_the_step_in_one_pass_in_less_memory(prepared, family):
+    """Gradients accumulated over 4 passes of 4 rows: the same loss, update and norm as one pass of 16 rows (the
+    loss terms of all passes divide the sum, not each pass's own), and a smaller compiled step."""
+    from scaling.step import schedule_constants, step_bytes
+    from scaling.train import step_setup
+
+    recipe = {"context": 32, "batch_rows": 16} if family == "timeline" else {"context": 96, "batch_rows": 16}
+    setup = step_setup(make_spec(prepared[0], family=family, recipe=recipe))
+    constants = schedule_constants(setup.spec.recipe, 0.01, 100)
+    batch = setup.task.train_batch(0)
+    args = (setup.params, setup.opt_state, batch, constants)
+    one, four = (setup.step(m).lower(*args).compile() for m in (1, 4))
+    (p1, _, loss1, norm1), (p4, _, loss4, norm4) = one(*args), four(*args)
+    assert float(loss4) == pytest.approx(float(loss1), rel=1e-5) and float(norm4) == pytest.approx(float(norm1), 1e-4)
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p4), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert step_bytes(four) < step_bytes(one)
+
+
+def test_the_fewest_passes_that_fit_are_chosen_or_the_error_says_what_to_change():
+    from scaling.step import RunError, choose_microbatches
+
+    assert choose_microbatches(16, lambda m: 100 // m, limit=40) == 4  # 16 rows: 1, 2, 4 passes -> 100, 50, 25 bytes
+    assert choose_microbatches(12, lambda m: 100 // m, limit=40) == 3  # divisors of 12 only: 1, 2, 3
+    with pytest.raises(RunError, match=r"does not fit the device's 0.0 GiB even one row at a time.*\[resources\] gpus"):
+        choose_microbatches(16, lambda m: 100 // m, limit=5)
+
+
+@pytest.mark.slow  # 16 s: five compilations
+def test_an_accelerator_run_splits_its_batch_into_the_fewest_passes_that_fit_its_memory(prepared, monkeypatch):
+    """With no [train] microbatch_rows, a device whose memory holds the step only in 4 passes gets 4 (on a CPU, one
+    pass: the machine's memory is the limit), sized by each count's compiled step."""
+    import scaling.train as train_module
+    from scaling.step import schedule_constants, step_bytes
+    from scaling.train import microbatch_count, step_setup
+
+    setup = step_setup(make_spec(prepared[0]))
+    constants = schedule_constants(setup.spec.recipe, 0.01, 100)
+    args = (setup.params, setup.opt_state, setup.task.train_batch(0), constants)
+    need = {m: step_bytes(setup.step(m).lower(*args).compile()) for m in (2, 4)}
+    count = lambda spec: microbatch_count(spec, setup.task, setup.graphdef, *args[:2], constants, setup.dtype)  # noqa: E731
+    assert count(setup.spec) == 1  # a CPU
+    monkeypatch.setattr(train_module, "device_memory_limit", lambda: int((need[4] + need[2]) / 2 / 0.9))
+    assert count(setup.spec) == 4
+    assert count(make_spec(prepared[0], train={"microbatch_rows": 8})) == 2  # as the spec says, whatever the memory

@@ -13,14 +13,6 @@ from scaling.models.shapes import DecoderConfig
 from scaling.models.transformer import INIT_STD, BlockStack, rms_norm
 
 
-def causal_segment_mask(segment_ids: jax.Array) -> jax.Array:
-    """[b, t, s]: s <= t and both in the same non-padding segment (padding attends to itself only)."""
-    t = segment_ids.shape[1]
-    causal = jnp.tril(jnp.ones((t, t), dtype=bool))
-    same = segment_ids[:, :, None] == segment_ids[:, None, :]
-    return (causal[None] & same) | jnp.eye(t, dtype=bool)[None]
-
-
 class Decoder(nnx.Module):
     """Next-token model over timelines."""
 
@@ -39,7 +31,7 @@ class Decoder(nnx.Module):
     ) -> jax.Array:
         """Final-norm hidden states [b, t, d]."""
         x = self.embedding[...][tokens]
-        x = self.blocks(x, causal_segment_mask(segment_ids), positions, dtype, unroll)
+        x = self.blocks(x, segment_ids, True, positions, dtype, unroll)
         return rms_norm(x, self.final_norm[...])
 
     def __call__(

@@ -21,14 +21,6 @@ from scaling.models.shapes import EncoderConfig
 from scaling.models.transformer import INIT_STD, BlockStack, rms_norm
 
 
-def bag_mask(segment_ids: jax.Array) -> jax.Array:
-    """[b, t, s]: a lab attends to the labs of its own bag (segment ids 1, 2, ... of a packed row; 0 = padding);
-    a padding slot attends to itself so its row stays finite."""
-    t = segment_ids.shape[1]
-    same = (segment_ids[:, None, :] == segment_ids[:, :, None]) & (segment_ids[:, :, None] > 0)
-    return same | jnp.eye(t, dtype=bool)[None]
-
-
 def read_at(x: jax.Array, slots: jax.Array) -> jax.Array:
     """x [b, t, ...] at the slots [b, r] of each row: [b, r, ...]."""
     return jnp.take_along_axis(x, slots.reshape(slots.shape + (1,) * (x.ndim - 2)), axis=1)
@@ -71,7 +63,7 @@ class Labrador(nnx.Module):
         value_part = jnp.where(is_masked[..., None], self.mask_vector[...], value_part)
         x = self.code_embedding[...][codes] + value_part
         x = self.project_norm(jax.nn.relu(self.project(x)))
-        x = self.blocks(x, bag_mask(segment_ids), None, dtype, unroll)
+        x = self.blocks(x, segment_ids, False, None, dtype, unroll)
         return rms_norm(x, self.final_norm[...])
 
     def __call__(
@@ -137,7 +129,7 @@ class Bert(nnx.Module):
 
     def hidden(self, tokens, segment_ids, dtype=jnp.float32, unroll: bool = False) -> jax.Array:
         x = self.embedding[...][tokens]
-        x = self.blocks(x, bag_mask(segment_ids), None, dtype, unroll)
+        x = self.blocks(x, segment_ids, False, None, dtype, unroll)
         return rms_norm(x, self.final_norm[...])
 
     def __call__(self, tokens, segment_ids, dtype=jnp.float32, unroll: bool = False, read_slots=None) -> jax.Array:

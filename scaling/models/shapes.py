@@ -6,6 +6,10 @@ so a driver never touches an accelerator; the modules in this package build the 
 
 from dataclasses import dataclass
 
+# How attention is computed (scaling/models/attention.py): "auto" picks per platform; all give the same numbers to
+# float rounding, so the choice is an execution setting ([train] attention), not part of a run's fingerprint.
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "reference", "cudnn", "splash")
+
 
 @dataclass(frozen=True)
 class StackConfig:
@@ -17,6 +21,7 @@ class StackConfig:
     d_ff: int
     rotary: bool = True
     rope_theta: float = 10_000.0
+    attention: str = "auto"  # an implementation of scaling/models/attention.py; the same numbers to float rounding
 
     @property
     def head_dim(self) -> int:
@@ -45,11 +50,17 @@ class DecoderConfig:
     d_ff: int
     context: int
     tie_embeddings: bool = False
+    attention: str = "auto"  # StackConfig.attention
 
     @property
     def stack(self) -> StackConfig:
         return StackConfig(
-            d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, d_ff=self.d_ff, rotary=True
+            d_model=self.d_model,
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            d_ff=self.d_ff,
+            rotary=True,
+            attention=self.attention,
         )
 
     def params(self) -> int:
@@ -73,11 +84,17 @@ class EncoderConfig:
     d_ff: int
     context: int  # slots per row of packed bags
     mse_weight: float = 1.0
+    attention: str = "auto"  # StackConfig.attention
 
     @property
     def stack(self) -> StackConfig:
         return StackConfig(
-            d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, d_ff=self.d_ff, rotary=False
+            d_model=self.d_model,
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            d_ff=self.d_ff,
+            rotary=False,
+            attention=self.attention,
         )
 
 

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from scaling.models import attention
 from scaling.models.shapes import StackConfig
 
 INIT_STD = 0.02
@@ -29,26 +30,6 @@ def rotary(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
     cos, sin = jnp.cos(angle), jnp.sin(angle)
     x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
     return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1).astype(x.dtype)
-
-
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array, dtype: jnp.dtype) -> jax.Array:
-    """Softmax attention [b, h, t, k] from q, k, v [b, h, t|s, k] and an additive mask bias [b, 1, t, s].
-
-    The softmax is written out and normalised after the value product (divide [t, k], not [t, s]), as flash
-    attention does: the same numbers as jax.nn.softmax to float rounding, and on XLA's CPU backend its gradient
-    takes half the time (jax.nn.softmax's backward pass was half of a small model's step; docs/benchmarks.md).
-    The max is a constant to the gradient: the softmax does not depend on it."""
-    scores = jnp.einsum("bhtk,bhsk->bhts", q * q.shape[-1] ** -0.5, k).astype(jnp.float32) + bias
-    weights = jnp.exp(scores - jax.lax.stop_gradient(jnp.max(scores, axis=-1, keepdims=True)))
-    attended = jnp.einsum("bhts,bhsk->bhtk", weights.astype(dtype), v).astype(jnp.float32)
-    return (attended / jnp.sum(weights, axis=-1)[..., None]).astype(dtype)
-
-
-def reference_attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array, dtype: jnp.dtype) -> jax.Array:
-    """`attention` as written before it: jax.nn.softmax over the scaled scores, then the value product. Kept as the
-    reference the tests and benchmarks/step_profile.py hold `attention` to."""
-    scores = jnp.einsum("bhtk,bhsk->bhts", q, k).astype(jnp.float32) / jnp.sqrt(q.shape[-1])
-    return jnp.einsum("bhts,bhsk->bhtk", jax.nn.softmax(scores + bias, axis=-1).astype(dtype), v)
 
 
 def _normal(rngs: nnx.Rngs, shape: tuple[int, ...], std: float) -> nnx.Param:
@@ -76,12 +57,14 @@ class BlockStack(nnx.Module):
     def __call__(
         self,
         x: jax.Array,
-        mask: jax.Array,
+        segment_ids: jax.Array,
+        causal: bool,
         positions: jax.Array | None = None,
         dtype: jnp.dtype = jnp.float32,
         unroll: bool = False,
     ) -> jax.Array:
-        """x: [b, t, d]; mask: [b, t, s] True where position t may attend to s.
+        """x: [b, t, d]; a position attends within its segment of `segment_ids` [b, t] (and, `causal`, to no later
+        position), by the implementation `config.attention` names (scaling/models/attention.py).
 
         `unroll=True` inlines every layer: compile time grows with depth, but XLA's cost analysis
         (which counts a loop body once) then sees every layer; used to check the FLOP count."""
@@ -90,9 +73,9 @@ class BlockStack(nnx.Module):
             name: getattr(self, name)[...]
             for name in ("attn_norm", "wq", "wk", "wv", "wo", "mlp_norm", "w_gate", "w_up", "w_down")
         }
-        bias = jnp.where(mask, 0.0, -1e30)[:, None, :, :]  # [b, 1, t, s]
-
         b, t, d = x.shape
+        chosen = attention.choose(c.attention, jax.default_backend(), dtype, t, c.head_dim)
+        mask = attention.mask_operand(segment_ids, causal, chosen)  # once, outside the layers' scan
 
         # Dense projections act on [b*t, d] rows: XLA's CPU backend runs the weight gradients of
         # 2-D matmuls (one contracting axis) much faster than those of [b, t, d] einsums.
@@ -104,8 +87,7 @@ class BlockStack(nnx.Module):
             v = jnp.einsum("nd,dhk->nhk", h, w["wv"]).reshape(b, t, c.n_heads, c.head_dim)
             if c.rotary:
                 q, k = rotary(q, positions, c.rope_theta), rotary(k, positions, c.rope_theta)
-            q, k, v = (z.transpose(0, 2, 1, 3) for z in (q, k, v))  # [b, h, t, k]: batch axes leading
-            attended = attention(q, k, v, bias, dtype).transpose(0, 2, 1, 3).reshape(b * t, c.n_heads, c.head_dim)
+            attended = attention.apply(chosen, q, k, v, mask, causal, dtype).reshape(b * t, c.n_heads, c.head_dim)
             x = x + jnp.einsum("nhk,hkd->nd", attended, w["wo"])
             h = rms_norm(x, w["mlp_norm"])
             gated = jax.nn.silu(jnp.einsum("nd,df->nf", h, w["w_gate"])) * jnp.einsum("nd,df->nf", h, w["w_up"])

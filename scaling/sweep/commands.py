@@ -44,11 +44,24 @@ def _human(seconds: float | None) -> str:
 def plan_command(
     spec: SpecArg,
     runs_root: RunsRoot = None,
-    measure: Annotated[bool, typer.Option(help="Time a few real steps of each width here for the estimates.")] = False,
+    measure: Annotated[
+        bool, typer.Option(help="Time a few real steps of each width here: time estimates, MFU and step memory.")
+    ] = False,
+    device_memory: Annotated[
+        float | None,
+        typer.Option(
+            "--device-memory",
+            help="GiB of the GPU the runs will use (with --measure): suggests [resources] gpus, the share of a GPU "
+            "that lets several runs share one. Default: this machine's GPU, if it has one.",
+        ),
+    ] = None,
 ) -> None:
-    """Every run of the sweep: shape, tokens, steps, FLOPs, estimated time; totals and warnings."""
+    """Every run of the sweep: shape, tokens, steps, FLOPs, estimated time; totals and warnings. With --measure,
+    each width's MFU and step memory measured here, and the GPU share to ask for."""
     sweep, plan = _load(spec)
     folder = sweep.folder(runs_root)
+    if device_memory is not None and not device_memory > 0:
+        raise UserError(f"--device-memory must be a positive number of GiB, got {device_memory}")
     if measure:
         console.print("timing a few steps of each width ...")
         throughput = timed_throughput(sweep, [r.candidate.width for r in plan.runs])
@@ -73,6 +86,7 @@ def plan_command(
         "FLOPs",
         "epochs",
         "est. time",
+        *(("MFU", "step memory") if throughput.mfu else ()),
     ):
         table.add_column(column, justify="left" if column == "run" else "right")
     total_seconds, unknown = 0.0, 0
@@ -99,6 +113,11 @@ def plan_command(
             f"{c.flops:.3g}",
             f"{r.epochs:.2f}",
             _human(seconds),
+            *(
+                (f"{throughput.mfu[c.width]:.1%}", _bytes(throughput.step_bytes[c.width], throughput, c.width))
+                if throughput.mfu
+                else ()
+            ),
         )
     out_console.print(table)
     slots = (
@@ -124,8 +143,57 @@ def plan_command(
         out_console.print(f"throughput from {throughput.source}", highlight=False)
     else:
         out_console.print("no measured throughput yet: pass --measure to time each width here", highlight=False)
+    if throughput.step_bytes:
+        _print_gpu_share(sweep, throughput, device_memory)
     for warning in plan.warnings:
         out_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)  # a [recipe] shows as written
+
+
+def _bytes(count: int, throughput, width: int) -> str:
+    passes = throughput.microbatches.get(width, 1)
+    return f"{count / 2**20:,.0f} MiB" + (f" ({passes} passes)" if passes > 1 else "")
+
+
+def _print_gpu_share(sweep: SweepSpec, throughput, device_memory: float | None) -> None:
+    """The GPU share that fits the sweep's largest step, for the GPU named (or this machine's)."""
+    from scaling.sweep.spec import GPU_SHARE_USABLE
+    from scaling.sweep.throughput import suggested_gpu_share
+
+    if device_memory is None:
+        import jax
+
+        if jax.default_backend() != "gpu":
+            out_console.print("pass --device-memory GIB (e.g. 80 for an H100) to size a GPU share", highlight=False)
+            return
+        device_memory = _this_gpu_gib()
+    share, runs = suggested_gpu_share(throughput.step_bytes, device_memory * 2**30, GPU_SHARE_USABLE)
+    largest = max(throughput.step_bytes.values()) / 2**30
+    if not runs:
+        out_console.print(
+            f"the largest step needs {largest:.1f} GiB: more than a {device_memory:g} GiB GPU holds; a run takes "
+            "gpus = 1 and [train] microbatch_rows splits its batch",
+            highlight=False,
+            markup=False,
+        )
+        return
+    asked = f" (the spec asks {sweep.resources.gpus:g})" if sweep.resources.gpus else ""
+    out_console.print(
+        f"GPU share: the largest step needs {largest:.2f} GiB, so {runs} runs fit a {device_memory:g} GiB GPU: "
+        f"[resources] gpus = {share:g}{asked}",
+        highlight=False,
+        markup=False,
+    )
+
+
+def _this_gpu_gib() -> float:
+    """This machine's first GPU in GiB: its allocator's limit over the fraction of the device that limit is."""
+    import os
+
+    import jax
+
+    limit = jax.devices()[0].memory_stats()["bytes_limit"]
+    fraction = float(os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.75"))
+    return limit / fraction / 2**30
 
 
 def _cpu_count() -> int:

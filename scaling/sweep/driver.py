@@ -20,7 +20,7 @@ from pathlib import Path
 from scaling.data.dataset import PreparedDataset
 from scaling.sweep.plan import Plan, Unit, make_plan
 from scaling.sweep.refine import next_widths, read_refined, write_refined
-from scaling.sweep.spec import Resources, SweepSpec
+from scaling.sweep.spec import GPU_SHARE_USABLE, Resources, SweepSpec
 from scaling.sweep.state import (
     check_sweep_record,
     clear_failed,
@@ -94,8 +94,12 @@ def worker_env(resources: Resources) -> dict[str, str]:
         env["JAX_PLATFORMS"] = "cpu"
         if resources.cpus <= 1:  # one core per run: XLA's own thread pool would fight the other runs
             env["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + CPU_SINGLE_THREAD).strip()
-    if resources.shares_gpu:  # runs sharing a GPU must not each grab 75% of its memory
+    if resources.shares_gpu:
+        # K runs on one GPU: none may take JAX's default 75% of it. Each allocates as it goes, up to its share less
+        # room for the CUDA context and cuBLAS/cuDNN workspaces that XLA's allocator does not count; a run that needs
+        # more fails with an out-of-memory error of its own instead of starving its neighbours.
         env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+        env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{resources.gpus * GPU_SHARE_USABLE:.4f}"
     return env
 
 
@@ -300,9 +304,10 @@ def _drive(
         options["resources"] = {"TPU": resources.tpus}
     if resources.accelerator_type:
         options["accelerator_type"] = resources.accelerator_type
-    if resources.gpus or resources.tpus:
-        options["max_calls"] = 1  # one run per worker process: the accelerator is released when it ends
-    task = ray.remote(execute_unit).options(**options)
+    # On an accelerator, one task per worker process: the device (and its memory) is released when the task ends.
+    # Ray takes max_calls in ray.remote only (`.options` refuses it).
+    accelerated = bool(resources.gpus or resources.tpus)
+    task = (ray.remote(max_calls=1)(execute_unit) if accelerated else ray.remote(execute_unit)).options(**options)
     limit = max_parallel or slots(ray, resources)
     cache = str(folder.parent.parent / ".jax_cache")  # under the runs root: every sweep there shares compiled steps
     preempted = {u.name: 0 for u in queue}

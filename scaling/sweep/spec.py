@@ -13,7 +13,7 @@ lr_multipliers = [1.0]         # x the recipe's learning rate: [0.5, 1, 2] runs 
 branches = false               # with [recipe] schedule = "wsd": one trunk per (size, seed), a cool-down per budget
 tasks = ["in_hospital_mortality"]
 probe_train_rows = 10000       # the probe learns from a seeded sample of this many training rows (0: all)
-dtype = "float32"
+dtype = "float32"              # default: bfloat16 when [resources] asks for gpus or tpus, else float32
 
 [sizes]                        # per budget: `count` widths spanning `span`x in non-embedding
 count = 5                      # parameters around the recipe's guess ...
@@ -81,6 +81,9 @@ class ExtraSizes:
 
     budgets: tuple[float, ...]
     widths: tuple[int, ...]
+
+
+GPU_SHARE_USABLE = 0.9  # of a run's GPU share (gpus below 1) that its XLA allocator may use (driver.worker_env)
 
 
 @dataclass(frozen=True)
@@ -277,7 +280,7 @@ def parse_sweep(source: dict, where: str) -> SweepSpec:
         branches=source.get("branches", False),
         tasks=canonical_tasks(source.get("tasks", [])),
         probe_train_rows=source.get("probe_train_rows", PROBE_TRAIN_ROWS),
-        dtype=source.get("dtype", "float32"),
+        dtype=source.get("dtype", default_dtype(Resources(**resources))),
         sizes=Sizes(**{k: tuple(v) if isinstance(v, list) else v for k, v in sizes.items()}),
         recipe=recipe,
         train=train,
@@ -335,6 +338,13 @@ def _resource_problem(key: str, value) -> str | None:
     if key == "hosts" and value != 1:
         return "must be 1: a run spans one host (multi-host TPU slices are not supported yet)"
     return None
+
+
+def default_dtype(resources: Resources) -> str:
+    """A sweep's compute dtype when its spec names none: bfloat16 on GPUs and TPUs (float32 master weights and
+    optimizer state, float32 softmax and norms: scaling/models/transformer.py), float32 on CPUs, where bfloat16
+    matmuls are no faster."""
+    return "bfloat16" if resources.gpus or resources.tpus else "float32"
 
 
 def load_sweep(path: Path) -> SweepSpec:

@@ -14,12 +14,23 @@ from statistics import median
 from scaling.recipe import Candidate
 from scaling.sweep.spec import SweepSpec
 
+# Sharing a GPU (`[resources] gpus` below 1): each run's allocator may use GPU_SHARE_USABLE of its share
+# (scaling/sweep/driver.py: worker_env); a step's compiled memory gets this much more for the allocator's
+# fragmentation and the host's batches in flight; no more than this many runs are suggested per GPU.
+STEP_MEMORY_MARGIN = 1.25
+MAX_RUNS_PER_GPU = 8
+
 
 @dataclass(frozen=True)
 class Throughput:
     tokens_per_s: dict[int, float] = field(default_factory=dict)  # width -> training tokens/s
     flops_per_s: dict[int, float] = field(default_factory=dict)  # width -> FLOP/s under the sweep's convention
     source: str = ""
+    # Timed here (`sweep plan --measure`) only: MFU against this machine's matmul peak in the sweep's dtype, the
+    # device memory of each width's compiled step, and passes a step needs to fit (train.microbatch_count).
+    mfu: dict[int, float] = field(default_factory=dict)
+    step_bytes: dict[int, int] = field(default_factory=dict)
+    microbatches: dict[int, int] = field(default_factory=dict)
 
 
 def _matches(record: dict, sweep: SweepSpec) -> bool:
@@ -61,11 +72,11 @@ def measured_throughput(runs_root: Path, sweep: SweepSpec) -> Throughput:
 
 
 def timed_throughput(sweep: SweepSpec, widths: list[int], steps: int = 5) -> Throughput:
-    """Time `steps` real training steps of each width here (imports JAX)."""
+    """Time `steps` real training steps of each width here and size their memory (imports JAX)."""
     from scaling.runspec import RunSpec
-    from scaling.train import measure_tokens_per_s
+    from scaling.train import measure_step
 
-    tokens = {}
+    measured = {}
     for width in sorted(set(widths)):
         spec = RunSpec(
             name=f"measure-w{width}",
@@ -79,8 +90,29 @@ def timed_throughput(sweep: SweepSpec, widths: list[int], steps: int = 5) -> Thr
             recipe=sweep.recipe,
             train=sweep.train,
         )
-        tokens[width] = measure_tokens_per_s(spec, steps)
-    return Throughput(tokens, {}, f"{steps} timed steps per width on this machine")
+        measured[width] = measure_step(spec, steps)
+    return Throughput(
+        {w: m.tokens_per_s for w, m in measured.items()},
+        {},
+        f"{steps} timed steps per width on this machine",
+        mfu={w: m.mfu for w, m in measured.items()},
+        step_bytes={w: m.step_bytes for w, m in measured.items()},
+        microbatches={w: m.microbatches for w, m in measured.items()},
+    )
+
+
+def runs_per_gpu(step_bytes: int, device_bytes: float, usable: float) -> int:
+    """How many runs whose step needs `step_bytes` fit one GPU of `device_bytes` side by side, each allowed `usable`
+    of its share (0: not even one; at most MAX_RUNS_PER_GPU)."""
+    fit = int(usable * device_bytes // (STEP_MEMORY_MARGIN * step_bytes)) if step_bytes else MAX_RUNS_PER_GPU
+    return min(MAX_RUNS_PER_GPU, fit)
+
+
+def suggested_gpu_share(step_bytes: dict[int, int], device_bytes: float, usable: float) -> tuple[float, int]:
+    """`[resources] gpus` for a sweep whose widths' steps need `step_bytes`: one share for all its runs, sized by
+    the largest step (1/k for k runs a GPU), and k; (1.0, 0) when the largest does not fit a whole GPU."""
+    k = runs_per_gpu(max(step_bytes.values()), device_bytes, usable)
+    return (round(1 / k, 4), k) if k else (1.0, 0)
 
 
 def estimate_seconds(throughput: Throughput, candidate: Candidate) -> float | None:
