@@ -12,7 +12,8 @@ JAX-free, so the sweep driver, `collect` and `sweep status` read runs without a 
     (1), peak_lr (the schedule's peak; absent: not recorded), schedule ("cosine"), role ("run", or
     "trunk": a WSD trunk trained for its branches), flops_spent (= flops; a branch's own steps and
     its share of its trunk, a trunk's 0), branch_of and branch_step (a branch's trunk and the step
-    it started from).
+    it started from), microbatch_rows (rows of one forward/backward pass: the batch's rows unless the
+    step ran in micro-batches).
 Format 1 (before the format key): training wrote it, then evaluation rewrote it with its AUROCs;
 no budget, no exact per-token cost, no standard error, and `loss` came from 8 x 16 rows of the
 tuning split. It still reads: `read_result` fills what it can and says what it assumed.
