@@ -46,7 +46,8 @@ def test_four_runs_share_one_gpu_at_a_quarter_each(ray_with_one_gpu, prepared, t
     }
     summary = run_sweep(parse_sweep(source, "share.toml"), log=lambda _: None)
     assert summary.slots == 4 and summary.progress.done == 4 and not summary.failed
-    # all four ran at once: one moment inside every run's span
-    assert max(t.started for t in summary.timings) < min(t.ended for t in summary.timings)
+    # they ran side by side on the one GPU (one at a time had they each held it): at a run's start, how many ran
+    running = max(sum(o.started <= t.started < o.ended for o in summary.timings) for t in summary.timings)
+    assert running >= 3, summary.timings  # 4 when none ends before the last one's worker starts (the usual case)
     for folder in summary.folder.glob("b*"):
         assert json.loads((folder / "result.json").read_text())["status"] == "ok"
