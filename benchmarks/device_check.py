@@ -234,11 +234,13 @@ def worker(width: int, layers: int, steps: int, context: int, rows: int, vocab: 
 
 def run_grid(units: list[dict], grid: dict, k: int, attention: str, dtype: str, python: str) -> dict:
     """Every unit in its own process, k at a time, each with the environment a worker at gpus = 1/k gets."""
+    import jax
+
     from scaling.sweep.driver import worker_env
     from scaling.sweep.spec import Resources
 
-    gpu = os.environ.get("JAX_PLATFORMS", "") != "cpu" and _backend() == "gpu"
-    env = {**os.environ, **(worker_env(Resources(cpus=1, gpus=1 / k)) if gpu and k > 1 else {})}
+    shared = jax.default_backend() == "gpu" and k > 1
+    env = {**os.environ, **(worker_env(Resources(cpus=1, gpus=1 / k)) if shared else {})}
 
     def one(unit: dict) -> float:
         command = [python, __file__, "--worker", json.dumps({**unit, **grid, "dtype": dtype, "attention": attention})]
@@ -255,12 +257,6 @@ def run_grid(units: list[dict], grid: dict, k: int, attention: str, dtype: str, 
     result = {"k": k, "units": len(units), "wall_s": wall, "unit_s_sum": sum(seconds), "env": _shown(env)}
     print(json.dumps(result), flush=True)
     return result
-
-
-def _backend() -> str:
-    import jax
-
-    return jax.default_backend()
 
 
 def _shown(env: dict) -> dict:

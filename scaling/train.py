@@ -428,8 +428,7 @@ class StepMeasurement:
 
     tokens_per_s: float
     mfu: float
-    step_bytes: int  # device memory the compiled step needs (train.step_bytes)
-    device_bytes: int | None  # what the device lets this process allocate; None on a CPU
+    step_bytes: int  # device memory the compiled step needs (step.step_bytes)
     microbatches: int
 
 
@@ -451,12 +450,7 @@ def measure_step(spec: RunSpec, steps: int = 5) -> StepMeasurement:
     tokens_per_s = steps * task.tokens_per_step / (time.perf_counter() - started)
     shape = dataclasses.replace(spec.recipe, context=task.context).shape(spec.width, task.vocab_size)
     mfu = tokens_per_s * train_flops_per_token(shape, "exact") / matmul_peak_flops(dtype=setup.dtype)
-    return StepMeasurement(tokens_per_s, mfu, memory, device_memory_limit(), microbatches)
-
-
-def measure_tokens_per_s(spec: RunSpec, steps: int = 5) -> float:
-    """Training tokens/s of a run's real step on this machine (after one compiling step); nothing is saved."""
-    return measure_step(spec, steps).tokens_per_s
+    return StepMeasurement(tokens_per_s, mfu, memory, microbatches)
 
 
 def _restore(manager: ocp.CheckpointManager, step: int, like: dict) -> dict:

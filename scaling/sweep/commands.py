@@ -189,9 +189,9 @@ def _this_gpu_gib() -> float:
     """This machine's first GPU in GiB: its allocator's limit over the fraction of the device that limit is."""
     import os
 
-    import jax
+    from scaling.step import device_memory_limit
 
-    limit = jax.devices()[0].memory_stats()["bytes_limit"]
+    limit = device_memory_limit()
     fraction = float(os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.75"))
     return limit / fraction / 2**30
 
