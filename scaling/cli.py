@@ -18,6 +18,7 @@ from rich.table import Table
 
 from scaling import __version__
 from scaling.console import UserError, console, out_console
+from scaling.data import quirks
 from scaling.data.labbags import BagConfig
 from scaling.data.prepare import PrepareConfig
 from scaling.data.timelines import TokenizerConfig
@@ -113,12 +114,11 @@ def prepare(
         float,
         typer.Option(
             min=0,
-            help="A timeline keeps one event of a dense code (--dense-categories) per this many minutes; 0 keeps all.",
+            help="Dense codes: those whose train events recur, per subject, at a median gap of at most this many "
+            "minutes (charted vital signs); a timeline keeps one event of each per window of this many minutes. "
+            "0 keeps every event.",
         ),
     ] = TokenizerConfig.dense_minutes,
-    dense_categories: Annotated[
-        str, typer.Option(help="Code categories thinned by --dense-minutes, comma-separated (the part before //).")
-    ] = ",".join(TokenizerConfig.dense_categories),
     bag_min_count: Annotated[
         int, typer.Option(min=1, help="Train rows a lab item needs to enter the bag vocabulary.")
     ] = BagConfig.min_code_count,
@@ -135,8 +135,9 @@ def prepare(
     bag_codes: Annotated[
         str,
         typer.Option(
-            help="Which codes are labs: a regular expression (the item is its first group), or 'numeric' "
-            "(codes that usually carry a number; for any MEDS dataset)."
+            help="Which codes are labs: 'mimic-labs' (MIMIC-IV's hospital labs: LAB//<itemid>//... with a "
+            "hosp/d_labitems item id, ICU charts left out), 'numeric' (codes that usually carry a number; for any MEDS "
+            "dataset), or a regular expression (the item is its first group)."
         ),
     ] = BagConfig.lab_codes,
     bag_numeric_share: Annotated[
@@ -194,7 +195,6 @@ def prepare(
             quantiles=quantiles,
             min_code_count=min_code_count,
             dense_minutes=dense_minutes,
-            dense_categories=tuple(c.strip() for c in dense_categories.split(",") if c.strip()),
         ),
         bags=BagConfig(
             min_code_count=bag_min_count,
@@ -255,6 +255,20 @@ def print_manifest(manifest: dict, out: Path) -> None:
             ),
             highlight=False,
         )
+        left_out = "; ".join(
+            f"{k}: {v['items']:,} items, {v['rows']:,} rows" for k, v in bags["left_out_by_rule"].items()
+        )
+        out_console.print(
+            f"lab bags: {bags['rule']}" + (f"; left out: {left_out}" if left_out else ""), highlight=False
+        )
+        tokenizer = manifest["tokenizer"]
+        out_console.print(
+            f"dense codes (recurring at a median gap of {tokenizer['dense_minutes']:g} min or less): "
+            f"{tokenizer['dense_code_count']:,}, thinned to their first event per {tokenizer['dense_minutes']:g} min: "
+            f"{tokenizer['dense_events_left_out']:,} events left out of the timelines",
+            highlight=False,
+        )
+        out_console.print(quirks.summary(manifest["quirks"]), highlight=False)
         if bags.get("note"):
             out_console.print(bags["note"], highlight=False)
         for name, t in manifest["tasks"]["labels"].items():

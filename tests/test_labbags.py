@@ -6,11 +6,22 @@ import numpy as np
 import pytest
 
 from scaling.data.dataset import PreparedDataset
-from scaling.data.labbags import BagConfig, Bags, BagSplit, BagWriter, bert_tokens, fit_lab_vocabulary, make_bags
+from scaling.data.labbags import (
+    LAB_CODE,
+    BagConfig,
+    Bags,
+    BagSplit,
+    BagWriter,
+    bert_tokens,
+    fit_lab_vocabulary,
+    left_out_by_rule,
+    make_bags,
+)
 from scaling.data.loaders import BagLoader, pack_bags
 from tests.helpers import at, event_frame
 
-CONFIG = BagConfig(min_code_count=1, max_labs=4, seed=3)
+# The rules after "which codes are labs", on small item ids: any LAB//<number>//<unit> is a lab here.
+CONFIG = BagConfig(lab_codes=LAB_CODE, min_code_count=1, max_labs=4, seed=3)
 
 
 def labs(subject, minutes, values):
@@ -53,9 +64,36 @@ def test_each_rule_drops_and_counts():
     assert len(set(bags.codes[1].tolist())) == 4 and set(bags.codes[1].tolist()) <= set(range(1, 7))
 
 
+def test_the_default_rule_takes_hospital_labs_and_counts_what_it_leaves_out():
+    """MIMIC-IV's labs by item id, whoever coded them: ehrscale's LAB//<itemid>//<unit>, the reference ETL's LAB//...
+    (ICU charts too) and LAB//RESULT//...; an ICU chart item (d_items, 220000 and up) is never a lab."""
+    rows = []
+    for minute in range(3):
+        rows += [
+            (1, at(minutes=minute), "LAB//50912//mg/dL", 1.0 + minute, None),  # creatinine
+            (1, at(minutes=minute), "LAB//RESULT//50971//mEq/L", 4.0, None),  # potassium (mimic-iv-meds 0.2)
+            (1, at(minutes=minute), "LAB//51221//%", 35.0, None),  # haematocrit
+            (1, at(minutes=minute), "LAB//220045//bpm", 80.0, None),  # heart rate, charted in the ICU
+            (1, at(minutes=minute), "LAB//220277//%", 97.0, None),  # SpO2
+            (1, at(minutes=minute), "LAB//1234//u", 1.0, None),  # not a MIMIC-IV lab id
+            (1, at(minutes=minute), "LAB//SPECIMEN_COLLECTED//50912", None, None),  # not a result
+        ]
+    events = event_frame(rows)
+    config = BagConfig(min_code_count=1, drop_subsets=False)
+    vocab = fit_lab_vocabulary(events.lazy(), config)
+    assert vocab.items == ("50912", "50971", "51221")
+    bags = make_bags(events, vocab, config, Counter())
+    assert bags.lengths.tolist() == [3, 3, 3]
+    assert left_out_by_rule(events.lazy(), config) == {
+        "ICU charted items (icu/d_items ids 220000-239999)": {"items": 2, "rows": 6},
+        "other item ids (outside hosp/d_labitems' 50000-59999)": {"items": 1, "rows": 3},
+    }
+    assert left_out_by_rule(events.lazy(), CONFIG) == {}  # a pattern takes what it matches
+
+
 def test_rules_can_be_turned_off():
     rows = labs(1, 0, [1.0, 2.0, 3.0, 4.0]) + labs(1, 10, [1.0, 2.0, 3.0])
-    bags, drops, _ = build(rows, BagConfig(min_code_count=1, drop_subsets=False))
+    bags, drops, _ = build(rows, BagConfig(lab_codes=LAB_CODE, min_code_count=1, drop_subsets=False))
     assert len(bags.lengths) == 2 and drops["subset of the previous bag"] == 0
 
 

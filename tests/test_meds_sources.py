@@ -160,9 +160,20 @@ def test_the_reference_mimic_etl_output_prepares_like_our_own_reader(tmp_path):
     # (regenerate the folder with its README's commands if the synthetic MIMIC-IV changes).
     for task in ("in_hospital_mortality", "long_stay", "icu_mortality", "abnormal_creatinine"):
         assert total(theirs, task) == total(ours, task) > 0, task
+    # Lab bags hold hospital labs on both paths: the reference ETL codes ICU charts LAB//<itemid>//<unit> too, and
+    # the default rule leaves those out (counted) by their item id, so its items are a subset of ours.
     their_items = set(PreparedDataset.open(tmp_path / "theirs").lab_vocabulary().items)
     our_items = set(PreparedDataset.open(tmp_path / "ours").lab_vocabulary().items)
-    assert len(their_items) > 20 and their_items <= our_items | their_items and len(their_items & our_items) > 20
+    assert len(their_items) > 20 and their_items <= our_items
+    assert all(50000 <= int(item) <= 59999 for item in their_items | our_items)
+    left_out = theirs["bags"]["left_out_by_rule"]["ICU charted items (icu/d_items ids 220000-239999)"]
+    assert left_out["items"] >= 6 and left_out["rows"] > 1000 and ours["bags"]["left_out_by_rule"] == {}
+    # Dense charts found by how often they recur, not by their name: the same ICU items on both paths.
+    item = lambda code: code.split("//")[1]  # noqa: E731
+    their_dense = {item(c) for c in PreparedDataset.open(tmp_path / "theirs").vocabulary().dense_codes}
+    our_dense = PreparedDataset.open(tmp_path / "ours").vocabulary().dense_codes
+    assert all(code.startswith("CHART//") for code in our_dense) and their_dense == {item(c) for c in our_dense}
+    assert {"220045", "220277"} <= their_dense  # heart rate and SpO2, charted hourly
 
 
 def test_labels_in_the_meds_schema_become_a_task(sample, tmp_path):
@@ -286,7 +297,7 @@ def boundary_dataset(root: Path) -> tuple[Path, datetime]:
     for subject in range(1, 41):
         rows.append((subject, None, "SEX//F", None, None))
         for when in (noon - timedelta(hours=2), noon):
-            rows += [(subject, when, f"LAB//{i}//u", float(subject + i + when.hour), None) for i in (1, 2, 3)]
+            rows += [(subject, when, f"LAB//{50860 + i}//u", float(subject + i + when.hour), None) for i in (1, 2, 3)]
         rows.append((subject, noon + timedelta(days=1), "DISCHARGE", None, None))
     frame = event_frame(rows)
     (root / "data").mkdir(parents=True)
@@ -423,7 +434,7 @@ def test_the_bag_baselines_read_the_same_bags_as_the_bag_models(tmp_path, inclus
     rows = dataset.task("t").filter(pl.col("subject_id") == 1)
     x, keep = baselines_module.bag_features(dataset, rows, split, inclusive)
     vocabulary = dataset.lab_vocabulary()
-    assert keep.tolist() == [True] and vocabulary.items == ("1", "2", "3")
+    assert keep.tolist() == [True] and vocabulary.items == ("50861", "50862", "50863")
     # Each item's last eCDF value in the window (the 12:00 bag's when it is visible) and its count.
     raw = np.array([1 + item + hour for item in (1, 2, 3)], dtype=np.float64)
     expected = vocabulary.ecdf(np.arange(3), raw)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from scaling.cli import app
 from scaling.data.csv_stream import SourceError
 from scaling.data.prepare import PrepareConfig, prepare
-from scaling.data.timelines import TokenizerConfig, thin_dense
+from scaling.data.timelines import TokenizerConfig, dense_codes, repeat_gaps, thin_dense
 from tests.helpers import at, event_frame
 from tests.test_synthetic import read
 
@@ -230,18 +230,43 @@ def test_tables_option_chooses_what_is_read(synth, tmp_path):
 
 def test_a_dense_code_keeps_its_first_event_per_window():
     rows = [(1, at(minutes=m), "CHART//220045//bpm", 80.0 + m, None) for m in range(0, 180, 15)]  # every 15 min
-    rows += [(1, at(minutes=m), "LAB//50912//mg/dL", 1.0, None) for m in range(0, 180, 15)]  # not dense
+    rows += [(1, at(minutes=m), "LAB//50912//mg/dL", 1.0, None) for m in range(0, 180, 15)]  # not among the dense
     rows += [(2, at(minutes=5), "CHART//220045//bpm", 70.0, None), (2, None, "GENDER//F", None, None)]
     frame = event_frame(rows)
-    kept, left_out = thin_dense(frame, TokenizerConfig(dense_minutes=60))
+    config = TokenizerConfig(dense_minutes=60)
+    kept, left_out = thin_dense(frame, config, ("CHART//220045//bpm",))
     heart = kept.filter((pl.col("subject_id") == 1) & pl.col("code").str.starts_with("CHART"))
     # T0 is 08:00: the windows are the clock hours 08, 09, 10, and the first reading of each is kept.
     assert heart["numeric_value"].to_list() == [80.0, 140.0, 200.0]
     assert kept.filter(pl.col("code").str.starts_with("LAB")).height == 12
     assert kept.filter(pl.col("subject_id") == 2).height == 2
     assert left_out == 9 == frame.height - kept.height
-    assert thin_dense(frame, TokenizerConfig(dense_minutes=0))[0].equals(frame)
-    assert thin_dense(frame, TokenizerConfig(dense_categories=()))[1] == 0
+    assert thin_dense(frame, TokenizerConfig(dense_minutes=0), ("CHART//220045//bpm",))[0].equals(frame)
+    assert thin_dense(frame, config, ())[1] == 0
+
+
+def test_dense_codes_are_found_by_how_often_they_recur_whatever_their_name():
+    """The median gap between one subject's events of a code decides, on any source's coding: hourly charts (as
+    CHART//... from ehrscale's reader, LAB//2xxxxx from the reference ETL) are dense, daily labs are not."""
+    rows = []
+    for subject in (1, 2, 3):
+        rows += [(subject, at(minutes=60 * h), "LAB//220045//bpm", 80.0, None) for h in range(12)]  # hourly
+        rows += [(subject, at(minutes=45 * h), "CHART//220277//%", 97.0, None) for h in range(12)]  # 45 min
+        rows += [(subject, at(minutes=24 * 60 * d), "LAB//50912//mg/dL", 1.0, None) for d in range(5)]  # daily
+        # Every 30 min for 2 hours, then daily: half its gaps or more are long, so its median is (not dense).
+        rows += [(subject, at(minutes=m), "LAB//50813//mmol/L", 2.0, None) for m in (0, 30, 60, 1440, 2880, 4320)]
+    frame = event_frame(rows)
+    config = TokenizerConfig(dense_minutes=60, min_code_count=10)
+    gaps = repeat_gaps(frame, config)
+    assert dict(gaps.select("code", "gaps").iter_rows())["LAB//220045//bpm"] == 33  # 11 gaps a subject
+    assert dense_codes([gaps], config) == ("CHART//220277//%", "LAB//220045//bpm")
+    # Shards add up: the same rows split in two give the same codes; too few gaps give none.
+    halves = [repeat_gaps(frame.filter(pl.col("subject_id") == s), config) for s in (1, 2, 3)]
+    assert dense_codes(halves, config) == dense_codes([gaps], config)
+    assert dense_codes([gaps], TokenizerConfig(dense_minutes=60, min_code_count=40)) == ()
+    assert dense_codes([gaps], TokenizerConfig(dense_minutes=0)) == ()
+    daily = TokenizerConfig(dense_minutes=24 * 60, min_code_count=10)  # a window of a day: daily labs are dense too
+    assert "LAB//50912//mg/dL" in dense_codes([repeat_gaps(frame, daily)], daily)
 
 
 def test_the_first_icu_day_is_decoded(prepared):

@@ -1,8 +1,9 @@
 """Lab bags: the labs of one subject at one identical time, as an unordered set (Labrador, BERT).
 
-Which codes are labs is `BagConfig.lab_codes`: a regular expression (MIMIC-IV's LAB//<itemid>//<unit> by
-default, the item id being the item), or "numeric" for any MEDS dataset: codes that usually carry a number,
-measured together at one time, make the bags.
+Which codes are labs is `BagConfig.lab_codes`: "mimic-labs" (the default: MIMIC-IV's hospital laboratory results,
+LAB//<itemid>//<unit> with an item id of d_labitems; ICU charted items, which the reference MIMIC-IV MEDS ETL also
+codes LAB//, are left out and counted), "numeric" for any MEDS dataset (codes that usually carry a number, measured
+together at one time, make the bags), or a regular expression (the item is its first group).
 
 Rules (Labrador's by default, each configurable, each drop counted): only lab items in the bag
 vocabulary (at least `min_code_count` train rows), at least `min_labs` labs, at most
@@ -30,18 +31,30 @@ PAD = 0
 
 
 NUMERIC = "numeric"  # BagConfig.lab_codes: the codes that usually carry a number are the labs
+MIMIC_LABS = "mimic-labs"  # BagConfig.lab_codes: MIMIC-IV's hospital laboratory results (d_labitems' item ids)
+# MIMIC-IV's lab code in ehrscale's events (LAB//<itemid>//<unit>) and in the reference ETL's (LAB//<itemid>//<unit>
+# in MEDS_transforms 0.0.9, LAB//RESULT//<itemid>//<unit> in mimic-iv-meds 0.2); the item id is the first group.
+LAB_CODE = r"^LAB//(?:RESULT//)?([0-9]+)(?://|$)"
+# MIMIC-IV's two item dictionaries do not overlap: hosp/d_labitems holds the laboratory items (5-digit ids,
+# 50801-53151 in 3.1), icu/d_items the ICU's charted, input, output and procedure items (6-digit ids from 220000).
+# The reference ETL codes chartevents LAB//<itemid>//<unit> like labevents: the item id tells a lab from a vital sign.
+HOSPITAL_LAB_IDS = (50000, 59999)
+ICU_ITEM_IDS = (220000, 239999)
+LEFT_OUT_ICU = "ICU charted items (icu/d_items ids 220000-239999)"
+LEFT_OUT_OTHER = "other item ids (outside hosp/d_labitems' 50000-59999)"
 
 
 @dataclass(frozen=True)
 class BagConfig:
     """Every choice that makes a bag; recorded in the manifest.
 
-    `lab_codes` says which codes are labs: a regular expression (the item is its first group, else the whole
-    code), or "numeric": every code whose train rows carry a number at least `numeric_share` of the time, the
-    whole code being the item. The default takes MIMIC-IV's lab item id from LAB//<itemid>//<unit> (ehrscale's
-    codes) and from LAB//RESULT//<itemid>//<unit> (the reference MIMIC-IV MEDS ETL's)."""
+    `lab_codes` says which codes are labs: "mimic-labs" (the default): codes `LAB_CODE` matches whose item id is a
+    hospital lab's (`HOSPITAL_LAB_IDS`), the item id being the item, from ehrscale's reader and from the reference
+    MIMIC-IV MEDS ETL alike; "numeric": every code whose train rows carry a number at least `numeric_share` of the
+    time, the whole code being the item; or a regular expression (the item is its first group, else the whole
+    code)."""
 
-    lab_codes: str = r"^LAB//(?:RESULT//)?([0-9]+)(?://|$)"
+    lab_codes: str = MIMIC_LABS
     numeric_share: float = 0.5
     min_code_count: int = 500
     min_labs: int = 3
@@ -101,7 +114,7 @@ class LabVocabulary:
 
 def check_lab_codes(config: BagConfig) -> str | None:
     """Why `lab_codes` cannot be used (not a valid regular expression), or None."""
-    if config.lab_codes == NUMERIC:
+    if config.lab_codes in (NUMERIC, MIMIC_LABS):
         return None
     try:
         re.compile(config.lab_codes)
@@ -118,11 +131,57 @@ def lab_rows(events: pl.LazyFrame, config: BagConfig, numeric_codes: tuple[str, 
     timed = events.filter(pl.col("time").is_not_null())
     if config.lab_codes == NUMERIC:
         labs = timed.filter(pl.col("code").is_in(list(numeric_codes))).with_columns(item=pl.col("code"))
+    elif config.lab_codes == MIMIC_LABS:
+        labs = timed.filter(pl.col("code").str.contains(LAB_CODE)).with_columns(
+            item=pl.col("code").str.extract(LAB_CODE)
+        )
+        labs = labs.filter(pl.col("item").cast(pl.Int64).is_between(*HOSPITAL_LAB_IDS))
     else:
         grouped = re.compile(config.lab_codes).groups > 0
         item = pl.col("code").str.extract(config.lab_codes, 1) if grouped else pl.col("code")
         labs = timed.filter(pl.col("code").str.contains(config.lab_codes)).with_columns(item=item)
     return labs.select("subject_id", "time", "item", value=pl.col("numeric_value").cast(pl.Float64))
+
+
+def describe_rule(config: BagConfig) -> str:
+    """What the lab rule takes, in words (printed by `data prepare`, kept in the manifest)."""
+    if config.lab_codes == MIMIC_LABS:
+        low, high = HOSPITAL_LAB_IDS
+        return (
+            f"mimic-labs: MIMIC-IV's hospital labs, LAB//<itemid>//<unit> with a hosp/d_labitems item id ({low}-{high})"
+        )
+    if config.lab_codes == NUMERIC:
+        return f"numeric: codes whose train rows carry a number at least {config.numeric_share:g} of the time"
+    return f"the pattern {config.lab_codes!r}"
+
+
+def left_out_by_rule(events: pl.LazyFrame, config: BagConfig) -> dict[str, dict[str, int]]:
+    """Lab-coded events (`LAB_CODE`) the "mimic-labs" rule leaves out, by reason: distinct items and rows (all
+    splits). Empty for the other rules, which take what they match."""
+    if config.lab_codes != MIMIC_LABS:
+        return {}
+    item = pl.col("code").str.extract(LAB_CODE).cast(pl.Int64)
+    reason = (
+        pl.when(item.is_between(*HOSPITAL_LAB_IDS))
+        .then(pl.lit(None, pl.String))
+        .when(item.is_between(*ICU_ITEM_IDS))
+        .then(pl.lit(LEFT_OUT_ICU))
+        .otherwise(pl.lit(LEFT_OUT_OTHER))
+    )
+    codes = (
+        events.filter(pl.col("time").is_not_null() & pl.col("code").str.contains(LAB_CODE))
+        .group_by("code")
+        .agg(rows=pl.len())
+        .collect(engine="streaming")
+    )
+    left = (
+        codes.with_columns(item=item, reason=reason)
+        .filter(pl.col("reason").is_not_null())
+        .group_by("reason")
+        .agg(items=pl.col("item").n_unique(), rows=pl.col("rows").sum())
+        .sort("reason")
+    )
+    return {r: {"items": int(i), "rows": int(n)} for r, i, n in left.iter_rows()}
 
 
 def numeric_codes_of(train: pl.LazyFrame, config: BagConfig) -> tuple[str, ...]:

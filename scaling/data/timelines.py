@@ -64,10 +64,11 @@ class TokenizerConfig:
     min_text_count: int = 20  # on train; rarer text results share TXT//RARE
     intervals: IntervalScheme = field(default_factory=IntervalScheme)
     drop_codes: tuple[str, ...] = ("MEDS_BIRTH",)  # birth is carried by the age token
-    # Dense codes: of a code in these categories, a timeline keeps the first event in each clock window of
-    # `dense_minutes` (per subject); so an ICU stay's hourly charting cannot crowd the rest out of the context.
-    dense_categories: tuple[str, ...] = ("CHART", "OUTPUT")
-    dense_minutes: float = 60.0  # 0: keep every event
+    # Dense codes, found from the data whatever they are named: a code whose train events recur, per subject, at a
+    # median gap of at most `dense_minutes` (vital signs charted hourly or more often) keeps only its first event in
+    # each clock window of `dense_minutes` in a timeline, so an ICU stay's charting cannot crowd the rest out of the
+    # context. Hospital labs (daily, or every few hours in the ICU) are not dense at the default.
+    dense_minutes: float = 60.0  # 0: no code is dense, every event is kept
 
 
 SPECIALS = ("PAD", "AGE//UNK", "TXT//RARE", "UNK//OTHER")
@@ -95,6 +96,7 @@ class Vocabulary:
     quantiles: pl.DataFrame  # code, q1..q{n-1}
     age_bounds: tuple[float, ...]
     config: TokenizerConfig
+    dense_codes: tuple[str, ...] = ()  # the codes thinned in timelines (`dense_codes`), sorted
 
     @property
     def size(self) -> int:
@@ -120,6 +122,7 @@ class Vocabulary:
                     "age_bounds": list(self.age_bounds),
                     "vocab_size": self.size,
                     "dtype": self.dtype.name,
+                    "dense_codes": list(self.dense_codes),
                 },
                 indent=2,
             )
@@ -131,15 +134,15 @@ class Vocabulary:
         meta = json.loads((folder / "tokenizer.json").read_text())
         frame = pl.read_parquet(folder / "vocab.parquet")
         cfg = meta["config"]
+        # Prepared before dense codes were found from the data, `dense_categories` named them (CHART, OUTPUT), and
+        # `dense_codes` is absent; before that, nothing was thinned (`dense_minutes` absent: 0).
         config = TokenizerConfig(
             **{
-                **cfg,
+                **{k: v for k, v in cfg.items() if k in TokenizerConfig.__dataclass_fields__},
                 "intervals": IntervalScheme(
                     **{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["intervals"].items()}
                 ),
                 "drop_codes": tuple(cfg["drop_codes"]),
-                # Prepared before the dense rule existed: nothing was thinned.
-                "dense_categories": tuple(cfg.get("dense_categories", ())),
                 "dense_minutes": cfg.get("dense_minutes", 0.0),
             }
         )
@@ -150,6 +153,7 @@ class Vocabulary:
             quantiles=pl.read_parquet(folder / "quantiles.parquet"),
             age_bounds=tuple(meta["age_bounds"]),
             config=config,
+            dense_codes=tuple(meta.get("dense_codes", ())),
         )
 
 
@@ -196,9 +200,10 @@ def value_quantiles(numeric: pl.LazyFrame, probs: list[float]) -> pl.DataFrame:
     return pl.DataFrame({"code": codes, **columns}, schema=schema)
 
 
-def fit_vocabulary(train: pl.LazyFrame, config: TokenizerConfig) -> Vocabulary:
+def fit_vocabulary(train: pl.LazyFrame, config: TokenizerConfig, dense_codes: tuple[str, ...] = ()) -> Vocabulary:
     """Fit codes, frequent texts, per-code quantiles and age bins on train-split events (streaming aggregations:
-    memory follows the distinct codes, texts and values, not the events)."""
+    memory follows the distinct codes, texts and values, not the events); `dense_codes` (from `dense_codes`) are
+    recorded with them."""
     timed = train.filter(~pl.col("code").is_in(config.drop_codes))
     counts = timed.group_by("code").agg(count=pl.len()).collect(engine="streaming").sort("code")
     kept = counts.filter(pl.col("count") >= config.min_code_count)
@@ -241,19 +246,44 @@ def fit_vocabulary(train: pl.LazyFrame, config: TokenizerConfig) -> Vocabulary:
         quantiles=quantiles,
         age_bounds=age_bounds,
         config=config,
+        dense_codes=tuple(sorted(dense_codes)),
     )
 
 
-def thin_dense(events: pl.DataFrame, config: TokenizerConfig) -> tuple[pl.DataFrame, int]:
-    """The events a timeline keeps of dense codes (`TokenizerConfig.dense_categories`): per subject and code, the
-    first event of each clock window of `dense_minutes` (aligned to the epoch); and how many were left out.
-    Events are sorted by subject then time, so the first in a window is the earliest."""
-    if not config.dense_categories or config.dense_minutes <= 0:
+def repeat_gaps(events: pl.DataFrame, config: TokenizerConfig) -> pl.DataFrame:
+    """Per code: how often one subject's events of it follow each other (`gaps`, positive time gaps only) and how
+    many of those gaps are at most `dense_minutes` (`short`). Counts, so shards add up exactly."""
+    timed = events.filter(pl.col("time").is_not_null()).select("subject_id", "code", "time")
+    ordered = timed.sort("subject_id", "code", "time")
+    same = (pl.col("subject_id") == pl.col("subject_id").shift(1)) & (pl.col("code") == pl.col("code").shift(1))
+    gap = pl.col("time").dt.epoch("us") - pl.col("time").dt.epoch("us").shift(1)
+    return (
+        ordered.with_columns(gap=pl.when(same).then(gap))
+        .filter(pl.col("gap") > 0)
+        .group_by("code")
+        .agg(gaps=pl.len(), short=(pl.col("gap") <= int(config.dense_minutes * MINUTE_US)).sum())
+    )
+
+
+def dense_codes(gaps: list[pl.DataFrame], config: TokenizerConfig) -> tuple[str, ...]:
+    """The codes charted densely on train (from each train shard's `repeat_gaps`): the median gap between one
+    subject's events of the code is at most `dense_minutes` (half its gaps or more are), over at least
+    `min_code_count` gaps."""
+    if config.dense_minutes <= 0 or not gaps:
+        return ()
+    total = pl.concat(gaps).group_by("code").agg(pl.col("gaps").sum(), pl.col("short").sum())
+    dense = total.filter((pl.col("gaps") >= config.min_code_count) & (2 * pl.col("short") >= pl.col("gaps")))
+    return tuple(sorted(dense["code"].to_list()))
+
+
+def thin_dense(events: pl.DataFrame, config: TokenizerConfig, dense_codes: tuple[str, ...]) -> tuple[pl.DataFrame, int]:
+    """The events a timeline keeps of `dense_codes`: per subject and code, the first event of each clock window of
+    `dense_minutes` (aligned to the epoch); and how many were left out. Events are sorted by subject then time, so
+    the first in a window is the earliest."""
+    if not dense_codes or config.dense_minutes <= 0:
         return events, 0
     window = pl.col("time").dt.epoch("us") // int(config.dense_minutes * MINUTE_US)
-    codes = events.select(pl.col("code").unique())  # the category of each distinct code, not of every event
-    dense_codes = codes.filter(category(pl.col("code")).is_in(config.dense_categories))["code"]
-    dense = pl.col("code").is_in(dense_codes.implode()) & pl.col("time").is_not_null()
+    dense = pl.col("code").is_in(pl.Series(dense_codes, dtype=pl.String).implode()) & pl.col("time").is_not_null()
     first = pl.struct("subject_id", "code", window).is_first_distinct()  # a hash pass: 7x faster than a window `over`
     kept = events.filter(~dense | first)
     return kept, events.height - kept.height
