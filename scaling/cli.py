@@ -262,10 +262,13 @@ def print_manifest(manifest: dict, out: Path) -> None:
             f"lab bags: {bags['rule']}" + (f"; left out: {left_out}" if left_out else ""), highlight=False
         )
         tokenizer = manifest["tokenizer"]
+        window = tokenizer["dense_minutes"]
         out_console.print(
-            f"dense codes (recurring at a median gap of {tokenizer['dense_minutes']:g} min or less): "
-            f"{tokenizer['dense_code_count']:,}, thinned to their first event per {tokenizer['dense_minutes']:g} min: "
-            f"{tokenizer['dense_events_left_out']:,} events left out of the timelines",
+            f"dense codes (recurring at a median gap of {window:g} min or less): {tokenizer['dense_code_count']:,}, "
+            f"thinned to their first event per {window:g} min: {tokenizer['dense_events_left_out']:,} events left out "
+            "of the timelines"
+            if window > 0
+            else "dense codes: none thinned (--dense-minutes 0 keeps every event)",
             highlight=False,
         )
         out_console.print(quirks.summary(manifest["quirks"]), highlight=False)

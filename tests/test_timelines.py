@@ -1,5 +1,6 @@
 """Timelines: exact tokens on hand-made events, train-only fitting, windows that never cross patients."""
 
+import json
 import shutil
 
 import numpy as np
@@ -11,7 +12,7 @@ from scaling.data.derive import derive
 from scaling.data.labbags import BagConfig
 from scaling.data.loaders import TimelineLoader, timeline_pieces
 from scaling.data.tasks import TaskConfig
-from scaling.data.timelines import STATIC_TIME, Timelines, TokenizerConfig, fit_vocabulary, tokenize
+from scaling.data.timelines import STATIC_TIME, Timelines, TokenizerConfig, Vocabulary, fit_vocabulary, tokenize
 from tests.helpers import at, event_frame
 
 CONFIG = TokenizerConfig(min_code_count=1, min_text_count=1, quantiles=4)
@@ -113,6 +114,19 @@ def test_quantiles_and_vocabulary_see_only_the_train_split(prepared, tmp_path):
     before = dataset.timelines("held_out")
     after = Timelines.open(out / "timelines", "held_out", dataset.vocabulary().dtype)
     assert not np.array_equal(np.asarray(before.tokens), np.asarray(after.tokens))
+
+
+def test_a_vocabulary_prepared_when_dense_codes_were_named_still_loads(prepared, tmp_path):
+    """Prepared datasets from before the dense codes were found from the data (their tokenizer.json names
+    `dense_categories` and lists no `dense_codes`) still open."""
+    folder = tmp_path / "vocab"
+    shutil.copytree(prepared[0] / "vocab", folder)
+    meta = json.loads((folder / "tokenizer.json").read_text())
+    meta.pop("dense_codes")
+    meta["config"]["dense_categories"] = ["CHART", "OUTPUT"]
+    (folder / "tokenizer.json").write_text(json.dumps(meta))
+    old, new = Vocabulary.load(folder), Vocabulary.load(prepared[0] / "vocab")
+    assert old.dense_codes == () and old.config == new.config and old.tokens == new.tokens
 
 
 def _synthetic_timelines(lengths, prefix=2) -> Timelines:
