@@ -214,7 +214,15 @@ def test_killing_the_driver_then_running_again_finishes_the_rest_without_duplica
             every=0.02,
         )
     finally:
+        # The driver's whole cluster dies with it: its raylet and workers may run in sessions of their own (outside
+        # the driver's process group), and a worker left running finishes the run this test must catch mid-way.
+        cluster = psutil.Process(driver.pid).children(recursive=True)
         os.killpg(driver.pid, signal.SIGKILL)
+        for process in cluster:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
         driver.wait()
     time.sleep(2)
     finished_before = {p.parent.name for p in folder.glob("*/result.json")}
