@@ -31,6 +31,7 @@ STAGES = (  # how the command announces its stages, in order
     ("hashing source files", "hashing"),
     ("reading and converting", "reading the tables"),
     ("sorting", "sorting"),
+    ("checking the events", "checking the events"),
     ("fitting", "fitting"),
     ("tokenising shard", "tokenising"),
     ("building task labels", "tasks"),

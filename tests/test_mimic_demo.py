@@ -107,7 +107,7 @@ def test_the_records_quirks_are_counted_with_what_was_done(demo):
     assert quirks["numbers_in_text"]["total"] == 2_789 and quirks["numbers_in_text"]["by_category"]["LAB"] == 823
     implausible = quirks["implausible_values"]
     assert implausible["total"] == 13
-    assert implausible["by_quantity"]["BMI (kg/m2)"] == {"range": [8, 150], "checked": 769, "removed": 1}
+    assert implausible["by_quantity"]["BMI (kg/m2)"] == {"range": [5, 150], "checked": 769, "removed": 1}
     assert implausible["by_quantity"]["height (inches)"]["removed"] == 1
     admissions = quirks["admissions"]
     assert admissions["before_admission"]["MEDICATION"] == 370

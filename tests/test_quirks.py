@@ -58,7 +58,7 @@ def test_duplicates_are_dropped_implausible_numbers_removed_and_the_rest_counted
     implausible = section["implausible_values"]
     assert implausible["total"] == 2
     assert implausible["by_quantity"]["heart rate (bpm)"] == {"range": [0, 350], "checked": 2, "removed": 1}
-    assert implausible["by_quantity"]["BMI (kg/m2)"] == {"range": [8, 150], "checked": 2, "removed": 1}
+    assert implausible["by_quantity"]["BMI (kg/m2)"] == {"range": [5, 150], "checked": 2, "removed": 1}
     admissions = section["admissions"]
     assert admissions["before_admission"] == {"MEDICATION": 1}
     assert admissions["after_discharge"] == {"MEDICATION": 1}
