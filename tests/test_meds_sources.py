@@ -111,7 +111,7 @@ def test_the_cli_summary_says_there_are_no_bags_and_no_built_in_labels(sample, t
     assert "11 codes" in text and "pass --bag-codes numeric" in text
     assert "the built-in tasks need MIMIC-IV's admission and ICU codes" in text
     bad = prepare_cli(sample, tmp_path / "q", "--bag-codes", "(x")
-    assert bad.exit_code == 2 and "is neither 'numeric' nor a regular expression" in bad.output
+    assert bad.exit_code == 2 and "is not 'mimic-labs', 'numeric' or a regular expression" in bad.output
     assert "Traceback" not in bad.output and not (tmp_path / "q").exists()
 
 

@@ -121,7 +121,7 @@ def check_lab_codes(config: BagConfig) -> str | None:
         pl.select(pl.lit("").str.contains(config.lab_codes))  # polars' own regex dialect must take it too
     except (re.error, pl.exceptions.ComputeError) as error:
         reason = str(error).splitlines()[0]
-        return f"--bag-codes {config.lab_codes!r} is neither 'numeric' nor a regular expression: {reason}"
+        return f"--bag-codes {config.lab_codes!r} is not 'mimic-labs', 'numeric' or a regular expression: {reason}"
     return None
 
 
