@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from scaling.cli import app
 from scaling.data.csv_stream import SourceError
 from scaling.data.prepare import PrepareConfig, prepare
-from scaling.data.timelines import TokenizerConfig, dense_codes, repeat_gaps, thin_dense
+from scaling.data.timelines import TokenizerConfig, find_dense_codes, repeat_gaps, thin_dense
 from tests.helpers import at, event_frame
 from tests.test_synthetic import read
 
@@ -259,14 +259,14 @@ def test_dense_codes_are_found_by_how_often_they_recur_whatever_their_name():
     config = TokenizerConfig(dense_minutes=60, min_code_count=10)
     gaps = repeat_gaps(frame, config)
     assert dict(gaps.select("code", "gaps").iter_rows())["LAB//220045//bpm"] == 33  # 11 gaps a subject
-    assert dense_codes([gaps], config) == ("CHART//220277//%", "LAB//220045//bpm")
+    assert find_dense_codes([gaps], config) == ("CHART//220277//%", "LAB//220045//bpm")
     # Shards add up: the same rows split in two give the same codes; too few gaps give none.
     halves = [repeat_gaps(frame.filter(pl.col("subject_id") == s), config) for s in (1, 2, 3)]
-    assert dense_codes(halves, config) == dense_codes([gaps], config)
-    assert dense_codes([gaps], TokenizerConfig(dense_minutes=60, min_code_count=40)) == ()
-    assert dense_codes([gaps], TokenizerConfig(dense_minutes=0)) == ()
+    assert find_dense_codes(halves, config) == find_dense_codes([gaps], config)
+    assert find_dense_codes([gaps], TokenizerConfig(dense_minutes=60, min_code_count=40)) == ()
+    assert find_dense_codes([gaps], TokenizerConfig(dense_minutes=0)) == ()
     daily = TokenizerConfig(dense_minutes=24 * 60, min_code_count=10)  # a window of a day: daily labs are dense too
-    assert "LAB//50912//mg/dL" in dense_codes([repeat_gaps(frame, daily)], daily)
+    assert "LAB//50912//mg/dL" in find_dense_codes([repeat_gaps(frame, daily)], daily)
 
 
 def test_the_first_icu_day_is_decoded(prepared):

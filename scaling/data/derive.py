@@ -26,7 +26,7 @@ def check_events(
     shards: list[Path], folder: Path, train_ids: pl.DataFrame, tokenizer: timelines.TokenizerConfig
 ) -> tuple[list[Path], dict, tuple[str, ...]]:
     """Each shard checked (`quirks.Audit`) into folder/<k>.parquet; returns those files, the manifest's `quirks`
-    section and the dense codes (`timelines.dense_codes`, from the train subjects' events)."""
+    section and the dense codes (`timelines.find_dense_codes`, from the train subjects' events)."""
     folder.mkdir(parents=True, exist_ok=True)
     audit, gaps, checked = quirks.Audit(), [], []
     for number, shard in enumerate(shards):
@@ -35,7 +35,7 @@ def check_events(
         gaps.append(timelines.repeat_gaps(events.join(train_ids, on="subject_id", how="semi"), tokenizer))
         checked.append(folder / f"{number}.parquet")
         events.write_parquet(checked[-1])
-    return checked, audit.section(), timelines.dense_codes(gaps, tokenizer)
+    return checked, audit.section(), timelines.find_dense_codes(gaps, tokenizer)
 
 
 def derive(

@@ -96,7 +96,7 @@ class Vocabulary:
     quantiles: pl.DataFrame  # code, q1..q{n-1}
     age_bounds: tuple[float, ...]
     config: TokenizerConfig
-    dense_codes: tuple[str, ...] = ()  # the codes thinned in timelines (`dense_codes`), sorted
+    dense_codes: tuple[str, ...] = ()  # the codes thinned in timelines (`find_dense_codes`), sorted
 
     @property
     def size(self) -> int:
@@ -202,7 +202,7 @@ def value_quantiles(numeric: pl.LazyFrame, probs: list[float]) -> pl.DataFrame:
 
 def fit_vocabulary(train: pl.LazyFrame, config: TokenizerConfig, dense_codes: tuple[str, ...] = ()) -> Vocabulary:
     """Fit codes, frequent texts, per-code quantiles and age bins on train-split events (streaming aggregations:
-    memory follows the distinct codes, texts and values, not the events); `dense_codes` (from `dense_codes`) are
+    memory follows the distinct codes, texts and values, not the events); `dense_codes` (from `find_dense_codes`) are
     recorded with them."""
     timed = train.filter(~pl.col("code").is_in(config.drop_codes))
     counts = timed.group_by("code").agg(count=pl.len()).collect(engine="streaming").sort("code")
@@ -265,7 +265,7 @@ def repeat_gaps(events: pl.DataFrame, config: TokenizerConfig) -> pl.DataFrame:
     )
 
 
-def dense_codes(gaps: list[pl.DataFrame], config: TokenizerConfig) -> tuple[str, ...]:
+def find_dense_codes(gaps: list[pl.DataFrame], config: TokenizerConfig) -> tuple[str, ...]:
     """The codes charted densely on train (from each train shard's `repeat_gaps`): the median gap between one
     subject's events of the code is at most `dense_minutes` (half its gaps or more are), over at least
     `min_code_count` gaps."""
