@@ -168,14 +168,10 @@ def left_out_by_rule(events: pl.LazyFrame, config: BagConfig) -> dict[str, dict[
         .then(pl.lit(LEFT_OUT_ICU))
         .otherwise(pl.lit(LEFT_OUT_OTHER))
     )
-    codes = (
-        events.filter(pl.col("time").is_not_null() & pl.col("code").str.contains(LAB_CODE))
-        .group_by("code")
-        .agg(rows=pl.len())
-        .collect(engine="streaming")
-    )
+    codes = events.filter(pl.col("time").is_not_null()).group_by("code").agg(rows=pl.len()).collect(engine="streaming")
     left = (
-        codes.with_columns(item=item, reason=reason)
+        codes.filter(pl.col("code").str.contains(LAB_CODE))  # the pattern once per distinct code, not per event
+        .with_columns(item=item, reason=reason)
         .filter(pl.col("reason").is_not_null())
         .group_by("reason")
         .agg(items=pl.col("item").n_unique(), rows=pl.col("rows").sum())
