@@ -1,7 +1,8 @@
 """PREP/events -> the model-ready parts of a prepared dataset: vocabulary, timelines, lab bags, tasks.
 
-A first pass checks each shard (scaling/data/quirks.py: exact duplicates dropped, implausible numbers removed,
-events outside their admission counted) into temporary model events, and counts how densely each code recurs.
+A first pass checks each shard (scaling/data/quirks.py: exact duplicates dropped, numbers written as text read,
+implausible numbers removed, events outside their admission counted) into temporary model events, and counts how
+densely each code recurs.
 Fitting (vocabulary, quantiles, age bins, dense codes, lab eCDFs) sees the train split only; everything else is
 applied shard by shard, so memory is bounded by one shard.
 """

@@ -126,9 +126,8 @@ class Audit:
                 _disch=pl.col("time").filter(code.str.starts_with(DISCHARGE)).max(),
             )
         )
-        linked = timed.filter(pl.col("hadm_id").is_not_null() & ~code.str.starts_with("HOSPITAL_")).join(
-            spans, on="hadm_id", how="inner"
-        )
+        bounds = code.str.starts_with(ADMISSION) | code.str.starts_with(DISCHARGE)  # the span itself
+        linked = timed.filter(pl.col("hadm_id").is_not_null() & ~bounds).join(spans, on="hadm_id", how="inner")
         self.before_admission.update(_by_category(linked.filter(pl.col("time") < pl.col("_admit"))))
         self.after_discharge.update(_by_category(linked.filter(pl.col("time") > pl.col("_disch"))))
         self.without_admission.update(_by_category(timed.filter(pl.col("hadm_id").is_null())))
