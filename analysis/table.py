@@ -26,7 +26,6 @@ import polars as pl
 from analysis.cost import CostModel
 
 REQUIRED = ("params", "tokens", "loss")
-LOSS_UNITS = {"timeline": "nats per token", "bert": "nats per masked lab", "labrador": "CE + MSE per masked lab"}
 
 
 class TableError(Exception):
@@ -68,9 +67,15 @@ class Table:
         return sorted(self.frame["budget"].unique().to_list())
 
 
-def read(path: Path, columns: dict[str, str] | None = None, budget_tolerance: float = 0.1) -> Table:
-    """Load, rename, validate and group a results table."""
-    return prepare(read_frame(path), str(path), columns, budget_tolerance)
+def read(
+    path: Path,
+    columns: dict[str, str] | None = None,
+    budget_tolerance: float = 0.1,
+    loss_units: dict[str, str] | None = None,
+) -> Table:
+    """Load, rename, validate and group a results table; `loss_units` names each family's loss unit (the caller's
+    family registry: the analysis knows no family)."""
+    return prepare(read_frame(path), str(path), columns, budget_tolerance, loss_units)
 
 
 def read_frame(path: Path) -> pl.DataFrame:
@@ -99,7 +104,11 @@ def _fit_params(frame: pl.DataFrame, renames: dict[str, str]) -> str | None:
 
 
 def prepare(
-    frame: pl.DataFrame, name: str = "table", columns: dict[str, str] | None = None, budget_tolerance: float = 0.1
+    frame: pl.DataFrame,
+    name: str = "table",
+    columns: dict[str, str] | None = None,
+    budget_tolerance: float = 0.1,
+    loss_units: dict[str, str] | None = None,
 ) -> Table:
     renames = {source: target for target, source in (columns or {}).items()}
     chosen = _fit_params(frame, renames)
@@ -191,7 +200,7 @@ def prepare(
         warnings=tuple(warnings),
         flops_from=flops_from,
         params_from=params_from,
-        loss_label=_loss_label(frame, renames),
+        loss_label=_loss_label(frame, renames, loss_units or {}),
         lr_choices=tuple(lr_choices),
     )
 
@@ -240,14 +249,14 @@ def best_learning_rates(
     return kept, choices
 
 
-def _loss_label(frame: pl.DataFrame, renames: dict[str, str]) -> str:
+def _loss_label(frame: pl.DataFrame, renames: dict[str, str], loss_units: dict[str, str]) -> str:
     """The loss axis as the table describes it: the split and unit our runs record, or the column's own name."""
     source = next((s for s, t in renames.items() if t == "loss"), None)
     if source:
         return source
     families = frame["family"].drop_nulls().unique().to_list() if "family" in frame.columns else []
     splits = frame["loss_split"].drop_nulls().unique().to_list() if "loss_split" in frame.columns else []
-    unit = LOSS_UNITS.get(families[0]) if len(families) == 1 else None
+    unit = loss_units.get(families[0]) if len(families) == 1 else None
     where = f"{splits[0]} loss" if len(splits) == 1 else "loss"
     return f"{where} ({unit})" if unit else where
 

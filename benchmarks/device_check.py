@@ -116,7 +116,7 @@ def fused_agrees(rows: list[dict]) -> bool:
 
 
 class DecoderStep(NamedTuple):
-    step: Callable  # the jitted step of scaling.step.step_functions, in one pass
+    step: Callable  # the jitted step of scaling.training.step.step_functions, in one pass
     params: dict
     opt_state: object
     batch: dict
@@ -140,7 +140,7 @@ def decoder_step(
     from scaling.flops import train_flops_per_token
     from scaling.models.decoder import Decoder, decoder_row_loss
     from scaling.recipe import Recipe
-    from scaling.step import optimizer_state, schedule_constants, step_functions
+    from scaling.training.step import optimizer_state, schedule_constants, step_functions
 
     recipe = Recipe(context=context, batch_rows=rows)
     config = dataclasses.replace(recipe.model_config(width, vocab), attention=attention)
@@ -180,7 +180,7 @@ def mfu_table(widths, attentions, context: int, rows: int, seconds: float, peak_
     import jax.numpy as jnp
 
     from scaling.hardware import matmul_peak_flops
-    from scaling.step import step_bytes
+    from scaling.training.step import step_bytes
 
     peak = matmul_peak_flops(n=peak_size, dtype=jnp.bfloat16)
     print(f"bfloat16 matmul peak ({peak_size}^2, this process): {peak / 1e12:.1f} TFLOP/s", flush=True)

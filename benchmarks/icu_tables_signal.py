@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling.baselines import baselines, oracle
 from scaling.data.dataset import PreparedDataset
 from scaling.data.prepare import PrepareConfig, prepare
 from scaling.data.timelines import TokenizerConfig
+from scaling.eval.baselines import baselines, oracle
 
 CORE = ("icustays", "transfers", "diagnoses_icd", "procedures_icd", "prescriptions", "labevents")
 
@@ -43,7 +43,7 @@ def chart_share(dataset: PreparedDataset) -> float:
 
 def probe(dataset_path: Path, out: Path, width: int, tokens: int, tasks: list[str]) -> dict[str, float]:
     """Train one decoder on the dataset and return each task's probe AUROC."""
-    from scaling.record import read_eval
+    from scaling.record import RunFolder
     from scaling.run import run
     from scaling.runspec import parse_spec
 
@@ -58,7 +58,8 @@ def probe(dataset_path: Path, out: Path, width: int, tokens: int, tasks: list[st
         "train": {"eval_every": 500, "eval_batches": 4, "eval_rows": 512, "checkpoint_every": 1000, "log_every": 100},
     }
     run(parse_spec(spec, "icu_tables_signal"), out, log=lambda message: None)
-    return {task: entry["probe"].get("auroc", float("nan")) for task, entry in read_eval(out).items()}
+    tasks = RunFolder(out).evaluation().tasks
+    return {task: entry.probe.get("auroc", float("nan")) for task, entry in tasks.items()}
 
 
 def main() -> None:

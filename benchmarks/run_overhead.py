@@ -27,11 +27,11 @@ from common import machine
 
 def one_pass(spec_path: Path, run_id: str, out: Path, cache: Path) -> dict:
     """Run the run in this process; return its phase times."""
-    from scaling.record import read_eval
+    from scaling.record import RunFolder
     from scaling.run import run
     from scaling.sweep.plan import make_plan
     from scaling.sweep.spec import load_sweep
-    from scaling.train import enable_compilation_cache
+    from scaling.training.loop import enable_compilation_cache
 
     planned = {r.run_id: r for r in make_plan(load_sweep(spec_path)).runs}
     enable_compilation_cache(cache)
@@ -41,7 +41,7 @@ def one_pass(spec_path: Path, run_id: str, out: Path, cache: Path) -> dict:
     result = json.loads((out / "result.json").read_text())
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     step = statistics.median(m["step_time"] for m in metrics if "eval_loss" not in m)
-    tasks = {task: entry["seconds"] for task, entry in read_eval(out).items()}
+    tasks = {task: entry.seconds for task, entry in RunFolder(out).evaluation().tasks.items()}
     return {
         "run": run_id,
         "total": total,

@@ -2,10 +2,11 @@
 
     .venv/bin/python benchmarks/step_memory.py [--width 256] [--context 512] [--rows 32] [--passes 1 2 4 8]
 
-The timeline decoder's real step (scaling.step.step_functions: loss, AdamW, clipping) compiled for each number of
-passes over the batch; its memory is XLA's own accounting of the compiled program (scaling.step.step_bytes: inputs,
-outputs not written over them, temporaries), the same on every backend, so a CPU gives the figure a GPU run will
-size its passes by. Also the step's time here, per pass count: what the memory costs in speed.
+The timeline decoder's real step (scaling.training.step.step_functions: loss, AdamW, clipping) compiled for each
+number of passes over the batch; its memory is XLA's own accounting of the compiled program
+(scaling.training.step.step_bytes: inputs, outputs not written over them, temporaries), the same on every backend,
+so a CPU gives the figure a GPU run will size its passes by. Also the step's time here, per pass count: what the
+memory costs in speed.
 """
 
 import argparse
@@ -16,7 +17,7 @@ from common import machine
 from device_check import decoder_step
 
 from scaling.models.decoder import decoder_row_loss
-from scaling.step import step_bytes, step_functions
+from scaling.training.step import step_bytes, step_functions
 
 
 def main() -> None:

@@ -59,10 +59,10 @@ def op_kinds(step, params, opt_state, batches, constants) -> tuple[int, dict[str
 def profile(spec_path: Path, run_id: str, steps: int, repeats: int) -> None:
     import jax
 
-    from scaling.step import schedule_constants
     from scaling.sweep.plan import make_plan
     from scaling.sweep.spec import load_sweep
-    from scaling.train import step_setup
+    from scaling.training.measure import step_setup
+    from scaling.training.step import schedule_constants
 
     planned = {r.run_id: r for r in make_plan(load_sweep(spec_path)).runs}
     if run_id not in planned:

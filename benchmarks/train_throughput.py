@@ -4,7 +4,7 @@
         [--dtype float32]
 
 MFU = (exact training FLOPs per token x tokens/s) / the matmul peak (of --dtype) measured in this
-same process. The step is the real one of `scaling.step.step_functions` (the decoder's loss,
+same process. The step is the real one of `scaling.training.step.step_functions` (the decoder's loss,
 AdamW, clipping), fed a fixed random packed batch so the data loader is not what is measured (its
 own figures: bench_tokenize.py). Peak memory is the process's max RSS at the end (host memory).
 """
@@ -23,7 +23,7 @@ from scaling.flops import train_flops_per_token
 from scaling.hardware import matmul_peak_flops
 from scaling.models.decoder import Decoder, decoder_row_loss
 from scaling.recipe import Recipe
-from scaling.step import optimizer_state, schedule_constants, step_functions
+from scaling.training.step import optimizer_state, schedule_constants, step_functions
 
 
 def measure(recipe: Recipe, width: int, vocab: int, steps: int, dtype=jnp.float32) -> tuple[float, float, dict]:

@@ -17,12 +17,7 @@ from rich.progress import (
 from rich.table import Table
 
 from scaling import __version__
-from scaling.console import UserError, console, out_console
-from scaling.data import quirks
-from scaling.data.labbags import BagConfig
-from scaling.data.prepare import PrepareConfig
-from scaling.data.timelines import TokenizerConfig
-from scaling.fit_commands import (
+from scaling.commands.analysis import (
     fit_command,
     lr_fit_command,
     next_grid_command,
@@ -30,9 +25,14 @@ from scaling.fit_commands import (
     plot_command,
     report_command,
 )
+from scaling.commands.sweep import collect_command, sweep_app
+from scaling.commands.track import track_command
+from scaling.console import UserError, console, out_console
+from scaling.data import quirks
+from scaling.data.labbags import BagConfig
+from scaling.data.prepare import PrepareConfig
+from scaling.data.timelines import TokenizerConfig
 from scaling.runspec import PROBE_TRAIN_ROWS
-from scaling.sweep.commands import collect_command, sweep_app
-from scaling.track_command import track_command
 
 app = typer.Typer(
     help="Scaling-law experiments for EHR foundation models.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -350,9 +350,10 @@ def train_command(
 ) -> None:
     """Train one run (then evaluate the tasks its spec lists); run it again to resume from its last checkpoint."""
     from scaling.data.dataset import DatasetError
+    from scaling.record import RunError
     from scaling.run import run
     from scaling.runspec import SpecError, load_spec
-    from scaling.train import RunError, enable_compilation_cache
+    from scaling.training.loop import enable_compilation_cache
 
     try:
         run_spec = load_spec(spec)
@@ -360,8 +361,8 @@ def train_command(
         result = run(run_spec, out, log=lambda text: console.print(text, highlight=False, soft_wrap=True))
     except (SpecError, DatasetError, RunError) as error:
         raise UserError(str(error)) from None
-    out_console.print(json.dumps(result, indent=2), highlight=False)
-    if result["status"] != "ok":
+    out_console.print(json.dumps(result.to_json(), indent=2), highlight=False)
+    if result.status != "ok":
         raise typer.Exit(code=1)
 
 
@@ -388,9 +389,9 @@ def eval_command(
 ) -> None:
     """Linear-probe AUROC of a trained model on downstream tasks, beside XGBoost and the oracle."""
     from scaling.data.dataset import DatasetError
-    from scaling.evaluate import evaluate
+    from scaling.eval.evaluate import evaluate
+    from scaling.record import RunError
     from scaling.runspec import SpecError
-    from scaling.train import RunError
 
     try:
         evaluate(
@@ -419,8 +420,8 @@ def export_command(
     """Write a run's weights (safetensors), config, tokenizer files and model card; or --load one back."""
     from scaling.data.dataset import DatasetError
     from scaling.export import export_run, load_exported
+    from scaling.record import RunError
     from scaling.runspec import SpecError
-    from scaling.train import RunError
 
     try:
         if load is not None:

@@ -26,32 +26,14 @@ from safetensors.numpy import load_file, save_file
 
 from scaling.data.atomic import write_json
 from scaling.data.dataset import PreparedDataset
-from scaling.families import FAMILIES, TIMELINES
+from scaling.families import FAMILIES
 from scaling.models.shapes import DecoderConfig, EncoderConfig
-from scaling.record import read_eval
-from scaling.train import RunError, finished_run, restore_model
+from scaling.record import EvalRecord, ResultRecord, RunError, RunFolder
+from scaling.training.checkpoints import restore_model
 
 EXPORT_FORMAT = "ehrscale-export/1"
 WEIGHTS, CONFIG, CARD, TOKENIZER = "model.safetensors", "config.json", "README.md", "tokenizer"
 CONFIG_CLASSES = {"DecoderConfig": DecoderConfig, "EncoderConfig": EncoderConfig}
-# The files of the prepared dataset that turn data into a family's input (relative to the dataset's root).
-TOKENIZER_FILES = {
-    "timelines": ("vocab/vocab.parquet", "vocab/quantiles.parquet", "vocab/tokenizer.json"),
-    "bags": (
-        "labbags/lab_vocab.parquet",
-        "labbags/ecdf_values.npy",
-        "labbags/ecdf_cdf.npy",
-        "labbags/ecdf_offsets.npy",
-        "labbags/bags.json",
-    ),
-}
-DESCRIPTIONS = {
-    "timeline": "a Llama-style causal decoder over patient timelines (next-token prediction on MEDS event tokens)",
-    "labrador": "Labrador: a bidirectional encoder over lab bags (the labs drawn at one time) with continuous eCDF "
-    "values, trained to recover masked labs (their item and value)",
-    "bert": "a BERT baseline over lab bags: one (lab item, eCDF decile) token per lab, trained to recover masked "
-    "tokens",
-}
 SYNTHETIC_TERMS = (
     "Synthetic data from ehrscale's built-in MIMIC-IV generator: no patient's data was used; no restrictions."
 )
@@ -65,7 +47,8 @@ MIMIC_TERMS = (
 def export_run(run_dir: Path, out: Path, data_terms: str | None = None) -> Path:
     """Write `out` (weights, config, tokenizer files, model card) from a finished run folder."""
     run_dir, out = Path(run_dir), Path(out)
-    spec, result = finished_run(run_dir, "export")
+    run_folder = RunFolder(run_dir)
+    spec, result = run_folder.finished("export")
     dataset = PreparedDataset.open(spec.data)
     model = restore_model(run_dir, spec, dataset)
     family = FAMILIES[spec.family]
@@ -80,18 +63,20 @@ def export_run(run_dir: Path, out: Path, data_terms: str | None = None) -> Path:
         "model_config": dataclasses.asdict(model.config),
         "dtype": "float32",  # the weights; the run computed in compute_dtype (bfloat16 keeps float32 master weights)
         "compute_dtype": spec.dtype,
-        "params": result["params"],
-        "params_nonembed": result["params_nonembed"],
-        "training": {k: result.get(k) for k in ("budget", "tokens", "steps", "flops", "convention", "loss", "loss_se")},
+        "params": result.params,
+        "params_nonembed": result.params_nonembed,
+        "training": {
+            k: getattr(result, k) for k in ("budget", "tokens", "steps", "flops", "convention", "loss", "loss_se")
+        },
         "recipe": dataclasses.asdict(spec.recipe),
-        "fingerprint": result["fingerprint"],
+        "fingerprint": result.fingerprint,
     }
     write_json(out / CONFIG, config)
     tokenizer = out / TOKENIZER
     tokenizer.mkdir(exist_ok=True)
-    for name in TOKENIZER_FILES[family.data]:
+    for name in family.data.tokenizer_files:
         shutil.copy2(dataset.root / name, tokenizer / Path(name).name)
-    (out / CARD).write_text(model_card(spec, result, read_eval(run_dir), dataset, config, data_terms))
+    (out / CARD).write_text(model_card(spec, result, run_folder.evaluation(), dataset, config, data_terms))
     return out
 
 
@@ -149,42 +134,21 @@ def data_terms_of(dataset: PreparedDataset) -> str:
     )
 
 
-def model_card(spec, result: dict, tasks: dict, dataset: PreparedDataset, config: dict, data_terms) -> str:
+def model_card(
+    spec, result: ResultRecord, evaluation: EvalRecord, dataset: PreparedDataset, config: dict, data_terms
+) -> str:
     """The README.md of an export: what the model is, what it saw (counts), what it reads, what it cost, how it did."""
     family = FAMILIES[spec.family]
     manifest = dataset.manifest
     counts = manifest["counts"]
     model_config = config["model_config"]
-    if family.data == TIMELINES:
-        tokenizer = manifest["tokenizer"]
-        inputs = (
-            f"Token sequences of {model_config['context']} tokens from MEDS events, tokenised as `tokenizer/` says: "
-            f"{model_config['vocab_size']:,} tokens (`vocab.parquet`: MEDS codes, value deciles per code in "
-            f"`quantiles.parquet`, {tokenizer['quantiles']} quantiles; time-interval tokens "
-            f"'{tokenizer['intervals']['name']}'; `tokenizer.json` has every setting). A patient's history is read "
-            "oldest first; the probe reads the hidden state at its last token."
-        )
-        seen = (
-            f"{manifest['timelines']['train']['subjects']:,} training subjects' timelines, "
-            f"{manifest['timelines']['train']['tokens']:,} tokens"
-        )
-    else:
-        bags = manifest["bags"]
-        inputs = (
-            f"Lab bags (the labs drawn at one time) of up to {bags['config']['max_labs']} labs over {bags['items']} "
-            "lab items (`tokenizer/lab_vocab.parquet`, item ids as in MEDS codes `LAB//<itemid>//<unit>`), each "
-            "value mapped to its item's eCDF (`ecdf_values.npy`, `ecdf_cdf.npy`, `ecdf_offsets.npy`)"
-            + (", then to its decile token" if spec.family == "bert" else "")
-            + f"; packed {model_config['context']} slots a row. The probe reads the mean embedding of the bags "
-            "in the 24 hours before the prediction time."
-        )
-        seen = f"{bags['bags_by_split']['train']:,} training lab bags"
+    inputs, seen = family.data.card(manifest, model_config, family)
     lines = [
         f"# ehrscale {spec.family} model, width {spec.width}",
         "",
-        f"{DESCRIPTIONS[spec.family][0].upper()}{DESCRIPTIONS[spec.family][1:]}. "
+        f"{family.description[0].upper()}{family.description[1:]}. "
         f"{_count(model_config['n_layers'], 'layer')}, width {spec.width}, {_count(model_config['n_heads'], 'head')}; "
-        f"{result['params']:,} parameters ({result['params_nonembed']:,} outside the embeddings). "
+        f"{result.params:,} parameters ({result.params_nonembed:,} outside the embeddings). "
         "Exported by ehrscale from one run of a scaling study.",
         "",
         "## Data it saw",
@@ -200,28 +164,27 @@ def model_card(spec, result: dict, tasks: dict, dataset: PreparedDataset, config
         "",
         "## Training",
         "",
-        f"{result['tokens']:,} tokens in {result['steps']:,} steps ({result['tokens_per_step']:,} a step), "
-        f"{result['flops']:.3g} FLOPs ({result['convention']} convention), {spec.recipe.schedule} schedule, peak lr "
-        f"{result['peak_lr']:.3g}, AdamW. Budget {f'{spec.budget:.3g} FLOPs' if spec.budget else 'none set'}.",
+        f"{result.tokens:,} tokens in {result.steps:,} steps ({result.tokens_per_step:,} a step), "
+        f"{result.flops:.3g} FLOPs ({result.convention} convention), {spec.recipe.schedule} schedule, peak lr "
+        f"{result.peak_lr:.3g}, AdamW. Budget {f'{spec.budget:.3g} FLOPs' if spec.budget else 'none set'}.",
         "",
         "## Results",
         "",
-        f"Loss on the {result['loss_split']} split: {result['loss']:.4f} +- {result['loss_se']:.4f} "
-        f"({'nats per token' if family.data == TIMELINES else 'nats per masked lab'}, over {result['loss_tokens']:,} "
-        "terms).",
+        f"Loss on the {result.loss_split} split: {result.loss:.4f} +- {result.loss_se:.4f} "
+        f"({family.loss_unit}, over {result.loss_tokens:,} terms).",
     ]
-    if "masked_item_accuracy" in result:
+    if result.masked_item_accuracy is not None:
         lines.append(
-            f"Masked lab: item accuracy {result['masked_item_accuracy']:.3f}, value MSE {result['value_mse']:.4f}, "
-            f"median per-item Pearson r {result['value_pearson_median']:.3f}."
+            f"Masked lab: item accuracy {result.masked_item_accuracy:.3f}, value MSE {result.value_mse:.4f}, "
+            f"median per-item Pearson r {result.value_pearson_median:.3f}."
         )
-    scored = [(task, entry) for task, entry in sorted(tasks.items()) if entry.get("probe", {}).get("status") == "ok"]
+    scored = [(task, entry) for task, entry in sorted(evaluation.tasks.items()) if entry.scored]
     if scored:
         lines += ["", "| task | probe AUROC (95% CI) | XGBoost | oracle |", "|---|---|---|---|"]
         for task, entry in scored:
-            probe = entry["probe"]
-            xgb = (entry.get("baselines") or {}).get("xgboost", {}).get("auroc")
-            oracle = entry.get("oracle", {}).get("auroc")
+            probe = entry.probe
+            xgb = entry.baselines.get("xgboost", {}).get("auroc")
+            oracle = (entry.oracle or {}).get("auroc")
             lines.append(
                 f"| {task} | {probe['auroc']:.3f} [{probe['auroc_lo']:.3f}, {probe['auroc_hi']:.3f}] | "
                 f"{'' if xgb is None else f'{xgb:.3f}'} | {'' if oracle is None else f'{oracle:.3f}'} |"

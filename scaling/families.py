@@ -1,6 +1,7 @@
-"""One place per model family: what it trains on, the model a width makes, its size, its loss, and what a probe
-reads of it. The timeline decoder, Labrador and the BERT baseline are the entries of FAMILIES; a fourth family is
-one more entry here (and its model under scaling/models/).
+"""One place per model family: what it trains on, the model a width makes, its size, its loss and its unit, what a
+probe reads of it, and what its model card says. The timeline decoder, Labrador and the BERT baseline are the
+entries of FAMILIES; a fourth family is one more entry here (and its model under scaling/models/); a new kind of
+data, one more DataKind.
 
 Planning reads only the data-level fields (inputs, config, params), so `sweep plan` and `sweep status` never import
 JAX; the model class, its batch loss and its probe input are imported when a run builds its model.
@@ -14,7 +15,7 @@ import numpy as np
 
 from scaling.data.dataset import DatasetError, ModelInputs, PreparedDataset
 from scaling.data.labbags import bert_tokens, bert_vocab_size
-from scaling.data.loaders import longest_bag_error, pack_bags
+from scaling.data.loaders import BagLoader, TimelineLoader, longest_bag_error, pack_bags
 from scaling.models.shapes import (
     DecoderConfig,
     EncoderConfig,
@@ -24,7 +25,101 @@ from scaling.models.shapes import (
     labrador_read_forward,
 )
 
-TIMELINES, BAGS = "timelines", "bags"
+
+@dataclass(frozen=True)
+class DataKind:
+    """The part of a prepared dataset a family trains on, and what follows from it: how batches are built, which
+    tokenizer files an export carries, how evaluation reads a cohort row, which recipe fields matter."""
+
+    name: str  # the manifest's section: "timelines" or "bags"
+    batch_fields: tuple[str, ...]  # the loader batch's fields the loss reads
+    loader: Callable  # (dataset, split, recipe, rows, seed, evaluation) -> a loader with .batch(step)
+    tokenizer_files: tuple[str, ...]  # under the prepared dataset's root: what turns data into the model's input
+    vectors: str  # "module:function": a frozen model's vector per cohort row (scaling.eval.evaluate)
+    packs_bags: bool  # rows are bags packed whole: bags_per_row applies, and the bags' own baselines are scored
+    unit: str  # what one loss term is: "token" or "masked lab"
+    card: Callable  # (manifest, model config dict, family) -> the model card's "input it expects" and "data it saw"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _timeline_loader(dataset, split, recipe, rows, seed, evaluation):
+    return TimelineLoader(dataset.timelines(split), recipe.context, rows, seed=seed, shuffle=not evaluation)
+
+
+def _bag_loader(dataset, split, recipe, rows, seed, evaluation):
+    items = dataset.lab_vocabulary().size
+    options = {"mask": "fixed", "shuffle": False} if evaluation else {}  # the same masked labs every evaluation
+    return BagLoader(
+        dataset.bags(split), items, rows, recipe.context, seed=seed, bags_per_row=recipe.bags_per_row, **options
+    )
+
+
+def _timeline_card(manifest: dict, model_config: dict, family: "Family") -> tuple[str, str]:
+    tokenizer = manifest["tokenizer"]
+    inputs = (
+        f"Token sequences of {model_config['context']} tokens from MEDS events, tokenised as `tokenizer/` says: "
+        f"{model_config['vocab_size']:,} tokens (`vocab.parquet`: MEDS codes, value deciles per code in "
+        f"`quantiles.parquet`, {tokenizer['quantiles']} quantiles; time-interval tokens "
+        f"'{tokenizer['intervals']['name']}'; `tokenizer.json` has every setting). A patient's history is read "
+        "oldest first; the probe reads the hidden state at its last token." + family.input_note
+    )
+    train = manifest["timelines"]["train"]
+    return inputs, f"{train['subjects']:,} training subjects' timelines, {train['tokens']:,} tokens"
+
+
+def _bag_card(manifest: dict, model_config: dict, family: "Family") -> tuple[str, str]:
+    bags = manifest["bags"]
+    inputs = (
+        f"Lab bags (the labs drawn at one time) of up to {bags['config']['max_labs']} labs over {bags['items']} "
+        "lab items (`tokenizer/lab_vocab.parquet`, item ids as in MEDS codes `LAB//<itemid>//<unit>`), each "
+        "value mapped to its item's eCDF (`ecdf_values.npy`, `ecdf_cdf.npy`, `ecdf_offsets.npy`)"
+        + family.input_note
+        + f"; packed {model_config['context']} slots a row. The probe reads the mean embedding of the bags "
+        "in the 24 hours before the prediction time."
+    )
+    return inputs, f"{bags['bags_by_split']['train']:,} training lab bags"
+
+
+TIMELINES = DataKind(
+    name="timelines",
+    batch_fields=("inputs", "targets", "segment_ids", "positions", "loss_mask"),
+    loader=_timeline_loader,
+    tokenizer_files=("vocab/vocab.parquet", "vocab/quantiles.parquet", "vocab/tokenizer.json"),
+    vectors="scaling.eval.evaluate:timeline_vectors",
+    packs_bags=False,
+    unit="token",
+    card=_timeline_card,
+)
+BAGS = DataKind(
+    name="bags",
+    batch_fields=(
+        "codes",
+        "values",
+        "is_null",
+        "is_masked",
+        "segment_ids",
+        "target_code",
+        "target_value",
+        "tokens",
+        "target_token",
+        "read_slots",
+        "read_valid",
+    ),
+    loader=_bag_loader,
+    tokenizer_files=(
+        "labbags/lab_vocab.parquet",
+        "labbags/ecdf_values.npy",
+        "labbags/ecdf_cdf.npy",
+        "labbags/ecdf_offsets.npy",
+        "labbags/bags.json",
+    ),
+    vectors="scaling.eval.evaluate:bag_vectors",
+    packs_bags=True,
+    unit="masked lab",
+    card=_bag_card,
+)
 
 
 def _stack(recipe, width: int) -> dict:
@@ -61,7 +156,9 @@ class Family:
     """Everything that differs between model families."""
 
     name: str
-    data: str  # TIMELINES or BAGS: the part of the prepared dataset it trains on
+    data: DataKind  # TIMELINES or BAGS: the part of the prepared dataset it trains on
+    description: str  # one sentence for the model card
+    loss_unit: str  # what the loss measures, as axes and reports say it
     vocab_size: Callable[[PreparedDataset], int]  # the model's vocabulary on a dataset
     config: Callable[..., DecoderConfig | EncoderConfig]  # (recipe, width, vocab size) -> the model's config
     params: Callable[[DecoderConfig | EncoderConfig], tuple[int, int]]  # (all, non-embedding) parameters
@@ -74,11 +171,12 @@ class Family:
     # The recipe's lr = lr_width_product / width when a spec sets none: measured with `sweeps/lr-calibration*.toml`
     # and `ehrscale lr-fit` (docs/models.md); 1.0 where no calibration was run.
     lr_width_product: float = 1.0
+    input_note: str = ""  # how the model card's input paragraph ends for this family, beyond its data kind's
 
     def inputs(self, dataset: PreparedDataset, context: int, bags_per_row: int | None = None) -> ModelInputs:
         """Vocabulary, context and epoch size (rows of `context` tokens) of this family's model on a dataset; bags
         are packed whole into rows of `context` slots, at most `bags_per_row` a row, as `BagLoader` packs them."""
-        if self.data == TIMELINES:
+        if not self.data.packs_bags:
             tokens = dataset.timeline_tokens("train")
             return ModelInputs(self.vocab_size(dataset), context, tokens / context)
         lengths = self.check_context(dataset, context)
@@ -88,13 +186,16 @@ class Family:
     def check_context(self, dataset: PreparedDataset, context: int) -> np.ndarray | None:
         """A bag family's train bag lengths, once they are known to fit rows of `context` slots (DatasetError if
         not); None for a timeline family."""
-        if self.data == TIMELINES:
+        if not self.data.packs_bags:
             return None
         lengths = np.asarray(dataset.bags("train").lengths)
         too_long = longest_bag_error(lengths, context)
         if too_long:
             raise DatasetError(f"{dataset.root}: {too_long}")
         return lengths
+
+    def vectors(self) -> Callable:
+        return _load(self.data.vectors)
 
     def model_class(self) -> type:
         return _load(self.model)
@@ -115,6 +216,8 @@ FAMILIES = {
     "timeline": Family(
         name="timeline",
         data=TIMELINES,
+        description="a Llama-style causal decoder over patient timelines (next-token prediction on MEDS event tokens)",
+        loss_unit="nats per token",
         vocab_size=lambda dataset: dataset.vocabulary().size,
         config=_decoder_config,
         params=lambda config: (config.params(), config.params_nonembed()),
@@ -125,6 +228,9 @@ FAMILIES = {
     "labrador": Family(
         name="labrador",
         data=BAGS,
+        description="Labrador: a bidirectional encoder over lab bags (the labs drawn at one time) with continuous "
+        "eCDF values, trained to recover masked labs (their item and value)",
+        loss_unit="CE + MSE per masked lab",
         vocab_size=lambda dataset: dataset.lab_vocabulary().size,
         config=_encoder_config,
         params=labrador_params,
@@ -141,6 +247,10 @@ FAMILIES = {
     "bert": Family(
         name="bert",
         data=BAGS,
+        description="a BERT baseline over lab bags: one (lab item, eCDF decile) token per lab, trained to recover "
+        "masked tokens",
+        loss_unit="nats per masked lab",
+        input_note=", then to its decile token",
         vocab_size=lambda dataset: bert_vocab_size(dataset.lab_vocabulary().size),
         config=_encoder_config,
         params=bert_params,
@@ -153,3 +263,8 @@ FAMILIES = {
         lr_width_product=0.39,
     ),
 }
+
+
+def loss_units() -> dict[str, str]:
+    """Each family's loss unit, for the analysis (which imports nothing of scaling) to label its axes."""
+    return {name: family.loss_unit for name, family in FAMILIES.items()}

@@ -17,7 +17,6 @@ from scaling import families
 from scaling.flops import Shape, train_flops_per_token
 from scaling.models.shapes import DecoderConfig, EncoderConfig
 
-FAMILIES = tuple(families.FAMILIES)  # scaling/families.py: what differs between families
 SCHEDULES = ("cosine", "wsd")
 DECAY_SHAPES = ("linear", "1-sqrt")
 # Fields added after runs were first recorded, at the default that reproduces those runs (fingerprint_fields).
@@ -28,6 +27,11 @@ ADDED_LATER = {
     "decay_fraction": 0.2,
     "decay_shape": "1-sqrt",
 }
+
+
+# A run's FLOPs may miss its budget by this fraction (whole steps, recipe widths); collect recognises an old run's
+# budget by the same rule.
+BUDGET_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -68,14 +72,14 @@ class Recipe:
     tie_embeddings: bool = False
     min_steps: int = 50
     min_params_nonembed: int = 1_000
-    budget_tolerance: float = 0.05
+    budget_tolerance: float = BUDGET_TOLERANCE
     tokens_per_param: float = (
         20.0  # the guess of the compute-optimal tokens / non-embedding params that centres a sweep's sizes
     )
 
     def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
-            raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {self.family!r}")
+        if self.family not in families.FAMILIES:
+            raise ValueError(f"family must be one of {', '.join(families.FAMILIES)}, got {self.family!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.decay_shape not in DECAY_SHAPES:
@@ -96,7 +100,7 @@ class Recipe:
         default, so a run recorded before they existed keeps its fingerprint."""
         fields = dataclasses.asdict(self)
         fields["lr_width_product"] = self.lr_constant  # the value, however it was set
-        if families.FAMILIES[self.family].data == families.TIMELINES:
+        if not families.FAMILIES[self.family].data.packs_bags:
             del fields["bags_per_row"]  # no bags: a timeline run is the same whatever it says
         if self.schedule == "cosine":  # the cool-down's settings do not change a cosine run
             fields["decay_fraction"], fields["decay_shape"] = ADDED_LATER["decay_fraction"], ADDED_LATER["decay_shape"]
@@ -147,7 +151,7 @@ class Recipe:
         config = self.model_config(width, vocab_size)
         family = families.FAMILIES[self.family]
         (params, nonembed), out = family.params(config), vocab_size
-        reads = family.data == families.BAGS and self.bags_per_row
+        reads = family.data.packs_bags and self.bags_per_row
         return Shape(
             d_model=width,
             n_layers=config.n_layers,

@@ -2,41 +2,37 @@
 
 from pathlib import Path
 
-from scaling.evaluate import evaluate
-from scaling.record import RESULT, read_eval
+from scaling.eval.evaluate import evaluate
+from scaling.record import ResultRecord, RunFolder
 from scaling.runspec import RunSpec, Tracking
-from scaling.sweep.state import settled_tasks
 from scaling.tracking import Trackers, tracked_run
-from scaling.train import train
+from scaling.training.loop import train
 
 
-def run(spec: RunSpec, out: Path, log=print) -> dict:
+def run(spec: RunSpec, out: Path, log=print) -> ResultRecord:
     """Train, then evaluate any listed task not evaluated yet; the spec's trackers see both (a finished run is not
     tracked again: `ehrscale track` replays it)."""
-    out = Path(out)
-    tracking = spec.tracking if not (out / RESULT).exists() else Tracking()
-    trackers = Trackers(tracking, tracked_run(spec, out), warn=lambda text: log(f"warning: {text}"))
-    result = {}
+    folder = RunFolder(out)
+    tracking = spec.tracking if not folder.trained else Tracking()
+    trackers = Trackers(tracking, tracked_run(spec, folder.path), warn=lambda text: log(f"warning: {text}"))
+    result = None
     try:
-        result = train(spec, out, log=log, trackers=trackers)
-        pending = [t for t in spec.tasks if t not in settled_tasks(out)] if result["status"] == "ok" else []
+        result = train(spec, folder.path, log=log, trackers=trackers)
+        settled = folder.settled_tasks()
+        pending = [t for t in spec.tasks if t not in settled] if result.status == "ok" else []
         if pending:
-            report = evaluate(out, tuple(pending), log=log)
-            skipped = [t for t in pending if report[t]["probe"]["status"] != "ok"]
+            report = evaluate(folder.path, tuple(pending), log=log)
+            skipped = [t for t in pending if not report.tasks[t].scored]
             if skipped:
                 log(f"not scored: {', '.join(skipped)} (see eval.json)")
     finally:
-        trackers.finish(tracker_summary(result, out))
+        trackers.finish(tracker_summary(result, folder))
     return result
 
 
-def tracker_summary(result: dict, out: Path) -> dict:
+def tracker_summary(result: ResultRecord | None, folder: RunFolder) -> dict:
     """The numbers a tracker run ends with: the result's, and each scored task's probe AUROC (eval.json)."""
-    summary = {
-        k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool) and k != "format"
-    }
-    for task, entry in read_eval(out).items() if result else ():
-        probe = entry.get("probe", {})
-        if probe.get("status") == "ok":
-            summary[f"auroc_{task}"] = probe["auroc"]
-    return summary
+    if result is None:
+        return {}
+    scored = {name: entry for name, entry in folder.evaluation().tasks.items() if entry.scored}
+    return result.numbers() | {f"auroc_{name}": entry.probe["auroc"] for name, entry in scored.items()}

@@ -40,9 +40,10 @@ from pathlib import Path
 
 from scaling.data.labels import check_name
 from scaling.data.tasks import ALIASES
+from scaling.families import FAMILIES
 from scaling.flops import CONVENTIONS
 from scaling.models.shapes import ATTENTION_IMPLEMENTATIONS
-from scaling.recipe import FAMILIES, Recipe, override
+from scaling.recipe import Recipe, override
 
 # The linear probe learns from at most this many training-split cohort rows (the same seeded sample
 # for every run on a dataset). Embedding the whole cohort costs a forward pass per row, as much as

@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from scaling.record import METRICS, StartRecord
 from scaling.runspec import RunSpec, Tracking
 
-METRICS = "metrics.jsonl"
 GRID_RECIPE_FIELDS = ("lr_multiplier", "lr_width_product", "schedule", "context", "batch_rows", "bags_per_row")
 
 
@@ -34,7 +34,7 @@ class TrackedRun:
     config: dict  # hyper-parameters: flat names -> numbers or strings
 
 
-def tracked_run(spec: RunSpec, folder: Path, record: Mapping | None = None) -> TrackedRun:
+def tracked_run(spec: RunSpec, folder: Path, record: StartRecord | None = None) -> TrackedRun:
     """A run as trackers see it: tags that slice an IsoFLOP grid, and its shape and recipe as hyper-parameters."""
     folder = Path(folder)
     budget = f"budget={spec.budget:.3g}" if spec.budget else ("trunk" if spec.branch_points else "budget=none")
@@ -51,8 +51,8 @@ def tracked_run(spec: RunSpec, folder: Path, record: Mapping | None = None) -> T
         **{f"recipe/{k}": getattr(spec.recipe, k) for k in GRID_RECIPE_FIELDS},
     }
     for key in ("params", "params_nonembed", "steps", "tokens_per_step", "flops", "fingerprint"):
-        if record and key in record:
-            config[key] = record[key]
+        if record is not None and getattr(record, key, None) is not None:
+            config[key] = getattr(record, key)
     return TrackedRun(folder.name, folder, spec.tracking.group, tags, config)
 
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scaling.bag_metrics import MIN_PER_ITEM, summarise
+from scaling.eval.bag_metrics import MIN_PER_ITEM, summarise
 from scaling.models.labrador import bert_masked_predictions
 
 

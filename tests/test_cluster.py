@@ -11,7 +11,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from test_sweep_ray import sweep_source, toml
+
+from tests.helpers import sweep_source, write_toml
 
 pytestmark = pytest.mark.cluster
 BIN = Path(sys.executable).parent
@@ -65,7 +66,7 @@ def cluster():
 def test_a_token_protected_cluster_completes_a_sweep_submitted_through_ray_jobs(cluster, prepared, tmp_path):
     address, token = cluster
     runs = tmp_path / "runs"
-    spec = toml(tmp_path / "tiny.toml", sweep_source(prepared[0], runs, budgets=[3e8], tasks=[]))
+    spec = write_toml(tmp_path / "tiny.toml", sweep_source(prepared[0], runs, budgets=[3e8], tasks=[]))
     client_env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
     client_env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token to fall back on
 
@@ -90,7 +91,7 @@ def test_a_token_protected_cluster_completes_a_sweep_submitted_through_ray_jobs(
 
     # A driver job that dies at once (here: its dataset is not there) is shown as failed, with its last log lines,
     # instead of runs that stay pending.
-    broken = toml(
+    broken = write_toml(
         tmp_path / "broken.toml",
         sweep_source(tmp_path / "no-such-prep", runs, budgets=[3e8], tasks=[]) | {"name": "broken"},
     )

@@ -7,12 +7,12 @@ import polars as pl
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from scaling import baselines as baselines_module
 from scaling.data.dataset import PreparedDataset
-from scaling.evaluate import representations
-from scaling.probe import Split, auroc_interval, linear_probe
+from scaling.eval import baselines as baselines_module
+from scaling.eval.evaluate import representations
+from scaling.eval.probe import Split, auroc_interval, linear_probe
 from scaling.runspec import parse_spec
-from scaling.train import build_model
+from scaling.training.tasks import build_model
 
 
 def planted(n: int, rng: np.random.Generator, strength: float = 2.0):
@@ -148,8 +148,8 @@ def test_changing_events_after_prediction_changes_no_representation(prepared):
 
 
 def test_eval_needs_a_finished_run(tmp_path):
-    from scaling.evaluate import evaluate
-    from scaling.train import RunError
+    from scaling.eval.evaluate import evaluate
+    from scaling.record import RunError
 
     with pytest.raises(RunError, match="no result.json, so the run has not finished"):
         evaluate(tmp_path)
@@ -160,17 +160,17 @@ def test_bag_vectors_padded_per_batch_equal_the_bags_embedded_at_full_width(prep
     """The probe embeds bags shortest first, each batch padded to its own longest bag, and keeps each bag's
     vector for the next task: the vectors are those of every bag padded to the longest, averaged per row."""
     from scaling.data.labbags import bags_before
-    from scaling.evaluate import BAG_SLOTS_STEP, Embeddings, _bag_vectors
+    from scaling.eval.evaluate import BAG_SLOTS_STEP, Embeddings, bag_vectors
     from scaling.families import FAMILIES
 
     dataset = PreparedDataset.open(prepared[0])
     spec = parse_spec({"name": "b", "data": str(prepared[0]), "family": family, "width": 16, "tokens": 1000}, "t")
-    model, _, _ = build_model(spec, dataset)
+    model, _, context = build_model(spec, dataset)
     rows = (
         dataset.task("in_hospital_mortality").join(dataset.splits(), on="subject_id").filter(pl.col("split") == "train")
     )
     embeddings = Embeddings(model)
-    x, keep = _bag_vectors(embeddings, FAMILIES[family], dataset, "train", rows, inclusive=False)
+    x, keep = bag_vectors(embeddings, FAMILIES[family], dataset, "train", rows, context, inclusive=False)
     bags = dataset.bags("train")
     windows = [w for w in bags_before(bags, rows, False) if len(w)]
     assert keep.sum() == len(windows) > 20 and len(embeddings.bags) == len(np.unique(np.concatenate(windows)))
@@ -184,5 +184,5 @@ def test_bag_vectors_padded_per_batch_equal_the_bags_embedded_at_full_width(prep
     expected = np.stack([np.mean([full[int(b)] for b in w], axis=0) for w in windows[:20]])
     assert np.allclose(x[:20], expected, atol=1e-5)
     cached = len(embeddings.bags)  # a second task's rows over the same bags embed nothing new
-    again, _ = _bag_vectors(embeddings, FAMILIES[family], dataset, "train", rows.head(50), inclusive=False)
+    again, _ = bag_vectors(embeddings, FAMILIES[family], dataset, "train", rows.head(50), context, inclusive=False)
     assert len(embeddings.bags) == cached and np.allclose(again, x[: len(again)], atol=1e-6)

@@ -8,12 +8,15 @@ import subprocess
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_train import EHRSCALE, make_spec
 
 from scaling.data.dataset import PreparedDataset
 from scaling.export import CARD, CONFIG, WEIGHTS, export_run, load_exported
 from scaling.families import FAMILIES
-from scaling.train import RunError, make_task, restore_model, train
+from scaling.record import RunError
+from scaling.training.checkpoints import restore_model
+from scaling.training.loop import train
+from scaling.training.tasks import make_task
+from tests.helpers import EHRSCALE, make_spec
 
 SHAPES = {
     "timeline": {"tokens": 20 * 16 * 32},

@@ -22,8 +22,8 @@ from scaling.cli import app
 from scaling.data.prepare import PrepareConfig, SourceError, prepare
 from scaling.runspec import SpecError
 from scaling.sweep.spec import parse_sweep
-from scaling.train import train
-from tests.test_train import make_spec
+from scaling.training.loop import train
+from tests.helpers import make_spec
 
 pytestmark = pytest.mark.faults
 
@@ -46,9 +46,9 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(prepared, tmp_
     warning = next(m for m in messages if m.startswith("warning:"))
     assert "the checkpoint at step 60 cannot be read" in warning and "falling back to the one before" in warning
     assert any("resuming from step 50 of 60" in m for m in messages)
-    assert resumed["status"] == "ok"
-    assert resumed["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-5)
-    assert resumed["loss"] == pytest.approx(whole["loss"], rel=1e-5)
+    assert resumed.status == "ok"
+    assert resumed.train_loss == pytest.approx(whole.train_loss, rel=1e-5)
+    assert resumed.loss == pytest.approx(whole.loss, rel=1e-5)
 
 
 def test_a_wrong_delimiter_names_the_file_and_the_columns(synth, tmp_path):

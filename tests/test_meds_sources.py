@@ -13,7 +13,6 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from scaling import baselines as baselines_module
 from scaling.cli import app
 from scaling.data.csv_stream import SourceError
 from scaling.data.dataset import DatasetError, PreparedDataset
@@ -23,6 +22,7 @@ from scaling.data.meds_io import validate_meds
 from scaling.data.prepare import PrepareConfig, prepare
 from scaling.data.synthetic import write_synthetic_mimic
 from scaling.data.timelines import TokenizerConfig
+from scaling.eval import baselines as baselines_module
 from tests.helpers import event_frame
 
 REFERENCE_MEDS = Path(__file__).parent / "data" / "reference_mimic_meds"
@@ -404,26 +404,30 @@ def test_own_meds_data_and_task_end_to_end_with_predictions_an_outside_scorer_ag
 
 def test_a_lab_bag_at_exactly_the_prediction_time_enters_the_probe_only_when_visible(tmp_path):
 
-    from scaling.evaluate import Embeddings, _bag_vectors
+    from scaling.eval.evaluate import Embeddings, bag_vectors
     from scaling.families import FAMILIES
     from scaling.runspec import parse_spec
-    from scaling.train import build_model
+    from scaling.training.tasks import build_model
 
     dataset = _boundary_bags_with_a_noon_task(tmp_path)
     spec = parse_spec(
         {"name": "l", "data": str(tmp_path / "p"), "family": "labrador", "width": 16, "tokens": 1000}, "t"
     )
-    model, _, _ = build_model(spec, dataset)
+    model, _, context = build_model(spec, dataset)
     split = dataset.splits().filter(pl.col("subject_id").is_in([1, 2])).row(0, named=True)
     rows = dataset.task("t").filter(pl.col("subject_id") == split["subject_id"])
-    seen, keep = _bag_vectors(Embeddings(model), FAMILIES["labrador"], dataset, split["split"], rows, inclusive=True)
-    strict, keep_strict = _bag_vectors(
-        Embeddings(model), FAMILIES["labrador"], dataset, split["split"], rows, inclusive=False
+    seen, keep = bag_vectors(
+        Embeddings(model), FAMILIES["labrador"], dataset, split["split"], rows, context, inclusive=True
+    )
+    strict, keep_strict = bag_vectors(
+        Embeddings(model), FAMILIES["labrador"], dataset, split["split"], rows, context, inclusive=False
     )
     assert keep.all() and keep_strict.all()
     # Strictly before: the 10:00 bag alone. At or before: the mean of the 10:00 and the 12:00 bags.
     ten = rows.with_columns(prediction_time=pl.col("prediction_time") - timedelta(hours=1))
-    alone, _ = _bag_vectors(Embeddings(model), FAMILIES["labrador"], dataset, split["split"], ten, inclusive=True)
+    alone, _ = bag_vectors(
+        Embeddings(model), FAMILIES["labrador"], dataset, split["split"], ten, context, inclusive=True
+    )
     assert np.allclose(strict, alone, atol=1e-6) and not np.allclose(seen, strict, atol=1e-3)
 
 

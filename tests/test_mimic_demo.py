@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from scaling.cli import app
 from scaling.data.dataset import PreparedDataset
-from scaling.train import train
-from tests.test_train import make_spec
+from scaling.training.loop import train
+from tests.helpers import make_spec
 
 
 def mimic_iv_demo() -> Path:
@@ -142,9 +142,9 @@ def test_tiny_models_train_on_real_rows(demo, tmp_path, family):
     spec = make_spec(prep, family=family, width=16, tokens=30 * 8 * 64, recipe={"context": 64, "batch_rows": 8})
     result = train(spec, tmp_path / family, log=lambda _: None, peak_flops=1e11)
     metrics = [json.loads(line) for line in (tmp_path / family / "metrics.jsonl").read_text().splitlines()]
-    assert result["status"] == "ok" and np.isfinite(result["loss"]) and metrics[-1]["loss"] < metrics[0]["loss"]
+    assert result.status == "ok" and np.isfinite(result.loss) and metrics[-1]["loss"] < metrics[0]["loss"]
     if family == "labrador":
-        assert 0 <= result["value_mse"] < 0.25 and result["masked_bags"] >= 64
+        assert 0 <= result.value_mse < 0.25 and result.masked_bags >= 64
     # Real subject ids stay in the data folder: none in the run folder.
     subject_ids = pl.read_parquet(prep / "events" / "metadata" / "subject_splits.parquet")["subject_id"]
     text = "".join(p.read_text() for p in (tmp_path / family).glob("*.json*"))

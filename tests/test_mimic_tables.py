@@ -16,8 +16,7 @@ from scaling.cli import app
 from scaling.data.csv_stream import SourceError
 from scaling.data.prepare import PrepareConfig, prepare
 from scaling.data.timelines import TokenizerConfig, find_dense_codes, repeat_gaps, thin_dense
-from tests.helpers import at, event_frame
-from tests.test_synthetic import read
+from tests.helpers import at, event_frame, read_csv_gz
 
 TIME = "%Y-%m-%d %H:%M:%S"
 
@@ -48,7 +47,7 @@ def test_every_table_is_read_by_default_with_its_codes(prepared, synth):
 
 def test_charts_outputs_and_inputs_keep_their_values_and_times(prepared, synth):
     ev = events(prepared[0])
-    charts = read(synth, "icu/chartevents").filter(pl.col("itemid") == "220045")
+    charts = read_csv_gz(synth, "icu/chartevents").filter(pl.col("itemid") == "220045")
     heart = ev.filter(pl.col("code") == "CHART//220045//bpm").sort("subject_id", "time")
     source = charts.select(
         subject_id=pl.col("subject_id").cast(pl.Int64),
@@ -59,19 +58,21 @@ def test_charts_outputs_and_inputs_keep_their_values_and_times(prepared, synth):
     assert (heart["time"] == source["time"]).all()
     np.testing.assert_allclose(heart["numeric_value"].to_numpy(), source["value"].to_numpy())
     # An input's amount is known when it ends: INPUT at endtime with the amount; INPUT_START at starttime.
-    inputs = read(synth, "icu/inputevents")
+    inputs = read_csv_gz(synth, "icu/inputevents")
     given = ev.filter(pl.col("code").str.starts_with("INPUT//")).sort("subject_id", "time")
     assert sorted(given["time"].to_list()) == sorted(parsed(inputs, "endtime").to_list())
     assert sorted(given["numeric_value"].to_list()) == sorted(inputs["amount"].cast(pl.Float32).to_list())
     starts = ev.filter(pl.col("code").str.starts_with("INPUT_START//"))
     assert sorted(starts["time"].to_list()) == sorted(parsed(inputs, "starttime").to_list())
     outputs = ev.filter(pl.col("code").str.starts_with("OUTPUT//"))
-    assert outputs.height == read(synth, "icu/outputevents").height and outputs["numeric_value"].null_count() == 0
+    assert (
+        outputs.height == read_csv_gz(synth, "icu/outputevents").height and outputs["numeric_value"].null_count() == 0
+    )
 
 
 def test_omr_blood_pressure_is_split_and_dated_at_the_end_of_its_day(prepared, synth):
     ev = events(prepared[0])
-    omr = read(synth, "hosp/omr").filter(pl.col("result_name") == "Blood Pressure")
+    omr = read_csv_gz(synth, "hosp/omr").filter(pl.col("result_name") == "Blood Pressure")
     parts = omr["result_value"].str.split("/")
     systolic = ev.filter(pl.col("code") == "OMR//Blood Pressure//SYSTOLIC")
     diastolic = ev.filter(pl.col("code") == "OMR//Blood Pressure//DIASTOLIC")
@@ -83,7 +84,7 @@ def test_omr_blood_pressure_is_split_and_dated_at_the_end_of_its_day(prepared, s
 
 def test_microbiology_results_appear_when_stored_not_when_drawn(prepared, synth):
     ev = events(prepared[0])
-    micro = read(synth, "hosp/microbiologyevents")
+    micro = read_csv_gz(synth, "hosp/microbiologyevents")
     tests = ev.filter(pl.col("code").str.starts_with("MICRO//TEST//"))
     assert tests.height == micro.unique(["micro_specimen_id", "test_name"]).height
     assert set(tests["time"].to_list()) == set(parsed(micro, "charttime").to_list())
@@ -100,13 +101,13 @@ def test_microbiology_results_appear_when_stored_not_when_drawn(prepared, synth)
 
 def test_drgs_are_timed_at_discharge_and_emar_keeps_administrations(prepared, synth):
     ev = events(prepared[0])
-    adm = read(synth, "hosp/admissions").select(
-        pl.col("hadm_id").cast(pl.Int64), disch=parsed(read(synth, "hosp/admissions"), "dischtime")
+    adm = read_csv_gz(synth, "hosp/admissions").select(
+        pl.col("hadm_id").cast(pl.Int64), disch=parsed(read_csv_gz(synth, "hosp/admissions"), "dischtime")
     )
     drg = ev.filter(pl.col("code").str.starts_with("DRG//HCFA//")).join(adm, on="hadm_id")
-    assert drg.height == read(synth, "hosp/drgcodes").height and (drg["time"] == drg["disch"]).all()
+    assert drg.height == read_csv_gz(synth, "hosp/drgcodes").height and (drg["time"] == drg["disch"]).all()
     given = ev.filter(pl.col("code").str.starts_with("MEDICATION_GIVEN//"))
-    assert given.height == read(synth, "hosp/emar").filter(pl.col("event_txt") == "Administered").height
+    assert given.height == read_csv_gz(synth, "hosp/emar").filter(pl.col("event_txt") == "Administered").height
 
 
 def _append(path, lines: list[str]) -> None:
@@ -120,7 +121,7 @@ def _append(path, lines: list[str]) -> None:
 def test_bad_rows_of_the_new_tables_are_counted_by_reason(synth, tmp_path):
     root = tmp_path / "broken"
     shutil.copytree(synth, root)
-    adm = read(synth, "hosp/admissions").row(0, named=True)
+    adm = read_csv_gz(synth, "hosp/admissions").row(0, named=True)
     sid, hadm = adm["subject_id"], adm["hadm_id"]
     t = "2150-01-01 10:00:00"
     _append(
@@ -165,7 +166,7 @@ def test_bad_rows_of_the_new_tables_are_counted_by_reason(synth, tmp_path):
     assert tables["icu/chartevents"]["warnings"] == {"valuenum not a number (value parsed instead)": 1}
     assert tables["hosp/omr"]["dropped"] == {"missing chartdate": 1}
     assert tables["hosp/omr"]["warnings"] == {"blood pressure not systolic/diastolic (kept as text)": 1}
-    not_given = read(synth, "hosp/emar").filter(pl.col("event_txt") != "Administered").height
+    not_given = read_csv_gz(synth, "hosp/emar").filter(pl.col("event_txt") != "Administered").height
     assert tables["hosp/emar"]["dropped"] == {"not an administration (event_txt)": not_given + 1}
     assert tables["hosp/microbiologyevents"]["dropped"] == {"missing test_name": 1}
     assert tables["hosp/microbiologyevents"]["warnings"] == {

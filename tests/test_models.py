@@ -12,7 +12,7 @@ from scaling.models.decoder import Decoder, DecoderConfig, next_token_loss
 from scaling.models.labrador import Bert, Labrador, bert_row_loss, labrador_row_loss
 from scaling.models.shapes import EncoderConfig, bert_params, labrador_params
 from scaling.recipe import Recipe
-from scaling.step import schedule
+from scaling.training.step import schedule
 
 
 def tree_size(module) -> int:

@@ -13,7 +13,7 @@ from scaling.cli import app
 from scaling.data.csv_stream import SourceError
 from scaling.data.meds_io import validate_meds
 from scaling.data.prepare import PrepareConfig, prepare
-from tests.test_synthetic import read
+from tests.helpers import read_csv_gz
 
 
 def events(prep) -> pl.DataFrame:
@@ -57,13 +57,13 @@ def test_event_codes_follow_the_mapping(prepared, synth):
     # Gender is static (no time); labs carry their number or their text.
     assert (
         ev.filter(pl.col("code").str.starts_with("GENDER//"))["time"].null_count()
-        == read(synth, "hosp/patients").height
+        == read_csv_gz(synth, "hosp/patients").height
     )
     labs = ev.filter(pl.col("code").str.starts_with("LAB//"))
     assert (labs["numeric_value"].is_null() == labs["text_value"].is_not_null()).all()
     assert labs.filter(pl.col("text_value") == "___").height > 0
     # Diagnoses are timed at the admission's discharge.
-    adm = read(synth, "hosp/admissions").select(
+    adm = read_csv_gz(synth, "hosp/admissions").select(
         pl.col("hadm_id").cast(pl.Int64), disch=pl.col("dischtime").str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S")
     )
     dx = ev.filter(pl.col("code").str.starts_with("DIAGNOSIS//")).join(adm, on="hadm_id")
@@ -102,13 +102,13 @@ def test_manifest_accounts_for_every_row(prepared, synth):
     assert manifest["source"]["content_hash"].startswith("sha256:")
     for name, count in manifest["tables"].items():
         assert count["read"] == count["kept"] + sum(count["dropped"].values()), name
-        assert count["read"] == read(synth, name).height, name  # clean data: every row read and kept
+        assert count["read"] == read_csv_gz(synth, name).height, name  # clean data: every row read and kept
         if name == "hosp/emar":  # but only the administrations of emar's charted doses become events
-            not_given = read(synth, name).filter(pl.col("event_txt") != "Administered").height
+            not_given = read_csv_gz(synth, name).filter(pl.col("event_txt") != "Administered").height
             assert count["dropped"] == {"not an administration (event_txt)": not_given} and not_given > 0
         else:
             assert count["dropped"] == {}, name
-    assert manifest["counts"]["subjects"] == read(synth, "hosp/patients").height
+    assert manifest["counts"]["subjects"] == read_csv_gz(synth, "hosp/patients").height
 
 
 def test_codes_metadata_has_descriptions(prepared):
@@ -135,7 +135,7 @@ def broken(synth, tmp_path):
     """The synthetic MIMIC-IV with bad rows planted in labevents, admissions and diagnoses."""
     root = tmp_path / "broken"
     shutil.copytree(synth, root)
-    labs = read(synth, "hosp/labevents")
+    labs = read_csv_gz(synth, "hosp/labevents")
     subject = labs["subject_id"][0]
     good = f"900000001,{subject},,1,50912,,2150-01-01 10:00:00,,1.0,1.0,mg/dL,0.5,1.2,,,"
     bad_lines = [
@@ -150,7 +150,7 @@ def broken(synth, tmp_path):
         good[:-1] + '"unclosed comment, never ends',  # stray quote at the end of the file
     ]
     _rewrite(root / "hosp/labevents.csv.gz", lambda t: t + "\n".join(bad_lines) + "\n")
-    adm = read(synth, "hosp/admissions")
+    adm = read_csv_gz(synth, "hosp/admissions")
     first = ",".join("" if v is None else str(v) for v in adm.row(0))
     _rewrite(
         root / "hosp/admissions.csv.gz",
@@ -170,7 +170,7 @@ def broken(synth, tmp_path):
 def test_broken_rows_are_counted_by_reason(broken, synth, tmp_path):
     manifest = prepare(PrepareConfig(out=tmp_path / "prep", mimic=broken))
     labs = manifest["tables"]["hosp/labevents"]
-    n = read(synth, "hosp/labevents").height
+    n = read_csv_gz(synth, "hosp/labevents").height
     assert labs["dropped"] == {
         "unparseable charttime": 1,
         "missing charttime": 1,
@@ -211,7 +211,7 @@ def test_column_order_and_extra_columns_do_not_matter(synth, tmp_path, prepared)
     """Releases differ in extra columns and order (v2.2 vs v3.x): only the needed columns are read, by name."""
     root = tmp_path / "v3"
     shutil.copytree(synth, root)
-    admissions = read(synth, "hosp/admissions")
+    admissions = read_csv_gz(synth, "hosp/admissions")
     shuffled = admissions.select(list(reversed(admissions.columns))).with_columns(new_v3_column=pl.lit("x"))
     with gzip.open(root / "hosp/admissions.csv.gz", "wb") as handle:
         shuffled.write_csv(handle)

@@ -40,7 +40,7 @@ def test_train_then_evaluate_on_two_thousand_patients(tmp_path):
     """A run whose spec lists tasks ends with AUROCs in eval.json, beside XGBoost and the oracle."""
     import json
 
-    from scaling.record import eval_columns, read_eval
+    from scaling.record import RunFolder
     from scaling.run import run
     from scaling.runspec import parse_spec
 
@@ -59,13 +59,13 @@ def test_train_then_evaluate_on_two_thousand_patients(tmp_path):
         "test",
     )
     result = run(spec, tmp_path / "run", log=lambda _: None)
-    assert result["status"] == "ok" and "auroc_long_stay" not in result  # result.json is training's alone
+    assert result.status == "ok" and "auroc_long_stay" not in result.to_json()  # result.json is training's alone
     assert json.loads((tmp_path / "run" / "eval.json").read_text())["format"] == 2
-    report = read_eval(tmp_path / "run")
-    columns = eval_columns(report)
+    report = RunFolder(tmp_path / "run").evaluation()
+    columns = report.columns()
     for task in ("in_hospital_mortality", "long_stay"):
         assert columns[f"auroc_{task}_lo"] <= columns[f"auroc_{task}"] <= columns[f"auroc_{task}_hi"]
         assert 0 < columns[f"auprc_{task}"] < 1
-        assert 0.5 < report[task]["baselines"]["xgboost"]["auroc"] <= 1
-        assert report[task]["oracle"]["auroc"] > 0.7
+        assert 0.5 < report.tasks[task].baselines["xgboost"]["auroc"] <= 1
+        assert report.tasks[task].oracle["auroc"] > 0.7
         assert report[task]["probe"]["n"] > 100

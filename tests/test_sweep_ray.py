@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,40 +19,12 @@ import pytest
 from typer.testing import CliRunner
 
 from scaling.cli import app
-from scaling.record import read_eval
+from scaling.record import RunFolder
 from scaling.sweep.driver import connect, run_sweep
 from scaling.sweep.spec import parse_sweep
+from tests.helpers import EHRSCALE, TASK, sweep_source, write_toml
 
 pytestmark = pytest.mark.slow
-EHRSCALE = str(Path(sys.executable).with_name("ehrscale"))
-TASK = "long_stay"
-
-
-def sweep_source(prep, runs_root, **changes) -> dict:
-    base = {
-        "name": "tiny",
-        "version": 1,
-        "family": "timeline",
-        "data": str(prep),
-        "runs_root": str(runs_root),
-        "budgets": [3e8, 1e9],
-        "tasks": [TASK],
-        "sizes": {"widths": [16, 24, 32]},
-        "recipe": {"context": 32, "batch_rows": 4, "min_steps": 5},
-        "train": {"eval_every": 20, "eval_batches": 2, "eval_rows": 64, "checkpoint_every": 5, "log_every": 5},
-        "retries": {"failures": 1, "preemptions": 3},
-    }
-    base.update(changes)
-    return base
-
-
-def toml(path: Path, source: dict) -> Path:
-    lines = [f"{k} = {json.dumps(v)}" for k, v in source.items() if not isinstance(v, dict)]
-    for key, table in source.items():
-        if isinstance(table, dict):
-            lines += [f"[{key}]"] + [f"{k} = {json.dumps(v)}" for k, v in table.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +49,7 @@ def test_a_sweep_runs_once_and_a_second_run_trains_nothing(ray_cluster, prepared
     assert frame.height == 6 and set(frame["status"]) == {"ok"} and frame["run_id"].n_unique() == 6
     assert frame["loss"].is_not_null().all()
     # each run was evaluated (300 patients are too few to score the task: eval.json says so, and it is not retried)
-    assert all(TASK in read_eval(summary.folder / r) for r in frame["run_id"])
+    assert all(TASK in RunFolder(summary.folder / r).settled_tasks() for r in frame["run_id"])
     assert all(json.loads((summary.folder / r / "result.json").read_text())["format"] == 2 for r in frame["run_id"])
     assert frame["budget"].is_in(list(sweep.budgets)).all() and frame["loss_se"].is_not_null().all()
     assert (frame["flops"] - frame["budget"]).abs().max() <= 0.05 * frame["budget"].max()
@@ -120,9 +91,9 @@ def test_a_sweep_runs_once_and_a_second_run_trains_nothing(ray_cluster, prepared
     # The held-out predictions name subjects: they went to the data folder, not into any run folder.
     assert [p.name for p in summary.folder.rglob("*.parquet")] == ["runs.parquet"]
     for run_id in frame["run_id"]:  # a scored task's predictions are in the data folder (this cohort may be too small)
-        entry = read_eval(summary.folder / run_id)[TASK]
-        if entry["probe"]["status"] == "ok":
-            assert Path(entry["predictions"]["path"]).is_relative_to(prepared[0] / "predictions")
+        entry = RunFolder(summary.folder / run_id).evaluation().tasks[TASK]
+        if entry.scored:
+            assert Path(entry.predictions["path"]).is_relative_to(prepared[0] / "predictions")
     for path in scanned:
         words = set(re.split(r"[^0-9]+", path.read_bytes().decode("latin-1")))
         assert not (words & identifiers), path
@@ -190,7 +161,9 @@ def test_a_killed_worker_is_retried_as_a_preemption_and_resumes(ray_cluster, pre
 
 @pytest.mark.faults
 def test_killing_the_driver_then_running_again_finishes_the_rest_without_duplicates(prepared, tmp_path):
-    spec = toml(tmp_path / "tiny.toml", sweep_source(prepared[0], tmp_path / "runs", budgets=[3e8, 3e9], tasks=[]))
+    spec = write_toml(
+        tmp_path / "tiny.toml", sweep_source(prepared[0], tmp_path / "runs", budgets=[3e8, 3e9], tasks=[])
+    )
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     driver = subprocess.Popen(
         [EHRSCALE, "sweep", "run", str(spec), "--max-parallel", "1"],

@@ -229,7 +229,7 @@ def test_wsd_branches_share_one_trunk_per_width_and_seed_and_split_its_cost(prep
         cooldowns = sum(r.candidate.steps - r.spec.branch.step for r in branches) * per_step
         assert sum(r.flops_spent for r in branches) == pytest.approx(trunk.flops + cooldowns, rel=1e-9)
     assert plan.total_flops == pytest.approx(separate.total_flops)
-    from test_train import write_toml
+    from tests.helpers import write_toml
 
     spec = write_toml(
         tmp_path / "wsd.toml", sweep_dict(prepared[0], budgets=[3e8, 1e9, 3e9], recipe=wsd, branches=True)
@@ -308,7 +308,7 @@ def test_shipped_sweeps_are_valid(path):
 
 def test_the_driver_side_never_imports_jax():
     code = (
-        "import sys; import scaling.cli, scaling.sweep.driver, scaling.sweep.commands, scaling.sweep.submit; "
+        "import sys; import scaling.cli, scaling.sweep.driver, scaling.commands.sweep, scaling.sweep.submit; "
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'flax'))))"
     )
     out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True)
@@ -546,10 +546,10 @@ def test_bag_families_plan_in_rows_of_packed_bags(prepared, family, tmp_path):
     )
     assert any(w.startswith("[recipe] bags_per_row = 2 packs the train bags into") for w in capped.warnings)
     # As a user sees them: the [table] a message names is printed, not read as markup.
-    from test_train import write_toml
     from typer.testing import CliRunner
 
     from scaling.cli import app
+    from tests.helpers import write_toml
 
     capped_spec = write_toml(
         tmp_path / "capped.toml",
@@ -584,10 +584,10 @@ def test_plan_measure_times_real_steps_of_each_width_with_its_mfu_and_memory(pre
     assert estimate_seconds(throughput, run.candidate) == pytest.approx(
         run.candidate.tokens / throughput.tokens_per_s[16]
     )
-    from test_train import write_toml
+    from tests.helpers import write_toml
 
     spec = write_toml(tmp_path / "t.toml", source)
-    monkeypatch.setattr("scaling.sweep.commands.timed_throughput", lambda *_: throughput)  # measured just above
+    monkeypatch.setattr("scaling.commands.sweep.timed_throughput", lambda *_: throughput)  # measured just above
     result = CliRunner().invoke(app, ["sweep", "plan", str(spec), "--measure", "--device-memory", "0.01"])
     assert result.exit_code == 0, result.output
     assert "MFU" in result.output and "MiB" in result.output

@@ -11,6 +11,7 @@ from sklearn.metrics import roc_auc_score
 from scaling.data.synth_codes import CONDITIONS
 from scaling.data.synth_labs import LAB_ITEMS
 from scaling.data.synthetic import write_synthetic_mimic
+from tests.helpers import read_csv_gz
 
 # Column order of MIMIC-IV's files (shared/reference/mimic-iv-schema.md).
 MIMIC_COLUMNS = {
@@ -40,10 +41,6 @@ MIMIC_COLUMNS = {
 TIME = "%Y-%m-%d %H:%M:%S"
 
 
-def read(root, name, **kwargs) -> pl.DataFrame:
-    return pl.read_csv(root / f"{name}.csv.gz", infer_schema=False, **kwargs)
-
-
 @pytest.mark.parametrize("name", sorted(MIMIC_COLUMNS))
 def test_files_have_mimic_columns_in_order(synth, name):
     with gzip.open(synth / f"{name}.csv.gz", "rt") as handle:
@@ -51,23 +48,23 @@ def test_files_have_mimic_columns_in_order(synth, name):
 
 
 def test_values_parse_with_mimic_types(synth):
-    patients = read(synth, "hosp/patients")
+    patients = read_csv_gz(synth, "hosp/patients")
     assert patients["subject_id"].cast(pl.Int64).is_between(10_000_000, 19_999_999).all()
     assert set(patients["gender"]) <= {"M", "F"}
     assert patients["anchor_age"].cast(pl.Int64).is_between(18, 91).all()
     assert patients["anchor_year_group"].str.contains(r"^\d{4} - \d{4}$").all()
-    admissions = read(synth, "hosp/admissions")
+    admissions = read_csv_gz(synth, "hosp/admissions")
     assert admissions["hadm_id"].cast(pl.Int64).is_between(20_000_000, 29_999_999).all()
     for column in ("admittime", "dischtime"):
         assert admissions[column].str.strptime(pl.Datetime, TIME, strict=True).null_count() == 0
     assert admissions["hospital_expire_flag"].is_in(["0", "1"]).all()
-    labs = read(synth, "hosp/labevents")
+    labs = read_csv_gz(synth, "hosp/labevents")
     assert labs["charttime"].str.strptime(pl.Datetime, TIME, strict=True).dt.year().is_between(2100, 2210).all()
     assert labs["itemid"].cast(pl.Int64).is_between(50_000, 52_999).all()
     assert labs["valuenum"].drop_nulls().cast(pl.Float64, strict=True).is_finite().all()
     assert set(labs["flag"].drop_nulls()) == {"abnormal"}
     assert set(labs["priority"].drop_nulls()) <= {"ROUTINE", "STAT"}
-    icu = read(synth, "icu/icustays")
+    icu = read_csv_gz(synth, "icu/icustays")
     assert icu["los"].cast(pl.Float64).is_between(0, 60).all()
 
 
@@ -92,7 +89,7 @@ def test_refuses_to_overwrite(synth):
 
 
 def test_lab_items_are_real_mimic_items(synth):
-    items = read(synth, "hosp/d_labitems")
+    items = read_csv_gz(synth, "hosp/d_labitems")
     assert items.height >= 60
     expected = {
         "50912": ("Creatinine", "mg/dL"),
@@ -101,7 +98,7 @@ def test_lab_items_are_real_mimic_items(synth):
         "51301": ("White Blood Cells", "K/uL"),
         "50813": ("Lactate", "mmol/L"),
     }
-    labs = read(synth, "hosp/labevents")
+    labs = read_csv_gz(synth, "hosp/labevents")
     for itemid, (label, unit) in expected.items():
         assert items.filter(pl.col("itemid") == itemid)["label"].item() == label
         assert labs.filter(pl.col("itemid") == itemid)["valueuom"].mode().item() == unit
@@ -109,7 +106,7 @@ def test_lab_items_are_real_mimic_items(synth):
 
 
 def test_labs_come_in_panels(synth):
-    labs = read(synth, "hosp/labevents")
+    labs = read_csv_gz(synth, "hosp/labevents")
     per_specimen = labs.group_by("specimen_id").agg(pl.col("charttime").n_unique().alias("times"), pl.len().alias("n"))
     assert (per_specimen["times"] == 1).all()  # one specimen, one time
     assert per_specimen["n"].mean() > 5
@@ -118,7 +115,7 @@ def test_labs_come_in_panels(synth):
 
 
 def test_lab_value_formats_and_rates(synth):
-    labs = read(synth, "hosp/labevents")
+    labs = read_csv_gz(synth, "hosp/labevents")
     assert 0.25 < labs["hadm_id"].is_null().mean() < 0.42  # about a third outpatient
     assert 0.10 < labs["valuenum"].is_null().mean() < 0.25  # about one in six without a number
     texts = set(labs.filter(pl.col("valuenum").is_null())["value"].drop_nulls())
@@ -129,7 +126,7 @@ def test_lab_value_formats_and_rates(synth):
 
 
 def test_flag_matches_reference_range(synth):
-    labs = read(synth, "hosp/labevents").filter(
+    labs = read_csv_gz(synth, "hosp/labevents").filter(
         pl.col("valuenum").is_not_null()
         & pl.col("ref_range_lower").is_not_null()
         & pl.col("ref_range_upper").is_not_null()
@@ -141,26 +138,26 @@ def test_flag_matches_reference_range(synth):
 
 
 def test_icd_versions_follow_the_years(synth):
-    dx = read(synth, "hosp/diagnoses_icd")
+    dx = read_csv_gz(synth, "hosp/diagnoses_icd")
     assert set(dx["icd_version"]) == {"9", "10"}
     # ICD-10 codes start with a letter; ICD-9 codes with a digit, V or E.
     assert dx.filter(pl.col("icd_version") == "10")["icd_code"].str.contains(r"^[A-Z]").all()
     assert dx.filter(pl.col("icd_version") == "9")["icd_code"].str.contains(r"^[0-9VE]").all()
-    titles = read(synth, "hosp/d_icd_diagnoses")
+    titles = read_csv_gz(synth, "hosp/d_icd_diagnoses")
     assert dx.join(titles, on=["icd_code", "icd_version"], how="anti").is_empty()
 
 
 def test_outcomes_are_consistent(synth):
-    adm = read(synth, "hosp/admissions")
+    adm = read_csv_gz(synth, "hosp/admissions")
     died = adm["hospital_expire_flag"] == "1"
     assert (adm["deathtime"].is_not_null() == died).all()
     assert ((adm["discharge_location"] == "DIED") == died).all()
     assert 0.01 < died.mean() < 0.15
-    patients = read(synth, "hosp/patients")
+    patients = read_csv_gz(synth, "hosp/patients")
     deaths = adm.filter(died).select("subject_id", day=pl.col("deathtime").str.slice(0, 10))
     assert deaths.join(patients, on="subject_id")["dod"].eq(deaths["day"]).all()
     # Nothing happens after death.
-    labs = read(synth, "hosp/labevents").join(patients.filter(pl.col("dod").is_not_null()), on="subject_id")
+    labs = read_csv_gz(synth, "hosp/labevents").join(patients.filter(pl.col("dod").is_not_null()), on="subject_id")
     assert (labs["charttime"].str.slice(0, 10) <= labs["dod"]).all()
     # At most one in-hospital death per subject, and it is their last admission.
     last = (
@@ -174,13 +171,13 @@ def test_outcomes_are_consistent(synth):
 
 def test_conditions_shape_labs_years_later(synth):
     """Kidney disease raises creatinine, and more so years after onset: a long-range dependency."""
-    conditions = read(synth, "oracle/conditions")
+    conditions = read_csv_gz(synth, "oracle/conditions")
     assert set(conditions["condition"]) == set(CONDITIONS) and len(CONDITIONS) >= 8
     ckd = conditions.filter(pl.col("condition") == "ckd").select(
         "subject_id", onset=pl.col("onset").str.strptime(pl.Datetime, TIME)
     )
     creat = (
-        read(synth, "hosp/labevents")
+        read_csv_gz(synth, "hosp/labevents")
         .filter((pl.col("itemid") == "50912") & pl.col("valuenum").is_not_null())
         .select(
             "subject_id", v=pl.col("valuenum").cast(pl.Float64), t=pl.col("charttime").str.strptime(pl.Datetime, TIME)
@@ -194,7 +191,9 @@ def test_conditions_shape_labs_years_later(synth):
 
 def test_oracle_risks_predict_outcomes(synth):
     """The oracle's risks separate the outcomes they predict (the best achievable AUROC is well above chance)."""
-    oracle = read(synth, "oracle/admissions").join(read(synth, "hosp/admissions"), on=["subject_id", "hadm_id"])
+    oracle = read_csv_gz(synth, "oracle/admissions").join(
+        read_csv_gz(synth, "hosp/admissions"), on=["subject_id", "hadm_id"]
+    )
     died = oracle["hospital_expire_flag"].cast(pl.Int64).to_numpy()
     assert roc_auc_score(died, oracle["risk_in_hospital_mortality"].cast(pl.Float64).to_numpy()) > 0.75
     los = (
@@ -221,21 +220,21 @@ def test_tables_only_the_reference_etl_reads_are_there_and_consistent(synth):
     for name, columns in {**EXTRA_COLUMNS, **EXTRA_DICTIONARIES}.items():
         with gzip.open(synth / f"{name}.csv.gz", "rt") as handle:
             assert handle.readline().rstrip("\n") == ",".join(columns), name
-    admissions = set(read(synth, "hosp/admissions")["hadm_id"])
-    stays = set(read(synth, "icu/icustays")["stay_id"])
-    pharmacy_ids = set(read(synth, "hosp/prescriptions")["pharmacy_id"])
+    admissions = set(read_csv_gz(synth, "hosp/admissions")["hadm_id"])
+    stays = set(read_csv_gz(synth, "icu/icustays")["stay_id"])
+    pharmacy_ids = set(read_csv_gz(synth, "hosp/prescriptions")["pharmacy_id"])
     for name in ("hosp/drgcodes", "hosp/hcpcsevents", "hosp/emar", "hosp/pharmacy"):
-        table = read(synth, name)
+        table = read_csv_gz(synth, name)
         assert table.height > 0 and set(table["hadm_id"]) <= admissions, name
-    assert set(read(synth, "hosp/emar")["pharmacy_id"]) <= pharmacy_ids
-    items = set(read(synth, "icu/d_items")["itemid"])
+    assert set(read_csv_gz(synth, "hosp/emar")["pharmacy_id"]) <= pharmacy_ids
+    items = set(read_csv_gz(synth, "icu/d_items")["itemid"])
     for name in ("icu/chartevents", "icu/inputevents", "icu/outputevents", "icu/procedureevents"):
-        table = read(synth, name)
+        table = read_csv_gz(synth, name)
         assert table.height > 0 and set(table["stay_id"]) <= stays and set(table["itemid"]) <= items, name
         time = "charttime" if "charttime" in table.columns else "starttime"
         assert table[time].str.strptime(pl.Datetime, TIME, strict=True).null_count() == 0
-    assert set(read(synth, "hosp/hcpcsevents")["hcpcs_cd"]) <= set(read(synth, "hosp/d_hcpcs")["code"])
-    charts = read(synth, "icu/chartevents")
+    assert set(read_csv_gz(synth, "hosp/hcpcsevents")["hcpcs_cd"]) <= set(read_csv_gz(synth, "hosp/d_hcpcs")["code"])
+    charts = read_csv_gz(synth, "icu/chartevents")
     numbers = charts["valuenum"].cast(pl.Float64, strict=False)
     assert (numbers.is_not_null() == charts["valuenum"].is_not_null()).all()  # every valuenum is a number
     texts = charts.filter(pl.col("valuenum").is_null())  # GCS words and the heart rhythm
@@ -245,11 +244,13 @@ def test_tables_only_the_reference_etl_reads_are_there_and_consistent(synth):
 def test_the_icu_charts_follow_the_latent_course(synth):
     """Stays of the admissions most likely to die chart a faster pulse, lower pressure and less urine in their
     first 24 h; sepsis and bleeding in shock get norepinephrine; emar's doses follow the prescriptions."""
-    risk = read(synth, "oracle/admissions").select(
+    risk = read_csv_gz(synth, "oracle/admissions").select(
         "hadm_id", risk_mortality=pl.col("risk_in_hospital_mortality").cast(pl.Float64)
     )
-    stays = read(synth, "icu/icustays").select("hadm_id", intime=pl.col("intime").str.strptime(pl.Datetime, TIME))
-    charts = read(synth, "icu/chartevents").join(stays, on="hadm_id")
+    stays = read_csv_gz(synth, "icu/icustays").select(
+        "hadm_id", intime=pl.col("intime").str.strptime(pl.Datetime, TIME)
+    )
+    charts = read_csv_gz(synth, "icu/chartevents").join(stays, on="hadm_id")
     first_day = charts.filter(
         pl.col("charttime").str.strptime(pl.Datetime, TIME) < pl.col("intime") + pl.duration(hours=24)
     )
@@ -264,11 +265,11 @@ def test_the_icu_charts_follow_the_latent_course(synth):
     low = means.filter(pl.col("risk_mortality") < means["risk_mortality"].quantile(0.25))
     assert high["220045"].mean() > low["220045"].mean() + 8  # heart rate, bpm
     assert high["220179"].mean() < low["220179"].mean() - 6  # systolic pressure, mmHg
-    urine = read(synth, "icu/outputevents").group_by("hadm_id").agg(pl.col("value").cast(pl.Float64).mean())
+    urine = read_csv_gz(synth, "icu/outputevents").group_by("hadm_id").agg(pl.col("value").cast(pl.Float64).mean())
     urine = urine.join(risk, on="hadm_id")
     assert np.corrcoef(urine["value"], urine["risk_mortality"])[0, 1] < -0.2
-    pressors = read(synth, "icu/inputevents").filter(pl.col("itemid") == "221906")
+    pressors = read_csv_gz(synth, "icu/inputevents").filter(pl.col("itemid") == "221906")
     assert pressors.height > 0 and set(pressors["rateuom"]) == {"mcg/kg/min"}
-    emar = read(synth, "hosp/emar")
-    assert set(emar["pharmacy_id"]) == set(read(synth, "hosp/prescriptions")["pharmacy_id"])
+    emar = read_csv_gz(synth, "hosp/emar")
+    assert set(emar["pharmacy_id"]) == set(read_csv_gz(synth, "hosp/prescriptions")["pharmacy_id"])
     assert 0.85 < (emar["event_txt"] == "Administered").mean() < 0.97

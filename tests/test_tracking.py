@@ -5,14 +5,14 @@ import json
 from pathlib import Path
 
 import pytest
-from test_train import make_spec
 from typer.testing import CliRunner
 
 from scaling.cli import app
-from scaling.record import eval_document
+from scaling.record import EvalRecord, ResultRecord, RunFolder, TaskEval
 from scaling.run import run, tracker_summary
 from scaling.runspec import SpecError, parse_spec
 from scaling.tracking import TensorBoardTracker
+from tests.helpers import make_spec
 
 
 def _metrics(out: Path) -> list[dict]:
@@ -31,7 +31,7 @@ def test_tensorboard_events_hold_the_logged_curves(prepared, tmp_path):
     out = tmp_path / "run"
     spec = make_spec(prepared[0], tasks=["in_hospital_mortality"], tracking={"backends": ["tensorboard"]})
     result = run(spec, out, log=lambda _: None)
-    assert result["status"] == "ok"
+    assert result.status == "ok"
     scalars = _scalars(out / "tensorboard")
     rows = _metrics(out)
     assert [step for step, _ in scalars["train/loss"]] == [r["step"] for r in rows]
@@ -41,17 +41,26 @@ def test_tensorboard_events_hold_the_logged_curves(prepared, tmp_path):
     assert [v for _, v in scalars["eval/loss"]] == pytest.approx([v for _, v in evals], rel=1e-6)
     assert {"train/lr", "train/grad_norm", "train/tokens_per_s", "train/mfu"} <= set(scalars)
     # the end: the fitted loss, the size, and the downstream AUROC, as HParams metrics
-    assert scalars["final/loss"][0][1] == pytest.approx(result["loss"], rel=1e-6)
-    assert scalars["final/params"][0][1] == result["params"]
+    assert scalars["final/loss"][0][1] == pytest.approx(result.loss, rel=1e-6)
+    assert scalars["final/params"][0][1] == result.params
     assert "final/auroc_in_hospital_mortality" not in scalars  # too few patients here to score the probe
 
 
 def test_a_tracker_run_ends_with_each_scored_tasks_auroc(tmp_path):
     probe = {"status": "ok", "auroc": 0.71, "auroc_lo": 0.65, "auroc_hi": 0.76}
-    tasks = {"long_stay": {"probe": probe}, "mortality": {"probe": {"status": "too small"}}}
-    (tmp_path / "eval.json").write_text(json.dumps(eval_document(tasks)))
-    summary = tracker_summary({"loss": 1.5, "status": "ok", "params": 1000, "fingerprint": "ab"}, tmp_path)
-    assert summary == {"loss": 1.5, "params": 1000, "auroc_long_stay": 0.71}
+    folder = RunFolder(tmp_path)
+    folder.write_evaluation(EvalRecord({"long_stay": TaskEval(probe), "mortality": TaskEval({"status": "too small"})}))
+    numbers = {name: 1.0 for name in ("layers", "heads", "seed", "flops", "tokens", "steps", "mfu")}
+    result = ResultRecord(
+        format=2, status="ok", family="timeline", width=16, budget=None, convention="exact",
+        flops_per_token=1.0, flops_per_token_exact=1.0, flops_exact=1.0, params=1000, params_nonembed=500,
+        tokens_per_step=1, loss=1.5, loss_se=0.1, loss_split="tuning", loss_sequences=1, loss_tokens=1,
+        train_loss=1.6, wall_seconds=1.0, tokens_per_s=1.0, fingerprint="ab", **numbers,
+    )  # fmt: skip
+    summary = tracker_summary(result, folder)
+    assert summary["loss"] == 1.5 and summary["params"] == 1000 and summary["auroc_long_stay"] == 0.71
+    assert "auroc_mortality" not in summary and "fingerprint" not in summary and "status" not in summary
+    assert "format" not in summary
 
 
 def test_an_offline_wandb_run_needs_no_network(prepared, tmp_path, monkeypatch):
@@ -61,7 +70,7 @@ def test_an_offline_wandb_run_needs_no_network(prepared, tmp_path, monkeypatch):
     spec = make_spec(prepared[0], tracking={"backends": ["wandb"], "group": "demo/v5"})
     warnings = []
     result = run(spec, out, log=lambda text: warnings.append(text) if text.startswith("warning") else None)
-    assert result["status"] == "ok" and not warnings
+    assert result.status == "ok" and not warnings
     # The run is finished; W&B's service may still hold the end of its transaction log in a buffer (it flushes
     # when the process ends: once, in CI, under load, the file read here had no history yet). Ending the service,
     # as a worker's exit does, makes the file whole.
@@ -111,7 +120,7 @@ def test_a_failing_tracker_warns_once_and_the_run_goes_on(prepared, tmp_path, mo
     lines = []
     out = tmp_path / "run"
     result = run(make_spec(prepared[0], tracking={"backends": ["tensorboard"]}), out, log=lines.append)
-    assert result["status"] == "ok"
+    assert result.status == "ok"
     warnings = [line for line in lines if line.startswith("warning")]
     assert len(warnings) == 1
     assert "tracker tensorboard failed and is off for this run: OSError" in warnings[0]
@@ -164,7 +173,7 @@ def test_a_sweeps_runs_are_grouped_by_sweep_and_tracked_as_it_says(prepared, tmp
 
 @pytest.mark.slow  # 31 s: a sweep trained, fitted and sent (the default suite keeps under 10 minutes on 2 cores)
 def test_track_sends_a_sweeps_finished_runs_and_its_fits(prepared, tmp_path):
-    from test_analysis import chinchilla_like
+    from tests.helpers import chinchilla_like
 
     folder = tmp_path / "runs" / "grid" / "1"
     for width in (16, 24):

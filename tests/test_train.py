@@ -4,9 +4,7 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -14,46 +12,11 @@ import orbax.checkpoint as ocp
 import pytest
 
 from scaling.data.dataset import PreparedDataset
-from scaling.evaluate import evaluate
-from scaling.runspec import RunSpec, parse_spec
-from scaling.train import RunError, train
-
-EHRSCALE = str(Path(sys.executable).with_name("ehrscale"))
-
-
-def spec_dict(prep, **changes) -> dict:
-    base = {
-        "name": "tiny",
-        "data": str(prep),
-        "family": "timeline",
-        "width": 32,
-        "tokens": 60 * 16 * 32,
-        "recipe": {"context": 32, "batch_rows": 16},
-        "train": {"eval_every": 20, "eval_batches": 2, "eval_rows": 64, "checkpoint_every": 10, "log_every": 5},
-    }
-    for key, value in changes.items():
-        if isinstance(value, dict):
-            base[key] = {**base.get(key, {}), **value}
-        else:
-            base[key] = value
-    return base
-
-
-def make_spec(prep, **changes) -> RunSpec:
-    return parse_spec(spec_dict(prep, **changes), "test")
-
-
-def write_toml(path: Path, data: dict) -> Path:
-    lines = []
-    for key, value in data.items():
-        if not isinstance(value, dict):
-            lines.append(f"{key} = {json.dumps(value)}")
-    for key, value in data.items():
-        if isinstance(value, dict):
-            lines.append(f"[{key}]")
-            lines += [f"{k} = {json.dumps(v)}" for k, v in value.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+from scaling.eval.evaluate import evaluate
+from scaling.record import RunError
+from scaling.runspec import RunSpec
+from scaling.training.loop import train
+from tests.helpers import EHRSCALE, make_spec, spec_dict, write_toml
 
 
 def test_loss_falls_and_the_run_folder_holds_what_it_promises(prepared, tmp_path):
@@ -61,9 +24,9 @@ def test_loss_falls_and_the_run_folder_holds_what_it_promises(prepared, tmp_path
     result = train(make_spec(prepared[0]), out, log=lambda _: None, peak_flops=1e11)
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert metrics[0]["loss"] > metrics[-1]["loss"] + 1.0  # from about ln(vocab) down
-    assert result["status"] == "ok" and result["steps"] == 60 and result["tokens"] == 60 * 16 * 32
+    assert result.status == "ok" and result.steps == 60 and result.tokens == 60 * 16 * 32
     # the versioned run record (scaling/record.py), written once by training
-    assert result["format"] == 2 and json.loads((out / "result.json").read_text()) == result
+    assert result.format == 2 and json.loads((out / "result.json").read_text()) == result.to_json()
     for key in (
         "params",
         "params_nonembed",
@@ -86,28 +49,26 @@ def test_loss_falls_and_the_run_folder_holds_what_it_promises(prepared, tmp_path
         "seed",
         "tokens_per_step",
     ):
-        assert key in result
-    assert result["convention"] == "exact" and result["flops"] == pytest.approx(
-        result["flops_per_token"] * result["tokens"]
-    )
-    assert result["flops_exact"] == result["flops"] and result["budget"] is None
+        assert key in result.to_json()
+    assert result.convention == "exact" and result.flops == pytest.approx(result.flops_per_token * result.tokens)
+    assert result.flops_exact == result.flops and result.budget is None
     # the loss is measured on every row of the final evaluation (eval_rows, capped by the tuning split), with its error
-    assert result["loss_split"] == "tuning" and result["loss_sequences"] == 64 and result["loss_tokens"] > 32 * 32
-    assert 0 < result["loss_se"] < 0.1 * result["loss"]
+    assert result.loss_split == "tuning" and result.loss_sequences == 64 and result.loss_tokens > 32 * 32
+    assert 0 < result.loss_se < 0.1 * result.loss
     for key in ("step", "tokens", "loss", "lr", "grad_norm", "step_time", "tokens_per_s", "mfu"):
         assert key in metrics[-1]
-    assert metrics[-1]["step"] == 60 and metrics[-1]["eval_loss"] == result["loss"]
-    assert metrics[-1]["eval_loss_se"] == result["loss_se"]
+    assert metrics[-1]["step"] == 60 and metrics[-1]["eval_loss"] == result.loss
+    assert metrics[-1]["eval_loss_se"] == result.loss_se
     assert "eval_loss" in metrics[3] and "eval_loss_se" not in metrics[3]  # step 20: the curve's smaller evaluation
     spec = json.loads((out / "spec.json").read_text())
-    assert spec["fingerprint"] == result["fingerprint"] and spec["steps"] == 60
+    assert spec["fingerprint"] == result.fingerprint and spec["steps"] == 60
     # Patient data stays in the data folder: no subject ids in the run folder.
     text = "".join(p.read_text() for p in out.glob("*.json*"))
     assert "subject" not in text
 
 
 def test_loss_estimate_is_the_ratio_of_sums_with_its_delta_method_error():
-    from scaling.train import loss_estimate
+    from scaling.training.tasks import loss_estimate
 
     # three rows: 10 tokens summing to 20 nats, 20 to 30, 10 to 25 (and an empty padding row, ignored)
     estimate = loss_estimate([20.0, 30.0, 25.0, 0.0], [10, 20, 10, 0])
@@ -139,7 +100,7 @@ def test_divergence_stops_the_run(prepared, tmp_path):
         log=lambda _: None,
         peak_flops=1e11,
     )
-    assert result["status"] == "diverged"
+    assert result.status == "diverged"
     assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "diverged"
 
 
@@ -213,16 +174,16 @@ def test_bag_families_train(prepared, tmp_path, family):
         peak_flops=1e11,
     )
     metrics = [json.loads(line) for line in (tmp_path / family / "metrics.jsonl").read_text().splitlines()]
-    assert result["status"] == "ok" and metrics[-1]["loss"] < metrics[0]["loss"]
+    assert result.status == "ok" and metrics[-1]["loss"] < metrics[0]["loss"]
     # The family's own metrics on the fixed held-out masked bags: better than a uniform guess of the item, and
     # a value error below a constant guess of 0 or 1 (at least 1/4 away from most eCDF values).
     items = PreparedDataset.open(prepared[0]).lab_vocabulary().size
-    assert result["masked_split"] == "held_out" and result["masked_bags"] >= 64
-    assert 1 / items < result["masked_item_accuracy"] <= 1 and 0 <= result["value_mse"] < 0.25
-    assert result["value_by_item"] and all(entry["n"] >= 1 for entry in result["value_by_item"])
+    assert result.masked_split == "held_out" and result.masked_bags >= 64
+    assert 1 / items < result.masked_item_accuracy <= 1 and 0 <= result.value_mse < 0.25
+    assert result.value_by_item and all(entry["n"] >= 1 for entry in result.value_by_item)
     # Evaluated, the run also gets XGBoost and logistic regression on the very bags it reads.
     report = evaluate(tmp_path / family, ("long_stay",), log=lambda _: None)
-    on_bags = report["long_stay"]["baselines_bags"]
+    on_bags = report.tasks["long_stay"].baselines_bags
     assert on_bags["status"] in ("ok", "too small")
     if on_bags["status"] == "ok":
         assert on_bags["features"] == 2 * items and 0 <= on_bags["xgboost"]["auroc"] <= 1
@@ -247,7 +208,7 @@ def test_bfloat16_compute_keeps_float32_weights(prepared, tmp_path):
         peak_flops=1e11,
     )
     metrics = [json.loads(line) for line in (tmp_path / "bf16" / "metrics.jsonl").read_text().splitlines()]
-    assert result["status"] == "ok" and metrics[-1]["loss"] < metrics[0]["loss"]
+    assert result.status == "ok" and metrics[-1]["loss"] < metrics[0]["loss"]
     manager = ocp.CheckpointManager(tmp_path / "bf16" / "checkpoints")
     restored = manager.restore(manager.latest_step())
     assert {str(x.dtype) for x in jax.tree.leaves(restored["params"])} == {"float32"}
@@ -266,8 +227,8 @@ def test_runs_of_a_width_at_any_budget_share_one_compiled_step(prepared):
     persistent cache serves the other budgets), and the schedule they make is the planned one."""
     from flax import nnx
 
-    from scaling.step import lr_at, optimizer_state, schedule_constants, step_functions
-    from scaling.train import make_task
+    from scaling.training.step import lr_at, optimizer_state, schedule_constants, step_functions
+    from scaling.training.tasks import make_task
 
     dataset = PreparedDataset.open(prepared[0])
     lowered = []
@@ -291,7 +252,7 @@ def test_a_wsd_branch_from_its_trunk_ends_where_the_same_run_from_scratch_does(p
     from flax import nnx
 
     from scaling.runspec import Branch
-    from scaling.train import restore_model
+    from scaling.training.checkpoints import restore_model
 
     quiet = lambda _: None  # noqa: E731
     wsd = {"schedule": "wsd", "decay_fraction": 0.25, "warmup_steps": 4}
@@ -303,14 +264,14 @@ def test_a_wsd_branch_from_its_trunk_ends_where_the_same_run_from_scratch_does(p
     trunk_result = train(trunk, tmp_path / "trunk", log=quiet, peak_flops=1e11)
     lrs = [json.loads(line)["lr"] for line in (tmp_path / "trunk" / "metrics.jsonl").read_text().splitlines()]
     assert lrs[1:] == pytest.approx([lrs[1]] * (len(lrs) - 1))  # past its warmup, the trunk stays at the peak
-    assert trunk_result["role"] == "trunk" and trunk_result["flops_spent"] == 0.0
+    assert trunk_result.role == "trunk" and trunk_result.flops_spent == 0.0
     branch = RunSpec(**{**scratch.__dict__, "branch": Branch("trunk", 30, trunk_share_steps=15.0)})
     messages = []
     branched = train(branch, tmp_path / "branch", log=messages.append, peak_flops=1e11)
     assert any("branching from trunk at step 30" in m for m in messages)
     alone = train(scratch, tmp_path / "alone", log=quiet, peak_flops=1e11)
-    assert branched["fingerprint"] == alone["fingerprint"]  # the same spec, so the same run
-    assert branched["loss"] == pytest.approx(alone["loss"], abs=1e-5)
+    assert branched.fingerprint == alone.fingerprint  # the same spec, so the same run
+    assert branched.loss == pytest.approx(alone.loss, abs=1e-5)
     dataset = PreparedDataset.open(prepared[0])
     weights = [
         jax.tree.leaves(nnx.to_pure_dict(nnx.state(restore_model(tmp_path / d, scratch, dataset))))
@@ -328,10 +289,10 @@ def test_a_wsd_branch_from_its_trunk_ends_where_the_same_run_from_scratch_does(p
     assert [r["lr"] for r in curves[0]] == pytest.approx([r["lr"] for r in tail], rel=1e-6)
     assert [r["loss"] for r in curves[0]] == pytest.approx([r["loss"] for r in tail], abs=1e-5)
     # what each cost: the branch its 10 steps and 15 of the trunk's; the separate run all 40
-    per_step = alone["flops"] / 40
-    assert branched["flops"] == alone["flops"] and alone["flops_spent"] == alone["flops"]
-    assert branched["flops_spent"] == pytest.approx(25 * per_step)
-    assert branched["branch_of"] == "trunk" and branched["branch_step"] == 30
+    per_step = alone.flops / 40
+    assert branched.flops == alone.flops and alone.flops_spent == alone.flops
+    assert branched.flops_spent == pytest.approx(25 * per_step)
+    assert branched.branch_of == "trunk" and branched.branch_step == 30
 
 
 def test_a_branch_without_its_trunk_says_what_to_train_first(prepared, tmp_path):
@@ -349,8 +310,8 @@ def test_a_branch_without_its_trunk_says_what_to_train_first(prepared, tmp_path)
 def test_a_step_in_micro_batches_is_the_step_in_one_pass_in_less_memory(prepared, family):
     """Gradients accumulated over 4 passes of 4 rows: the same loss, update and norm as one pass of 16 rows (the
     loss terms of all passes divide the sum, not each pass's own), and a smaller compiled step."""
-    from scaling.step import schedule_constants, step_bytes
-    from scaling.train import step_setup
+    from scaling.training.measure import step_setup
+    from scaling.training.step import schedule_constants, step_bytes
 
     recipe = {"context": 32, "batch_rows": 16} if family == "timeline" else {"context": 96, "batch_rows": 16}
     setup = step_setup(make_spec(prepared[0], family=family, recipe=recipe))
@@ -366,7 +327,7 @@ def test_a_step_in_micro_batches_is_the_step_in_one_pass_in_less_memory(prepared
 
 
 def test_the_fewest_passes_that_fit_are_chosen_or_the_error_says_what_to_change():
-    from scaling.step import RunError, choose_microbatches
+    from scaling.training.step import RunError, choose_microbatches
 
     assert choose_microbatches(16, lambda m: 100 // m, limit=40) == 4  # 16 rows: 1, 2, 4 passes -> 100, 50, 25 bytes
     assert choose_microbatches(12, lambda m: 100 // m, limit=40) == 3  # divisors of 12 only: 1, 2, 3
@@ -378,9 +339,10 @@ def test_the_fewest_passes_that_fit_are_chosen_or_the_error_says_what_to_change(
 def test_an_accelerator_run_splits_its_batch_into_the_fewest_passes_that_fit_its_memory(prepared, monkeypatch):
     """With no [train] microbatch_rows, a device whose memory holds the step only in 4 passes gets 4 (on a CPU, one
     pass: the machine's memory is the limit), sized by each count's compiled step."""
-    import scaling.train as train_module
-    from scaling.step import schedule_constants, step_bytes
-    from scaling.train import microbatch_count, step_setup
+    import scaling.training.tasks as train_module
+    from scaling.training.measure import step_setup
+    from scaling.training.step import schedule_constants, step_bytes
+    from scaling.training.tasks import microbatch_count
 
     setup = step_setup(make_spec(prepared[0]))
     constants = schedule_constants(setup.spec.recipe, 0.01, 100)

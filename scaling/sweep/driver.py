@@ -18,18 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scaling.data.dataset import PreparedDataset
+from scaling.record import SPEC, TRAIN_LOG, RunFolder
 from scaling.sweep.plan import Plan, Unit, make_plan
 from scaling.sweep.refine import next_widths, read_refined, write_refined
 from scaling.sweep.spec import GPU_SHARE_USABLE, Resources, SweepSpec
-from scaling.sweep.state import (
-    check_sweep_record,
-    clear_failed,
-    mark_failed,
-    record_attempt,
-    run_state,
-    write_plan_record,
-    write_runs_table,
-)
+from scaling.sweep.state import check_sweep_record, run_state, write_plan_record, write_runs_table
 
 CPU_SINGLE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
@@ -114,23 +107,21 @@ def execute_unit(records: list[tuple[dict, str]], cache_dir: str, env: dict[str,
     os.environ.update(env or {})
     from scaling.run import run  # JAX is imported here, in the worker, never in the driver
     from scaling.runspec import parse_spec
-    from scaling.train import enable_compilation_cache
+    from scaling.training.loop import enable_compilation_cache
 
     enable_compilation_cache(Path(cache_dir))
     statuses = {}
     for spec_record, folder in records:
         run_dir = Path(folder)
         run_dir.mkdir(parents=True, exist_ok=True)
-        with open(run_dir / "train.log", "a") as log_file:
+        with open(run_dir / TRAIN_LOG, "a") as log_file:
 
             def log(message: str) -> None:
                 log_file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
                 log_file.flush()
 
             try:
-                statuses[run_dir.name] = run(parse_spec(spec_record, str(run_dir / "spec.json")), run_dir, log=log)[
-                    "status"
-                ]
+                statuses[run_dir.name] = run(parse_spec(spec_record, str(run_dir / SPEC)), run_dir, log=log).status
             except Exception:
                 log(traceback.format_exc())
                 raise
@@ -272,7 +263,7 @@ def _queue(plan: Plan, folder: Path, progress: Progress, seen: set[str]) -> tupl
         finished_before |= {r.run_id for r, done in zip(unit.runs, states, strict=True) if done}
         if not all(states):
             for r in unit.runs:
-                clear_failed(folder / r.run_id)
+                RunFolder(folder / r.run_id).clear_failed()
             queue.append(unit)
             progress.flops_total += sum(r.flops_spent for r, done in zip(unit.runs, states, strict=True) if not done)
     # Longest first (largest budget; within it the smallest model, which takes the most steps), so the
@@ -340,7 +331,7 @@ def _drive(
                 outcome = ray.get(ref)
             except _preemption_errors(ray) as error:
                 for r in _unfinished(folder, unit):
-                    record_attempt(folder / r.run_id, "preemptions", f"{type(error).__name__}: {error}")
+                    RunFolder(folder / r.run_id).record_attempt("preemptions", f"{type(error).__name__}: {error}")
                 preempted[unit.name] += 1
                 progress.preemptions += 1
                 if preempted[unit.name] > sweep.retries.preemptions:
@@ -353,7 +344,7 @@ def _drive(
             except ray.exceptions.RayError as error:
                 message = _cause(error)
                 for r in _unfinished(folder, unit):
-                    record_attempt(folder / r.run_id, "failures", message)
+                    RunFolder(folder / r.run_id).record_attempt("failures", message)
                 errors[unit.name] += 1
                 if errors[unit.name] > sweep.retries.failures:
                     _fail(folder, unit, finished_before, message, failed, progress, log)
@@ -381,7 +372,7 @@ def _unfinished(folder: Path, unit: Unit) -> list:
 def _fail(folder: Path, unit: Unit, before: set[str], message: str, failed: dict, progress: Progress, log) -> None:
     """Mark the unit's unfinished runs failed (a trunk's failure fails every branch still to train)."""
     for r in _unfinished(folder, unit):
-        mark_failed(folder / r.run_id, message)
+        RunFolder(folder / r.run_id).mark_failed(message)
         failed[r.run_id] = message
         progress.failed += 1
         progress.flops_done += r.flops_spent

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, field
 
 from scaling.data.dataset import ModelInputs, PreparedDataset
-from scaling.families import BAGS, FAMILIES
+from scaling.families import FAMILIES
 from scaling.recipe import Candidate, Recipe, candidates
 from scaling.runspec import Branch, RunSpec
 from scaling.sweep.spec import SweepSpec
@@ -157,7 +157,7 @@ def make_plan(
     inputs = family.inputs(dataset, recipe.context, recipe.bags_per_row)
     sized = dataclasses.replace(recipe, context=inputs.context)
     warnings, runs, ladder = [], [], {}
-    if family.data == BAGS and recipe.bags_per_row:  # a cap that splits rows spends slots on padding
+    if family.data.packs_bags and recipe.bags_per_row:  # a cap that splits rows spends slots on padding
         uncapped = family.inputs(dataset, recipe.context).rows_per_epoch
         if inputs.rows_per_epoch > 1.02 * uncapped:
             warnings.append(

@@ -13,13 +13,15 @@
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import get_args
 
 import polars as pl
 
 from scaling.data.atomic import write_json
-from scaling.record import eval_columns, read_eval, read_result
+from scaling.recipe import BUDGET_TOLERANCE
+from scaling.record import Attempts, EvalRecord, ResultRecord, RunFolder, StartRecord
 from scaling.runspec import SpecError
 from scaling.sweep.plan import Plan
 from scaling.sweep.spec import SweepSpec
@@ -27,52 +29,66 @@ from scaling.sweep.spec import SweepSpec
 SWEEP_RECORD = "sweep.json"
 PLAN_RECORD = "plan.json"
 PLAN_FORMAT = 2  # 2: each run's lr_multiplier, flops_spent and trunk; the sweep's trunks
-ATTEMPTS = "attempts.json"
 RUNS_TABLE = "runs.parquet"
 # The parameter count the fits use: the embedding matrices are a lookup, and the logits' cost is in the per-token FLOPs.
 FIT_PARAMS = "params_nonembed"
-# The columns `runs.parquet` always has (analysis.table reads params, tokens, loss, flops, budget, status,
-# flops_per_token, fit_params).
-COLUMNS = {
-    "run_id": pl.String,
-    "family": pl.String,
-    "budget": pl.Float64,
-    "seed": pl.Int64,
-    "width": pl.Int64,
-    "layers": pl.Int64,
-    "params": pl.Int64,
-    "params_nonembed": pl.Int64,
-    "fit_params": pl.String,
-    "tokens": pl.Int64,
-    "steps": pl.Int64,
-    "convention": pl.String,
-    "flops": pl.Float64,
-    "flops_per_token": pl.Float64,
-    "flops_exact": pl.Float64,
-    "flops_per_token_exact": pl.Float64,
-    "lr_multiplier": pl.Float64,
-    "peak_lr": pl.Float64,
-    "schedule": pl.String,
-    "flops_spent": pl.Float64,  # what the run cost the sweep: a branch's own steps and its share of its trunk
-    "branch_of": pl.String,
-    "branch_step": pl.Int64,
-    "loss": pl.Float64,
-    "loss_se": pl.Float64,
-    "loss_split": pl.String,
-    "loss_tokens": pl.Int64,
-    "masked_item_accuracy": pl.Float64,  # the lab-bag families' own metrics (scaling/bag_metrics.py)
-    "value_mse": pl.Float64,
-    "value_pearson_median": pl.Float64,
-    "train_loss": pl.Float64,
-    "status": pl.String,
-    "wall_seconds": pl.Float64,
-    "tokens_per_s": pl.Float64,
-    "mfu": pl.Float64,
-    "preemptions": pl.Int64,
-    "failures": pl.Int64,
-    "error": pl.String,
-    "record_format": pl.Int64,
-}
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One row of runs.parquet, in its column order: its columns are these fields (then one Float64 column per
+    evaluation number, `EvalRecord.columns`). A field that `ResultRecord`, `StartRecord` or a plan.json entry also
+    has is copied from them by name (analysis.table reads params, tokens, loss, flops, budget, status,
+    flops_per_token, fit_params)."""
+
+    run_id: str
+    family: str | None = None
+    budget: float | None = None
+    seed: int | None = None
+    width: int | None = None
+    layers: int | None = None
+    params: int | None = None
+    params_nonembed: int | None = None
+    fit_params: str = FIT_PARAMS
+    tokens: int | None = None
+    steps: int | None = None
+    convention: str | None = None
+    flops: float | None = None
+    flops_per_token: float | None = None
+    flops_exact: float | None = None
+    flops_per_token_exact: float | None = None
+    lr_multiplier: float | None = None
+    peak_lr: float | None = None
+    schedule: str | None = None
+    flops_spent: float | None = None  # what the run cost the sweep: a branch's own steps and its share of its trunk
+    branch_of: str | None = None
+    branch_step: int | None = None
+    loss: float | None = None
+    loss_se: float | None = None
+    loss_split: str | None = None
+    loss_tokens: int | None = None
+    masked_item_accuracy: float | None = None  # the lab-bag families' own metrics (scaling/eval/bag_metrics.py)
+    value_mse: float | None = None
+    value_pearson_median: float | None = None
+    train_loss: float | None = None
+    status: str | None = None
+    wall_seconds: float | None = None
+    tokens_per_s: float | None = None
+    mfu: float | None = None
+    preemptions: int | None = None
+    failures: int | None = None
+    error: str | None = None
+    record_format: int | None = None
+
+
+_DTYPES = {str: pl.String, int: pl.Int64, float: pl.Float64}
+COLUMNS = {f.name: _DTYPES[next(t for t in get_args(f.type) or (f.type,) if t in _DTYPES)] for f in fields(RunRow)}
+_ROW_FIELDS = set(COLUMNS)
+
+
+def _shared(record, skip: tuple[str, ...] = ()) -> dict:
+    """The fields of a record (a dataclass) that are also table columns, by name."""
+    return {f.name: getattr(record, f.name) for f in fields(record) if f.name in _ROW_FIELDS and f.name not in skip}
 
 
 @dataclass(frozen=True)
@@ -121,39 +137,6 @@ def fit_window(table: Path) -> float | None:
         return json.loads(path.read_text()).get("fit", {}).get("window")
     except (OSError, ValueError, AttributeError):
         return None
-
-
-def attempts(run_dir: Path) -> dict:
-    path = run_dir / ATTEMPTS
-    return json.loads(path.read_text()) if path.exists() else {"preemptions": 0, "failures": 0, "errors": []}
-
-
-def record_attempt(run_dir: Path, kind: str, error: str) -> dict:
-    """Count a preemption or a failure of this run, with its error."""
-    record = attempts(run_dir)
-    record[kind] += 1
-    record["errors"] = (record["errors"] + [{"kind": kind, "error": error[-2000:]}])[-10:]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / ATTEMPTS, record)
-    return record
-
-
-def mark_failed(run_dir: Path, error: str) -> None:
-    record = attempts(run_dir)
-    record["failed"] = error[-2000:]
-    write_json(run_dir / ATTEMPTS, record)
-
-
-def clear_failed(run_dir: Path) -> None:
-    """A new `sweep run` tries failed runs again; their counts stay."""
-    record = attempts(run_dir)
-    if record.pop("failed", None) is not None:
-        write_json(run_dir / ATTEMPTS, record)
-
-
-def settled_tasks(run_dir: Path) -> set[str]:
-    """Tasks evaluated already (scored, or found unscorable and reported in eval.json)."""
-    return set(read_eval(run_dir))
 
 
 def _planned_entry(r) -> dict:
@@ -213,193 +196,109 @@ def read_plan_record(folder: Path) -> dict | None:
 
 
 @dataclass(frozen=True)
-class RunFiles:
+class RunRead:
     """What a run folder holds, read once: attempts.json, spec.json, result.json (current format, with notes on an
-    older one) and eval.json's tasks."""
+    older one) and eval.json."""
 
-    attempts: dict
-    started: dict | None
-    result: tuple[dict, list[str]] | None
-    evaluated: dict[str, dict]
+    folder: RunFolder
+    attempts: Attempts
+    start: StartRecord | None
+    result: tuple[ResultRecord, list[str]] | None
+    evaluation: EvalRecord
 
     @classmethod
-    def read(cls, run_dir: Path) -> "RunFiles":
-        spec_path = run_dir / "spec.json"
-        return cls(
-            attempts=attempts(run_dir),
-            started=json.loads(spec_path.read_text()) if spec_path.exists() else None,
-            result=read_result(run_dir),
-            evaluated=read_eval(run_dir),
-        )
+    def of(cls, run_dir: Path) -> "RunRead":
+        folder = RunFolder(run_dir)
+        return cls(folder, folder.attempts(), folder.start(), folder.result(), folder.evaluation())
 
 
 def run_state(
     run_dir: Path,
     tasks: tuple[str, ...] | list[str] | None = None,
     planned_steps: int = 0,
-    files: RunFiles | None = None,
+    read: RunRead | None = None,
 ) -> RunState:
-    """Read a run's state from its folder (or from `files` already read); `tasks` are those it must evaluate
+    """Read a run's state from its folder (or from `read`, already read); `tasks` are those it must evaluate
     (default: its spec's)."""
-    files = files or RunFiles.read(run_dir)
-    record, started = files.attempts, files.started
-    counts = {"preemptions": record["preemptions"], "failures": record["failures"]}
-    steps = started["steps"] if started and "steps" in started else planned_steps
+    read = read or RunRead.of(run_dir)
+    attempts, start = read.attempts, read.start
+    counts = {"preemptions": attempts.preemptions, "failures": attempts.failures}
+    steps = start.steps if start and start.steps is not None else planned_steps
     if tasks is None:
-        tasks = (started or {}).get("spec", {}).get("tasks", [])
-    if files.result is not None:
-        result = files.result[0]
-        if result["role"] == "trunk":  # trained for its branches; no task of its own
-            return RunState("done", result["steps"], result["steps"], **counts)
-        if result["status"] == "diverged":
-            return RunState("diverged", result["steps"], result["steps"], **counts)
-        if set(tasks) <= set(files.evaluated):
-            return RunState("done", result["steps"], result["steps"], **counts)
-        if "failed" in record:
-            return RunState("failed", steps, steps, error=record["failed"], **counts)
+        tasks = start.spec.get("tasks", []) if start else []
+    if read.result is not None:
+        result = read.result[0]
+        if result.role == "trunk":  # trained for its branches; no task of its own
+            return RunState("done", result.steps, result.steps, **counts)
+        if result.status == "diverged":
+            return RunState("diverged", result.steps, result.steps, **counts)
+        if set(tasks) <= set(read.evaluation.tasks):
+            return RunState("done", result.steps, result.steps, **counts)
+        if attempts.failed is not None:
+            return RunState("failed", steps, steps, error=attempts.failed, **counts)
         return RunState("in progress", steps, steps, **counts)  # trained, not evaluated yet
-    if "failed" in record:
-        return RunState("failed", _last_step(run_dir), steps, error=record["failed"], **counts)
-    if started:
-        return RunState("in progress", _last_step(run_dir), steps, **counts)
+    if attempts.failed is not None:
+        return RunState("failed", read.folder.last_checkpoint(), steps, error=attempts.failed, **counts)
+    if start:
+        return RunState("in progress", read.folder.last_checkpoint(), steps, **counts)
     return RunState("pending", 0, steps, **counts)
 
 
-def _last_step(run_dir: Path) -> int:
-    """The last checkpointed step (what a resumed run starts from)."""
-    folder = run_dir / "checkpoints"
-    if not folder.exists():
-        return 0
-    return max((int(p.name) for p in folder.iterdir() if p.name.isdigit()), default=0)
-
-
-def _sweep_budgets(folder: Path) -> list[float]:
+def _sweep_record(folder: Path) -> dict:
     path = folder / SWEEP_RECORD
-    return json.loads(path.read_text()).get("budgets", []) if path.exists() else []
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _nearest_budget(flops: float | None, budgets: list[float]) -> float | None:
-    """The sweep budget a format-1 run spent (within 5%, the recipe's tolerance), or None."""
+def _nearest_budget(flops: float | None, budgets: list[float], tolerance: float) -> float | None:
+    """The sweep budget a format-1 run spent (within the recipe's budget tolerance), or None."""
     if not flops or not budgets:
         return None
     best = min(budgets, key=lambda b: abs(b - flops) / b)
-    return float(best) if abs(best - flops) <= 0.05 * best else None
+    return float(best) if abs(best - flops) <= tolerance * best else None
 
 
-def _run_row(run_dir: Path, planned: dict | None, tasks, budgets: list[float], notes: list[str]) -> dict:
+def _run_row(run_dir: Path, planned: dict | None, tasks, sweep: dict, notes: list[str]) -> dict:
     """One run's row from what it wrote (result.json, eval.json, spec.json, attempts.json); the plan only for what
     a run not started has not written."""
-    files = RunFiles.read(run_dir)
-    state = run_state(run_dir, tasks, (planned or {}).get("steps", 0), files)
-    started = files.started
-    row: dict = {
-        "run_id": run_dir.name,
+    read = RunRead.of(run_dir)
+    state = run_state(run_dir, tasks, (planned or {}).get("steps", 0), read)
+    row = asdict(RunRow(run_dir.name)) | {
         "status": {"done": "ok"}.get(state.state, state.state),
         "preemptions": state.preemptions,
         "failures": state.failures,
         "error": state.error or None,
-        "fit_params": FIT_PARAMS,
     }
     if planned:  # what the plan intended; replaced below by what the run itself recorded
-        row.update(
-            {
-                k: planned[k]
-                for k in (
-                    "budget",
-                    "seed",
-                    "width",
-                    "layers",
-                    "params",
-                    "params_nonembed",
-                    "tokens",
-                    "steps",
-                    "flops",
-                    "flops_per_token",
-                    "lr_multiplier",
-                    "peak_lr",
-                    "flops_spent",
-                )
-                if k in planned
-            }
-        )
+        row |= {k: v for k, v in planned.items() if k in _ROW_FIELDS and k != "run_id"}
         row["branch_of"] = planned.get("trunk")
     recorded_budget = False
-    if started:
-        spec = started.get("spec", {})
-        row.update(
-            {
-                "family": spec.get("family"),
-                "seed": spec.get("seed"),
-                "width": spec.get("width"),
-                "convention": started.get("convention"),
-                "params": started.get("params"),
-                "params_nonembed": started.get("params_nonembed"),
-                "steps": started.get("steps"),
-                "flops": started.get("flops"),
-                "flops_per_token": started.get("flops_per_token"),
-            }
-        )
-        if started.get("steps") and started.get("tokens_per_step"):
-            row["tokens"] = started["steps"] * started["tokens_per_step"]
-        if spec.get("budget") is not None:
-            row["budget"], recorded_budget = spec["budget"], True
-    found = files.result
-    if found is not None:
-        result, result_notes = found
+    if read.start is not None:
+        start = read.start
+        row |= {k: start.spec.get(k) for k in ("family", "seed", "width")} | _shared(start)
+        if start.tokens:
+            row["tokens"] = start.tokens
+        if start.spec.get("budget") is not None:
+            row["budget"], recorded_budget = start.spec["budget"], True
+    if read.result is not None:
+        result, result_notes = read.result
         notes += result_notes
-        row.update(
-            {
-                k: result[k]
-                for k in (
-                    "family",
-                    "width",
-                    "layers",
-                    "params",
-                    "params_nonembed",
-                    "tokens",
-                    "steps",
-                    "convention",
-                    "flops",
-                    "flops_per_token",
-                    "flops_exact",
-                    "flops_per_token_exact",
-                    "loss",
-                    "loss_se",
-                    "loss_split",
-                    "loss_tokens",
-                    "masked_item_accuracy",
-                    "value_mse",
-                    "value_pearson_median",
-                    "train_loss",
-                    "wall_seconds",
-                    "tokens_per_s",
-                    "mfu",
-                    "seed",
-                    "lr_multiplier",
-                    "peak_lr",
-                    "schedule",
-                    "flops_spent",
-                    "branch_of",
-                    "branch_step",
-                )
-                if result.get(k) is not None
-            }
-        )
-        row["record_format"] = result["format"]
-        if result["role"] == "trunk" and row["status"] == "ok":  # trained for its branches; no point of a fit
+        row |= {k: v for k, v in _shared(result, skip=("status", "budget")).items() if v is not None}
+        row["record_format"] = result.format
+        if result.role == "trunk" and row["status"] == "ok":  # trained for its branches; no point of a fit
             row["status"] = "trunk"
-        if result.get("budget") is not None:
-            row["budget"] = result["budget"]
+        if result.budget is not None:
+            row["budget"] = result.budget
         elif not recorded_budget and row.get("budget") is not None:
             notes.append("no budget in the run's own record: the sweep's plan.json gives it")
         elif not recorded_budget:
-            row["budget"] = _nearest_budget(row.get("flops"), budgets)
+            tolerance = sweep.get("recipe", {}).get("budget_tolerance", BUDGET_TOLERANCE)
+            row["budget"] = _nearest_budget(row.get("flops"), sweep.get("budgets", []), tolerance)
             if row["budget"] is not None:
                 notes.append(
-                    "no budget in the run's own record: the budget of sweep.json within 5% of its FLOPs is taken"
+                    "no budget in the run's own record: the budget of sweep.json within "
+                    f"{tolerance:.0%} of its FLOPs is taken"
                 )
-    row.update(eval_columns(files.evaluated))
-    return row
+    return row | read.evaluation.columns()
 
 
 def collect(
@@ -415,16 +314,16 @@ def collect(
     tasks = spec_tasks if spec_tasks is not None else tuple((record or {}).get("tasks", ()))
     family = (record or {}).get("family") or (plan.sweep.family if plan else None)
     convention = (record or {}).get("convention") or (plan.sweep.convention if plan else None)
-    budgets = _sweep_budgets(folder)
+    sweep = _sweep_record(folder)
     notes: list[str] = []
     run_dirs = (
-        sorted(p for p in folder.iterdir() if p.is_dir() and ((p / "spec.json").exists() or p.name in planned))
+        sorted(p for p in folder.iterdir() if p.is_dir() and (RunFolder(p).started or p.name in planned))
         if folder.exists()
         else []
     )
     seen = {p.name for p in run_dirs}
-    rows = [_run_row(p, planned.get(p.name), tasks, budgets, notes) for p in run_dirs]
-    rows += [_run_row(folder / rid, r, tasks, budgets, notes) for rid, r in planned.items() if rid not in seen]
+    rows = [_run_row(p, planned.get(p.name), tasks, sweep, notes) for p in run_dirs]
+    rows += [_run_row(folder / rid, r, tasks, sweep, notes) for rid, r in planned.items() if rid not in seen]
     for row in rows:  # a run not started has written neither: the sweep's
         row["family"] = row.get("family") or family
         row["convention"] = row.get("convention") or convention

@@ -5,13 +5,13 @@ per step and dtype; a width no run has measured borrows the FLOP rate of the nea
 width. `ehrscale sweep plan --measure` times a few real steps of each width instead.
 """
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
 
 from scaling.recipe import Candidate
+from scaling.record import RESULT, RunFolder, StartRecord
 from scaling.sweep.spec import SweepSpec
 
 # Sharing a GPU (`[resources] gpus` below 1): each run's allocator may use GPU_SHARE_USABLE of its share
@@ -33,13 +33,12 @@ class Throughput:
     microbatches: dict[int, int] = field(default_factory=dict)
 
 
-def _matches(record: dict, sweep: SweepSpec) -> bool:
-    spec = record.get("spec", {})
-    recipe = spec.get("recipe", {})
+def _matches(start: StartRecord, sweep: SweepSpec) -> bool:
+    spec, recipe = start.spec, start.spec.get("recipe", {})
     return (
         spec.get("family") == sweep.family
         and spec.get("dtype") == sweep.dtype
-        and record.get("convention") == sweep.convention
+        and start.convention == sweep.convention
         and recipe.get("context") == sweep.recipe.context
         and recipe.get("batch_rows") == sweep.recipe.batch_rows
     )
@@ -50,17 +49,17 @@ def measured_throughput(runs_root: Path, sweep: SweepSpec) -> Throughput:
     tokens: dict[int, list[float]] = {}
     flops: dict[int, list[float]] = {}
     runs = 0
-    for result_path in Path(runs_root).glob("*/*/*/result.json"):
-        spec_path = result_path.with_name("spec.json")
-        if not spec_path.exists():
+    for result_path in Path(runs_root).glob(f"*/*/*/{RESULT}"):
+        folder = RunFolder(result_path.parent)
+        start, found = folder.start(), folder.result()
+        if start is None or found is None:
             continue
-        record = json.loads(spec_path.read_text())
-        result = json.loads(result_path.read_text())
-        if not _matches(record, sweep) or result.get("status") != "ok" or not result.get("tokens_per_s"):
+        result = found[0]
+        if not _matches(start, sweep) or result.status != "ok" or not result.tokens_per_s:
             continue
-        width = record["spec"]["width"]
-        tokens.setdefault(width, []).append(result["tokens_per_s"])
-        flops.setdefault(width, []).append(result["tokens_per_s"] * result["flops_per_token"])
+        width = start.spec["width"]
+        tokens.setdefault(width, []).append(result.tokens_per_s)
+        flops.setdefault(width, []).append(result.tokens_per_s * result.flops_per_token)
         runs += 1
     if not runs:
         return Throughput()
@@ -74,7 +73,7 @@ def measured_throughput(runs_root: Path, sweep: SweepSpec) -> Throughput:
 def timed_throughput(sweep: SweepSpec, widths: list[int], steps: int = 5) -> Throughput:
     """Time `steps` real training steps of each width here and size their memory (imports JAX)."""
     from scaling.runspec import RunSpec
-    from scaling.train import measure_step
+    from scaling.training.measure import measure_step
 
     measured = {}
     for width in sorted(set(widths)):

@@ -26,7 +26,7 @@ from scaling.data.atomic import write_text
 from scaling.data.dataset import PreparedDataset
 from scaling.data.labbags import bags_before
 from scaling.data.meds_io import SPLITS
-from scaling.probe import Split, class_counts, score, too_small
+from scaling.eval.probe import Split, class_counts, score, too_small
 
 TOP_CODES = 200
 

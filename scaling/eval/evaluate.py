@@ -6,7 +6,7 @@ hidden state at the last token of the history (a long history
 keeps the static context and the most recent tokens that fit the context window); lab-bag models the
 mean of the embeddings of the subject's bags in the 24 h before the prediction time (rows with no such
 bag are counted and reported, and left out of that model's probe). A linear probe is then fitted
-and scored (`scaling.probe`), beside the baselines and the oracle (`scaling.baselines`).
+and scored (`scaling.eval.probe`), beside the baselines and the oracle (`scaling.eval.baselines`).
 Results go into the run's eval.json (`scaling.record`), task by task; result.json, written once by
 training, is never touched, and `collect` joins the two. The probe's held-out predictions are written in
 the meds-evaluation schema under the prepared dataset's predictions/ folder: they name subjects, so they are
@@ -25,16 +25,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from flax import nnx
 
-from scaling.baselines import bag_baselines, baselines, oracle
-from scaling.data.atomic import write_json
 from scaling.data.dataset import PreparedDataset
 from scaling.data.labbags import bags_before
 from scaling.data.meds_io import SPLITS
-from scaling.families import BAGS, FAMILIES, TIMELINES, Family
-from scaling.probe import Split, fit_probe
-from scaling.record import EVAL, eval_document, read_eval
+from scaling.eval.baselines import bag_baselines, baselines, oracle
+from scaling.eval.probe import Split, fit_probe
+from scaling.families import FAMILIES, Family
+from scaling.record import EvalRecord, RunError, RunFolder, TaskEval
 from scaling.runspec import RunSpec
-from scaling.train import RunError, finished_run, restore_model
+from scaling.training.checkpoints import restore_model
 
 BATCH = 128
 BAG_SLOTS_STEP = 16  # a probe batch of bags is padded to a multiple of this many slots
@@ -65,9 +64,16 @@ class Embeddings:
         self.width = model.config.d_model
 
 
-def _timeline_vectors(
-    embeddings: Embeddings, dataset: PreparedDataset, split: str, rows: pl.DataFrame, context: int, inclusive: bool
+def timeline_vectors(
+    embeddings: Embeddings,
+    family: Family,
+    dataset: PreparedDataset,
+    split: str,
+    rows: pl.DataFrame,
+    context: int,
+    inclusive: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Per cohort row, the hidden state at the last token of its history, and which rows had a timeline."""
     timelines = dataset.timelines(split)
     index = {int(s): i for i, s in enumerate(timelines.subject_ids)}
     cuts = rows["prediction_time"].dt.epoch("us").to_numpy()
@@ -95,8 +101,14 @@ def _timeline_vectors(
     return (np.concatenate(vectors) if vectors else np.zeros((0, embeddings.width))), keep
 
 
-def _bag_vectors(
-    embeddings: Embeddings, family: Family, dataset: PreparedDataset, split: str, rows: pl.DataFrame, inclusive: bool
+def bag_vectors(
+    embeddings: Embeddings,
+    family: Family,
+    dataset: PreparedDataset,
+    split: str,
+    rows: pl.DataFrame,
+    context: int,
+    inclusive: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per cohort row, the mean embedding of its bags in the 24 h before the prediction time, and which rows had
     one."""
@@ -146,14 +158,12 @@ def representations(
     labels = dataset.task(task).join(dataset.splits(), on="subject_id", how="left")
     inclusive = dataset.task_inputs(task) == "at_or_before"
     train_rows = spec.probe_train_rows if train_rows is None else train_rows
+    family = FAMILIES[spec.family]
+    vectors = family.vectors()  # the family's data kind: a timeline's last hidden state, or its recent bags' mean
     splits, missing = {}, {}
     for split in SPLITS:
         rows = probe_rows(labels, split, train_rows)
-        family = FAMILIES[spec.family]
-        if family.data == TIMELINES:
-            x, keep = _timeline_vectors(embeddings, dataset, split, rows, spec.recipe.context, inclusive)
-        else:
-            x, keep = _bag_vectors(embeddings, family, dataset, split, rows, inclusive)
+        x, keep = vectors(embeddings, family, dataset, split, rows, spec.recipe.context, inclusive)
         y = rows["boolean_value"].to_numpy().astype(np.int64)[keep]
         splits[split] = Split(x=x.astype(np.float64), y=y)
         missing[split] = int((~keep).sum())
@@ -191,44 +201,47 @@ def evaluate(
     log=print,
     train_rows: int | None = None,
     predictions: Path | None = None,
-) -> dict:
+) -> EvalRecord:
     """Probe a finished run on its tasks and add them to its eval.json; held-out predictions go to `predictions`
     (default: `predictions_folder`).
 
     `train_rows` caps the probe's training rows (default: the spec's probe_train_rows; 0: all)."""
-    out = Path(out)
-    spec, _ = finished_run(out, "evaluate")
+    run_folder = RunFolder(out)
+    spec, _ = run_folder.finished("evaluate")
+    family = FAMILIES[spec.family]
     dataset = PreparedDataset.open(spec.data)
     tasks = tuple(dataset.resolve_task(t) for t in (tasks or spec.tasks or dataset.task_names(with_labels=True)))
     if not tasks:
         raise RunError(f"{spec.data}: no task has labels; add yours with `ehrscale data prepare ... --labels NAME=DIR`")
-    model = restore_model(out, spec, dataset)
-    folder = Path(predictions) if predictions is not None else predictions_folder(dataset, out)
-    report = read_eval(out)
+    model = restore_model(run_folder.path, spec, dataset)
+    folder = Path(predictions) if predictions is not None else predictions_folder(dataset, run_folder.path)
+    report = run_folder.evaluation()
     embeddings = Embeddings(model)  # one compiled embed for every task; the same bags serve several tasks
     for task in tasks:
         started = time.perf_counter()
         splits, missing, held_out = representations(embeddings, spec, dataset, task, train_rows)
         probe, probability = fit_probe(splits, seed=spec.seed)
-        entry = {
-            "probe": probe,
-            "probe_train_rows": len(splits["train"].y) + missing["train"],
-            "rows_without_input": missing,
-            "inputs": dataset.task_inputs(task),
-            "baselines": baselines(dataset, task),
-            **({"baselines_bags": bag_baselines(dataset, task)} if FAMILIES[spec.family].data == BAGS else {}),
-            "oracle": oracle(dataset, task),
-            "seconds": round(time.perf_counter() - started, 2),
-        }
+        written = None
         if probability is not None:
             path = folder / f"{task}.parquet"
             write_predictions(path, held_out, probability, task, spec)
-            entry["predictions"] = {"path": str(path), "rows": len(probability)}
-        report[task] = entry
-        if probe["status"] == "ok":
-            base = entry["baselines"].get("xgboost", {}).get("auroc")
-            on_bags = ((entry.get("baselines_bags") or {}).get("xgboost") or {}).get("auroc")
-            best = (entry["oracle"] or {}).get("auroc")
+            written = {"path": str(path), "rows": len(probability)}
+        entry = TaskEval(
+            probe=probe,
+            probe_train_rows=len(splits["train"].y) + missing["train"],
+            rows_without_input=missing,
+            inputs=dataset.task_inputs(task),
+            baselines=baselines(dataset, task),
+            baselines_bags=bag_baselines(dataset, task) if family.data.packs_bags else None,
+            oracle=oracle(dataset, task),
+            seconds=round(time.perf_counter() - started, 2),
+            predictions=written,
+        )
+        report = report.with_task(task, entry)
+        if entry.scored:
+            base = entry.baselines.get("xgboost", {}).get("auroc")
+            on_bags = ((entry.baselines_bags or {}).get("xgboost") or {}).get("auroc")
+            best = (entry.oracle or {}).get("auroc")
             log(
                 f"{task}: AUROC {probe['auroc']:.3f} [{probe['auroc_lo']:.3f}, {probe['auroc_hi']:.3f}]"
                 + (f"; XGBoost {base:.3f}" if base is not None else "")
@@ -236,8 +249,8 @@ def evaluate(
                 + (f"; oracle {best:.3f}" if best is not None else "")
                 + (f"; {sum(missing.values())} rows without a recent bag" if sum(missing.values()) else "")
             )
-            log(f"  held-out predictions (they name subjects: data, kept with it): {entry['predictions']['path']}")
+            log(f"  held-out predictions (they name subjects: data, kept with it): {written['path']}")
         else:
             log(f"{task}: {probe['reason']}")
-        write_json(out / EVAL, eval_document(report))  # after each task: an interrupted evaluation keeps what it scored
+        run_folder.write_evaluation(report)  # after each task: an interrupted evaluation keeps what it scored
     return report

@@ -7,7 +7,6 @@ figures (IsoFLOP curves, N_opt(C), the loss frontier). Only aggregates leave the
 """
 
 import dataclasses
-import json
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -15,33 +14,35 @@ from typing import Annotated
 import typer
 
 from scaling.console import UserError, out_console
-from scaling.record import RESULT
-from scaling.runspec import TRACKERS, WANDB_MODES, Tracking, parse_spec
-from scaling.tracking import METRICS, TrackedRun, Trackers, tracked_run
+from scaling.record import RESULT, RunFolder
+from scaling.runspec import TRACKERS, WANDB_MODES, Tracking
+from scaling.sweep.state import RUNS_TABLE
+from scaling.tracking import TrackedRun, Trackers, tracked_run
 
 
 def replay_run(run_dir: Path, tracking: Tracking, out: Path, warn) -> int:
     """One finished run folder into a tracker run under `out`; the rows logged."""
     from scaling.run import tracker_summary
 
-    record = json.loads((run_dir / "spec.json").read_text())
-    spec = dataclasses.replace(parse_spec(record["spec"], str(run_dir / "spec.json")), tracking=tracking)
-    result = json.loads((run_dir / RESULT).read_text())
-    run = tracked_run(spec, run_dir, record)
+    folder = RunFolder(run_dir)
+    start = folder.start()
+    spec = dataclasses.replace(start.run_spec(str(folder.spec_path)), tracking=tracking)
+    result, _ = folder.result()
+    run = tracked_run(spec, run_dir, start)
     trackers = Trackers(tracking, run, warn, folder=_folder(tracking, out, run.name))
-    rows = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines() if line.strip()]
+    rows = folder.metrics()
     for row in rows:
         trackers.log(row["step"], row)
-    trackers.finish(tracker_summary(result, run_dir))
+    trackers.finish(tracker_summary(result, folder))
     return len(rows)
 
 
 def replay_fits(table: Path, tracking: Tracking, out: Path, warn) -> dict:
     """The sweep's fits and figures into a tracker run named "fits"; the numbers sent."""
     from analysis.plots import plot_all
-    from scaling.fit_commands import _fit_options, _load_fits
+    from scaling.commands.analysis import TableOptions, load_fits
 
-    loaded, fits = _load_fits(table, _fit_options(), None, quiet=True)
+    loaded, fits = load_fits(table, TableOptions(), quiet=True)
     numbers = {}
     for law in ("n_opt", "d_opt", "loss_opt") if fits.isoflop is not None else ():
         entry = getattr(fits.isoflop, law)
@@ -78,14 +79,14 @@ def track_command(
     ] = None,
 ) -> None:
     """Send a sweep's finished runs (curves, results, AUROC) and its fits (laws, figures) to a tracker."""
-    from scaling.sweep.commands import _recorded
+    from scaling.commands.sweep import recorded_sweep
 
     if to not in TRACKERS:
         raise UserError(f"--to must be {' or '.join(TRACKERS)}, got {to!r}")
     if wandb_mode is not None and wandb_mode not in WANDB_MODES:
         raise UserError(f"--wandb-mode must be {' or '.join(WANDB_MODES)}, got {wandb_mode!r}")
-    sweep, folder, _ = _recorded(spec, runs_root)
-    finished = sorted(p.parent for p in folder.glob(f"*/{RESULT}"))
+    sweep, folder, _ = recorded_sweep(spec, runs_root)
+    finished = sorted(p.parent for p in folder.glob(f"*/{RESULT}"))  # trained: ok or diverged
     if not finished:
         raise UserError(f"{folder}: no finished runs to send; run the sweep first (`ehrscale sweep run {spec}`)")
     tracking = Tracking(
@@ -99,7 +100,7 @@ def track_command(
     warnings = []
     warn = lambda text: warnings.append(text)  # noqa: E731
     rows = sum(replay_run(run_dir, tracking, out, warn) for run_dir in finished)
-    table = folder / "runs.parquet"
+    table = folder / RUNS_TABLE
     sent = f"{len(finished)} runs ({rows:,} logged steps)"
     if table.exists():
         numbers = replay_fits(table, tracking, out, warn)

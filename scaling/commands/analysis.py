@@ -6,7 +6,11 @@ report's interval are the same numbers. Nothing here imports JAX.
 """
 
 import dataclasses
+import functools
+import inspect
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -15,85 +19,136 @@ from rich.markup import escape
 
 from scaling.console import UserError, console, out_console
 
-ColumnOption = Annotated[str | None, typer.Option(help="Name of this column in the table, if it differs.")]
-FitsOption = Annotated[
-    Path | None,
-    typer.Option(
-        help="fits.json to read or write (default: beside the table when that "
-        "folder is writable, else in the current folder)."
-    ),
-]
-ResamplesOption = Annotated[
-    int | None, typer.Option(min=10, help="Bootstrap replicates (default: those of a current fits.json, else 400).")
-]
-ToleranceOption = Annotated[
-    float,
-    typer.Option(
-        min=0.0,
-        help="Runs whose FLOPs agree within this fraction share a budget (used when the table has no budget column).",
-    ),
-]
-FixedEOption = Annotated[
-    float | None, typer.Option("--fixed-e", help="Hold Approach 3's irreducible loss E at this value.")
-]
-ExcludeOption = Annotated[
-    int, typer.Option(min=0, help="Leave out the k points Approach 3 fits worst, and report the shift.")
-]
-WindowOption = Annotated[
-    float | None,
-    typer.Option(
-        min=0.0,
-        help="Fit each IsoFLOP parabola to the runs within this factor of its budget's best run's N (0: every run; "
-        "default: the sweep's [fit] window, from the sweep.json beside the table, else 10).",
-        show_default=False,
-    ),
-]
-WINDOW_DEFAULT = 10.0  # analysis.isoflop.WINDOW (not imported here: the option's default is read at import)
+COLUMNS = ("params", "tokens", "loss", "flops", "budget")  # the table's columns a user may rename
 
 
-def _fit_options(
-    method: str = "all",
-    resamples=None,
-    budget_tolerance: float = 0.1,
-    fixed_e=None,
-    exclude_worst: int = 0,
-    window: float | None = None,
-    **columns,
-):
-    from analysis.fits import FitOptions
-    from analysis.table import TableError
+@dataclass(frozen=True)
+class TableOptions:
+    """The options every analysis command shares: how the table is read and fitted, and where fits.json lives."""
 
-    mapping = {k.removesuffix("_col"): v for k, v in columns.items() if v}
-    try:
-        return FitOptions(
-            method=method,
-            budget_tolerance=budget_tolerance,
-            fixed_E=fixed_e,
-            exclude_worst=exclude_worst,
-            window=WINDOW_DEFAULT if window is None else (window or None),
-            columns=tuple(sorted(mapping.items())),
-            resamples=resamples,
-        )
-    except TableError as error:
-        raise UserError(str(error)) from None
+    fits: Path | None = None
+    resamples: int | None = None
+    budget_tolerance: float = 0.1
+    fixed_e: float | None = None
+    exclude_worst: int = 0
+    window: float | None = None  # None: the sweep's [fit] window, else analysis.isoflop.WINDOW; 0: every run
+    columns: tuple[tuple[str, str], ...] = ()  # (target, source), sorted
+
+    def fit_options(self, method: str = "all"):
+        from analysis.fits import FitOptions
+        from analysis.isoflop import WINDOW
+        from analysis.table import TableError
+
+        try:
+            return FitOptions(
+                method=method,
+                budget_tolerance=self.budget_tolerance,
+                fixed_E=self.fixed_e,
+                exclude_worst=self.exclude_worst,
+                window=WINDOW if self.window is None else (self.window or None),
+                columns=self.columns,
+                resamples=self.resamples,
+            )
+        except TableError as error:
+            raise UserError(str(error)) from None
 
 
-def _load_fits(
-    table: Path, options, fits_path: Path | None, refit: bool = False, quiet: bool = False, window_given: bool = False
-):
-    """The table and its current fits (read from fits.json, or fitted and written there); user errors as UserError.
-    Unless --window was given, the parabolas' window is the one the table's sweep names ([fit] window)."""
+def _table_parameters(resamples_default: int | None) -> list[inspect.Parameter]:
+    """The typer parameters of TableOptions, declared once for every analysis command."""
+    resamples_help = (
+        "Bootstrap replicates."
+        if resamples_default
+        else "Bootstrap replicates (default: those of a current fits.json, else 400)."
+    )
+    options = {
+        "fits": (
+            Path | None,
+            None,
+            typer.Option(
+                help="fits.json to read or write (default: beside the table when that folder is writable, else in "
+                "the current folder)."
+            ),
+        ),
+        "resamples": (int | None, resamples_default, typer.Option(min=10, help=resamples_help)),
+        "budget_tolerance": (
+            float,
+            0.1,
+            typer.Option(
+                min=0.0,
+                help="Runs whose FLOPs agree within this fraction share a budget (used when the table has no budget "
+                "column).",
+            ),
+        ),
+        "fixed_e": (
+            float | None,
+            None,
+            typer.Option("--fixed-e", help="Hold Approach 3's irreducible loss E at this value."),
+        ),
+        "exclude_worst": (
+            int,
+            0,
+            typer.Option(min=0, help="Leave out the k points Approach 3 fits worst, and report the shift."),
+        ),
+        "window": (
+            float | None,
+            None,
+            typer.Option(
+                min=0.0,
+                help="Fit each IsoFLOP parabola to the runs within this factor of its budget's best run's N (0: every "
+                "run; default: the sweep's [fit] window, from the sweep.json beside the table, else "
+                "analysis.isoflop.WINDOW).",
+                show_default=False,
+            ),
+        ),
+    } | {
+        f"{name}_col": (str | None, None, typer.Option(help="Name of this column in the table, if it differs."))
+        for name in COLUMNS
+    }
+    return [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option])
+        for name, (kind, default, option) in options.items()
+    ]
+
+
+def table_options(resamples_default: int | None = None) -> Callable:
+    """A command that takes `options: TableOptions` gets TableOptions' typer parameters in its place."""
+
+    def decorate(command: Callable) -> Callable:
+        shared = _table_parameters(resamples_default)
+        names = [p.name for p in shared]
+        signature = inspect.signature(command)
+        own = [p for p in signature.parameters.values() if p.name != "options"]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs):
+            given = {name: kwargs.pop(name) for name in names}
+            mapped = {name: given.pop(f"{name}_col") for name in COLUMNS}
+            columns = tuple(sorted((name, source) for name, source in mapped.items() if source))
+            return command(**kwargs, options=TableOptions(**given, columns=columns))
+
+        wrapper.__signature__ = signature.replace(parameters=own + shared)
+        wrapper.__annotations__ = {p.name: p.annotation for p in own + shared}
+        return wrapper
+
+    return decorate
+
+
+def load_fits(table: Path, options: TableOptions, method: str = "all", refit: bool = False, quiet: bool = False):
+    """The table and its current fits (read from fits.json, or fitted and written there), and what the console
+    shows of them (warnings, notes); user errors as UserError. Unless --window was given, the parabolas' window
+    is the one the table's sweep names ([fit] window)."""
     from analysis.fits import load_or_fit
     from analysis.table import TableError, read
+    from scaling.families import loss_units
     from scaling.sweep.state import fit_window
 
-    sweep_window = None if window_given else fit_window(table)
+    fit_options = options.fit_options(method)
+    sweep_window = fit_window(table) if options.window is None else None
     if sweep_window:
-        options = dataclasses.replace(options, window=sweep_window)
-
+        fit_options = dataclasses.replace(fit_options, window=sweep_window)
     try:
-        data = read(table, dict(options.columns), options.budget_tolerance)
-        fits, path, how = load_or_fit(table, data, options, fits_path, refit=refit)
+        data = read(table, dict(fit_options.columns), fit_options.budget_tolerance, loss_units=loss_units())
+        fits, path, how = load_or_fit(table, data, fit_options, options.fits, refit=refit)
     except TableError as error:
         raise UserError(str(error)) from None
     if not quiet:
@@ -105,10 +160,18 @@ def _load_fits(
     return data, fits
 
 
+def _said(data, fits) -> dict:
+    """What a command prints beside its numbers, for its --json: the table's warnings and notes, and why Approach 2
+    is missing."""
+    notes = list(data.notes) + ([f"Approach 2 not available: {fits.isoflop_error}"] if fits.isoflop_error else [])
+    return {"warnings": list(data.warnings), "notes": notes}
+
+
 def _interval_text(pair, digits: str = ".3f") -> str:
     return f"[{pair[0]:{digits}}, {pair[1]:{digits}}]" if pair else "(no interval)"
 
 
+@table_options(resamples_default=400)
 def fit_command(
     table: Annotated[
         Path, typer.Argument(help="Results table: runs.parquet or a CSV (params, tokens, loss; flops, budget).")
@@ -121,42 +184,21 @@ def fit_command(
         ),
     ] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="Print only JSON.")] = False,
-    fits: FitsOption = None,
-    resamples: Annotated[int, typer.Option(min=10, help="Bootstrap replicates.")] = 400,
-    budget_tolerance: ToleranceOption = 0.1,
-    fixed_e: FixedEOption = None,
-    exclude_worst: ExcludeOption = 0,
-    window: WindowOption = None,
-    params_col: ColumnOption = None,
-    tokens_col: ColumnOption = None,
-    loss_col: ColumnOption = None,
-    flops_col: ColumnOption = None,
-    budget_col: ColumnOption = None,
+    options: TableOptions = TableOptions(),
 ) -> None:
     """Fit IsoFLOP parabolas and power laws (Approach 2) and/or L(N, D) (Approach 3); write fits.json."""
     from analysis.fits import document
 
-    options = _fit_options(
-        method,
-        resamples,
-        budget_tolerance,
-        fixed_e,
-        exclude_worst,
-        window,
-        params_col=params_col,
-        tokens_col=tokens_col,
-        loss_col=loss_col,
-        flops_col=flops_col,
-        budget_col=budget_col,
-    )
-    data, result = _load_fits(table, options, fits, refit=True, quiet=as_json, window_given=window is not None)
+    data, result = load_fits(table, options, method, refit=True, quiet=as_json)
     out = document(result, data, str(table))
     if as_json:
         summary = {k: v for k, v in out.items() if k != "bootstrap"}
         for name in ("isoflop", "parametric"):
             if name in summary:
                 summary[name] = {k: v for k, v in summary[name].items() if k != "bootstrap"}
-        typer.echo(json.dumps(summary.get(method) if method != "all" else summary, default=list))
+        said = _said(data, result)  # what the console would show
+        chosen = summary | said if method == "all" else (summary.get(method) or {}) | said
+        typer.echo(json.dumps(chosen, default=list))
         return
     for note in out["notes"]:
         out_console.print(f"note: {note}", highlight=False)
@@ -189,44 +231,22 @@ def fit_command(
             )
 
 
+@table_options()
 def optimal_command(
     table: Annotated[Path, typer.Argument(help="Results table (as for `ehrscale fit`).")],
     budget: Annotated[float, typer.Option(help="Compute budget in FLOPs, e.g. 1e20.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print only JSON.")] = False,
-    fits: FitsOption = None,
-    resamples: ResamplesOption = None,
-    budget_tolerance: ToleranceOption = 0.1,
-    fixed_e: FixedEOption = None,
-    exclude_worst: ExcludeOption = 0,
-    window: WindowOption = None,
-    params_col: ColumnOption = None,
-    tokens_col: ColumnOption = None,
-    loss_col: ColumnOption = None,
-    flops_col: ColumnOption = None,
-    budget_col: ColumnOption = None,
+    options: TableOptions = TableOptions(),
 ) -> None:
     """For a budget: the compute-optimal model size and token count (and loss), with intervals, from both approaches."""
     from analysis.answers import optimal
 
     if not budget > 0:
         raise UserError(f"--budget must be a positive number of FLOPs, got {budget}")
-    options = _fit_options(
-        "all",
-        resamples,
-        budget_tolerance,
-        fixed_e,
-        exclude_worst,
-        window,
-        params_col=params_col,
-        tokens_col=tokens_col,
-        loss_col=loss_col,
-        flops_col=flops_col,
-        budget_col=budget_col,
-    )
-    data, result = _load_fits(table, options, fits, quiet=as_json, window_given=window is not None)
+    data, result = load_fits(table, options, quiet=as_json)
     answer = optimal(result.isoflop, result.parametric, budget, list(result.auroc_laws), data.cost)
     if as_json:
-        typer.echo(json.dumps(answer, default=float))
+        typer.echo(json.dumps(answer | _said(data, result), default=float))
         return
     compute = answer["compute"]
     out_console.print(
@@ -257,6 +277,7 @@ def optimal_command(
         )
 
 
+@table_options()
 def next_grid_command(
     table: Annotated[Path, typer.Argument(help="Results table (as for `ehrscale fit`).")],
     budget: Annotated[float, typer.Option(help="The new budget in FLOPs.")],
@@ -272,29 +293,12 @@ def next_grid_command(
     from_spec: Annotated[
         Path | None, typer.Option(help="The sweep spec the table came from (default: the sweep.json beside the table).")
     ] = None,
-    fits: FitsOption = None,
-    resamples: ResamplesOption = None,
-    budget_tolerance: ToleranceOption = 0.1,
-    params_col: ColumnOption = None,
-    tokens_col: ColumnOption = None,
-    loss_col: ColumnOption = None,
-    flops_col: ColumnOption = None,
-    budget_col: ColumnOption = None,
+    options: TableOptions = TableOptions(),
 ) -> None:
     """Model sizes for a new budget, centred on the predicted optimum (Approach 2) and spanning it."""
     from analysis.answers import next_grid
 
-    options = _fit_options(
-        "all",
-        resamples,
-        budget_tolerance,
-        params_col=params_col,
-        tokens_col=tokens_col,
-        loss_col=loss_col,
-        flops_col=flops_col,
-        budget_col=budget_col,
-    )
-    data, result = _load_fits(table, options, fits)
+    data, result = load_fits(table, options)
     if result.isoflop is None:
         raise UserError(f"next-grid centres on Approach 2's N*, which this table cannot give: {result.isoflop_error}")
     n_opt = result.isoflop.n_opt(budget)
@@ -323,18 +327,16 @@ def next_grid_command(
         )
 
 
-def _studies(
-    tables: list[Path], options, fits: Path | None, figures: Path | None = None, window_given: bool = False
-) -> list:
+def _studies(tables: list[Path], options: TableOptions, figures: Path | None = None) -> list:
     """Each table with its fits and its family's label; with several tables, each has its own fits.json and its
     figures in a subfolder named by its label."""
     from analysis.compare import Study, study_label
 
-    if len(tables) > 1 and fits is not None:
+    if len(tables) > 1 and options.fits is not None:
         raise UserError("--fits names one fits.json: give one table with it (several tables keep one beside each)")
     studies = []
     for table in tables:
-        data, result = _load_fits(table, options, fits, window_given=window_given)
+        data, result = load_fits(table, options)
         label = study_label(data, table)
         if any(s.label == label for s in studies):
             raise UserError(f"{table}: a second table of {label}; give one table per family")
@@ -343,6 +345,7 @@ def _studies(
     return studies
 
 
+@table_options()
 def plot_command(
     tables: Annotated[
         list[Path], typer.Argument(help="Results table (as for `ehrscale fit`); several: one per model family.")
@@ -350,37 +353,14 @@ def plot_command(
     out: Annotated[
         Path, typer.Option(help="Folder for the figures (PNG and SVG); several tables: one subfolder each.")
     ],
-    fits: FitsOption = None,
-    resamples: ResamplesOption = None,
-    budget_tolerance: ToleranceOption = 0.1,
-    fixed_e: FixedEOption = None,
-    exclude_worst: ExcludeOption = 0,
-    window: WindowOption = None,
-    params_col: ColumnOption = None,
-    tokens_col: ColumnOption = None,
-    loss_col: ColumnOption = None,
-    flops_col: ColumnOption = None,
-    budget_col: ColumnOption = None,
+    options: TableOptions = TableOptions(),
 ) -> None:
     """IsoFLOP curves, N_opt(C) and D_opt(C) with extrapolation bands, the loss frontier, AUROC figures; with
     several tables, each one's in a subfolder and the families side by side in the folder itself."""
     from analysis.compare import comparison_figures
     from analysis.plots import plot_all
 
-    options = _fit_options(
-        "all",
-        resamples,
-        budget_tolerance,
-        fixed_e,
-        exclude_worst,
-        window,
-        params_col=params_col,
-        tokens_col=tokens_col,
-        loss_col=loss_col,
-        flops_col=flops_col,
-        budget_col=budget_col,
-    )
-    studies = _studies(tables, options, fits, out, window_given=window is not None)
+    studies = _studies(tables, options, out)
     paths = [path for s in studies for path in plot_all(s.table, s.fits, s.figures)]
     if len(studies) > 1:
         paths += comparison_figures(studies, out)
@@ -388,6 +368,7 @@ def plot_command(
         out_console.print(f"wrote {path}", highlight=False)
 
 
+@table_options()
 def report_command(
     tables: Annotated[
         list[Path],
@@ -401,17 +382,7 @@ def report_command(
     beyond: Annotated[
         str, typer.Option(help="Budgets past the grid to answer for, as multiples of its largest.")
     ] = "10,100,1000",
-    fits: FitsOption = None,
-    resamples: ResamplesOption = None,
-    budget_tolerance: ToleranceOption = 0.1,
-    fixed_e: FixedEOption = None,
-    exclude_worst: ExcludeOption = 0,
-    window: WindowOption = None,
-    params_col: ColumnOption = None,
-    tokens_col: ColumnOption = None,
-    loss_col: ColumnOption = None,
-    flops_col: ColumnOption = None,
-    budget_col: ColumnOption = None,
+    options: TableOptions = TableOptions(),
 ) -> None:
     """One page of what a sweep found: IsoFLOP minima, laws with intervals, optimal N and D past the grid, AUROC.
     Several tables (one per model family): the families side by side, then a section each."""
@@ -423,20 +394,7 @@ def report_command(
         multiples = tuple(float(x) for x in beyond.split(","))
     except ValueError:
         raise UserError(f"--beyond must be comma-separated numbers, got {beyond!r}") from None
-    options = _fit_options(
-        "all",
-        resamples,
-        budget_tolerance,
-        fixed_e,
-        exclude_worst,
-        window,
-        params_col=params_col,
-        tokens_col=tokens_col,
-        loss_col=loss_col,
-        flops_col=flops_col,
-        budget_col=budget_col,
-    )
-    studies = _studies(tables, options, fits, figures, window_given=window is not None)
+    studies = _studies(tables, options, figures)
     if len(studies) == 1:
         text = render(
             studies[0].table,

@@ -189,7 +189,7 @@ def _this_gpu_gib() -> float:
     """This machine's first GPU in GiB: its allocator's limit over the fraction of the device that limit is."""
     import os
 
-    from scaling.step import device_memory_limit
+    from scaling.training.step import device_memory_limit
 
     limit = device_memory_limit()
     fraction = float(os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.75"))
@@ -287,7 +287,7 @@ def submit_command(
             raise typer.Exit(code=1)
 
 
-def _recorded(spec: Path, runs_root: str | None) -> tuple[SweepSpec, Path, Plan | None]:
+def recorded_sweep(spec: Path, runs_root: str | None) -> tuple[SweepSpec, Path, Plan | None]:
     """The sweep, its folder, and a plan only where the folder has no plan.json yet (a sweep never run)."""
     try:
         sweep = load_sweep(spec)
@@ -317,7 +317,7 @@ def status_command(
     """Where each run stands, read from the run folders (no prepared dataset needed); a submitted sweep's job too."""
     from scaling.sweep.submit import job_status
 
-    sweep, folder, plan = _recorded(spec, runs_root)
+    sweep, folder, plan = recorded_sweep(spec, runs_root)
     frame, notes = collect(folder, sweep.tasks, plan)
     table = Table(title=f"{sweep.name} v{sweep.version} in {folder}")
     for column in ("run", "budget", "width", "state", "step", "loss", "preemptions", "failures", "error"):
@@ -361,7 +361,7 @@ def collect_command(
     ] = None,
 ) -> None:
     """Write runs.parquet from the run folders: one row per run, with the columns the analysis reads."""
-    sweep, folder, plan = _recorded(spec, runs_root)
+    sweep, folder, plan = recorded_sweep(spec, runs_root)
     if not folder.exists():
         raise UserError(f"{folder}: no runs yet; start them with `ehrscale sweep run {spec}`")
     path, frame, notes = write_runs_table(folder, out, sweep.tasks, plan)

@@ -15,12 +15,10 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from scaling.record import RunError
+
 if TYPE_CHECKING:
     from scaling.recipe import Recipe
-
-
-class RunError(Exception):
-    """A run that cannot start as asked; the message says why."""
 
 
 SHAPE_CODES = {"cosine": 0.0, "linear": 1.0, "1-sqrt": 2.0}  # the schedule's shape, as a number the step takes
