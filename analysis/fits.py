@@ -21,7 +21,7 @@ from analysis.cost import CostModel
 from analysis.downstream import AurocLaw, auroc_tasks, fit_auroc, loss_vs_auroc
 from analysis.isoflop import WINDOW, IsoflopFit, PowerLaw, Vertex, fit_isoflop
 from analysis.parametric import ParametricFit, fit_parametric
-from analysis.table import Table, TableError
+from analysis.table import BUDGET_GROUPING, Table, TableError
 
 FITS_FORMAT = 3  # 3: vertex replicates from the pooled loss noise (isoflop.vertex_noise)
 FITS = "fits.json"
@@ -34,7 +34,7 @@ class FitOptions:
     """What decides a fit (all but `resamples` are in the key)."""
 
     method: str = "all"
-    budget_tolerance: float = 0.1
+    budget_tolerance: float = BUDGET_GROUPING
     fixed_E: float | None = None
     exclude_worst: int = 0
     window: float | None = WINDOW  # Approach 2's parabola: runs within this factor of a budget's best (None: all)

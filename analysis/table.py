@@ -26,6 +26,8 @@ import polars as pl
 from analysis.cost import CostModel
 
 REQUIRED = ("params", "tokens", "loss")
+# Without a budget column, runs whose FLOPs agree within this fraction share a budget (--budget-tolerance).
+BUDGET_GROUPING = 0.1
 
 
 class TableError(Exception):
@@ -70,7 +72,7 @@ class Table:
 def read(
     path: Path,
     columns: dict[str, str] | None = None,
-    budget_tolerance: float = 0.1,
+    budget_tolerance: float = BUDGET_GROUPING,
     loss_units: dict[str, str] | None = None,
 ) -> Table:
     """Load, rename, validate and group a results table; `loss_units` names each family's loss unit (the caller's
@@ -107,7 +109,7 @@ def prepare(
     frame: pl.DataFrame,
     name: str = "table",
     columns: dict[str, str] | None = None,
-    budget_tolerance: float = 0.1,
+    budget_tolerance: float = BUDGET_GROUPING,
     loss_units: dict[str, str] | None = None,
 ) -> Table:
     renames = {source: target for target, source in (columns or {}).items()}

@@ -28,7 +28,7 @@ class TableOptions:
 
     fits: Path | None = None
     resamples: int | None = None
-    budget_tolerance: float = 0.1
+    budget_tolerance: float | None = None  # None: analysis.table.BUDGET_GROUPING
     fixed_e: float | None = None
     exclude_worst: int = 0
     window: float | None = None  # None: the sweep's [fit] window, else analysis.isoflop.WINDOW; 0: every run
@@ -37,12 +37,12 @@ class TableOptions:
     def fit_options(self, method: str = "all"):
         from analysis.fits import FitOptions
         from analysis.isoflop import WINDOW
-        from analysis.table import TableError
+        from analysis.table import BUDGET_GROUPING, TableError
 
         try:
             return FitOptions(
                 method=method,
-                budget_tolerance=self.budget_tolerance,
+                budget_tolerance=BUDGET_GROUPING if self.budget_tolerance is None else self.budget_tolerance,
                 fixed_E=self.fixed_e,
                 exclude_worst=self.exclude_worst,
                 window=WINDOW if self.window is None else (self.window or None),
@@ -53,13 +53,8 @@ class TableOptions:
             raise UserError(str(error)) from None
 
 
-def _table_parameters(resamples_default: int | None) -> list[inspect.Parameter]:
+def _table_parameters() -> list[inspect.Parameter]:
     """The typer parameters of TableOptions, declared once for every analysis command."""
-    resamples_help = (
-        "Bootstrap replicates."
-        if resamples_default
-        else "Bootstrap replicates (default: those of a current fits.json, else 400)."
-    )
     options = {
         "fits": (
             Path | None,
@@ -69,14 +64,24 @@ def _table_parameters(resamples_default: int | None) -> list[inspect.Parameter]:
                 "the current folder)."
             ),
         ),
-        "resamples": (int | None, resamples_default, typer.Option(min=10, help=resamples_help)),
+        "resamples": (
+            int | None,
+            None,
+            typer.Option(
+                min=10,
+                help="Bootstrap replicates (default: analysis.fits.RESAMPLES for `fit`, which fits again; the other "
+                "commands reuse a current fits.json's).",
+                show_default=False,
+            ),
+        ),
         "budget_tolerance": (
-            float,
-            0.1,
+            float | None,
+            None,
             typer.Option(
                 min=0.0,
                 help="Runs whose FLOPs agree within this fraction share a budget (used when the table has no budget "
-                "column).",
+                "column; default: analysis.table.BUDGET_GROUPING).",
+                show_default=False,
             ),
         ),
         "fixed_e": (
@@ -110,11 +115,11 @@ def _table_parameters(resamples_default: int | None) -> list[inspect.Parameter]:
     ]
 
 
-def table_options(resamples_default: int | None = None) -> Callable:
+def table_options() -> Callable:
     """A command that takes `options: TableOptions` gets TableOptions' typer parameters in its place."""
 
     def decorate(command: Callable) -> Callable:
-        shared = _table_parameters(resamples_default)
+        shared = _table_parameters()
         names = [p.name for p in shared]
         signature = inspect.signature(command)
         own = [p for p in signature.parameters.values() if p.name != "options"]
@@ -171,7 +176,7 @@ def _interval_text(pair, digits: str = ".3f") -> str:
     return f"[{pair[0]:{digits}}, {pair[1]:{digits}}]" if pair else "(no interval)"
 
 
-@table_options(resamples_default=400)
+@table_options()
 def fit_command(
     table: Annotated[
         Path, typer.Argument(help="Results table: runs.parquet or a CSV (params, tokens, loss; flops, budget).")
@@ -187,8 +192,10 @@ def fit_command(
     options: TableOptions = TableOptions(),
 ) -> None:
     """Fit IsoFLOP parabolas and power laws (Approach 2) and/or L(N, D) (Approach 3); write fits.json."""
-    from analysis.fits import document
+    from analysis.fits import RESAMPLES, document
 
+    if options.resamples is None:  # fitting again: the default replicates, not those of the fits.json it replaces
+        options = dataclasses.replace(options, resamples=RESAMPLES)
     data, result = load_fits(table, options, method, refit=True, quiet=as_json)
     out = document(result, data, str(table))
     if as_json:
