@@ -298,7 +298,8 @@ class RunFolder:
         """spec.json, or None before training started."""
         if not self.spec_path.exists():
             return None
-        return _from_json(StartRecord, json.loads(self.spec_path.read_text()))
+        data = json.loads(self.spec_path.read_text())
+        return _from_json(StartRecord, {"spec": {}, "result_fields": {}} | data)  # a damaged one still compares
 
     def write_start(self, record: StartRecord) -> None:
         self.path.mkdir(parents=True, exist_ok=True)

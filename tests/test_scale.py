@@ -68,4 +68,4 @@ def test_train_then_evaluate_on_two_thousand_patients(tmp_path):
         assert 0 < columns[f"auprc_{task}"] < 1
         assert 0.5 < report.tasks[task].baselines["xgboost"]["auroc"] <= 1
         assert report.tasks[task].oracle["auroc"] > 0.7
-        assert report[task]["probe"]["n"] > 100
+        assert report.tasks[task].probe["n"] > 100

@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from scaling.cli import app
-from scaling.record import RunFolder
+from scaling.record import TRAIN_LOG, RunFolder
 from scaling.sweep.driver import connect, run_sweep
 from scaling.sweep.spec import parse_sweep
 from tests.helpers import EHRSCALE, TASK, sweep_source, write_toml
@@ -116,11 +116,17 @@ def test_a_failing_run_is_retried_then_marked_failed_and_the_others_finish(ray_c
 
 
 def _workers_running(run_dir: Path) -> list[psutil.Process]:
+    """This sweep's Ray workers training `run_dir` (they hold its train.log open), never another session's."""
+    log = str((run_dir / TRAIN_LOG).resolve())
     found = []
     for process in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(process.info["cmdline"] or [])
-        if cmdline.startswith("ray::execute_unit"):
-            found.append(process)
+        if not " ".join(process.info["cmdline"] or []).startswith("ray::execute_unit"):
+            continue
+        try:
+            if any(f.path == log for f in process.open_files()):
+                found.append(process)
+        except psutil.Error:  # ended meanwhile, or not ours to inspect
+            continue
     return found
 
 

@@ -18,6 +18,7 @@ from scaling.recipe import Candidate, Recipe, candidates, override
 from scaling.runspec import SpecError
 from scaling.sweep.plan import budget_tag
 from scaling.sweep.spec import load_sweep, parse_sweep
+from scaling.sweep.state import PLAN_RECORD, SWEEP_RECORD, read_plan_record, read_sweep_record
 
 
 class NextGridError(Exception):
@@ -55,13 +56,12 @@ def _source(table: Path, from_spec: Path | None) -> tuple[dict, Recipe, int, int
         }
         return fields, sweep.recipe, inputs.vocab_size, inputs.context
     folder = Path(table).resolve().parent
-    record, plan = folder / "sweep.json", folder / "plan.json"
-    if not (record.exists() and plan.exists()):
+    sweep, planned = read_sweep_record(folder), read_plan_record(folder)
+    if not (sweep and planned):
         raise NextGridError(
-            f"{folder} has no sweep.json and plan.json (a sweep's runs.parquet has them beside it): "
+            f"{folder} has no {SWEEP_RECORD} and {PLAN_RECORD} (a sweep's runs.parquet has them beside it): "
             "pass the sweep spec the table came from with --from-spec"
         )
-    sweep, planned = json.loads(record.read_text()), json.loads(plan.read_text())
     recipe = override(Recipe(family=sweep["family"]), sweep["recipe"])
     fields = {
         "name": sweep["name"],

@@ -132,10 +132,9 @@ def check_sweep_record(sweep: SweepSpec, folder: Path, data_hash: str) -> None:
 
 def fit_window(table: Path) -> float | None:
     """The [fit] window of the sweep whose runs.parquet `table` is (its sweep.json beside it), or None."""
-    path = Path(table).parent / SWEEP_RECORD
     try:
-        return json.loads(path.read_text()).get("fit", {}).get("window")
-    except (OSError, ValueError, AttributeError):
+        return read_sweep_record(Path(table).parent).get("fit", {}).get("window")
+    except (OSError, ValueError, AttributeError):  # unreadable: the fitting commands' own default
         return None
 
 
@@ -244,7 +243,8 @@ def run_state(
     return RunState("pending", 0, steps, **counts)
 
 
-def _sweep_record(folder: Path) -> dict:
+def read_sweep_record(folder: Path) -> dict:
+    """sweep.json ({} if the folder has none)."""
     path = folder / SWEEP_RECORD
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -314,7 +314,7 @@ def collect(
     tasks = spec_tasks if spec_tasks is not None else tuple((record or {}).get("tasks", ()))
     family = (record or {}).get("family") or (plan.sweep.family if plan else None)
     convention = (record or {}).get("convention") or (plan.sweep.convention if plan else None)
-    sweep = _sweep_record(folder)
+    sweep = read_sweep_record(folder)
     notes: list[str] = []
     run_dirs = (
         sorted(p for p in folder.iterdir() if p.is_dir() and (RunFolder(p).started or p.name in planned))
