@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from scaling.record import RESULT_FORMAT, ResultRecord
 from scaling.runspec import RunSpec, parse_spec
 
 EHRSCALE = str(Path(sys.executable).with_name("ehrscale"))
@@ -143,3 +144,29 @@ def with_masked_metrics(frame: pl.DataFrame) -> pl.DataFrame:
         value_mse=pl.lit(0.0612),
         value_pearson_median=pl.lit(0.4321),
     )
+
+
+NUMBERS = {name: 1.0 for name in ("layers", "heads", "seed", "flops", "tokens", "steps", "mfu", "flops_exact")}
+RESULT = ResultRecord(  # a finished run's record, for tests of what reads one
+    format=RESULT_FORMAT,
+    status="ok",
+    family="timeline",
+    width=16,
+    budget=1e12,
+    convention="exact",
+    flops_per_token=2.0,
+    flops_per_token_exact=2.0,
+    params=1000,
+    params_nonembed=500,
+    tokens_per_step=64,
+    loss=1.5,
+    loss_se=0.01,
+    loss_split="tuning",
+    loss_sequences=64,
+    loss_tokens=4096,
+    train_loss=1.6,
+    wall_seconds=3.0,
+    tokens_per_s=100.0,
+    fingerprint="ab",
+    **NUMBERS,
+)

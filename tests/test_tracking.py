@@ -8,11 +8,11 @@ import pytest
 from typer.testing import CliRunner
 
 from scaling.cli import app
-from scaling.record import EvalRecord, ResultRecord, RunFolder, TaskEval
+from scaling.record import EvalRecord, RunFolder, TaskEval
 from scaling.run import run, tracker_summary
 from scaling.runspec import SpecError, parse_spec
 from scaling.tracking import TensorBoardTracker
-from tests.helpers import make_spec
+from tests.helpers import RESULT, make_spec
 
 
 def _metrics(out: Path) -> list[dict]:
@@ -50,14 +50,7 @@ def test_a_tracker_run_ends_with_each_scored_tasks_auroc(tmp_path):
     probe = {"status": "ok", "auroc": 0.71, "auroc_lo": 0.65, "auroc_hi": 0.76}
     folder = RunFolder(tmp_path)
     folder.write_evaluation(EvalRecord({"long_stay": TaskEval(probe), "mortality": TaskEval({"status": "too small"})}))
-    numbers = {name: 1.0 for name in ("layers", "heads", "seed", "flops", "tokens", "steps", "mfu")}
-    result = ResultRecord(
-        format=2, status="ok", family="timeline", width=16, budget=None, convention="exact",
-        flops_per_token=1.0, flops_per_token_exact=1.0, flops_exact=1.0, params=1000, params_nonembed=500,
-        tokens_per_step=1, loss=1.5, loss_se=0.1, loss_split="tuning", loss_sequences=1, loss_tokens=1,
-        train_loss=1.6, wall_seconds=1.0, tokens_per_s=1.0, fingerprint="ab", **numbers,
-    )  # fmt: skip
-    summary = tracker_summary(result, folder)
+    summary = tracker_summary(RESULT, folder)
     assert summary["loss"] == 1.5 and summary["params"] == 1000 and summary["auroc_long_stay"] == 0.71
     assert "auroc_mortality" not in summary and "fingerprint" not in summary and "status" not in summary
     assert "format" not in summary
