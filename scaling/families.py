@@ -37,11 +37,7 @@ class DataKind:
     tokenizer_files: tuple[str, ...]  # under the prepared dataset's root: what turns data into the model's input
     vectors: str  # "module:function": a frozen model's vector per cohort row (scaling.eval.evaluate)
     packs_bags: bool  # rows are bags packed whole: bags_per_row applies, and the bags' own baselines are scored
-    unit: str  # what one loss term is: "token" or "masked lab"
     card: Callable  # (manifest, model config dict, family) -> the model card's "input it expects" and "data it saw"
-
-    def __str__(self) -> str:
-        return self.name
 
 
 def _timeline_loader(dataset, split, recipe, rows, seed, evaluation):
@@ -89,7 +85,6 @@ TIMELINES = DataKind(
     tokenizer_files=("vocab/vocab.parquet", "vocab/quantiles.parquet", "vocab/tokenizer.json"),
     vectors="scaling.eval.evaluate:timeline_vectors",
     packs_bags=False,
-    unit="token",
     card=_timeline_card,
 )
 BAGS = DataKind(
@@ -117,7 +112,6 @@ BAGS = DataKind(
     ),
     vectors="scaling.eval.evaluate:bag_vectors",
     packs_bags=True,
-    unit="masked lab",
     card=_bag_card,
 )
 
