@@ -114,7 +114,7 @@ def check_sweep_record(sweep: SweepSpec, folder: Path, data_hash: str) -> None:
     fit = {"fit": {"window": sweep.fit_window}} if sweep.fit_window else {}
     path = folder / SWEEP_RECORD
     if path.exists():
-        old = json.loads(path.read_text())
+        old = read_sweep_record(folder)
         old_fit = {"fit": old.pop("fit")} if "fit" in old else {}
         differ = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
         if differ:
@@ -183,10 +183,9 @@ def write_plan_record(plan: Plan, folder: Path) -> None:
             for t in plan.trunks
         ],
     }
-    path = folder / PLAN_RECORD
-    if not path.exists() or json.loads(path.read_text()) != json.loads(json.dumps(record)):
+    if read_plan_record(folder) != json.loads(json.dumps(record)):  # none yet, or another plan
         folder.mkdir(parents=True, exist_ok=True)
-        write_json(path, record)
+        write_json(folder / PLAN_RECORD, record)
 
 
 def read_plan_record(folder: Path) -> dict | None:
