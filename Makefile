@@ -1,4 +1,5 @@
-# The two entry points: `make demo` runs the main job on the built-in data, `make test` runs the tests.
+# The two entry points: `make demo` runs the main job on the built-in data, `make test` runs the tests (`make study`
+# runs the whole built-in study).
 # Each bootstraps everything it needs on a fresh machine: uv (in .tools/), then .venv from uv.lock.
 PYTHON ?= python3
 UV_VERSION := 0.13.9
@@ -6,16 +7,20 @@ UV := .tools/bin/uv
 VENV := .venv
 EHRSCALE := $(VENV)/bin/ehrscale
 DEMO := out/demo
+STUDY := out/study
 DEMO_PATIENTS ?= 21500
-DEMO_RUNS := $(DEMO)/runs/demo/5
 # The MIMIC-IV tables the demo reads: the core ones. `data prepare` reads the ICU charts, omr, emar, microbiology
-# and DRGs too by default (docs/data.md); the demo's three grids were sized and run on the core tables, and more
-# tables change the data and so every run (issue 18: moving the demo to them means sizing its grids again).
+# and DRGs too by default (docs/data.md); the grids were sized and run on the core tables, and more tables change
+# the data and so every run (issue 18: moving to them means sizing the grids again).
 DEMO_SOURCE_TABLES := icustays,transfers,diagnoses_icd,procedures_icd,prescriptions,labevents
-# The three grids of the built-in study (sweeps/*.toml): the timeline decoder, Labrador and BERT on lab bags.
-DEMO_TABLES := $(DEMO_RUNS)/runs.parquet $(DEMO)/runs/labrador-demo/5/runs.parquet $(DEMO)/runs/bert-demo/4/runs.parquet
+# `make demo`: the timeline decoder and Labrador (the study's two halves, timelines and lab bags) through one queue.
+# `make study`: those and the BERT baseline on the same lab bags, one report with the three side by side; it reuses
+# the demo's data and runs (every sweep keeps its runs under out/demo/runs).
+DEMO_SWEEPS := sweeps/demo.toml sweeps/labrador-demo.toml
+STUDY_SWEEPS := $(DEMO_SWEEPS) sweeps/bert-demo.toml
+DATA := --mimic $(DEMO)/mimic --synth-patients $(DEMO_PATIENTS) --synth-seed 0 --tables $(DEMO_SOURCE_TABLES)
 
-.PHONY: demo test test-slow test-faults test-cluster lint bench lock clean
+.PHONY: demo study test test-slow test-faults test-cluster lint bench lock clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -26,20 +31,12 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 	@touch $@
 
 demo: $(VENV)/.synced
-	@if [ -f $(DEMO)/mimic/hosp/patients.csv.gz ]; then echo "reusing the synthetic MIMIC-IV in $(DEMO)/mimic"; \
-	else $(EHRSCALE) data synth --out $(DEMO)/mimic --patients $(DEMO_PATIENTS) --seed 0; fi
-	@if [ -f $(DEMO)/prep/manifest.json ]; then echo "reusing the prepared dataset in $(DEMO)/prep"; \
-	else $(EHRSCALE) data prepare --mimic $(DEMO)/mimic --out $(DEMO)/prep --tables $(DEMO_SOURCE_TABLES); fi
-	$(EHRSCALE) sweep run sweeps/demo.toml
-	$(EHRSCALE) sweep run sweeps/labrador-demo.toml
-	$(EHRSCALE) sweep run sweeps/bert-demo.toml
-	@if [ -n "$$(find $(DEMO)/report.md -newer $(word 1,$(DEMO_TABLES)) -newer $(word 2,$(DEMO_TABLES)) -newer $(word 3,$(DEMO_TABLES)) 2>/dev/null)" ]; \
-	then echo "reusing the fits, figures and report (no runs.parquet changed)"; \
-	else for table in $(DEMO_TABLES); do $(EHRSCALE) fit $$table || exit 1; done \
-	  && $(EHRSCALE) plot $(DEMO_TABLES) --out $(DEMO)/figures \
-	  && $(EHRSCALE) report $(DEMO_TABLES) --figures $(DEMO)/figures \
-	       --title "ehrscale demo: the timeline decoder, Labrador and BERT on the built-in synthetic MIMIC-IV" --out $(DEMO)/report.md; fi
-	@echo "demo: report in $(DEMO)/report.md; runs in $(DEMO)/runs/*/ (runs.parquet, fits.json); figures in $(DEMO)/figures"
+	$(EHRSCALE) study $(DEMO_SWEEPS) --out $(DEMO) $(DATA) \
+	  --title "ehrscale demo: the timeline decoder and Labrador on the built-in synthetic MIMIC-IV"
+
+study: $(VENV)/.synced
+	$(EHRSCALE) study $(STUDY_SWEEPS) --out $(STUDY) $(DATA) \
+	  --title "ehrscale study: the timeline decoder, Labrador and BERT on the built-in synthetic MIMIC-IV"
 
 test: $(VENV)/.synced
 	$(VENV)/bin/pytest -q

@@ -90,7 +90,9 @@ class ParametricFit:
 
     @property
     def G(self) -> float:
-        return (self.alpha * self.A / (self.beta * self.B)) ** (1 / (self.alpha + self.beta))
+        """The allocation's constant; NaN where a fitted exponent or coefficient is negative (no optimum)."""
+        base = self.alpha * self.A / (self.beta * self.B)
+        return float(base ** (1 / (self.alpha + self.beta))) if base > 0 else float("nan")
 
     def loss(self, n: float, d: float) -> float:
         return self.E + self.A / n**self.alpha + self.B / d**self.beta

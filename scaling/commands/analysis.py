@@ -334,7 +334,7 @@ def next_grid_command(
         )
 
 
-def _studies(tables: list[Path], options: TableOptions, figures: Path | None = None) -> list:
+def _studies(tables: list[Path], options: TableOptions, figures: Path | None = None, quiet: bool = False) -> list:
     """Each table with its fits and its family's label; with several tables, each has its own fits.json and its
     figures in a subfolder named by its label."""
     from analysis.compare import Study, study_label
@@ -343,7 +343,7 @@ def _studies(tables: list[Path], options: TableOptions, figures: Path | None = N
         raise UserError("--fits names one fits.json: give one table with it (several tables keep one beside each)")
     studies = []
     for table in tables:
-        data, result = load_fits(table, options)
+        data, result = load_fits(table, options, quiet=quiet)
         label = study_label(data, table)
         if any(s.label == label for s in studies):
             raise UserError(f"{table}: a second table of {label}; give one table per family")
@@ -364,15 +364,20 @@ def plot_command(
 ) -> None:
     """IsoFLOP curves, N_opt(C) and D_opt(C) with extrapolation bands, the loss frontier, AUROC figures; with
     several tables, each one's in a subfolder and the families side by side in the folder itself."""
+    for path in write_figures(tables, out, options):
+        out_console.print(f"wrote {path}", highlight=False)
+
+
+def write_figures(tables: list[Path], out: Path, options: TableOptions, quiet: bool = False) -> list[Path]:
+    """Each table's figures (in a subfolder each when there are several) and the families side by side."""
     from analysis.compare import comparison_figures
     from analysis.plots import plot_all
 
-    studies = _studies(tables, options, out)
+    studies = _studies(tables, options, out, quiet)
     paths = [path for s in studies for path in plot_all(s.table, s.fits, s.figures)]
     if len(studies) > 1:
         paths += comparison_figures(studies, out)
-    for path in paths:
-        out_console.print(f"wrote {path}", highlight=False)
+    return paths
 
 
 @table_options()
@@ -393,15 +398,29 @@ def report_command(
 ) -> None:
     """One page of what a sweep found: IsoFLOP minima, laws with intervals, optimal N and D past the grid, AUROC.
     Several tables (one per model family): the families side by side, then a section each."""
-    from analysis.compare import render_studies
-    from analysis.report import render
-    from scaling.data.atomic import write_text
-
     try:
         multiples = tuple(float(x) for x in beyond.split(","))
     except ValueError:
         raise UserError(f"--beyond must be comma-separated numbers, got {beyond!r}") from None
-    studies = _studies(tables, options, figures)
+    write_report(tables, out, figures, title, options, multiples)
+    out_console.print(f"wrote {out}", highlight=False)
+
+
+def write_report(
+    tables: list[Path],
+    out: Path,
+    figures: Path | None,
+    title: str,
+    options: TableOptions,
+    beyond: tuple[float, ...] = (10.0, 100.0, 1000.0),
+    quiet: bool = False,
+) -> None:
+    """One table's report, or several side by side then a section each, written to `out`."""
+    from analysis.compare import render_studies
+    from analysis.report import render
+    from scaling.data.atomic import write_text
+
+    studies = _studies(tables, options, figures, quiet)
     if len(studies) == 1:
         text = render(
             studies[0].table,
@@ -410,13 +429,12 @@ def report_command(
             source=studies[0].source,
             figures=figures,
             report_dir=out.parent,
-            beyond=multiples,
+            beyond=beyond,
         )
     else:
-        text = render_studies(studies, title=title, report_dir=out.parent, figures=figures, beyond=multiples)
+        text = render_studies(studies, title=title, report_dir=out.parent, figures=figures, beyond=beyond)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, text)
-    out_console.print(f"wrote {out}", highlight=False)
 
 
 def lr_fit_command(

@@ -14,7 +14,7 @@ from scaling.runspec import SpecError
 from scaling.sweep.plan import Plan, make_plan
 from scaling.sweep.spec import SweepSpec, load_sweep
 from scaling.sweep.state import collect, read_plan_record, run_state, write_runs_table
-from scaling.sweep.throughput import estimate_seconds, measured_throughput, timed_throughput
+from scaling.sweep.throughput import estimate_seconds, measured_throughput, planned_seconds, timed_throughput
 
 sweep_app = typer.Typer(help="Plan, run and follow IsoFLOP sweeps (sweeps/*.toml) on Ray.", no_args_is_help=True)
 
@@ -93,11 +93,10 @@ def plan_command(
     batch = sweep.recipe.batch_rows * plan.inputs.context
     for r in plan.runs:
         c = r.candidate
-        seconds = estimate_seconds(throughput, c)
-        if seconds is not None:  # a branch trains its cool-down and its share of its trunk
-            seconds *= r.flops_spent / c.flops
-        total_seconds += seconds or 0.0
-        unknown += seconds is None
+        # a branch trains its cool-down and its share of its trunk; a width no finished run measured: the prior
+        seconds = planned_seconds(throughput, c, r.spec.steps_spent(c.steps), len(r.spec.tasks))
+        total_seconds += seconds
+        unknown += estimate_seconds(throughput, c) is None
         table.add_row(
             r.run_id,
             f"{r.budget:.3g}",
@@ -112,7 +111,7 @@ def plan_command(
             f"{r.spec.recipe.learning_rate(c.width):.3g}",
             f"{c.flops:.3g}",
             f"{r.epochs:.2f}",
-            _human(seconds),
+            _human(seconds) + ("*" if estimate_seconds(throughput, c) is None else ""),
             *(
                 (f"{throughput.mfu[c.width]:.1%}", _bytes(throughput.step_bytes[c.width], throughput, c.width))
                 if throughput.mfu
@@ -123,7 +122,6 @@ def plan_command(
     slots = (
         max(1, int(_cpu_count() // sweep.resources.cpus)) if not (sweep.resources.gpus or sweep.resources.tpus) else 1
     )
-    known = unknown < len(plan.runs)
     if plan.trunks:
         out_console.print(
             f"WSD branches: {len(plan.trunks)} trunks ("
@@ -134,9 +132,14 @@ def plan_command(
         )
     out_console.print(
         f"{len(plan.runs)} runs over {len(sweep.budgets)} budgets; {plan.total_flops:.3g} FLOPs in all"
-        + (f"; estimated {_human(total_seconds)} of run time" if known else "")
-        + (f" ({_human(total_seconds / slots)} at {slots} at a time on this machine)" if known and slots > 1 else "")
-        + (f"; {unknown} runs without a measured throughput for their width" if unknown else ""),
+        + f"; estimated {_human(total_seconds)} of run time"
+        + (f" ({_human(total_seconds / slots)} at {slots} at a time on this machine)" if slots > 1 else "")
+        + (
+            f"; * {unknown} runs without a measured throughput for their width: the prior cost model's estimate "
+            "(scaling/sweep/throughput.py: PRIOR)"
+            if unknown
+            else ""
+        ),
         highlight=False,
     )
     if throughput.source:
@@ -204,7 +207,9 @@ def _cpu_count() -> int:
 
 @sweep_app.command("run")
 def run_command(
-    spec: SpecArg,
+    specs: Annotated[
+        list[Path], typer.Argument(help="The sweep specs (sweeps/*.toml); several share one queue of runs.")
+    ],
     runs_root: RunsRoot = None,
     address: Annotated[
         str | None, typer.Option(help="Join this Ray cluster (e.g. auto, HOST:6379); default: start one here.")
@@ -216,40 +221,50 @@ def run_command(
         bool, typer.Option(help="Start the Ray dashboard of an embedded cluster (127.0.0.1 only).")
     ] = False,
 ) -> None:
-    """Train every unfinished run of the sweep on Ray, then write runs.parquet; run again to resume."""
-    from scaling.sweep.driver import run_sweep
-
+    """Train every unfinished run of the sweeps on Ray (several through one queue), then write each one's
+    runs.parquet; run again to resume."""
     try:
-        sweep = load_sweep(spec)
+        sweeps = [load_sweep(spec) for spec in specs]
     except SpecError as error:
         raise UserError(str(error)) from None
+    summaries = drive(sweeps, runs_root, address, max_parallel, dashboard)
+    if any(s.failed for s in summaries):
+        raise typer.Exit(code=1)
+
+
+def drive(sweeps: list[SweepSpec], runs_root, address, max_parallel, dashboard, line=None) -> list:
+    """Run the sweeps through one queue with a live progress line (`line` rewrites it), then print how each ended."""
+    from scaling.sweep.driver import run_sweeps
+
     with Live(console=console, refresh_per_second=2, transient=False) as live:
 
         def report(progress) -> None:
-            live.update(progress.line())
+            live.update(line(progress) if line else progress.line())
 
         def log(text: str) -> None:
             live.console.print(text, highlight=False, soft_wrap=True)
 
         try:
-            summary = run_sweep(sweep, runs_root, address, max_parallel, report=report, log=log, dashboard=dashboard)
+            summaries = run_sweeps(
+                sweeps, runs_root, address, max_parallel, report=report, log=log, dashboard=dashboard
+            )
         except (SpecError, DatasetError) as error:
             live.stop()
             raise UserError(str(error)) from None
     if not console.is_terminal:  # Live ends its last line only on a terminal
         console.print()
-    p = summary.progress
-    out_console.print(
-        f"{sweep.name} v{sweep.version}: {p.done} trained, {p.skipped} finished before, {p.diverged} "
-        f"diverged, {p.failed} failed; {p.preemptions} preemptions, {p.retried_failures} retried errors; "
-        f"{summary.wall_seconds:.0f} s",
-        highlight=False,
-    )
-    for run_id, error in summary.failed.items():
-        out_console.print(f"[red]failed[/] {run_id}: {error.splitlines()[-1] if error else ''}", highlight=False)
-    out_console.print(f"wrote {summary.runs_table}", highlight=False)
-    if summary.failed:
-        raise typer.Exit(code=1)
+    for sweep, summary in zip(sweeps, summaries, strict=True):
+        p = summary.progress
+        out_console.print(
+            f"{sweep.name} v{sweep.version}: {p.done} trained, {p.skipped} finished before, {p.diverged} "
+            f"diverged, {p.failed} failed; {p.preemptions} preemptions, {p.retried_failures} retried errors; "
+            f"{summary.wall_seconds:.0f} s",
+            highlight=False,
+        )
+        for run_id, error in summary.failed.items():
+            out_console.print(f"[red]failed[/] {run_id}: {error.splitlines()[-1] if error else ''}", highlight=False)
+        out_console.print(f"wrote {summary.runs_table}", highlight=False)
+    return summaries
 
 
 @sweep_app.command("submit")

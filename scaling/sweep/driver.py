@@ -13,23 +13,25 @@ import json
 import os
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scaling.data.dataset import PreparedDataset
 from scaling.record import SPEC, TRAIN_LOG, RunFolder
-from scaling.sweep.plan import Plan, Unit, make_plan
+from scaling.runspec import SpecError
+from scaling.sweep.plan import Plan, PlannedRun, Unit, make_plan
 from scaling.sweep.refine import next_widths, read_refined, write_refined
 from scaling.sweep.spec import GPU_SHARE_USABLE, Resources, SweepSpec
 from scaling.sweep.state import check_sweep_record, run_state, write_plan_record, write_runs_table
+from scaling.sweep.throughput import Throughput, measured_throughput, planned_seconds
 
 CPU_SINGLE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
 @dataclass
 class Progress:
-    """Counts a progress view shows; `eta_seconds` from the FLOPs done so far and the time they took."""
+    """Counts a progress view shows, and the plan's estimate of the work (seconds of one slot) to time it by."""
 
     total: int
     skipped: int = 0
@@ -39,16 +41,20 @@ class Progress:
     running: int = 0
     preemptions: int = 0
     retried_failures: int = 0
-    flops_total: float = 0.0
-    flops_done: float = 0.0
+    estimated_total: float = 0.0  # the plan's seconds (one slot) of the runs this command trains
+    estimated_done: float = 0.0  # ... of those that ended
+    slots: int = 1
     started: float = field(default_factory=time.perf_counter)
 
     @property
     def eta_seconds(self) -> float | None:
-        if not self.flops_done:
-            return None
-        elapsed = time.perf_counter() - self.started
-        return elapsed * (self.flops_total - self.flops_done) / self.flops_done
+        """Time left: the plan's estimate of what is left, corrected by the measured speed of what ended."""
+        left = self.estimated_total - self.estimated_done
+        if left <= 0:
+            return 0.0 if self.estimated_total else None
+        if not self.estimated_done:  # nothing measured yet: the plan's own estimate over the slots
+            return left / self.slots
+        return (time.perf_counter() - self.started) * left / self.estimated_done
 
     def line(self) -> str:
         eta = self.eta_seconds
@@ -57,6 +63,27 @@ class Progress:
             f"failed {self.failed} · diverged {self.diverged} · preempted {self.preemptions}"
             + (f" · ETA {eta / 60:.1f} min" if eta is not None else "")
         )
+
+
+def combined(progresses: "list[Progress]") -> Progress:
+    """Several sweeps' progress as one: counts and estimates added, the earliest start."""
+    out = Progress(total=0, slots=max((p.slots for p in progresses), default=1))
+    for p in progresses:
+        for name in (
+            "total",
+            "skipped",
+            "done",
+            "diverged",
+            "failed",
+            "running",
+            "preemptions",
+            "retried_failures",
+            "estimated_total",
+            "estimated_done",
+        ):
+            setattr(out, name, getattr(out, name) + getattr(p, name))
+    out.started = min((p.started for p in progresses), default=out.started)
+    return out
 
 
 @dataclass(frozen=True)
@@ -183,6 +210,35 @@ def data_hash(dataset: PreparedDataset) -> str:
     return dataset.manifest["source"]["content_hash"]
 
 
+@dataclass
+class _Sweep:
+    """One sweep's place in a driver's queue: its plan, folder and what its runs did."""
+
+    spec: SweepSpec
+    dataset: PreparedDataset
+    folder: Path
+    plan: Plan
+    throughput: Throughput
+    progress: Progress = field(default_factory=lambda: Progress(total=0))
+    seen: set[str] = field(default_factory=set)
+    finished_before: set[str] = field(default_factory=set)
+    failed: dict[str, str] = field(default_factory=dict)
+    timings: list[Timing] = field(default_factory=list)
+    preempted: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec.name} v{self.spec.version}"
+
+    def unit_seconds(self, unit: Unit, runs: "list[PlannedRun] | None" = None) -> float:
+        """The plan's wall seconds of one slot for the unit's runs (all of them by default)."""
+        return sum(
+            planned_seconds(self.throughput, r.candidate, r.spec.steps_spent(r.candidate.steps), len(r.spec.tasks))
+            for r in (unit.runs if runs is None else runs)
+        )
+
+
 def run_sweep(
     sweep: SweepSpec,
     runs_root: str | Path | None = None,
@@ -195,102 +251,119 @@ def run_sweep(
 ) -> Summary:
     """Run every unfinished run of the sweep and collect runs.parquet; with `[sizes] refine`, then the sizes that
     bracket each budget's best run, round after round (scaling/sweep/refine.py)."""
+    return run_sweeps([sweep], runs_root, address, max_parallel, report, log, num_cpus, dashboard)[0]
+
+
+def run_sweeps(
+    sweeps: Sequence[SweepSpec],
+    runs_root: str | Path | None = None,
+    address: str | None = None,
+    max_parallel: int | None = None,
+    report: Callable[[Progress], None] = lambda p: None,
+    log: Callable[[str], None] = print,
+    num_cpus: int | None = None,
+    dashboard: bool = False,
+) -> list[Summary]:
+    """Run several sweeps through one queue, so that no slot idles at one grid's tail while another's runs wait;
+    each keeps its own folder, records and runs.parquet. `report` sees their progress as one."""
     started = time.perf_counter()
-    dataset = PreparedDataset.open(sweep.data)
-    folder = sweep.folder(runs_root)
-    plan = make_plan(sweep, dataset, read_refined(folder))
-    check_sweep_record(sweep, folder, data_hash(dataset))
-    progress = Progress(total=0)
-    failed: dict[str, str] = {}
-    timings: list[Timing] = []
-    limit, seen = 1, set()
-    while True:
-        write_plan_record(plan, folder)
-        queue, finished_before = _queue(plan, folder, progress, seen)
+    states: list[_Sweep] = []
+    for sweep in sweeps:
+        folder = sweep.folder(runs_root)
+        if any(s.folder == folder for s in states):
+            raise SpecError(f"{sweep.name} v{sweep.version} is given twice ({folder})")
+        dataset = PreparedDataset.open(sweep.data)
+        plan = make_plan(sweep, dataset, read_refined(folder))
+        check_sweep_record(sweep, folder, data_hash(dataset))
+        states.append(_Sweep(sweep, dataset, folder, plan, measured_throughput(folder.parent.parent, sweep)))
+    limit = 1
+    active = list(states)
+    first_round = True
+    while active:
+        queue: list[tuple[_Sweep, Unit]] = []
+        for state in active:
+            write_plan_record(state.plan, state.folder)
+            units = _queue(state)
+            if not units and first_round:
+                log(f"{state.name}: all {len(state.plan.runs)} runs finished already; nothing to train")
+            queue += [(state, unit) for unit in units]
+        # Longest first (the plan's estimate of each task's time), so the last wave is short runs and slots do not
+        # idle behind one long straggler; several sweeps interleave.
+        queue.sort(key=lambda item: -item[0].unit_seconds(item[1]))
         if queue:
-            round_failed, limit = _drive(
-                plan,
-                folder,
+            limit = _drive(
                 queue,
-                finished_before,
-                progress,
                 address,
                 max_parallel,
-                report,
+                lambda: report(combined([s.progress for s in states])),
                 log,
                 num_cpus,
                 dashboard,
-                timings,
             )
-            failed |= round_failed
-        elif len(seen) == len(plan.runs):  # the first round
-            log(f"{sweep.name} v{sweep.version}: all {len(plan.runs)} runs finished already; nothing to train")
-        if not sweep.sizes.refine:
-            break
-        _, frame, _ = write_runs_table(folder, spec_tasks=sweep.tasks)
-        additions = next_widths(plan, frame)
-        if not additions:
-            break
-        refined = read_refined(folder)
-        for budget, width in additions.items():
-            refined[budget] = tuple(refined.get(budget, ())) + (width,)
-            log(f"refine: budget {budget:.3g}: adding width {width} to bracket its best run")
-        write_refined(folder, refined)
-        plan = make_plan(sweep, dataset, refined)
-    table, _, _ = write_runs_table(folder, spec_tasks=sweep.tasks)
-    report(progress)
-    return Summary(
-        folder=folder,
-        runs_table=table,
-        progress=progress,
-        failed=failed,
-        wall_seconds=time.perf_counter() - started,
-        timings=tuple(timings),
-        slots=limit,
-    )
+        first_round = False
+        active = [state for state in active if _refine(state, log)]
+    summaries = []
+    for state in states:
+        table, _, _ = write_runs_table(state.folder, spec_tasks=state.spec.tasks)
+        state.progress.slots = limit
+        summaries.append(
+            Summary(
+                folder=state.folder,
+                runs_table=table,
+                progress=state.progress,
+                failed=state.failed,
+                wall_seconds=time.perf_counter() - started,
+                timings=tuple(state.timings),
+                slots=limit,
+            )
+        )
+    report(combined([s.progress for s in states]))
+    return summaries
 
 
-def _queue(plan: Plan, folder: Path, progress: Progress, seen: set[str]) -> tuple[list[Unit], set[str]]:
-    """The plan's units with a run left to train, and the runs that had finished before (counted as skipped once)."""
+def _refine(state: _Sweep, log: Callable[[str], None]) -> bool:
+    """With `[sizes] refine`: add the sizes that bracket each budget's best run to the plan; whether any was added."""
+    if not state.spec.sizes.refine:
+        return False
+    _, frame, _ = write_runs_table(state.folder, spec_tasks=state.spec.tasks)
+    additions = next_widths(state.plan, frame)
+    if not additions:
+        return False
+    refined = read_refined(state.folder)
+    for budget, width in additions.items():
+        refined[budget] = tuple(refined.get(budget, ())) + (width,)
+        log(f"refine: budget {budget:.3g}: adding width {width} to bracket its best run")
+    write_refined(state.folder, refined)
+    state.plan = make_plan(state.spec, state.dataset, refined)
+    return True
+
+
+def _queue(state: _Sweep) -> list[Unit]:
+    """The plan's units with a run left to train; the runs that had finished before are counted as skipped once."""
     queue: list[Unit] = []
-    finished_before: set[str] = set()  # not counted again when their unit's task ends
-    for unit in plan.units():
+    progress, folder = state.progress, state.folder
+    for unit in state.plan.units():
         states = [run_state(folder / r.run_id, r.spec.tasks, r.candidate.steps).finished for r in unit.runs]
-        fresh = [r.run_id not in seen for r in unit.runs]
+        fresh = [r.run_id not in state.seen for r in unit.runs]
         progress.total += sum(fresh)
         progress.skipped += sum(done and new for done, new in zip(states, fresh, strict=True))
-        seen |= {r.run_id for r in unit.runs}
-        finished_before |= {r.run_id for r, done in zip(unit.runs, states, strict=True) if done}
+        state.seen |= {r.run_id for r in unit.runs}
+        state.finished_before |= {r.run_id for r, done in zip(unit.runs, states, strict=True) if done}
         if not all(states):
             for r in unit.runs:
                 RunFolder(folder / r.run_id).clear_failed()
             queue.append(unit)
-            progress.flops_total += sum(r.flops_spent for r, done in zip(unit.runs, states, strict=True) if not done)
-    # Longest first (largest budget; within it the smallest model, which takes the most steps), so the
-    # last wave is short runs and slots do not idle behind one long straggler; a trunk's unit goes by its compute.
-    queue.sort(key=lambda u: (-u.flops if u.trunk else -u.runs[0].budget, u.runs[0].candidate.width, u.runs[0].seed))
-    return queue, finished_before
+            progress.estimated_total += state.unit_seconds(
+                unit, [r for r, done in zip(unit.runs, states, strict=True) if not done]
+            )
+    return queue
 
 
-def _drive(
-    plan: Plan,
-    folder: Path,
-    queue: list[Unit],
-    finished_before: set[str],
-    progress: Progress,
-    address,
-    max_parallel,
-    report,
-    log,
-    num_cpus,
-    dashboard,
-    timings: list[Timing],
-) -> tuple[dict[str, str], int]:
-    sweep = plan.sweep
-    ray = connect(address, dashboard, num_cpus)
-    resources = sweep.resources
+def _task_options(ray, resources: Resources, env: dict[str, str] | None = None):
+    """The Ray task that trains a unit with these resources (in workers started with `env`, if given)."""
     options = {"num_cpus": resources.cpus, "num_gpus": resources.gpus, "max_retries": 0}
-    env = worker_env(resources)
+    if env is not None:
+        options["runtime_env"] = {"env_vars": env}
     if resources.tpus:
         options["resources"] = {"TPU": resources.tpus}
     if resources.accelerator_type:
@@ -298,89 +371,134 @@ def _drive(
     # On an accelerator, one task per worker process: the device (and its memory) is released when the task ends.
     # Ray takes max_calls in ray.remote only (`.options` refuses it).
     accelerated = bool(resources.gpus or resources.tpus)
-    task = (ray.remote(max_calls=1)(execute_unit) if accelerated else ray.remote(execute_unit)).options(**options)
-    limit = max_parallel or slots(ray, resources)
-    cache = str(folder.parent.parent / ".jax_cache")  # under the runs root: every sweep there shares compiled steps
-    preempted = {u.name: 0 for u in queue}
-    errors = {u.name: 0 for u in queue}
+    return (ray.remote(max_calls=1)(execute_unit) if accelerated else ray.remote(execute_unit)).options(**options)
+
+
+def _room(ray, in_use: dict[str, float], resources: Resources) -> bool:
+    """Whether the cluster holds one more run with these resources beside those in flight."""
+    available = ray.cluster_resources()
+    asks = {"CPU": resources.cpus, "GPU": resources.gpus, "TPU": resources.tpus}
+    return all(in_use.get(k, 0.0) + v <= available.get(k, 0.0) + 1e-9 for k, v in asks.items() if v)
+
+
+def _drive(queue: list[tuple[_Sweep, Unit]], address, max_parallel, report, log, num_cpus, dashboard) -> int:
+    """Train the queue's units in order, as many at a time as the cluster holds beside those in flight (at most
+    `max_parallel`); returns that limit."""
+    ray = connect(address, dashboard, num_cpus)
+    sweeps = list({id(s): s for s, _ in queue}.values())
+    envs = {id(s): worker_env(s.spec.resources) for s in sweeps}
+    # A worker keeps the settings JAX was imported with. Sweeps that need different ones get workers of their own
+    # (a Ray runtime_env each, which starts them: seconds), so that no run inherits another sweep's settings.
+    separate = len({tuple(sorted(e.items())) for e in envs.values()}) > 1
+    tasks = {id(s): _task_options(ray, s.spec.resources, envs[id(s)] if separate else None) for s in sweeps}
+    limit = max_parallel or max(slots(ray, s.spec.resources) for s in sweeps)
+    for state in sweeps:
+        units = [u for s, u in queue if s is state]
+        to_do = sum(r.run_id not in state.finished_before for u in units for r in u.runs)
+        trunks = f" in {len(units)} tasks (WSD trunks with their branches)" if any(u.trunk for u in units) else ""
+        log(f"{state.name}: {to_do} of {state.progress.total} runs to do{trunks}, {limit} at a time")
+        state.progress.slots = limit
+        state.preempted |= {u.name: 0 for u in units}
+        state.errors |= {u.name: 0 for u in units}
+    if len(sweeps) > 1:
+        log(f"one queue for {len(sweeps)} sweeps: {len(queue)} tasks, longest first")
     in_flight: dict = {}
-    submitted: dict = {}
-    failed: dict[str, str] = {}
-    to_do = sum(r.run_id not in finished_before for u in queue for r in u.runs)
-    tasks = f" in {len(queue)} tasks (WSD trunks with their branches)" if any(u.trunk for u in queue) else ""
-    log(f"{sweep.name} v{sweep.version}: {to_do} of {progress.total} runs to do{tasks}, {limit} at a time")
     while queue or in_flight:
+        in_use = _in_use(state.spec.resources for state, _, _ in in_flight.values())
         while queue and len(in_flight) < limit:
-            unit = queue.pop(0)
+            # the first (longest) unit that fits beside those in flight; with none in flight, the first (Ray queues it)
+            pick = next((i for i, (s, _) in enumerate(queue) if _room(ray, in_use, s.spec.resources)), None)
+            if pick is None and in_flight:
+                break
+            state, unit = queue.pop(pick or 0)
             records = [(r.spec, r.run_id) for r in unit.runs]
             if unit.trunk:
                 records.insert(0, (unit.trunk.spec, unit.trunk.run_id))
-            # as TOML/JSON gives it
-            ref = task.remote(
-                [(json.loads(json.dumps(spec.to_dict())), str(folder / rid)) for spec, rid in records], cache, env
+            cache = str(state.folder.parent.parent / ".jax_cache")  # under the runs root: every sweep shares steps
+            ref = tasks[id(state)].remote(  # the specs as TOML/JSON gives them
+                [(json.loads(json.dumps(spec.to_dict())), str(state.folder / rid)) for spec, rid in records],
+                cache,
+                envs[id(state)],
             )
-            in_flight[ref] = unit
-            submitted[ref] = time.time()
-        progress.running = len(in_flight)
-        report(progress)
+            in_flight[ref] = (state, unit, time.time())
+            in_use = _in_use(s.spec.resources for s, _, _ in in_flight.values())
+        for state in sweeps:
+            state.progress.running = sum(s is state for s, _, _ in in_flight.values())
+        report()
         ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
         for ref in ready:
-            unit = in_flight.pop(ref)
-            sent = submitted.pop(ref)
-            try:
-                outcome = ray.get(ref)
-            except _preemption_errors(ray) as error:
-                for r in _unfinished(folder, unit):
-                    RunFolder(folder / r.run_id).record_attempt("preemptions", f"{type(error).__name__}: {error}")
-                preempted[unit.name] += 1
-                progress.preemptions += 1
-                if preempted[unit.name] > sweep.retries.preemptions:
-                    message = f"lost its worker {preempted[unit.name]} times: {error}"
-                    _fail(folder, unit, finished_before, message, failed, progress, log)
-                else:
-                    log(f"{unit.name}: worker lost ({type(error).__name__}); retrying from its checkpoint")
-                    queue.insert(0, unit)
-                continue
-            except ray.exceptions.RayError as error:
-                message = _cause(error)
-                for r in _unfinished(folder, unit):
-                    RunFolder(folder / r.run_id).record_attempt("failures", message)
-                errors[unit.name] += 1
-                if errors[unit.name] > sweep.retries.failures:
-                    _fail(folder, unit, finished_before, message, failed, progress, log)
-                else:
-                    progress.retried_failures += 1
-                    log(f"{unit.name}: failed ({message.splitlines()[-1] if message else ''}); trying again")
-                    queue.append(unit)
-                continue
-            timings.append(Timing(unit.name, sent, outcome["started"], outcome["ended"]))
-            for r in (r for r in unit.runs if r.run_id not in finished_before):
-                progress.flops_done += r.flops_spent
-                if outcome["statuses"].get(r.run_id) == "diverged":
-                    progress.diverged += 1
-                    log(f"{r.run_id}: diverged")
-                else:
-                    progress.done += 1
-    progress.running = 0
-    return failed, limit
+            state, unit, sent = in_flight.pop(ref)
+            state.progress.running -= 1
+            _settle(ray, ref, state, unit, sent, queue, log)
+    for state in sweeps:
+        state.progress.running = 0
+    return limit
+
+
+def _in_use(asked) -> dict[str, float]:
+    """The cluster's resources the runs in flight hold."""
+    used: dict[str, float] = {}
+    for r in asked:
+        for key, amount in (("CPU", r.cpus), ("GPU", r.gpus), ("TPU", r.tpus)):
+            used[key] = used.get(key, 0.0) + amount
+    return used
+
+
+def _settle(ray, ref, state: _Sweep, unit: Unit, sent: float, queue: list, log) -> None:
+    """Record how a unit's task ended: its runs done or diverged, or the unit retried, or its runs failed."""
+    folder, sweep, progress = state.folder, state.spec, state.progress
+    try:
+        outcome = ray.get(ref)
+    except _preemption_errors(ray) as error:
+        for r in _unfinished(folder, unit):
+            RunFolder(folder / r.run_id).record_attempt("preemptions", f"{type(error).__name__}: {error}")
+        state.preempted[unit.name] += 1
+        progress.preemptions += 1
+        if state.preempted[unit.name] > sweep.retries.preemptions:
+            _fail(state, unit, f"lost its worker {state.preempted[unit.name]} times: {error}", log)
+        else:
+            log(f"{unit.name}: worker lost ({type(error).__name__}); retrying from its checkpoint")
+            queue.insert(0, (state, unit))
+        return
+    except ray.exceptions.RayError as error:
+        message = _cause(error)
+        for r in _unfinished(folder, unit):
+            RunFolder(folder / r.run_id).record_attempt("failures", message)
+        state.errors[unit.name] += 1
+        if state.errors[unit.name] > sweep.retries.failures:
+            _fail(state, unit, message, log)
+        else:
+            progress.retried_failures += 1
+            log(f"{unit.name}: failed ({message.splitlines()[-1] if message else ''}); trying again")
+            queue.append((state, unit))
+        return
+    state.timings.append(Timing(unit.name, sent, outcome["started"], outcome["ended"]))
+    for r in (r for r in unit.runs if r.run_id not in state.finished_before):
+        progress.estimated_done += state.unit_seconds(unit, [r])
+        if outcome["statuses"].get(r.run_id) == "diverged":
+            progress.diverged += 1
+            log(f"{r.run_id}: diverged")
+        else:
+            progress.done += 1
 
 
 def _unfinished(folder: Path, unit: Unit) -> list:
     return [r for r in unit.runs if not run_state(folder / r.run_id, r.spec.tasks, r.candidate.steps).finished]
 
 
-def _fail(folder: Path, unit: Unit, before: set[str], message: str, failed: dict, progress: Progress, log) -> None:
+def _fail(state: _Sweep, unit: Unit, message: str, log) -> None:
     """Mark the unit's unfinished runs failed (a trunk's failure fails every branch still to train)."""
-    for r in _unfinished(folder, unit):
-        RunFolder(folder / r.run_id).mark_failed(message)
-        failed[r.run_id] = message
+    progress = state.progress
+    for r in _unfinished(state.folder, unit):
+        RunFolder(state.folder / r.run_id).mark_failed(message)
+        state.failed[r.run_id] = message
         progress.failed += 1
-        progress.flops_done += r.flops_spent
+        progress.estimated_done += state.unit_seconds(unit, [r])
         log(f"{r.run_id}: failed: {message.splitlines()[-1] if message else ''}")
     for r in unit.runs:  # those the task finished before it failed
-        if r.run_id not in failed and r.run_id not in before:
+        if r.run_id not in state.failed and r.run_id not in state.finished_before:
             progress.done += 1
-            progress.flops_done += r.flops_spent
+            progress.estimated_done += state.unit_seconds(unit, [r])
 
 
 def _cause(error) -> str:

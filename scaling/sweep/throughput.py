@@ -2,7 +2,9 @@
 
 Finished runs anywhere under the runs root count when they match the sweep's family, context, rows
 per step and dtype; a width no run has measured borrows the FLOP rate of the nearest measured
-width. `ehrscale sweep plan --measure` times a few real steps of each width instead.
+width. `ehrscale sweep plan --measure` times a few real steps of each width instead. Before anything is
+measured, `PRIOR` (a cost model from one machine's runs) gives an estimate, which the sweep driver corrects
+by the measured speed of the runs that end.
 """
 
 import math
@@ -112,6 +114,40 @@ def suggested_gpu_share(step_bytes: dict[int, int], device_bytes: float, usable:
     the largest step (1/k for k runs a GPU), and k; (1.0, 0) when the largest does not fit a whole GPU."""
     k = runs_per_gpu(max(step_bytes.values()), device_bytes, usable)
     return (round(1 / k, 4), k) if k else (1.0, 0)
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """A run's wall seconds on one CPU core: what every run pays (compiling, its final loss), each task's
+    evaluation, a launch cost per step (small models are bound by it, not by their FLOPs), and its FLOPs at a rate."""
+
+    run_seconds: float
+    task_seconds: float
+    step_seconds: float
+    flops_per_second: float
+
+    def fixed(self, tasks: int) -> float:
+        """What a run pays besides its steps."""
+        return self.run_seconds + tasks * self.task_seconds
+
+    def seconds(self, candidate: Candidate, steps: float, tasks: int) -> float:
+        """`steps` of the candidate's (a branch trains fewer than its own) and the run's fixed cost."""
+        per_step = self.step_seconds + candidate.flops / candidate.steps / self.flops_per_second
+        return self.fixed(tasks) + steps * per_step
+
+
+# Fitted to the wall time of the built-in demo's runs on a 2-core AMD EPYC, two runs at a time (2026-12-06,
+# docs/benchmarks.md, "The progress line's estimates").
+PRIOR = CostModel(run_seconds=4.0, task_seconds=6.0, step_seconds=0.006, flops_per_second=5.0e9)
+
+
+def planned_seconds(throughput: Throughput, candidate: Candidate, steps: float, tasks: int) -> float:
+    """Wall seconds of a run that trains `steps` of the candidate's steps and evaluates `tasks` tasks: its width's
+    measured speed where finished runs give one, else the prior cost model; the prior's fixed cost either way."""
+    measured = estimate_seconds(throughput, candidate)
+    if measured is None:
+        return PRIOR.seconds(candidate, steps, tasks)
+    return PRIOR.fixed(tasks) + measured * steps / candidate.steps
 
 
 def estimate_seconds(throughput: Throughput, candidate: Candidate) -> float | None:
