@@ -13,11 +13,12 @@ DEMO_PATIENTS ?= 21500
 # and DRGs too by default (docs/data.md); the grids were sized and run on the core tables, and more tables change
 # the data and so every run (issue 18: moving to them means sizing the grids again).
 DEMO_SOURCE_TABLES := icustays,transfers,diagnoses_icd,procedures_icd,prescriptions,labevents
-# `make demo`: the timeline decoder and Labrador (the study's two halves, timelines and lab bags) through one queue.
-# `make study`: those and the BERT baseline on the same lab bags, one report with the three side by side; it reuses
-# the demo's data and runs (every sweep keeps its runs under out/demo/runs).
-DEMO_SWEEPS := sweeps/demo.toml sweeps/labrador-demo.toml
-STUDY_SWEEPS := $(DEMO_SWEEPS) sweeps/bert-demo.toml
+# `make demo`: the timeline decoder and Labrador (the study's two halves, timelines and lab bags) through one queue,
+# each grid without the study's largest budget. `make study`: the study's full grids, and the BERT baseline on the
+# same lab bags, one report with the three side by side; it reuses the demo's data, and copies the demo's runs that
+# are its own (every sweep keeps its runs under out/demo/runs).
+DEMO_SWEEPS := sweeps/quick-timeline.toml sweeps/quick-labrador.toml
+STUDY_SWEEPS := sweeps/demo.toml sweeps/labrador-demo.toml sweeps/bert-demo.toml
 DATA := --mimic $(DEMO)/mimic --synth-patients $(DEMO_PATIENTS) --synth-seed 0 --tables $(DEMO_SOURCE_TABLES)
 
 .PHONY: demo study test test-slow test-faults test-cluster lint bench lock clean

@@ -23,8 +23,8 @@ def save_figure(fig, out: Path, name: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.svg"]
     fig.tight_layout()
-    for path in paths:
-        fig.savefig(path, dpi=150)
+    for path in paths:  # "tight": a title or a legend beside the axes is kept whole, never cut at the edge
+        fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)
     return paths
 
@@ -62,8 +62,12 @@ def isoflop_curves(table: Table, fit: IsoflopFit | None, out: Path) -> list[Path
     ax.set_xscale("log")
     ax.set_xlabel(f"parameters N ({table.params_from})")
     ax.set_ylabel(table.loss_label)
-    ax.set_title("IsoFLOP curves: parabola in log N per budget; * = fitted minimum; o = not fitted (window)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("IsoFLOP curves: the loss of each size at a fixed compute budget", fontsize=10)
+    # The symbols' key beside the budgets' colours, outside the axes so that no curve hides behind it.
+    ax.plot([], [], "k-", lw=1, label="parabola in log N (fitted runs)")
+    ax.plot([], [], "*", color="grey", ms=10, mec="black", mew=0.5, ls="none", label="its minimum")
+    ax.scatter([], [], s=18, facecolors="white", edgecolors="grey", label="run outside the fit window")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     return save_figure(fig, out, "isoflop_curves")
 
 
@@ -101,7 +105,7 @@ def optimal_scaling(fit: IsoflopFit, parametric: ParametricFit | None, out: Path
                 label="Approach 3: min L(N, D) on c(N) D = C",
             )
         ax.scatter(budgets, values, color="black", zorder=3, s=20, label="IsoFLOP minima")
-        ax.axvline(budgets.max(), color="grey", lw=0.8, ls=":")
+        ax.axvline(budgets.max(), color="grey", lw=0.8, ls=":", label="largest budget (extrapolated beyond)")
         ax.set_xscale("log")
         ax.set_yscale("log")
         # The axes follow the answers, not the band: a band of many decades (few budgets) runs off the plot.
@@ -112,10 +116,8 @@ def optimal_scaling(fit: IsoflopFit, parametric: ParametricFit | None, out: Path
         ax.set_xlabel("training compute C (FLOPs)")
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
-    axes[0].set_title(
-        "compute-optimal size (right of the dotted line: extrapolated; a wider band runs off the axes)", fontsize=8
-    )
-    axes[1].set_title("compute-optimal tokens", fontsize=9)
+    axes[0].set_title("compute-optimal model size", fontsize=10)
+    axes[1].set_title("compute-optimal training tokens", fontsize=10)
     return save_figure(fig, out, "optimal_scaling")
 
 

@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 
 from scaling.cli import app
 from scaling.record import TRAIN_LOG, RunFolder
-from scaling.sweep.driver import connect, run_sweep
+from scaling.runspec import SpecError
+from scaling.sweep.driver import connect, run_sweep, run_sweeps
 from scaling.sweep.spec import parse_sweep
 from tests.helpers import EHRSCALE, TASK, sweep_source, write_toml
 
@@ -278,3 +279,127 @@ def test_refinement_trains_the_sizes_it_adds_and_a_second_run_trains_nothing(ray
     assert summary.progress.done == 1 + len(added) and summary.progress.total == 1 + len(added)
     again = run_sweep(sweep, log=quiet)
     assert again.progress.done == 0 and again.progress.skipped == 1 + len(added)
+
+
+def _two_sweeps(prep, root, budgets=(3e8,), bag_budgets=(3e8,)) -> tuple[dict, dict]:
+    """A timeline sweep and a Labrador sweep on the same data, without tasks."""
+    timeline = sweep_source(prep, root, name="tl", budgets=list(budgets), tasks=[])
+    recipe = {"context": 64, "batch_rows": 4, "min_steps": 5}
+    bags = sweep_source(prep, root, name="lab", family="labrador", budgets=list(bag_budgets), tasks=[], recipe=recipe)
+    return timeline, bags
+
+
+@pytest.mark.faults
+def test_two_sweeps_share_one_queue_and_each_keeps_its_own_folder_and_table(ray_cluster, prepared, tmp_path):
+    timeline, bags = _two_sweeps(prepared[0], tmp_path)
+    sweeps = [parse_sweep(timeline, "tl.toml"), parse_sweep(bags, "lab.toml")]
+    messages = []
+    first, second = run_sweeps(sweeps, log=messages.append)
+    assert any(m.startswith("one queue for 2 sweeps") for m in messages), messages
+    assert first.folder == tmp_path / "tl" / "1" and second.folder == tmp_path / "lab" / "1"
+    for summary, family in ((first, "timeline"), (second, "labrador")):
+        frame = pl.read_parquet(summary.runs_table)
+        assert frame.height == 3 and set(frame["status"]) == {"ok"} and set(frame["family"]) == {family}
+        assert summary.progress.done == 3 and not summary.failed
+    # one queue: a run of each sweep started before the other sweep's last run ended (in turn, the second sweep's
+    # runs would have waited for the first's tail)
+    assert min(t.started for t in second.timings) < max(t.ended for t in first.timings)
+    assert min(t.started for t in first.timings) < max(t.ended for t in second.timings)
+    again = run_sweeps(sweeps, log=quiet)
+    assert [s.progress.skipped for s in again] == [3, 3] and [s.progress.done for s in again] == [0, 0]
+    # another sweep with the same runs copies them (plain runs: a WSD branch shares its cost with its trunk)
+    messages.clear()
+    (copy,) = run_sweeps([parse_sweep({**timeline, "name": "tl-again"}, "again.toml")], log=messages.append)
+    assert copy.progress.skipped == 3 and copy.progress.done == 0 and not copy.timings
+    assert any("tl-again v1: 3 runs copied from other sweeps" in m for m in messages), messages
+    copied = pl.read_parquet(copy.runs_table).sort("run_id")
+    assert copied.select("run_id", "loss").equals(
+        pl.read_parquet(first.runs_table).sort("run_id").select("run_id", "loss")
+    )
+    assert "copied from" in (copy.folder / copied["run_id"][0] / "train.log").read_text()
+    with pytest.raises(SpecError, match="tl v1 is given twice"):
+        run_sweeps([sweeps[0], sweeps[0]], log=quiet)
+
+
+@pytest.mark.faults
+def test_killing_a_driver_of_two_sweeps_then_running_again_finishes_both(prepared, tmp_path):
+    timeline, bags = _two_sweeps(prepared[0], tmp_path / "runs", budgets=(3e8, 3e9))
+    specs = [write_toml(tmp_path / "tl.toml", timeline), write_toml(tmp_path / "lab.toml", bags)]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    driver = subprocess.Popen(
+        [EHRSCALE, "sweep", "run", *map(str, specs), "--max-parallel", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    folders = [tmp_path / "runs" / "tl" / "1", tmp_path / "runs" / "lab" / "1"]
+    try:
+        _wait_for(
+            lambda: (
+                sum(len(list(f.glob("*/result.json"))) for f in folders) >= 2
+                and any(
+                    not (d / "result.json").exists() and any((d / "checkpoints").glob("*/commit_success.txt"))
+                    for f in folders
+                    for d in f.glob("b*")
+                )
+            ),
+            every=0.02,
+        )
+    finally:
+        cluster = psutil.Process(driver.pid).children(recursive=True)
+        os.killpg(driver.pid, signal.SIGKILL)
+        for process in cluster:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        driver.wait()
+    time.sleep(2)
+    before = [len(list(f.glob("*/result.json"))) for f in folders]
+    assert 2 <= sum(before) < 9
+    again = subprocess.run(
+        [EHRSCALE, "sweep", "run", *map(str, specs)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    for name, count, folder, runs in zip(("tl", "lab"), before, folders, (6, 3), strict=True):
+        assert f"{name} v1: {runs - count} trained, {count} finished before" in again.stdout, again.stdout
+        frame = pl.read_parquet(folder / "runs.parquet")
+        assert frame.height == runs and frame["run_id"].n_unique() == runs and set(frame["status"]) == {"ok"}
+
+
+def test_a_study_prepares_its_data_trains_every_sweep_and_reports_then_reuses_it_all(ray_cluster, tmp_path):
+    """`ehrscale study` from nothing: a synthetic MIMIC-IV, its preparation, two families through one queue, their
+    fits, figures and one report; run again, it trains and draws nothing."""
+    prep = tmp_path / "prep"
+    timeline, bags = _two_sweeps(prep, tmp_path / "runs", budgets=(3e8, 1e9), bag_budgets=(3e8, 1e9))
+    specs = [str(write_toml(tmp_path / "tl.toml", timeline)), str(write_toml(tmp_path / "lab.toml", bags))]
+    out = tmp_path / "study"
+    unprepared = CliRunner().invoke(app, ["study", *specs, "--out", str(out)])
+    assert unprepared.exit_code == 2 and f"{prep} is not prepared: give --mimic" in unprepared.output
+    args = ["study", *specs, "--out", str(out), "--mimic", str(tmp_path / "mimic"), "--synth-patients", "300"]
+    result = CliRunner().invoke(app, [*args, "--title", "two families"])
+    assert result.exit_code == 0, result.output
+    for stage in (
+        "stage 1/6: synthetic MIMIC-IV",
+        "stage 2/6: prepare",
+        "stage 3/6: training",
+        "stage 4/6: fit tl",
+        "stage 5/6: fit lab",
+        "stage 6/6: figures and report",
+    ):
+        assert stage in result.output, result.output
+    assert "min left for the whole command plus the training" in result.output  # before the plan is known
+    report = (out / "report.md").read_text()
+    assert report.startswith("# two families") and "timeline" in report and "labrador" in report
+    record = json.loads((out / "study.json").read_text())
+    assert record["format"] == 1 and sorted(record["tables"]) == sorted(
+        str(tmp_path / "runs" / n / "1" / "runs.parquet") for n in ("tl", "lab")
+    )
+    assert (out / "figures" / "timeline").is_dir() and (out / "figures" / "labrador").is_dir()
+    stamp = (out / "report.md").stat().st_mtime_ns
+    again = CliRunner().invoke(app, [*args, "--title", "two families"])
+    assert again.exit_code == 0, again.output
+    assert "reusing the prepared dataset" in again.output and "stage 1/4: training" in again.output
+    assert "tl v1: all 6 runs finished already" in again.output and "reusing the figures and report" in again.output
+    assert (out / "report.md").stat().st_mtime_ns == stamp

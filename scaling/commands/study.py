@@ -37,9 +37,9 @@ class StageTimes:
     figures_and_report: float  # `ehrscale plot` and `ehrscale report` of every table
 
 
-# Measured on a 2-core AMD EPYC, 2026-12-06 (docs/benchmarks.md, "The progress line's estimates").
+# Measured in `make demo` on a 2-core AMD EPYC, 2026-12-06 (docs/benchmarks.md, "make demo in 15 minutes").
 REFERENCE = StageTimes(
-    synth_per_patient=0.0037, prepare_per_patient=0.0016, fit_per_table=20.0, figures_and_report=40.0
+    synth_per_patient=0.0030, prepare_per_patient=0.0015, fit_per_table=13.0, figures_and_report=10.0
 )
 
 
@@ -194,11 +194,13 @@ def report_tables(
     they were made from these very tables."""
     from scaling.commands.analysis import TableOptions, load_fits, write_figures, write_report
 
+    answers = []
     for table, sweep in zip(tables, sweeps, strict=True):
         number += 1
         clock.begin(f"fit {sweep.name}", number, stages, str(table))
-        load_fits(table, TableOptions())
+        data, fits = load_fits(table, TableOptions())
         clock.end(f"fit {sweep.name}")
+        answers.append(answer(sweep, data, fits))
     record = {
         "format": STUDY_FORMAT,
         "title": title,
@@ -217,8 +219,41 @@ def report_tables(
         write_report(tables, report, figures, title, options, quiet=True)
         write_text(made, json.dumps(record, indent=1) + "\n")
         clock.end("figures and report")
+    for text in answers:
+        out_console.print(text, highlight=False)
     out_console.print(
         f"study: report in {report}; figures in {figures}; runs.parquet and fits.json in "
         + ", ".join(str(t.parent) for t in tables),
         highlight=False,
     )
+
+
+def answer(sweep: SweepSpec, data, fits, multiple: float = 10.0) -> str:
+    """The study's answer for one family: the N_opt law with its interval, and the compute-optimal model and tokens
+    at `multiple` x the largest budget (Approach 2, else Approach 3), with their intervals."""
+    from analysis.answers import optimal
+
+    name = f"{sweep.family} ({sweep.name} v{sweep.version})"
+    iso = fits.isoflop
+    if iso is None and fits.parametric is None:
+        return f"{name}: no law fitted ({fits.isoflop_error})"
+    budget = multiple * max(data.budgets)
+    found = optimal(iso, fits.parametric, budget, [], data.cost)
+    approach, label = ("isoflop", "Approach 2") if "isoflop" in found else ("parametric", "Approach 3")
+    at = found[approach]
+    law = ""
+    if iso is not None:
+        interval = iso.n_opt.as_dict()["interval"]["exponent"]
+        spread = f" (95% [{interval[0]:.3f}, {interval[1]:.3f}])" if interval else ""
+        law = f"N_opt ~ C^{iso.n_opt.exponent:.3f}{spread} over {iso.n_opt.budgets} budgets; "
+    if not at["n_opt"] > 0:  # NaN: a fitted exponent is negative
+        return f"{name}: {law}{label} finds no compute-optimal model at {budget:.3g} FLOPs (a fitted exponent < 0)"
+    return (
+        f"{name}: {law}at {budget:.3g} FLOPs ({multiple:g}x its largest budget) the compute-optimal model has "
+        f"{at['n_opt']:.3g} {_pair(at['n_opt_interval'])} parameters and sees {at['d_opt']:.3g} "
+        f"{_pair(at['d_opt_interval'])} tokens ({label})"
+    )
+
+
+def _pair(pair) -> str:
+    return f"[{pair[0]:.3g}, {pair[1]:.3g}]" if pair else "(no interval)"

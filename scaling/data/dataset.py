@@ -66,6 +66,12 @@ class PreparedDataset:
                 raise DatasetError(f"{root}: the {part} part is missing ({root / file}); {_rebuild(root, manifest)}")
         return cls(root=root, manifest=manifest)
 
+    @property
+    def run_hash(self) -> str:
+        """What a run's fingerprint records of its data: the source's content, and how it was tokenised."""
+        tokenizer = json.dumps(self.manifest.get("tokenizer"), sort_keys=True)
+        return self.manifest["source"]["content_hash"] + "/" + tokenizer
+
     def vocabulary(self) -> Vocabulary:
         return Vocabulary.load(self.root / "vocab")
 

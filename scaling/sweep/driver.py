@@ -11,12 +11,14 @@ are skipped and half-done ones resume.
 
 import json
 import os
+import shutil
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scaling.data.atomic import temporary_sibling
 from scaling.data.dataset import PreparedDataset
 from scaling.record import SPEC, TRAIN_LOG, RunFolder
 from scaling.runspec import SpecError
@@ -226,6 +228,7 @@ class _Sweep:
     timings: list[Timing] = field(default_factory=list)
     preempted: dict[str, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
+    log: Callable[[str], None] = print
 
     @property
     def name(self) -> str:
@@ -275,7 +278,7 @@ def run_sweeps(
         dataset = PreparedDataset.open(sweep.data)
         plan = make_plan(sweep, dataset, read_refined(folder))
         check_sweep_record(sweep, folder, data_hash(dataset))
-        states.append(_Sweep(sweep, dataset, folder, plan, measured_throughput(folder.parent.parent, sweep)))
+        states.append(_Sweep(sweep, dataset, folder, plan, measured_throughput(folder.parent.parent, sweep), log=log))
     limit = 1
     active = list(states)
     first_round = True
@@ -342,6 +345,12 @@ def _queue(state: _Sweep) -> list[Unit]:
     """The plan's units with a run left to train; the runs that had finished before are counted as skipped once."""
     queue: list[Unit] = []
     progress, folder = state.progress, state.folder
+    copied = [r.run_id for unit in state.plan.units() if not unit.trunk for r in unit.runs if _reuse(state, r)]
+    if copied:
+        state.log(
+            f"{state.name}: {len(copied)} runs copied from other sweeps under {folder.parent.parent} (the same spec "
+            "finished there): " + ", ".join(copied)
+        )
     for unit in state.plan.units():
         states = [run_state(folder / r.run_id, r.spec.tasks, r.candidate.steps).finished for r in unit.runs]
         fresh = [r.run_id not in state.seen for r in unit.runs]
@@ -357,6 +366,32 @@ def _queue(state: _Sweep) -> list[Unit]:
                 unit, [r for r, done in zip(unit.runs, states, strict=True) if not done]
             )
     return queue
+
+
+def _reuse(state: _Sweep, run: PlannedRun) -> bool:
+    """Copy a finished run of the same spec from another sweep under the same runs root instead of training it again
+    (the same fingerprint, probe rows and tasks settled); a WSD branch or trunk is never copied (its cost is shared
+    with its trunk's other branches, which differ between sweeps)."""
+    here = state.folder / run.run_id
+    if here.exists() or run.spec.branch is not None or run.spec.branch_points:
+        return False
+    fingerprint = run.spec.fingerprint(state.dataset.run_hash)
+    for other in sorted(state.folder.parent.parent.glob(f"*/*/{run.run_id}")):
+        start = RunFolder(other).start() if other.parent != state.folder else None
+        if (
+            start is None
+            or start.fingerprint != fingerprint
+            or start.spec.get("probe_train_rows") != run.spec.probe_train_rows
+            or not run_state(other, run.spec.tasks, run.candidate.steps).finished
+        ):
+            continue
+        tmp = temporary_sibling(here)
+        shutil.copytree(other, tmp, dirs_exist_ok=True)
+        with open(tmp / TRAIN_LOG, "a") as log:
+            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} copied from {other}: the same spec finished there\n")
+        tmp.rename(here)
+        return True
+    return False
 
 
 def _task_options(ray, resources: Resources, env: dict[str, str] | None = None):

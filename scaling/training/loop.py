@@ -81,9 +81,7 @@ def train(
     dataset = PreparedDataset.open(spec.data)
     for name in spec.tasks:  # a task the dataset lacks fails now, not after training
         dataset.resolve_task(name)
-    data_hash = (
-        dataset.manifest["source"]["content_hash"] + "/" + json.dumps(dataset.manifest.get("tokenizer"), sort_keys=True)
-    )
+    data_hash = dataset.run_hash
     start_record = StartRecord(spec.to_dict(), spec.result_fields(data_hash), spec.fingerprint(data_hash))
     out.mkdir(parents=True, exist_ok=True)
     _check_spec(folder, start_record)
