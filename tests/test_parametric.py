@@ -38,3 +38,22 @@ def test_parametric_fit_recovers_known_parameters():
     assert abs(fit.a - TRUE["beta"] / (TRUE["alpha"] + TRUE["beta"])) < 0.02
     assert fit.E == pytest.approx(TRUE["E"], rel=0.03)
     assert fit.intervals["alpha"][0] <= fit.alpha <= fit.intervals["alpha"][1]
+
+
+def test_a_fit_with_a_negative_exponent_has_no_allocation_and_writes_nan_not_a_complex_number():
+    """A tiny sweep can fit alpha < 0 (the loss grows with size); the allocation's constant is then undefined."""
+    import json
+
+    import numpy as np
+
+    from analysis.parametric import ParametricFit
+
+    fit = ParametricFit(
+        E=0.0, A=3.7e-11, B=4.5, alpha=-2.17, beta=0.015, objective=0.0, intervals={}, bootstrap=np.zeros((0, 5))
+    )
+    assert np.isnan(fit.G)
+    assert json.loads(json.dumps({"G": fit.G}, default=float))["G"] != 0  # NaN survives JSON; a complex did not
+    assert (
+        TRUE["alpha"] > 0
+        and ParametricFit(**{**TRUE, "objective": 0.0, "intervals": {}, "bootstrap": np.zeros((0, 5))}).G > 0
+    )
