@@ -57,22 +57,14 @@ def test_several_sweeps_show_as_one_line():
     assert both.line().startswith("done 4/10 (skipped 1) · running 2 · failed 1")
 
 
-class _Cluster:
-    def __init__(self, resources):
-        self.resources = resources
-
-    def cluster_resources(self):
-        return self.resources
-
-
 def test_a_run_starts_only_where_the_cluster_has_room_beside_those_in_flight():
-    cluster = _Cluster({"CPU": 4.0, "GPU": 1.0})
+    cluster = {"CPU": 4.0, "GPU": 1.0}  # ray.cluster_resources()
     quarter = Resources(cpus=1, gpus=0.25)
     assert _room(cluster, {"CPU": 3.0, "GPU": 0.75}, quarter)
     assert not _room(cluster, {"CPU": 3.0, "GPU": 1.0}, quarter)
     assert not _room(cluster, {"CPU": 3.5}, Resources(cpus=1))
     assert _room(cluster, {"CPU": 2.0}, Resources(cpus=2))
-    assert not _room(_Cluster({"CPU": 2.0}), {}, Resources(cpus=1, gpus=1))  # no GPU at all: never room
+    assert not _room({"CPU": 2.0}, {}, Resources(cpus=1, gpus=1))  # no GPU at all: never room
 
 
 def test_the_study_clock_scales_the_stages_to_come_by_the_speed_measured_so_far(monkeypatch):

@@ -131,6 +131,19 @@ def _workers_running(run_dir: Path) -> list[psutil.Process]:
     return found
 
 
+def _kill_with_its_cluster(driver: subprocess.Popen) -> None:
+    """kill -9 of a driver and its whole cluster: its raylet and workers may run in sessions of their own (outside
+    the driver's process group), and a worker left running finishes the run a test must catch mid-way."""
+    cluster = psutil.Process(driver.pid).children(recursive=True)
+    os.killpg(driver.pid, signal.SIGKILL)
+    for process in cluster:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    driver.wait()
+
+
 def _wait_for(condition, timeout: float = 240.0, every: float = 0.05):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -194,16 +207,7 @@ def test_killing_the_driver_then_running_again_finishes_the_rest_without_duplica
             every=0.02,
         )
     finally:
-        # The driver's whole cluster dies with it: its raylet and workers may run in sessions of their own (outside
-        # the driver's process group), and a worker left running finishes the run this test must catch mid-way.
-        cluster = psutil.Process(driver.pid).children(recursive=True)
-        os.killpg(driver.pid, signal.SIGKILL)
-        for process in cluster:
-            try:
-                process.kill()
-            except psutil.NoSuchProcess:
-                pass
-        driver.wait()
+        _kill_with_its_cluster(driver)
     time.sleep(2)
     finished_before = {p.parent.name for p in folder.glob("*/result.json")}
     assert 2 <= len(finished_before) < 6
@@ -347,14 +351,7 @@ def test_killing_a_driver_of_two_sweeps_then_running_again_finishes_both(prepare
             every=0.02,
         )
     finally:
-        cluster = psutil.Process(driver.pid).children(recursive=True)
-        os.killpg(driver.pid, signal.SIGKILL)
-        for process in cluster:
-            try:
-                process.kill()
-            except psutil.NoSuchProcess:
-                pass
-        driver.wait()
+        _kill_with_its_cluster(driver)
     time.sleep(2)
     before = [len(list(f.glob("*/result.json"))) for f in folders]
     assert 2 <= sum(before) < 9

@@ -165,20 +165,20 @@ def study_command(
         console.print(f"reusing the prepared dataset in {folder}", highlight=False)
 
     from scaling.commands.sweep import drive
+    from scaling.sweep.driver import combined
 
     number += 1
     clock.unknown = ""
     clock.begin("training", number, stages, ", ".join(f"{s.name} v{s.version}" for s in sweeps) + " in one queue")
     training_started = time.perf_counter()
-    estimate = {}
 
     def line(progress) -> str:
-        estimate["seconds"] = progress.estimated_total / max(progress.slots, 1)
         return f"stage {number}/{stages}: training · {progress.line()} · {clock.left_text(progress.eta_seconds)}"
 
     summaries = drive(sweeps, runs_root, address, max_parallel, False, line)
+    trained = combined([s.progress for s in summaries])
     clock.stage_started = training_started
-    clock.end("training", estimate.get("seconds"))
+    clock.end("training", trained.estimated_total / trained.slots)
     if any(s.failed for s in summaries):
         console.print("some runs failed (above); the fits use the runs that finished", highlight=False)
     report_tables([s.runs_table for s in summaries], sweeps, out, title, clock, number, stages)

@@ -9,6 +9,7 @@ with its error and the others go on. Kill the driver at any point and run it aga
 are skipped and half-done ones resume.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -68,22 +69,10 @@ class Progress:
 
 
 def combined(progresses: "list[Progress]") -> Progress:
-    """Several sweeps' progress as one: counts and estimates added, the earliest start."""
+    """Several sweeps' progress as one: counts and estimates added, the most slots, the earliest start."""
     out = Progress(total=0, slots=max((p.slots for p in progresses), default=1))
-    for p in progresses:
-        for name in (
-            "total",
-            "skipped",
-            "done",
-            "diverged",
-            "failed",
-            "running",
-            "preemptions",
-            "retried_failures",
-            "estimated_total",
-            "estimated_done",
-        ):
-            setattr(out, name, getattr(out, name) + getattr(p, name))
+    for name in (f.name for f in dataclasses.fields(Progress) if f.name not in ("slots", "started")):
+        setattr(out, name, sum(getattr(p, name) for p in progresses))
     out.started = min((p.started for p in progresses), default=out.started)
     return out
 
@@ -409,9 +398,9 @@ def _task_options(ray, resources: Resources, env: dict[str, str] | None = None):
     return (ray.remote(max_calls=1)(execute_unit) if accelerated else ray.remote(execute_unit)).options(**options)
 
 
-def _room(ray, in_use: dict[str, float], resources: Resources) -> bool:
-    """Whether the cluster holds one more run with these resources beside those in flight."""
-    available = ray.cluster_resources()
+def _room(available: dict[str, float], in_use: dict[str, float], resources: Resources) -> bool:
+    """Whether the cluster (`available`: its resources) holds one more run with these resources beside those in
+    flight."""
     asks = {"CPU": resources.cpus, "GPU": resources.gpus, "TPU": resources.tpus}
     return all(in_use.get(k, 0.0) + v <= available.get(k, 0.0) + 1e-9 for k, v in asks.items() if v)
 
@@ -440,9 +429,10 @@ def _drive(queue: list[tuple[_Sweep, Unit]], address, max_parallel, report, log,
     in_flight: dict = {}
     while queue or in_flight:
         in_use = _in_use(state.spec.resources for state, _, _ in in_flight.values())
+        available = ray.cluster_resources() if queue and len(in_flight) < limit else {}
         while queue and len(in_flight) < limit:
             # the first (longest) unit that fits beside those in flight; with none in flight, the first (Ray queues it)
-            pick = next((i for i, (s, _) in enumerate(queue) if _room(ray, in_use, s.spec.resources)), None)
+            pick = next((i for i, (s, _) in enumerate(queue) if _room(available, in_use, s.spec.resources)), None)
             if pick is None and in_flight:
                 break
             state, unit = queue.pop(pick or 0)
