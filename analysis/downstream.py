@@ -73,6 +73,23 @@ def auroc_tasks(table: Table) -> list[str]:
     )
 
 
+ZERO_SHOT = "zero_shot_auroc_"  # the timeline decoder's own futures (scaling.eval.zero_shot), beside the probe's
+
+
+def zero_shot_tasks(table: Table) -> list[str]:
+    """Tasks with a zero-shot AUROC column (`zero_shot_auroc_<task>`, not its interval or per-futures columns)."""
+    return sorted(
+        c.removeprefix(ZERO_SHOT)
+        for c in table.frame.columns
+        if c.startswith(ZERO_SHOT) and not c.endswith(("_lo", "_hi")) and "_futures" not in c
+    )
+
+
+def zero_shot_law_name(task: str) -> str:
+    """The name a zero-shot AUROC law goes by in fits.json and the report, beside the probe's (`task`)."""
+    return f"{task} (zero-shot)"
+
+
 def reference_auroc(table: Table, column: str) -> float | None:
     """A baseline's AUROC (XGBoost, logistic regression, the oracle): one number per task, on every run's row;
     None when the table has no such column or no value in it."""
@@ -102,16 +119,20 @@ def _fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float] | None:
         return None
 
 
-def fit_auroc(table: Table, task: str, seed: int = 0, resamples: int = BOOTSTRAP) -> AurocLaw | None:
-    """The saturating law of a task's AUROC along the frontier; None with fewer than 3 frontier points.
+def fit_auroc(
+    table: Table, task: str, seed: int = 0, resamples: int = BOOTSTRAP, zero_shot: bool = False
+) -> AurocLaw | None:
+    """The saturating law of a task's AUROC (the probe's, or with `zero_shot` the futures') along the frontier;
+    None with fewer than 3 frontier points.
 
     Three parameters through 3 points is an exact fit with nothing left to estimate its error: it gets no
     interval. From 4 points on, a residual bootstrap gives one: the fit's residuals (scaled by
     sqrt(n / (n - 3)) for the parameters fitted) resampled onto its predictions, and refitted."""
-    points = frontier(table).filter(pl.col(f"auroc_{task}").is_not_null())
+    column = f"{ZERO_SHOT}{task}" if zero_shot else f"auroc_{task}"
+    points = frontier(table).filter(pl.col(column).is_not_null())
     if points.height < 3:
         return None
-    x, y = np.log10(points["flops"].to_numpy()), points[f"auroc_{task}"].to_numpy().astype(float)
+    x, y = np.log10(points["flops"].to_numpy()), points[column].to_numpy().astype(float)
     fitted = _fit(x, y)
     if fitted is None:
         return None
@@ -124,8 +145,32 @@ def fit_auroc(table: Table, task: str, seed: int = 0, resamples: int = BOOTSTRAP
             d for d in (_fit(x, predicted + rng.choice(residuals, len(x))) for _ in range(resamples)) if d is not None
         ]
     return AurocLaw(
-        task=task, h=fitted[0], k=fitted[1], x0=fitted[2], draws=np.asarray(draws).reshape(-1, 3), points=len(x)
+        task=zero_shot_law_name(task) if zero_shot else task,
+        h=fitted[0],
+        k=fitted[1],
+        x0=fitted[2],
+        draws=np.asarray(draws).reshape(-1, 3),
+        points=len(x),
     )
+
+
+def inference_curves(table: Table, task: str) -> list[dict]:
+    """For each frontier run with zero-shot AUROC by number of futures: its budget, and the AUROC against inference
+    compute per prediction time = futures x generated tokens per future x forward FLOPs per token (a third of the
+    training convention's FLOPs per token: the forward pass of its forward and backward)."""
+    prefix = f"{ZERO_SHOT}{task}_futures"
+    counts = sorted(int(c.removeprefix(prefix)) for c in table.frame.columns if c.startswith(prefix))
+    tokens = f"zero_shot_tokens_per_future_{task}"
+    if not counts or tokens not in table.frame.columns or "flops_per_token" not in table.frame.columns:
+        return []
+    curves = []
+    for row in frontier(table).iter_rows(named=True):
+        aurocs = [row.get(f"{prefix}{n}") for n in counts]
+        if row.get(tokens) is None or any(a is None for a in aurocs):
+            continue
+        per_future = row[tokens] * row["flops_per_token"] / 3
+        curves.append({"budget": row["budget"], "flops": [n * per_future for n in counts], "auroc": aurocs})
+    return curves
 
 
 def loss_vs_auroc(table: Table, task: str) -> dict | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.cost import CostModel
-from analysis.downstream import AurocLaw, auroc_tasks, fit_auroc, loss_vs_auroc
+from analysis.downstream import AurocLaw, auroc_tasks, fit_auroc, loss_vs_auroc, zero_shot_tasks
 from analysis.isoflop import WINDOW, IsoflopFit, PowerLaw, Vertex, fit_isoflop
 from analysis.parametric import ParametricFit, fit_parametric
 from analysis.table import BUDGET_GROUPING, Table, TableError
@@ -90,7 +90,11 @@ def fit_table(data: Table, options: FitOptions, key: str) -> Fits:
             data, resamples=resamples, fixed_E=options.fixed_E, exclude_worst=options.exclude_worst
         )
     tasks = auroc_tasks(data)
-    laws = tuple(law for law in (fit_auroc(data, task) for task in tasks) if law is not None)
+    laws = (
+        *(fit_auroc(data, task) for task in tasks),
+        *(fit_auroc(data, t, zero_shot=True) for t in zero_shot_tasks(data)),
+    )
+    laws = tuple(law for law in laws if law is not None)
     lines = tuple(line for line in (loss_vs_auroc(data, task) for task in tasks) if line is not None)
     return Fits(
         key=key,

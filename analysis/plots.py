@@ -12,7 +12,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from analysis.downstream import AurocLaw, auroc_tasks, frontier, reference_auroc, saturating  # noqa: E402
+from analysis.downstream import (  # noqa: E402
+    ZERO_SHOT,
+    AurocLaw,
+    auroc_tasks,
+    frontier,
+    inference_curves,
+    reference_auroc,
+    saturating,
+    zero_shot_law_name,
+    zero_shot_tasks,
+)
 from analysis.fits import Fits  # noqa: E402
 from analysis.isoflop import IsoflopFit, predict_interval  # noqa: E402
 from analysis.parametric import ParametricFit  # noqa: E402
@@ -144,6 +154,38 @@ def loss_frontier(table: Table, parametric: ParametricFit | None, out: Path) -> 
     return save_figure(fig, out, "loss_frontier")
 
 
+def _zero_shot_points(ax, table: Table, task: str, law: AurocLaw | None) -> None:
+    """The decoder's zero-shot AUROC along the frontier, with its interval and its law, beside the probe's."""
+    column = f"{ZERO_SHOT}{task}"
+    best = frontier(table).filter(pl.col(column).is_not_null())
+    yerr = [best[column] - best[f"{column}_lo"], best[f"{column}_hi"] - best[column]]
+    ax.errorbar(best["flops"], best[column], yerr=yerr, fmt="s", color="C2", ms=4, label="zero-shot (futures)")
+    if law is not None:
+        grid = np.geomspace(best["flops"].min() / 3, best["flops"].max() * 100, 60)
+        ax.plot(grid, saturating(np.log10(grid), law.h, law.k, law.x0), color="C2", ls="-.", label="zero-shot fit")
+
+
+def zero_shot_inference(table: Table, out: Path) -> list[Path]:
+    """Zero-shot AUROC against inference compute (futures x tokens x forward FLOPs), one line per training budget:
+    what more futures buy at each training budget (CoMET's question)."""
+    tasks = [t for t in zero_shot_tasks(table) if len(inference_curves(table, t)) >= 1]
+    if not tasks:
+        return []
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        curves = inference_curves(table, task)
+        colours = plt.cm.viridis(np.linspace(0, 0.9, len(curves)))
+        for colour, curve in zip(colours, curves):
+            ax.plot(curve["flops"], curve["auroc"], marker="o", ms=3, color=colour, label=f"C = {curve['budget']:.2g}")
+        ax.axhline(0.5, color="grey", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("inference compute per prediction (FLOPs)")
+        ax.set_ylabel(f"zero-shot AUROC, {task.replace('_', ' ')}")
+        ax.set_title("more futures, per training budget", fontsize=9)
+        ax.legend(fontsize=7, title="training budget", title_fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+    return save_figure(fig, out, "zero_shot_vs_inference")
+
+
 def auroc_figures(table: Table, laws: tuple[AurocLaw, ...], lines: tuple[dict, ...], out: Path) -> list[Path]:
     tasks = auroc_tasks(table)
     if not tasks:
@@ -173,6 +215,8 @@ def auroc_figures(table: Table, laws: tuple[AurocLaw, ...], lines: tuple[dict, .
                 color="C0",
                 label=f"saturating fit (ceiling {law.h:.3f})",
             )
+        if task in zero_shot_tasks(table):
+            _zero_shot_points(ax, table, task, next((w for w in laws if w.task == zero_shot_law_name(task)), None))
         for column, style, name in (
             (f"xgboost_auroc_{task}", "--", "XGBoost"),
             (f"oracle_auroc_{task}", ":", "oracle"),
@@ -213,4 +257,5 @@ def plot_all(table: Table, fits: Fits, out: Path) -> list[Path]:
         paths += optimal_scaling(fits.isoflop, fits.parametric, out)
     paths += loss_frontier(table, fits.parametric, out)
     paths += auroc_figures(table, fits.auroc_laws, fits.loss_lines, out)
+    paths += zero_shot_inference(table, out)
     return paths

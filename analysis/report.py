@@ -17,13 +17,20 @@ import numpy as np
 import polars as pl
 
 from analysis.answers import optimal
-from analysis.downstream import AurocLaw, auroc_tasks, frontier, reference_auroc
+from analysis.downstream import AurocLaw, auroc_tasks, frontier, reference_auroc, zero_shot_law_name
 from analysis.fits import Fits
 from analysis.isoflop import WINDOW, IsoflopFit, near_minimum, parabola_vertex
 from analysis.parametric import ParametricFit
 from analysis.table import Table
 
-FIGURES = ("isoflop_curves", "optimal_scaling", "loss_frontier", "auroc_vs_compute", "loss_vs_auroc")
+FIGURES = (
+    "isoflop_curves",
+    "optimal_scaling",
+    "loss_frontier",
+    "auroc_vs_compute",
+    "zero_shot_vs_inference",
+    "loss_vs_auroc",
+)
 
 
 def number(x: float | None, digits: int = 3) -> str:
@@ -265,17 +272,15 @@ def _auroc_section(table: Table, laws: list[AurocLaw]) -> list[str]:
                 f"oracle_auroc_{task}",
             )
         )
-        lines += [f"### {task}", "", "| budget (FLOPs) | params | loss | probe AUROC [95%] |", "|---:|---:|---:|---:|"]
+        zero = f"zero_shot_auroc_{task}" in best.columns
+        head = "| budget (FLOPs) | params | loss | probe AUROC [95%] |" + (" zero-shot AUROC [95%] |" if zero else "")
+        lines += [f"### {task}", "", head, "|---:|---:|---:|---:|" + ("---:|" if zero else "")]
         for row in best.iter_rows(named=True):
-            auroc = row.get(f"auroc_{task}")
-            spread = (
-                interval_text((row.get(f"auroc_{task}_lo"), row.get(f"auroc_{task}_hi")))
-                if row.get(f"auroc_{task}_lo") is not None
-                else ""
+            cells = [_auroc_cell(row, f"auroc_{task}")] + (
+                [_auroc_cell(row, f"zero_shot_auroc_{task}")] if zero else []
             )
             lines.append(
-                f"| {row['budget']:.3g} | {row['params']:,.0f} | {row['loss']:.4f} | "
-                f"{'n/a' if auroc is None else f'{auroc:.3f}'} {spread} |"
+                f"| {row['budget']:.3g} | {row['params']:,.0f} | {row['loss']:.4f} | " + " | ".join(cells) + " |"
             )
         refs = []
         if xgb is not None:
@@ -290,14 +295,29 @@ def _auroc_section(table: Table, laws: list[AurocLaw]) -> list[str]:
             "",
             ("Beside: " + "; ".join(refs) + " (same held-out rows).") if refs else "No baselines in the table.",
         ]
-        law = next((law for law in laws if law.task == task), None)
-        if law is not None:
+        for name, what in ((task, "probe"), (zero_shot_law_name(task), "zero-shot")):
+            law = next((law for law in laws if law.task == name), None)
+            if law is not None:
+                lines.append(
+                    f"Saturating law of the {what} AUROC along the frontier: AUROC = 0.5 + ({law.h:.3f} - 0.5) / "
+                    f"(1 + exp(-{law.k:.3g} (log10 C - {law.x0:.3g}))), {law.points} budgets."
+                )
+        if zero:
             lines.append(
-                f"Saturating law along the frontier: AUROC = 0.5 + ({law.h:.3f} - 0.5) / (1 + exp(-{law.k:.3g} "
-                f"(log10 C - {law.x0:.3g}))), {law.points} budgets."
+                "Zero-shot: the decoder's own futures after each prediction time, the Monte Carlo share that reach the "
+                "outcome (docs/evaluation.md); zero_shot_vs_inference.png shows what more futures buy per budget."
             )
         lines.append("")
     return lines
+
+
+def _auroc_cell(row: dict, column: str) -> str:
+    """An AUROC and its interval, as the report's tables show them."""
+    auroc = row.get(column)
+    if auroc is None:
+        return "n/a"
+    spread = interval_text((row[f"{column}_lo"], row[f"{column}_hi"])) if row.get(f"{column}_lo") is not None else ""
+    return f"{auroc:.3f} {spread}".rstrip()
 
 
 MASKED = ("masked_item_accuracy", "value_mse", "value_pearson_median")  # the lab-bag families' own metrics

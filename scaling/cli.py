@@ -20,6 +20,8 @@ from scaling.commands.study import study_command
 from scaling.commands.sweep import collect_command, sweep_app
 from scaling.commands.track import track_command
 from scaling.console import UserError, console, out_console
+from scaling.eval.zero_shot_rules import FUTURES, MAX_NEW_TOKENS
+from scaling.eval.zero_shot_rules import ROWS as ZERO_SHOT_ROWS
 from scaling.runspec import PROBE_TRAIN_ROWS
 
 app = typer.Typer(
@@ -96,22 +98,44 @@ def eval_command(
             "with the data). Default: PREP/predictions/<run>-<hash>/."
         ),
     ] = None,
+    zero_shot: Annotated[
+        bool,
+        typer.Option(
+            "--zero-shot",
+            help="Instead of the probe: the timeline decoder generates futures after each prediction time and the "
+            "risk is read off them (docs/evaluation.md).",
+        ),
+    ] = False,
+    futures: Annotated[int, typer.Option(help="--zero-shot: futures per prediction time.")] = FUTURES,
+    rules: Annotated[
+        Path | None, typer.Option(help="--zero-shot: a TOML file of rules for your own tasks ([tasks.NAME]).")
+    ] = None,
+    zero_shot_rows: Annotated[
+        int, typer.Option(min=0, help="--zero-shot: held-out rows scored, a seeded sample (0: all).")
+    ] = ZERO_SHOT_ROWS,
+    max_new_tokens: Annotated[
+        int, typer.Option(help="--zero-shot: tokens a future may take before it counts as incomplete.")
+    ] = MAX_NEW_TOKENS,
+    temperature: Annotated[float, typer.Option(help="--zero-shot: sampling temperature.")] = 1.0,
+    top_k: Annotated[int, typer.Option(min=0, help="--zero-shot: sample from the k likeliest tokens (0: all).")] = 0,
 ) -> None:
-    """Linear-probe AUROC of a trained model on downstream tasks, beside XGBoost and the oracle."""
+    """Linear-probe AUROC of a trained model on downstream tasks, beside XGBoost and the oracle (or, with
+    --zero-shot, the timeline decoder's own futures)."""
     from scaling.data.dataset import DatasetError
-    from scaling.eval.evaluate import evaluate
+    from scaling.eval.evaluate import evaluate, evaluate_zero_shot
+    from scaling.eval.zero_shot_rules import RuleError, Settings
     from scaling.record import RunError
     from scaling.runspec import SpecError
 
+    log = lambda text: out_console.print(text, highlight=False, soft_wrap=True)  # noqa: E731
+    chosen = tuple(tasks.split(",")) if tasks else None
     try:
-        evaluate(
-            run_dir,
-            tuple(tasks.split(",")) if tasks else None,
-            log=lambda text: out_console.print(text, highlight=False, soft_wrap=True),
-            train_rows=probe_train_rows,
-            predictions=predictions,
-        )
-    except (SpecError, DatasetError, RunError) as error:
+        if zero_shot:
+            settings = Settings(futures, max_new_tokens, zero_shot_rows, temperature, top_k)
+            evaluate_zero_shot(run_dir, chosen, settings, rules, log, predictions)
+        else:
+            evaluate(run_dir, chosen, log=log, train_rows=probe_train_rows, predictions=predictions)
+    except (SpecError, DatasetError, RunError, RuleError) as error:
         raise UserError(str(error)) from None
 
 

@@ -166,6 +166,7 @@ class Family:
     # and `ehrscale lr-fit` (docs/models.md); 1.0 where no calibration was run.
     lr_width_product: float = 1.0
     input_note: str = ""  # how the model card's input paragraph ends for this family, beyond its data kind's
+    generates: bool = False  # a next-token model over timelines: it generates futures (zero-shot evaluation)
 
     def inputs(self, dataset: PreparedDataset, context: int, bags_per_row: int | None = None) -> ModelInputs:
         """Vocabulary, context and epoch size (rows of `context` tokens) of this family's model on a dataset; bags
@@ -218,6 +219,7 @@ FAMILIES = {
         model="scaling.models.decoder:Decoder",
         row_loss="scaling.models.decoder:decoder_row_loss",
         lr_width_product=0.56,  # lr-fit on the demo data: best 0.564x of 1.0 / width, 95% [0.385, 0.827]
+        generates=True,
     ),
     "labrador": Family(
         name="labrador",

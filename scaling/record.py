@@ -30,7 +30,7 @@ from pathlib import Path
 from scaling.data.atomic import write_json
 
 RESULT_FORMAT = 2
-EVAL_FORMAT = 2
+EVAL_FORMAT = 3  # 3: a task's zero_shot entry (format 2 files read the same, without it)
 SPEC, METRICS, CHECKPOINTS, BRANCH_POINTS = "spec.json", "metrics.jsonl", "checkpoints", "branch_points"
 RESULT, EVAL, ATTEMPTS, TRAIN_LOG = "result.json", "eval.json", "attempts.json", "train.log"
 
@@ -190,10 +190,11 @@ class TaskEval:
     oracle: dict | None = None
     seconds: float | None = None
     predictions: dict | None = None  # {"path", "rows"}: in the prepared dataset, never in the run folder
+    zero_shot: dict | None = None  # the decoder's futures (scaling.eval.zero_shot), when evaluated zero-shot
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return _to_json(self, ("baselines_bags", "predictions"))
+        return _to_json(self, ("baselines_bags", "predictions", "zero_shot"))
 
     @property
     def scored(self) -> bool:
@@ -219,6 +220,21 @@ class TaskEval:
             (f"logistic_bags_auroc_{task}", (on_bags("logistic") or {}).get("auroc")),
             (f"oracle_auroc_{task}", (self.oracle or {}).get("auroc")),
         )
+        zero_shot = self.zero_shot or {}
+        if zero_shot.get("status") == "ok":
+            named += (
+                (f"zero_shot_auroc_{task}", zero_shot["auroc"]),
+                (f"zero_shot_auroc_{task}_lo", zero_shot["auroc_lo"]),
+                (f"zero_shot_auroc_{task}_hi", zero_shot["auroc_hi"]),
+                (f"zero_shot_rollout_auroc_{task}", zero_shot["rollout"]["auroc"]),
+                (f"zero_shot_ece_{task}", zero_shot["monte_carlo"]["ece"]),
+                (f"zero_shot_completed_{task}", zero_shot["completed"]),
+                (f"zero_shot_tokens_per_future_{task}", zero_shot["tokens_per_future"]),
+                *(
+                    (f"zero_shot_auroc_{task}_futures{n}", auroc)
+                    for n, auroc in zero_shot["monte_carlo"]["auroc_by_futures"].items()
+                ),
+            )
         return columns | {k: v for k, v in named if v is not None}
 
 
@@ -330,6 +346,10 @@ class RunFolder:
     def settled_tasks(self) -> set[str]:
         """Tasks evaluated already (scored, or found unscorable and reported in eval.json)."""
         return set(self.evaluation().tasks)
+
+    def zero_shot_tasks(self) -> set[str]:
+        """Tasks whose zero-shot evaluation is in eval.json (scored or found unscorable)."""
+        return {name for name, entry in self.evaluation().tasks.items() if entry.zero_shot is not None}
 
     def metrics(self) -> list[dict]:
         """metrics.jsonl's rows ([] before the first logged step)."""

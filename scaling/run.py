@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from scaling.eval.evaluate import evaluate
+from scaling.eval.evaluate import evaluate, evaluate_zero_shot
 from scaling.record import ResultRecord, RunFolder
 from scaling.runspec import RunSpec, Tracking
 from scaling.tracking import Trackers, tracked_run
@@ -10,8 +10,8 @@ from scaling.training.loop import train
 
 
 def run(spec: RunSpec, out: Path, log=print) -> ResultRecord:
-    """Train, then evaluate any listed task not evaluated yet; the spec's trackers see both (a finished run is not
-    tracked again: `ehrscale track` replays it)."""
+    """Train, then evaluate any listed task not evaluated yet (and, with [eval] zero_shot, generate its futures); the
+    spec's trackers see both (a finished run is not tracked again: `ehrscale track` replays it)."""
     folder = RunFolder(out)
     tracking = spec.tracking if not folder.trained else Tracking()
     trackers = Trackers(tracking, tracked_run(spec, folder.path), warn=lambda text: log(f"warning: {text}"))
@@ -25,6 +25,11 @@ def run(spec: RunSpec, out: Path, log=print) -> ResultRecord:
             skipped = [t for t in pending if not report.tasks[t].scored]
             if skipped:
                 log(f"not scored: {', '.join(skipped)} (see eval.json)")
+        settings = spec.eval.zero_shot
+        futures = [t for t in spec.tasks if t not in folder.zero_shot_tasks()] if result.status == "ok" else []
+        if settings is not None and futures and result.role != "trunk":
+            rules = Path(settings.rules) if settings.rules else None
+            evaluate_zero_shot(folder.path, tuple(futures), settings, rules, log=log)
     finally:
         trackers.finish(tracker_summary(result, folder))
     return result

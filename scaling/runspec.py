@@ -40,6 +40,7 @@ from pathlib import Path
 
 from scaling.data.labels import check_name
 from scaling.data.tasks import ALIASES
+from scaling.eval.zero_shot_rules import RuleError, Settings
 from scaling.families import FAMILIES
 from scaling.flops import CONVENTIONS
 from scaling.models.shapes import ATTENTION_IMPLEMENTATIONS
@@ -99,6 +100,33 @@ class Branch:
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """[eval]: how a run is evaluated beyond the probe; not fingerprinted (it changes no weight)."""
+
+    zero_shot: Settings | None = None  # the timeline decoder's futures on the tasks (docs/evaluation.md)
+
+
+def check_eval(source: dict, where: str) -> Evaluation:
+    """The [eval] table: `zero_shot = { futures = 16, ... }` (any field of Settings), for the timeline family only."""
+    table = source.get("eval", {})
+    if not isinstance(table, dict) or set(table) - {"zero_shot"}:
+        raise SpecError(f"{where}: [eval] takes one key, zero_shot = {{ futures = 16, ... }}; got {table!r}")
+    zero_shot = table.get("zero_shot")
+    if zero_shot is None:
+        return Evaluation()
+    if source.get("family", "timeline") != "timeline":
+        raise SpecError(f"{where}: [eval] zero_shot: only the timeline decoder generates futures")
+    kinds = {f.name: f.type for f in dataclasses.fields(Settings)}
+    unknown = sorted(set(zero_shot) - set(kinds)) if isinstance(zero_shot, dict) else ["(not a table)"]
+    if unknown:
+        raise SpecError(f"{where}: [eval] zero_shot: unknown key(s) {', '.join(unknown)} (known: {', '.join(kinds)})")
+    try:
+        return Evaluation(Settings(**zero_shot))
+    except (RuleError, TypeError) as error:
+        raise SpecError(f"{where}: [eval] zero_shot: {error}") from None
+
+
+@dataclass(frozen=True)
 class RunSpec:
     name: str
     data: str
@@ -117,6 +145,7 @@ class RunSpec:
     recipe: Recipe = field(default_factory=Recipe)
     train: TrainSettings = field(default_factory=TrainSettings)
     tracking: Tracking = field(default_factory=Tracking)
+    eval: Evaluation = field(default_factory=Evaluation)
 
     def steps_spent(self, steps: int) -> float:
         """The steps of a run of `steps` steps that its compute pays for: all of them; a branch's own plus its share
@@ -278,11 +307,11 @@ def check_common(source: dict, where: str) -> tuple[Recipe, TrainSettings, Track
 
 def parse_spec(source: dict, where: str) -> RunSpec:
     """A validated RunSpec from parsed TOML (or a run folder's spec.json); `where` names the file in messages."""
-    unknown = sorted(set(source) - set(_TOP) - {"recipe", "train", "tracking"})
+    unknown = sorted(set(source) - set(_TOP) - {"recipe", "train", "tracking", "eval"})
     if unknown:
         raise SpecError(
             f"{where}: unknown key(s) {', '.join(unknown)} "
-            f"(known: {', '.join(sorted(_TOP))}, [recipe], [train], [tracking])"
+            f"(known: {', '.join(sorted(_TOP))}, [recipe], [train], [tracking], [eval])"
         )
     for key in _REQUIRED:
         if key not in source:
@@ -309,7 +338,7 @@ def parse_spec(source: dict, where: str) -> RunSpec:
             top["branch"] = Branch(**top["branch"])
         except TypeError as error:
             raise SpecError(f"{where}: 'branch' must have trunk, step and trunk_share_steps: {error}") from None
-    return RunSpec(**top, recipe=recipe, train=train, tracking=tracking)
+    return RunSpec(**top, recipe=recipe, train=train, tracking=tracking, eval=check_eval(source, where))
 
 
 def read_toml(path: Path, kind: str = "spec") -> dict:

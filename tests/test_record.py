@@ -7,6 +7,7 @@ import json
 import pytest
 
 from scaling.record import (
+    EVAL_FORMAT,
     RESULT_FORMAT,
     EvalRecord,
     ResultRecord,
@@ -39,7 +40,7 @@ def test_every_record_round_trips_through_its_folder(tmp_path):
     }
     written = json.loads((folder.path / "result.json").read_text())
     assert "branch_of" not in written and "value_mse" not in written  # optional fields only when set
-    assert json.loads((folder.path / "eval.json").read_text())["format"] == 2
+    assert json.loads((folder.path / "eval.json").read_text())["format"] == EVAL_FORMAT == 3
 
 
 def test_older_and_newer_result_formats(tmp_path):

@@ -168,8 +168,9 @@ def study_command(
     from scaling.sweep.driver import combined
 
     number += 1
-    clock.unknown = ""
+    clock.unknown = "plus the training (estimated once its runs are planned, on the progress line)"
     clock.begin("training", number, stages, ", ".join(f"{s.name} v{s.version}" for s in sweeps) + " in one queue")
+    clock.unknown = ""
     training_started = time.perf_counter()
 
     def line(progress) -> str:

@@ -1,5 +1,7 @@
 """`ehrscale sweep plan|run|submit|status` and `ehrscale collect`."""
 
+import math
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +17,8 @@ from scaling.sweep.plan import Plan, make_plan
 from scaling.sweep.spec import SweepSpec, load_sweep
 from scaling.sweep.state import collect, read_plan_record, run_state, write_runs_table
 from scaling.sweep.throughput import estimate_seconds, measured_throughput, planned_seconds, timed_throughput
+
+LOG_EVERY_SECONDS = 60  # the progress line's cadence in a log (output not to a terminal)
 
 sweep_app = typer.Typer(help="Plan, run and follow IsoFLOP sweeps (sweeps/*.toml) on Ray.", no_args_is_help=True)
 
@@ -236,10 +240,15 @@ def drive(sweeps: list[SweepSpec], runs_root, address, max_parallel, dashboard, 
     """Run the sweeps through one queue with a live progress line (`line` rewrites it), then print how each ended."""
     from scaling.sweep.driver import run_sweeps
 
+    printed = [-math.inf]  # when the line was last printed in full: a log (not a terminal) gets one a minute
     with Live(console=console, refresh_per_second=2, transient=False) as live:
 
         def report(progress) -> None:
-            live.update(line(progress) if line else progress.line())
+            text = line(progress) if line else progress.line()
+            live.update(text)
+            if not console.is_terminal and time.monotonic() - printed[0] >= LOG_EVERY_SECONDS:
+                live.console.print(text, highlight=False, soft_wrap=True)
+                printed[0] = time.monotonic()
 
         def log(text: str) -> None:
             live.console.print(text, highlight=False, soft_wrap=True)

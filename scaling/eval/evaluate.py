@@ -13,6 +13,7 @@ the meds-evaluation schema under the prepared dataset's predictions/ folder: the
 data and never enter a run folder.
 """
 
+import dataclasses
 import hashlib
 import time
 from pathlib import Path
@@ -28,9 +29,12 @@ from flax import nnx
 from scaling.data.dataset import PreparedDataset
 from scaling.data.labbags import bags_before
 from scaling.data.meds_io import SPLITS
+from scaling.eval import zero_shot
 from scaling.eval.baselines import bag_baselines, baselines, oracle
 from scaling.eval.probe import Split, fit_probe
+from scaling.eval.zero_shot_rules import Settings, built_in_rules, read_rules, rule_for
 from scaling.families import FAMILIES, Family
+from scaling.models.sampler import Sampler
 from scaling.record import EvalRecord, RunError, RunFolder, TaskEval
 from scaling.runspec import RunSpec
 from scaling.training.checkpoints import restore_model
@@ -179,7 +183,9 @@ def predictions_folder(dataset: PreparedDataset, out: Path) -> Path:
     return dataset.root / "predictions" / f"{out.name}-{hashlib.sha256(str(out).encode()).hexdigest()[:8]}"
 
 
-def write_predictions(path: Path, rows: pl.DataFrame, probability: np.ndarray, task: str, spec: RunSpec) -> None:
+def write_predictions(
+    path: Path, rows: pl.DataFrame, probability: np.ndarray, task: str, spec: RunSpec, method: str = "linear probe"
+) -> None:
     """Held-out predictions in the meds-evaluation schema (predicted value: probability >= 0.5), versioned."""
     frame = rows.with_columns(
         predicted_boolean_value=pl.Series(probability >= 0.5),
@@ -187,7 +193,7 @@ def write_predictions(path: Path, rows: pl.DataFrame, probability: np.ndarray, t
     )
     table = frame.to_arrow().cast(PREDICTION_SCHEMA)
     table = table.replace_schema_metadata(
-        {"ehrscale_predictions_format": str(PREDICTIONS_FORMAT), "task": task, "model": f"linear probe, {spec.family}"}
+        {"ehrscale_predictions_format": str(PREDICTIONS_FORMAT), "task": task, "model": f"{method}, {spec.family}"}
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -236,6 +242,7 @@ def evaluate(
             oracle=oracle(dataset, task),
             seconds=round(time.perf_counter() - started, 2),
             predictions=written,
+            zero_shot=report.tasks[task].zero_shot if task in report.tasks else None,  # kept beside the probe
         )
         report = report.with_task(task, entry)
         if entry.scored:
@@ -253,4 +260,46 @@ def evaluate(
         else:
             log(f"{task}: {probe['reason']}")
         run_folder.write_evaluation(report)  # after each task: an interrupted evaluation keeps what it scored
+    return report
+
+
+def evaluate_zero_shot(
+    out: Path,
+    tasks: tuple[str, ...] | None = None,
+    settings: Settings = Settings(),
+    rules: Path | None = None,
+    log=print,
+    predictions: Path | None = None,
+) -> EvalRecord:
+    """Zero-shot AUROC of a finished timeline decoder on its tasks (scaling.eval.zero_shot), added to each task's
+    entry in eval.json beside the probe's; held-out risks go to `predictions`/zero_shot/ (default:
+    `predictions_folder`). A task without a rule is refused before anything is generated."""
+    run_folder = RunFolder(out)
+    spec, _ = run_folder.finished("evaluate")
+    if not FAMILIES[spec.family].generates:
+        raise RunError(
+            f"{run_folder.path}: zero-shot evaluation generates timelines, which only the timeline decoder does; "
+            f"this is a {spec.family} run (its downstream evaluation is `ehrscale eval` without --zero-shot)"
+        )
+    dataset = PreparedDataset.open(spec.data)
+    tasks = tuple(dataset.resolve_task(t) for t in (tasks or spec.tasks or dataset.task_names(with_labels=True)))
+    if not tasks:
+        raise RunError(f"{spec.data}: no task has labels; add yours with `ehrscale data prepare ... --labels NAME=DIR`")
+    users = read_rules(rules) if rules is not None else {}
+    built = built_in_rules(zero_shot.built_in(dataset))
+    chosen = {task: rule_for(task, built, users) for task in tasks}  # every task's rule, before any work
+    model = restore_model(run_folder.path, spec, dataset)
+    sampler = Sampler(model, zero_shot.BATCH_ROWS, spec.recipe.context, settings.temperature, settings.top_k)
+    folder = Path(predictions) if predictions is not None else predictions_folder(dataset, run_folder.path)
+    report = run_folder.evaluation()
+    for task, rule in chosen.items():
+        entry, rows, risk = zero_shot.zero_shot_task(sampler, dataset, task, rule, settings)
+        if risk is not None:
+            path = zero_shot.predictions_path(folder, task)
+            write_predictions(path, rows, risk.astype(np.float32), task, spec, "zero-shot futures (Monte Carlo)")
+            entry["predictions"] = {"path": str(path), "rows": len(risk)}
+        current = report.tasks.get(task) or TaskEval(probe={"status": "not run", "reason": "ehrscale eval RUN"})
+        report = report.with_task(task, dataclasses.replace(current, zero_shot=entry))
+        run_folder.write_evaluation(report)  # after each task: an interrupted evaluation keeps what it scored
+        log(zero_shot.describe(task, entry))
     return report

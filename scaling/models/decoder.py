@@ -38,11 +38,25 @@ class Decoder(nnx.Module):
         self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array, dtype=jnp.float32, unroll: bool = False
     ) -> jax.Array:
         """Logits [b, t, vocab] in float32."""
-        h = self.hidden(tokens, positions, segment_ids, dtype, unroll)
+        return self.logits(self.hidden(tokens, positions, segment_ids, dtype, unroll))
+
+    def prefill(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array, dtype=jnp.float32):
+        """Final-norm hidden states [b, t, d] and every layer's keys and values [l, b, t, h, k]: a sampler's cache."""
+        x, keys_values = self.blocks(self.embedding[...][tokens], segment_ids, True, positions, dtype, keys_values=True)
+        return rms_norm(x, self.final_norm[...]), keys_values
+
+    def step(self, tokens: jax.Array, at: jax.Array, keys: jax.Array, values: jax.Array, dtype=jnp.float32):
+        """Logits [b, vocab] after one new token per row at cache index `at` [b], and the updated caches
+        (BlockStack.step)."""
+        x, keys, values = self.blocks.step(self.embedding[...][tokens], at, keys, values, dtype)
+        return self.logits(rms_norm(x, self.final_norm[...])), keys, values
+
+    def logits(self, h: jax.Array) -> jax.Array:
+        """Logits [..., vocab] in float32 of final-norm hidden states [..., d]."""
         out = self.embedding[...].T if self.config.tie_embeddings else self.unembedding[...]
-        b, t, d = h.shape
-        logits = jnp.einsum("nd,dv->nv", h.reshape(b * t, d), out.astype(h.dtype))  # 2-D: see BlockStack
-        return logits.reshape(b, t, -1).astype(jnp.float32)
+        rows = h.reshape(-1, h.shape[-1])
+        logits = jnp.einsum("nd,dv->nv", rows, out.astype(h.dtype))  # 2-D: see BlockStack
+        return logits.reshape(*h.shape[:-1], -1).astype(jnp.float32)
 
     def embed(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array, last: jax.Array) -> jax.Array:
         """One vector per sequence: the hidden state at index `last` [b] (the end of the history)."""

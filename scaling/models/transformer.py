@@ -54,6 +54,11 @@ class BlockStack(nnx.Module):
         self.w_up = _normal(rngs, (n, c.d_model, c.d_ff), INIT_STD)
         self.w_down = _normal(rngs, (n, c.d_ff, c.d_model), out_std)
 
+    def weights(self) -> dict[str, jax.Array]:
+        """The stacked weights [l, ...] by name."""
+        names = ("attn_norm", "wq", "wk", "wv", "wo", "mlp_norm", "w_gate", "w_up", "w_down")
+        return {name: getattr(self, name)[...] for name in names}
+
     def __call__(
         self,
         x: jax.Array,
@@ -62,36 +67,78 @@ class BlockStack(nnx.Module):
         positions: jax.Array | None = None,
         dtype: jnp.dtype = jnp.float32,
         unroll: bool = False,
-    ) -> jax.Array:
+        keys_values: bool = False,
+    ):
         """x: [b, t, d]; a position attends within its segment of `segment_ids` [b, t] (and, `causal`, to no later
         position), by the implementation `config.attention` names (scaling/models/attention.py).
 
         `unroll=True` inlines every layer: compile time grows with depth, but XLA's cost analysis
-        (which counts a loop body once) then sees every layer; used to check the FLOP count."""
+        (which counts a loop body once) then sees every layer; used to check the FLOP count.
+        `keys_values=True` also returns every layer's keys and values [l, b, t, h, k] (rotated): a sampler's cache."""
         c = self.config
-        weights = {
-            name: getattr(self, name)[...]
-            for name in ("attn_norm", "wq", "wk", "wv", "wo", "mlp_norm", "w_gate", "w_up", "w_down")
-        }
         b, t, d = x.shape
         chosen = attention.choose(c.attention, jax.default_backend(), dtype, t, c.head_dim)
         mask = attention.mask_operand(segment_ids, causal, chosen)  # once, outside the layers' scan
 
-        # Dense projections act on [b*t, d] rows: XLA's CPU backend runs the weight gradients of
-        # 2-D matmuls (one contracting axis) much faster than those of [b, t, d] einsums.
         def block(x, w):
-            w = {k: v.astype(dtype) if k not in ("attn_norm", "mlp_norm") else v for k, v in w.items()}
-            h = rms_norm(x, w["attn_norm"])
-            q = jnp.einsum("nd,dhk->nhk", h, w["wq"]).reshape(b, t, c.n_heads, c.head_dim)
-            k = jnp.einsum("nd,dhk->nhk", h, w["wk"]).reshape(b, t, c.n_heads, c.head_dim)
-            v = jnp.einsum("nd,dhk->nhk", h, w["wv"]).reshape(b, t, c.n_heads, c.head_dim)
-            if c.rotary:
-                q, k = rotary(q, positions, c.rope_theta), rotary(k, positions, c.rope_theta)
+            w = cast_weights(w, dtype)
+            q, k, v = project_qkv(x, w, c, positions, b, t)
             attended = attention.apply(chosen, q, k, v, mask, causal, dtype).reshape(b * t, c.n_heads, c.head_dim)
-            x = x + jnp.einsum("nhk,hkd->nd", attended, w["wo"])
-            h = rms_norm(x, w["mlp_norm"])
-            gated = jax.nn.silu(jnp.einsum("nd,df->nf", h, w["w_gate"])) * jnp.einsum("nd,df->nf", h, w["w_up"])
-            return x + jnp.einsum("nf,fd->nd", gated, w["w_down"]), None
+            return finish_block(x, attended, w), ((k, v) if keys_values else None)
 
-        x, _ = jax.lax.scan(block, x.reshape(b * t, d).astype(dtype), weights, unroll=c.n_layers if unroll else 1)
-        return x.reshape(b, t, d)
+        x, kv = jax.lax.scan(
+            block, x.reshape(b * t, d).astype(dtype), self.weights(), unroll=c.n_layers if unroll else 1
+        )
+        return (x.reshape(b, t, d), kv) if keys_values else x.reshape(b, t, d)
+
+    def step(self, x: jax.Array, at: jax.Array, keys: jax.Array, values: jax.Array, dtype=jnp.float32):
+        """One new position per row, attending through a key-value cache: x [b, d] is the input at cache index (and
+        rotary position) `at` [b]; keys and values [l, b, s, h, k] hold the row's earlier positions. The new position
+        attends to indices <= its own, as the causal mask of `__call__` lets it. Returns its output [b, d] and the
+        caches with its key and value written at `at` (an index past the cache is dropped: a finished row)."""
+        c = self.config
+        b, s = x.shape[0], keys.shape[2]
+        rows = jnp.arange(b)
+        visible = jnp.arange(s)[None, :] <= at[:, None]  # [b, s]
+
+        def block(x, layer):
+            w, k_cache, v_cache = layer
+            w = cast_weights(w, dtype)
+            q, k, v = project_qkv(x, w, c, at[:, None], b, 1)
+            k_cache = k_cache.at[rows, at].set(k[:, 0].astype(k_cache.dtype), mode="drop")
+            v_cache = v_cache.at[rows, at].set(v[:, 0].astype(v_cache.dtype), mode="drop")
+            scores = jnp.einsum("bhk,bshk->bhs", q[:, 0], k_cache.astype(dtype)).astype(jnp.float32)
+            scores = jnp.where(visible[:, None, :], scores * c.head_dim**-0.5, -1e30)
+            weights = jax.nn.softmax(scores, axis=-1).astype(dtype)
+            attended = jnp.einsum("bhs,bshk->bhk", weights, v_cache.astype(dtype))
+            return finish_block(x, attended, w), (k_cache, v_cache)
+
+        x, (keys, values) = jax.lax.scan(block, x.astype(dtype), (self.weights(), keys, values))
+        return x, keys, values
+
+
+def cast_weights(w: dict, dtype) -> dict:
+    """One layer's weights with the projections in `dtype` (the norms' scales stay float32)."""
+    return {name: value if name.endswith("norm") else value.astype(dtype) for name, value in w.items()}
+
+
+# Dense projections act on [b*t, d] rows: XLA's CPU backend runs the weight gradients of 2-D matmuls (one contracting
+# axis) much faster than those of [b, t, d] einsums.
+def project_qkv(x: jax.Array, w: dict, c: StackConfig, positions: jax.Array | None, b: int, t: int):
+    """One block's queries, keys and values [b, t, h, k] from its input rows x [b*t, d] (rotated by `positions`)."""
+    h = rms_norm(x, w["attn_norm"])
+    q = jnp.einsum("nd,dhk->nhk", h, w["wq"]).reshape(b, t, c.n_heads, c.head_dim)
+    k = jnp.einsum("nd,dhk->nhk", h, w["wk"]).reshape(b, t, c.n_heads, c.head_dim)
+    v = jnp.einsum("nd,dhk->nhk", h, w["wv"]).reshape(b, t, c.n_heads, c.head_dim)
+    if c.rotary:
+        q, k = rotary(q, positions, c.rope_theta), rotary(k, positions, c.rope_theta)
+    return q, k, v
+
+
+def finish_block(x: jax.Array, attended: jax.Array, w: dict) -> jax.Array:
+    """The rest of a block on rows x [n, d], given its attention [n, h, k]: output projection and residual, then the
+    SwiGLU MLP and residual."""
+    x = x + jnp.einsum("nhk,hkd->nd", attended, w["wo"])
+    h = rms_norm(x, w["mlp_norm"])
+    gated = jax.nn.silu(jnp.einsum("nd,df->nf", h, w["w_gate"])) * jnp.einsum("nd,df->nf", h, w["w_up"])
+    return x + jnp.einsum("nf,fd->nd", gated, w["w_down"])

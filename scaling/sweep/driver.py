@@ -341,7 +341,12 @@ def _queue(state: _Sweep) -> list[Unit]:
             "finished there): " + ", ".join(copied)
         )
     for unit in state.plan.units():
-        states = [run_state(folder / r.run_id, r.spec.tasks, r.candidate.steps).finished for r in unit.runs]
+        states = [
+            run_state(
+                folder / r.run_id, r.spec.tasks, r.candidate.steps, zero_shot=r.spec.eval.zero_shot is not None
+            ).finished
+            for r in unit.runs
+        ]
         fresh = [r.run_id not in state.seen for r in unit.runs]
         progress.total += sum(fresh)
         progress.skipped += sum(done and new for done, new in zip(states, fresh, strict=True))
@@ -359,8 +364,8 @@ def _queue(state: _Sweep) -> list[Unit]:
 
 def _reuse(state: _Sweep, run: PlannedRun) -> bool:
     """Copy a finished run of the same spec from another sweep under the same runs root instead of training it again
-    (the same fingerprint, probe rows and tasks settled); a WSD branch or trunk is never copied (its cost is shared
-    with its trunk's other branches, which differ between sweeps)."""
+    (the same fingerprint, probe rows, [eval] and tasks settled); a WSD branch or trunk is never copied (its cost is
+    shared with its trunk's other branches, which differ between sweeps)."""
     here = state.folder / run.run_id
     if here.exists() or run.spec.branch is not None or run.spec.branch_points:
         return False
@@ -371,7 +376,10 @@ def _reuse(state: _Sweep, run: PlannedRun) -> bool:
             start is None
             or start.fingerprint != fingerprint
             or start.spec.get("probe_train_rows") != run.spec.probe_train_rows
-            or not run_state(other, run.spec.tasks, run.candidate.steps).finished
+            or (start.spec.get("eval") or {}).get("zero_shot") != run.spec.to_dict()["eval"]["zero_shot"]
+            or not run_state(
+                other, run.spec.tasks, run.candidate.steps, zero_shot=run.spec.eval.zero_shot is not None
+            ).finished
         ):
             continue
         tmp = temporary_sibling(here)
@@ -508,7 +516,13 @@ def _settle(ray, ref, state: _Sweep, unit: Unit, sent: float, queue: list, log) 
 
 
 def _unfinished(folder: Path, unit: Unit) -> list:
-    return [r for r in unit.runs if not run_state(folder / r.run_id, r.spec.tasks, r.candidate.steps).finished]
+    return [
+        r
+        for r in unit.runs
+        if not run_state(
+            folder / r.run_id, r.spec.tasks, r.candidate.steps, zero_shot=r.spec.eval.zero_shot is not None
+        ).finished
+    ]
 
 
 def _fail(state: _Sweep, unit: Unit, message: str, log) -> None:

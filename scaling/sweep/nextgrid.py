@@ -53,6 +53,7 @@ def _source(table: Path, from_spec: Path | None) -> tuple[dict, Recipe, int, int
             "probe_train_rows": sweep.probe_train_rows,
             "train": dataclasses.asdict(sweep.train),
             "resources": dataclasses.asdict(sweep.resources),
+            "eval": eval_table(sweep.eval),
         }
         return fields, sweep.recipe, inputs.vocab_size, inputs.context
     folder = Path(table).resolve().parent
@@ -88,7 +89,16 @@ def choose_widths(accepted: list[Candidate], targets: list[float], params_from: 
     return sorted(chosen.values(), key=lambda c: c.width)
 
 
+def eval_table(evaluation) -> dict:
+    """A sweep's [eval] as TOML values: zero_shot's settings that are set, as an inline table."""
+    if evaluation.zero_shot is None:
+        return {}
+    return {"zero_shot": {k: v for k, v in dataclasses.asdict(evaluation.zero_shot).items() if v is not None}}
+
+
 def _toml_value(value) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
@@ -110,7 +120,7 @@ def render_spec(fields: dict, recipe: Recipe, budget: float, chosen: list[Candid
     top = {
         "name": name,
         "version": 1,
-        **{k: v for k, v in fields.items() if k not in ("name", "train", "resources")},
+        **{k: v for k, v in fields.items() if k not in ("name", "train", "resources", "eval")},
         "budgets": [float(budget)],
     }
     lines = [
@@ -124,6 +134,7 @@ def render_spec(fields: dict, recipe: Recipe, budget: float, chosen: list[Candid
         "recipe": changed,
         "train": fields.get("train", {}),
         "resources": fields.get("resources", {}),
+        "eval": fields.get("eval", {}),
     }
     for table, values in tables.items():
         if values:

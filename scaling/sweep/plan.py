@@ -212,6 +212,7 @@ def make_plan(
                         recipe=dataclasses.replace(sweep.recipe, lr_multiplier=sweep.recipe.lr_multiplier * multiplier),
                         train=sweep.train,
                         tracking=dataclasses.replace(sweep.tracking, group=f"{sweep.name}/v{sweep.version}"),
+                        eval=sweep.eval,
                     )
                     planned = PlannedRun(
                         run_id=rid,

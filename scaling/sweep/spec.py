@@ -30,6 +30,7 @@ widths = [8, 12]
 [tracking]                     # backends = ["tensorboard", "wandb"]: each run's curves (docs/tracking.md)
 [resources]                    # per run: cpus, gpus, tpus (chips), accelerator_type
 [retries]                      # preemptions (worker lost) and failures (an error), counted apart
+[eval]                         # zero_shot = { futures = 16 }: the decoder's own futures (docs/evaluation.md)
 ```
 
 Nothing in a spec executes. Every message names the file and the key.
@@ -44,11 +45,13 @@ from pathlib import Path
 from scaling.recipe import Recipe
 from scaling.runspec import (
     PROBE_TRAIN_ROWS,
+    Evaluation,
     SpecError,
     Tracking,
     TrainSettings,
     canonical_tasks,
     check_common,
+    check_eval,
     check_table,
     read_toml,
     type_name,
@@ -129,6 +132,7 @@ class SweepSpec:
     tracking: Tracking = field(default_factory=Tracking)  # each run's tracker runs, grouped "<name>/v<version>"
     resources: Resources = field(default_factory=Resources)
     retries: Retries = field(default_factory=Retries)
+    eval: Evaluation = field(default_factory=Evaluation)  # [eval]: zero-shot futures for every run (timeline only)
     # [fit] window: how `ehrscale fit` (and plot, report, optimal) fits this sweep's table when no --window is given:
     # each IsoFLOP parabola on the runs within this factor of its budget's best run's N (None: the analysis's 10x).
     # Not in result_fields: it changes no run.
@@ -186,7 +190,7 @@ _TOP = {
     "probe_train_rows": int,
     "dtype": str,
 }
-_TABLES = ("sizes", "recipe", "train", "tracking", "resources", "retries", "fit")
+_TABLES = ("sizes", "recipe", "train", "tracking", "resources", "retries", "fit", "eval")
 _REQUIRED = ("name", "version", "family", "data", "budgets")
 
 
@@ -288,6 +292,7 @@ def parse_sweep(source: dict, where: str) -> SweepSpec:
         resources=Resources(**resources),
         retries=Retries(**retries),
         fit_window=float(fit["window"]) if "window" in fit else None,
+        eval=check_eval(source, where),
         source=where,
     )
 

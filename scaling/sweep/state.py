@@ -215,9 +215,10 @@ def run_state(
     tasks: tuple[str, ...] | list[str] | None = None,
     planned_steps: int = 0,
     read: RunRead | None = None,
+    zero_shot: bool | None = None,
 ) -> RunState:
     """Read a run's state from its folder (or from `read`, already read); `tasks` are those it must evaluate
-    (default: its spec's)."""
+    (default: its spec's), zero-shot too when `zero_shot` (default: when its spec's [eval] asks)."""
     read = read or RunRead.of(run_dir)
     attempts, start = read.attempts, read.start
     counts = {"preemptions": attempts.preemptions, "failures": attempts.failures}
@@ -230,7 +231,10 @@ def run_state(
             return RunState("done", result.steps, result.steps, **counts)
         if result.status == "diverged":
             return RunState("diverged", result.steps, result.steps, **counts)
-        if set(tasks) <= set(read.evaluation.tasks):
+        evaluated = read.evaluation.tasks
+        if zero_shot is None:
+            zero_shot = bool(start and (start.spec.get("eval") or {}).get("zero_shot"))
+        if set(tasks) <= set(evaluated) and not (zero_shot and any(evaluated[t].zero_shot is None for t in tasks)):
             return RunState("done", result.steps, result.steps, **counts)
         if attempts.failed is not None:
             return RunState("failed", steps, steps, error=attempts.failed, **counts)
