@@ -168,12 +168,11 @@ def _zero_shot_points(ax, table: Table, task: str, law: AurocLaw | None) -> None
 def zero_shot_inference(table: Table, out: Path) -> list[Path]:
     """Zero-shot AUROC against inference compute (futures x tokens x forward FLOPs), one line per training budget:
     what more futures buy at each training budget (CoMET's question)."""
-    tasks = [t for t in zero_shot_tasks(table) if len(inference_curves(table, t)) >= 1]
-    if not tasks:
+    by_task = {t: curves for t in zero_shot_tasks(table) if (curves := inference_curves(table, t))}
+    if not by_task:
         return []
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 4), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        curves = inference_curves(table, task)
+    fig, axes = plt.subplots(1, len(by_task), figsize=(4.5 * len(by_task), 4), squeeze=False)
+    for ax, (task, curves) in zip(axes[0], by_task.items()):
         colours = plt.cm.viridis(np.linspace(0, 0.9, len(curves)))
         for colour, curve in zip(colours, curves):
             ax.plot(curve["flops"], curve["auroc"], marker="o", ms=3, color=colour, label=f"C = {curve['budget']:.2g}")

@@ -131,7 +131,13 @@ def eval_command(
     chosen = tuple(tasks.split(",")) if tasks else None
     try:
         if zero_shot:
-            settings = Settings(futures, max_new_tokens, zero_shot_rows, temperature, top_k)
+            settings = Settings(
+                futures=futures,
+                max_new_tokens=max_new_tokens,
+                rows=zero_shot_rows,
+                temperature=temperature,
+                top_k=top_k,
+            )
             evaluate_zero_shot(run_dir, chosen, settings, rules, log, predictions)
         else:
             evaluate(run_dir, chosen, log=log, train_rows=probe_train_rows, predictions=predictions)

@@ -26,10 +26,10 @@ def run(spec: RunSpec, out: Path, log=print) -> ResultRecord:
             if skipped:
                 log(f"not scored: {', '.join(skipped)} (see eval.json)")
         settings = spec.eval.zero_shot
-        futures = [t for t in spec.tasks if t not in folder.zero_shot_tasks()] if result.status == "ok" else []
-        if settings is not None and futures and result.role != "trunk":
+        unsampled = [t for t in spec.tasks if t not in folder.zero_shot_tasks()] if result.status == "ok" else []
+        if settings is not None and unsampled and result.role != "trunk":
             rules = Path(settings.rules) if settings.rules else None
-            evaluate_zero_shot(folder.path, tuple(futures), settings, rules, log=log)
+            evaluate_zero_shot(folder.path, tuple(unsampled), settings, rules, log=log)
     finally:
         trackers.finish(tracker_summary(result, folder))
     return result

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from scaling.data.timelines import fit_history
 from scaling.models.decoder import Decoder
-from scaling.models.sampler import EVENT, HORIZON, PAD, RUNNING, STOPPED, Sampler, Watch, fit_history
+from scaling.models.sampler import EVENT, HORIZON, PAD, RUNNING, STOPPED, Sampler, Watch
 from scaling.models.shapes import DecoderConfig
 
 VOCAB = 24

@@ -143,7 +143,8 @@ def test_futures_read_nothing_after_the_prediction_time(decoder):
     settings = Settings(futures=2, max_new_tokens=12)
     outcomes = []
     for source in (timelines, altered):
-        history, prefixes, keep = zero_shot.histories(source, rows, inclusive=False)
+        cuts = rows["prediction_time"].dt.epoch("us").to_numpy()
+        history, prefixes, keep = source.histories(rows["subject_id"].to_numpy(), cuts, inclusive=False)
         assert keep.all() and len(history) > 5
         outcome, rollout, completed, tokens_made = zero_shot.generate(
             sampler, reading, history, prefixes, settings, avoid=False

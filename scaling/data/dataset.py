@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 
 from scaling.data.labbags import BagSplit, LabVocabulary
+from scaling.data.tasks import TaskConfig
 from scaling.data.timelines import Timelines, Vocabulary
 
 MANIFEST = "manifest.json"
@@ -108,6 +109,11 @@ class PreparedDataset:
     def task_inputs(self, name: str) -> str:
         """Which events a task's inputs may use: "before" or "at_or_before" its prediction_time."""
         return self.manifest["tasks"]["labels"][self.resolve_task(name)].get("inputs", "before")
+
+    def task_config(self) -> TaskConfig:
+        """The task settings the built-in tasks were labelled with (the manifest's; defaults where it has none)."""
+        config = self.manifest["tasks"].get("config", {})
+        return TaskConfig(**{k: v for k, v in config.items() if k in TaskConfig.__dataclass_fields__})
 
     def task(self, name: str) -> pl.DataFrame:
         return pl.read_parquet(self.root / "tasks" / f"{self.resolve_task(name)}.parquet")

@@ -146,6 +146,13 @@ def build_tasks(events: pl.LazyFrame, config: TaskConfig) -> tuple[dict[str, pl.
     return labels, exclusions
 
 
+def sample_rows(rows: pl.DataFrame, n: int, seed: int) -> pl.DataFrame:
+    """A seeded sample of `n` cohort rows, in their order (all of them when `n` is 0 or at least their number)."""
+    if 0 < n < rows.height:
+        return rows.with_row_index("_row").sample(n, seed=seed).sort("_row").drop("_row")
+    return rows
+
+
 def write_tasks(folder, labels: dict[str, pl.DataFrame], splits: pl.DataFrame) -> dict[str, dict]:
     """tasks/<task>.parquet in MEDS label form (a task path like a/b/c in folders); per task counts by split."""
     summary = {}

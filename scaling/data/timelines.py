@@ -468,3 +468,27 @@ class Timelines:
         """The subject's tokens before a time, or at or before it when `inclusive` (static context always in)."""
         tokens, times = self.subject(index)
         return tokens[times <= cut_us] if inclusive else tokens[times < cut_us]
+
+    def histories(
+        self, subject_ids: np.ndarray, cuts_us: np.ndarray, inclusive: bool = False
+    ) -> tuple[list[np.ndarray], list[int], np.ndarray]:
+        """Per cohort row (a subject and a cut): its history (`history`), its static context's length, and which
+        rows' subjects have a timeline here (the lists hold those rows only)."""
+        index = {int(s): i for i, s in enumerate(self.subject_ids)}
+        keep = np.array([int(s) in index for s in subject_ids], bool)
+        out, prefixes = [], []
+        for subject, cut in zip(np.asarray(subject_ids)[keep], np.asarray(cuts_us)[keep], strict=True):
+            i = index[int(subject)]
+            out.append(self.history(i, int(cut), inclusive))
+            prefixes.append(int(self.prefix_lengths[i]))
+        return out, prefixes, keep
+
+
+def fit_history(history: np.ndarray, prefix: int, room: int) -> np.ndarray:
+    """A history in at most `room` tokens: its static context (`prefix` tokens) and its latest tokens, as a long
+    timeline's pieces were given to training (the probe and the sampler cut it so)."""
+    if len(history) <= room:
+        return history
+    if prefix >= room:
+        raise ValueError(f"a static context of {prefix} tokens leaves no room in {room}")
+    return np.concatenate([history[:prefix], history[len(history) - (room - prefix) :]])

@@ -29,6 +29,8 @@ from flax import nnx
 from scaling.data.dataset import PreparedDataset
 from scaling.data.labbags import bags_before
 from scaling.data.meds_io import SPLITS
+from scaling.data.tasks import sample_rows
+from scaling.data.timelines import fit_history
 from scaling.eval import zero_shot
 from scaling.eval.baselines import bag_baselines, baselines, oracle
 from scaling.eval.probe import Split, fit_probe
@@ -78,18 +80,10 @@ def timeline_vectors(
     inclusive: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per cohort row, the hidden state at the last token of its history, and which rows had a timeline."""
-    timelines = dataset.timelines(split)
-    index = {int(s): i for i, s in enumerate(timelines.subject_ids)}
     cuts = rows["prediction_time"].dt.epoch("us").to_numpy()
-    keep = np.array([int(s) in index for s in rows["subject_id"]], dtype=bool)
-    sequences = []
-    for subject, cut in zip(rows["subject_id"].to_numpy()[keep], cuts[keep]):
-        i = index[int(subject)]
-        history = timelines.history(i, int(cut), inclusive)
-        prefix = int(timelines.prefix_lengths[i])
-        if len(history) > context:  # keep the static context and the most recent tokens
-            history = np.concatenate([history[:prefix], history[len(history) - (context - prefix) :]])
-        sequences.append(history)
+    histories, prefixes, keep = dataset.timelines(split).histories(rows["subject_id"].to_numpy(), cuts, inclusive)
+    # a long history keeps the static context and the most recent tokens
+    sequences = [fit_history(h, p, context) for h, p in zip(histories, prefixes, strict=True)]
     vectors = []
     for start in range(0, len(sequences), BATCH):
         chunk = sequences[start : start + BATCH]
@@ -147,9 +141,7 @@ def probe_rows(labels: pl.DataFrame, split: str, train_rows: int) -> pl.DataFram
     """A split's cohort rows; the training split sampled down to `train_rows` (seed 0, the same for every run;
     0: all)."""
     rows = labels.filter(pl.col("split") == split)
-    if split == "train" and 0 < train_rows < rows.height:
-        rows = rows.with_row_index("_row").sample(train_rows, seed=0).sort("_row").drop("_row")
-    return rows
+    return sample_rows(rows, train_rows, seed=0) if split == "train" else rows
 
 
 def representations(
@@ -201,6 +193,14 @@ def write_predictions(
     tmp.replace(path)
 
 
+def tasks_to_evaluate(dataset: PreparedDataset, spec: RunSpec, tasks: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The tasks asked for, else the spec's, else every task with labels, by their names in the dataset."""
+    tasks = tuple(dataset.resolve_task(t) for t in (tasks or spec.tasks or dataset.task_names(with_labels=True)))
+    if not tasks:
+        raise RunError(f"{spec.data}: no task has labels; add yours with `ehrscale data prepare ... --labels NAME=DIR`")
+    return tasks
+
+
 def evaluate(
     out: Path,
     tasks: tuple[str, ...] | None = None,
@@ -216,9 +216,7 @@ def evaluate(
     spec, _ = run_folder.finished("evaluate")
     family = FAMILIES[spec.family]
     dataset = PreparedDataset.open(spec.data)
-    tasks = tuple(dataset.resolve_task(t) for t in (tasks or spec.tasks or dataset.task_names(with_labels=True)))
-    if not tasks:
-        raise RunError(f"{spec.data}: no task has labels; add yours with `ehrscale data prepare ... --labels NAME=DIR`")
+    tasks = tasks_to_evaluate(dataset, spec, tasks)
     model = restore_model(run_folder.path, spec, dataset)
     folder = Path(predictions) if predictions is not None else predictions_folder(dataset, run_folder.path)
     report = run_folder.evaluation()
@@ -282,11 +280,9 @@ def evaluate_zero_shot(
             f"this is a {spec.family} run (its downstream evaluation is `ehrscale eval` without --zero-shot)"
         )
     dataset = PreparedDataset.open(spec.data)
-    tasks = tuple(dataset.resolve_task(t) for t in (tasks or spec.tasks or dataset.task_names(with_labels=True)))
-    if not tasks:
-        raise RunError(f"{spec.data}: no task has labels; add yours with `ehrscale data prepare ... --labels NAME=DIR`")
+    tasks = tasks_to_evaluate(dataset, spec, tasks)
     users = read_rules(rules) if rules is not None else {}
-    built = built_in_rules(zero_shot.built_in(dataset))
+    built = built_in_rules(dataset.task_config())
     chosen = {task: rule_for(task, built, users) for task in tasks}  # every task's rule, before any work
     model = restore_model(run_folder.path, spec, dataset)
     sampler = Sampler(model, zero_shot.BATCH_ROWS, spec.recipe.context, settings.temperature, settings.top_k)

@@ -27,7 +27,7 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss
 
 from scaling.data.dataset import PreparedDataset
-from scaling.data.tasks import TaskConfig
+from scaling.data.tasks import sample_rows
 from scaling.data.timelines import Timelines, Vocabulary
 from scaling.eval.probe import MIN_CLASS, score
 from scaling.eval.zero_shot_rules import Settings, ZeroShotRule
@@ -124,30 +124,6 @@ def read_rule(rule: ZeroShotRule, vocab: Vocabulary) -> Reading:
     return Reading(watch, outcome_codes & (rule.value_above is None), matched, rule.horizon_is_outcome)
 
 
-def held_out_rows(labels: pl.DataFrame, rows: int, seed: int) -> pl.DataFrame:
-    """The held-out cohort rows scored: all, or a seeded sample of `rows` in their order."""
-    held = labels.filter(pl.col("split") == "held_out")
-    if 0 < rows < held.height:
-        held = held.with_row_index("_row").sample(rows, seed=seed).sort("_row").drop("_row")
-    return held
-
-
-def histories(
-    timelines: Timelines, rows: pl.DataFrame, inclusive: bool
-) -> tuple[list[np.ndarray], list[int], np.ndarray]:
-    """Per cohort row: its history (events strictly before the prediction time, or at or before it), its static
-    context's length, and which rows had a timeline."""
-    index = {int(s): i for i, s in enumerate(timelines.subject_ids)}
-    keep = np.array([int(s) in index for s in rows["subject_id"]], bool)
-    cuts = rows["prediction_time"].dt.epoch("us").to_numpy()
-    out, prefixes = [], []
-    for subject, cut in zip(rows["subject_id"].to_numpy()[keep], cuts[keep], strict=True):
-        i = index[int(subject)]
-        out.append(timelines.history(i, int(cut), inclusive))
-        prefixes.append(int(timelines.prefix_lengths[i]))
-    return out, prefixes, keep
-
-
 def generate(
     sampler: Sampler, reading: Reading, history: list[np.ndarray], prefixes: list[int], settings: Settings, avoid: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -232,9 +208,11 @@ def zero_shot_task(
     vocab = dataset.vocabulary()
     reading = read_rule(rule, vocab)
     labels = dataset.task(task).join(dataset.splits(), on="subject_id", how="left")
-    rows = held_out_rows(labels, settings.rows, settings.seed)
+    rows = sample_rows(labels.filter(pl.col("split") == "held_out"), settings.rows, settings.seed)
     inclusive = dataset.task_inputs(task) == "at_or_before"
-    history, prefixes, keep = histories(timelines or dataset.timelines("held_out"), rows, inclusive)
+    cuts = rows["prediction_time"].dt.epoch("us").to_numpy()
+    timelines = timelines or dataset.timelines("held_out")
+    history, prefixes, keep = timelines.histories(rows["subject_id"].to_numpy(), cuts, inclusive)
     rows = rows.filter(pl.Series(keep))
     refused = 0
     if rule.once:  # a history that already holds a once-only outcome (a death) is no question to ask
@@ -280,12 +258,6 @@ def zero_shot_task(
         "tokens_per_second": round(tokens / seconds, 1),
     }
     return entry, rows.select("subject_id", "prediction_time", "boolean_value"), risk
-
-
-def built_in(dataset: PreparedDataset) -> TaskConfig:
-    """The task configuration the dataset was prepared with."""
-    config = dataset.manifest["tasks"].get("config", {})
-    return TaskConfig(**{k: v for k, v in config.items() if k in TaskConfig.__dataclass_fields__})
 
 
 def predictions_path(folder: Path, task: str) -> Path:

@@ -22,9 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from scaling.data.timelines import fit_history
+
 PAD = 0  # the padding token (scaling.data.timelines.SPECIALS[0]): never sampled
 RUNNING, EVENT, STOPPED, HORIZON = 0, 1, 2, 3  # how a future ended; RUNNING at the end: the token limit
-ENDINGS = {RUNNING: "token limit", EVENT: "event", STOPPED: "stop code", HORIZON: "horizon"}
 
 
 @dataclass(frozen=True)
@@ -65,16 +66,6 @@ class Futures:
         return self.ended != RUNNING
 
 
-def fit_history(history: np.ndarray, prefix: int, room: int) -> np.ndarray:
-    """A history in at most `room` tokens: its static context (`prefix` tokens) and its latest tokens, as a long
-    timeline's pieces were given to training (and to the probe)."""
-    if len(history) <= room:
-        return history
-    if prefix >= room:
-        raise ValueError(f"a static context of {prefix} tokens leaves no room in {room}")
-    return np.concatenate([history[:prefix], history[len(history) - (room - prefix) :]])
-
-
 class Sampler:
     """A decoder's prefill and sampling step, compiled once for a batch of `rows` and a cache of `context`."""
 
@@ -82,7 +73,6 @@ class Sampler:
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         self.rows, self.context = rows, context or model.config.context
-        self.vocab = model.config.vocab_size
         self.temperature, self.top_k = float(temperature), int(top_k)
         graphdef, state = nnx.split(model)
         self._state = state
