@@ -80,14 +80,21 @@ def test_a_token_protected_cluster_completes_a_sweep_submitted_through_ray_jobs(
 
     (tmp_path / "token").write_text(token)
     with_token = ("--token-file", str(tmp_path / "token"))
-    done = ehrscale("sweep", "submit", str(spec), "--address", address, *with_token, "--wait", timeout=600)
+    # Two sweeps in one job: one driver, one queue, each sweep's own folder and table.
+    other = write_toml(
+        tmp_path / "other.toml", sweep_source(prepared[0], runs, budgets=[3e8], tasks=[]) | {"name": "other"}
+    )
+    done = ehrscale("sweep", "submit", str(spec), str(other), "--address", address, *with_token, "--wait", timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "submitted raysubmit_" in done.stdout and "SUCCEEDED" in done.stdout
-    frame = pl.read_parquet(runs / "tiny" / "1" / "runs.parquet")
-    assert frame.height == 3 and set(frame["status"]) == {"ok"}
-    status = ehrscale("sweep", "status", str(spec), *with_token)
-    assert status.returncode == 0 and "3 done" in status.stdout, status.stdout + status.stderr
-    assert "driver job raysubmit_" in status.stdout and ": SUCCEEDED" in status.stdout
+    for name in ("tiny", "other"):
+        frame = pl.read_parquet(runs / name / "1" / "runs.parquet")
+        assert frame.height == 3 and set(frame["status"]) == {"ok"}
+    job = done.stdout.split("submitted ")[1].split()[0]
+    for sent in (spec, other):
+        status = ehrscale("sweep", "status", str(sent), *with_token)
+        assert status.returncode == 0 and "3 done" in status.stdout, status.stdout + status.stderr
+        assert f"driver job {job}" in status.stdout and ": SUCCEEDED" in status.stdout
 
     # A driver job that dies at once (here: its dataset is not there) is shown as failed, with its last log lines,
     # instead of runs that stay pending.

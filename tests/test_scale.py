@@ -40,7 +40,7 @@ def test_train_then_evaluate_on_two_thousand_patients(tmp_path):
     """A run whose spec lists tasks ends with AUROCs in eval.json, beside XGBoost and the oracle."""
     import json
 
-    from scaling.record import RunFolder
+    from scaling.record import EVAL_FORMAT, RunFolder
     from scaling.run import run
     from scaling.runspec import parse_spec
 
@@ -60,7 +60,7 @@ def test_train_then_evaluate_on_two_thousand_patients(tmp_path):
     )
     result = run(spec, tmp_path / "run", log=lambda _: None)
     assert result.status == "ok" and "auroc_long_stay" not in result.to_json()  # result.json is training's alone
-    assert json.loads((tmp_path / "run" / "eval.json").read_text())["format"] == 2
+    assert json.loads((tmp_path / "run" / "eval.json").read_text())["format"] == EVAL_FORMAT
     report = RunFolder(tmp_path / "run").evaluation()
     columns = report.columns()
     for task in ("in_hospital_mortality", "long_stay"):

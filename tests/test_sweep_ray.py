@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from scaling.cli import app
-from scaling.record import TRAIN_LOG, RunFolder
+from scaling.record import RESULT_FORMAT, TRAIN_LOG, RunFolder
 from scaling.runspec import SpecError
 from scaling.sweep.driver import connect, run_sweep, run_sweeps
 from scaling.sweep.spec import parse_sweep
@@ -51,7 +51,9 @@ def test_a_sweep_runs_once_and_a_second_run_trains_nothing(ray_cluster, prepared
     assert frame["loss"].is_not_null().all()
     # each run was evaluated (300 patients are too few to score the task: eval.json says so, and it is not retried)
     assert all(TASK in RunFolder(summary.folder / r).settled_tasks() for r in frame["run_id"])
-    assert all(json.loads((summary.folder / r / "result.json").read_text())["format"] == 2 for r in frame["run_id"])
+    assert all(
+        json.loads((summary.folder / r / "result.json").read_text())["format"] == RESULT_FORMAT for r in frame["run_id"]
+    )
     assert frame["budget"].is_in(list(sweep.budgets)).all() and frame["loss_se"].is_not_null().all()
     assert (frame["flops"] - frame["budget"]).abs().max() <= 0.05 * frame["budget"].max()
     results = sorted(summary.folder.glob("*/result.json"))

@@ -520,6 +520,31 @@ def test_status_shows_a_submitted_sweeps_job_it_cannot_reach(prepared, tmp_path)
     assert lines[0].startswith("driver job raysubmit_abc on http://127.0.0.1:9: cannot ask the cluster")
 
 
+def test_a_job_for_several_sweeps_stages_every_spec_and_runs_them_through_one_driver(tmp_path):
+    import shutil
+
+    from scaling.sweep.submit import SubmitError, entrypoint, stage
+
+    (tmp_path / "a").mkdir()
+    specs = [tmp_path / "timeline.toml", tmp_path / "labrador.toml"]
+    for spec in specs:
+        spec.write_text(f"# {spec.stem}\n")
+    folder = stage(specs)
+    try:
+        assert sorted(p.name for p in (folder / "sweeps").iterdir()) == ["labrador.toml", "timeline.toml"]
+        assert (folder / "scaling" / "cli.py").exists() and (folder / "analysis").is_dir()
+    finally:
+        shutil.rmtree(folder)
+    command = entrypoint(["sweeps/timeline.toml", "sweeps/labrador.toml"], "/shared/runs", 4)
+    assert command == (
+        "python -m scaling sweep run sweeps/timeline.toml sweeps/labrador.toml --address auto "
+        "--runs-root /shared/runs --max-parallel 4"
+    )
+    (tmp_path / "a" / "timeline.toml").write_text("")
+    with pytest.raises(SubmitError, match="two specs are named timeline.toml"):
+        stage([specs[0], tmp_path / "a" / "timeline.toml"])
+
+
 @pytest.mark.parametrize("family", ["labrador", "bert"])
 def test_bag_families_plan_in_rows_of_packed_bags(prepared, family, tmp_path):
     from scaling.data.dataset import DatasetError, PreparedDataset

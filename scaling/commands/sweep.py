@@ -278,7 +278,9 @@ def drive(sweeps: list[SweepSpec], runs_root, address, max_parallel, dashboard, 
 
 @sweep_app.command("submit")
 def submit_command(
-    spec: SpecArg,
+    specs: Annotated[
+        list[Path], typer.Argument(help="The sweep specs (sweeps/*.toml); several share one driver's queue.")
+    ],
     address: Annotated[str, typer.Option(help="The cluster's dashboard, e.g. http://HEAD:8265.")],
     runs_root: RunsRoot = None,
     max_parallel: Annotated[int | None, typer.Option(min=1, help="Runs at once.")] = None,
@@ -290,20 +292,21 @@ def submit_command(
     ] = None,
     wait: Annotated[bool, typer.Option(help="Follow the job's log until it ends; exit 1 if it failed.")] = False,
 ) -> None:
-    """Send the sweep's driver to an existing Ray cluster through Ray Jobs."""
+    """Send one driver for the sweeps to an existing Ray cluster through Ray Jobs."""
     from scaling.sweep.submit import SubmitError, follow, submit
 
     try:
-        sweep = load_sweep(spec)
-        job_id, client = submit(sweep, spec, address, runs_root, max_parallel, token_file)
+        sweeps = [load_sweep(spec) for spec in specs]
+        job_id, client = submit(sweeps, specs, address, runs_root, max_parallel, token_file)
     except (SpecError, SubmitError) as error:
         raise UserError(str(error)) from None
     out_console.print(f"submitted {job_id} to {address}", highlight=False)
-    out_console.print(
-        f"follow it:  ray job logs --follow {job_id} --address {address}\n"
-        f"its runs:   ehrscale sweep status {spec}" + (f" --runs-root {runs_root}" if runs_root else ""),
-        highlight=False,
-    )
+    out_console.print(f"follow it:  ray job logs --follow {job_id} --address {address}", highlight=False)
+    for spec in specs:
+        out_console.print(
+            f"its runs:   ehrscale sweep status {spec}" + (f" --runs-root {runs_root}" if runs_root else ""),
+            highlight=False,
+        )
     if wait:
         status = follow(client, job_id, lambda text: out_console.print(text, end="", highlight=False))
         out_console.print(f"job {job_id}: {status}", highlight=False)

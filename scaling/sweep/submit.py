@@ -1,7 +1,8 @@
 """`ehrscale sweep submit`: send the sweep driver to an existing Ray cluster through Ray Jobs.
 
-The job runs `python -m scaling sweep run sweeps/SPEC --address auto` on the cluster. Its working
-directory is a staged copy of this checkout's packages (scaling/, analysis/) and the spec, so the
+The job runs `python -m scaling sweep run sweeps/A.toml [sweeps/B.toml ...] --address auto` on the cluster:
+several specs share one driver and one queue, as for `sweep run`. Its working directory is a staged copy
+of this checkout's packages (scaling/, analysis/) and the specs, so the
 cluster runs exactly this code; the cluster's Python needs ehrscale's dependencies
 (docs/cluster.md). Data and runs_root must be absolute paths every node sees: a relative path
 would land in the job's temporary copy.
@@ -30,14 +31,19 @@ class SubmitError(Exception):
     """A sweep that cannot be submitted as asked; the message says what to change."""
 
 
-def stage(spec: Path) -> Path:
-    """A temporary working directory for the job: this ehrscale's packages and the spec under sweeps/."""
+def stage(specs: list[Path]) -> Path:
+    """A temporary working directory for the job: this ehrscale's packages and the specs under sweeps/."""
+    names = [Path(spec).name for spec in specs]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:  # the job's sweeps/ folder is flat: two files of one name would overwrite each other
+        raise SubmitError(f"two specs are named {twice[0]}; rename one (the job's sweeps/ folder holds both)")
     source = Path(scaling.__file__).resolve().parent.parent
     folder = Path(tempfile.mkdtemp(prefix="ehrscale-job-"))
     for package in PACKAGES:
         shutil.copytree(source / package, folder / package, ignore=shutil.ignore_patterns("__pycache__"))
     (folder / "sweeps").mkdir()
-    shutil.copy2(spec, folder / "sweeps" / Path(spec).name)
+    for spec in specs:
+        shutil.copy2(spec, folder / "sweeps" / Path(spec).name)
     return folder
 
 
@@ -55,8 +61,8 @@ def find_token(token_file: Path | None) -> str | None:
     return None
 
 
-def entrypoint(spec_path: str, runs_root: str | None, max_parallel: int | None) -> str:
-    command = ["python", "-m", "scaling", "sweep", "run", spec_path, "--address", "auto"]
+def entrypoint(spec_paths: list[str], runs_root: str | None, max_parallel: int | None) -> str:
+    command = ["python", "-m", "scaling", "sweep", "run", *spec_paths, "--address", "auto"]
     if runs_root:
         command += ["--runs-root", runs_root]
     if max_parallel:
@@ -65,33 +71,38 @@ def entrypoint(spec_path: str, runs_root: str | None, max_parallel: int | None) 
 
 
 def submit(
-    sweep: SweepSpec,
-    spec: Path,
+    sweeps: list[SweepSpec],
+    specs: list[Path],
     address: str,
     runs_root: str | None = None,
     max_parallel: int | None = None,
     token_file: Path | None = None,
 ):
-    """Submit the driver as a Ray job, record it in the sweep folder (submitted.json); return (job id, client)."""
+    """Submit one driver for the sweeps as a Ray job, record it in each sweep's folder (submitted.json); return
+    (job id, client)."""
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
-    for key, value in (("data", sweep.data), ("runs_root", runs_root or sweep.runs_root)):
-        if not Path(value).is_absolute():
-            raise SubmitError(
-                f"{spec}: '{key}' is {value!r}; a cluster job needs an absolute path that every node sees "
-                f"(shared storage), or the runs land in the job's temporary copy of the working directory"
-                + (" (override it with --runs-root)" if key == "runs_root" else "")
-            )
+    for sweep, spec in zip(sweeps, specs, strict=True):
+        for key, value in (("data", sweep.data), ("runs_root", runs_root or sweep.runs_root)):
+            if not Path(value).is_absolute():
+                raise SubmitError(
+                    f"{spec}: '{key}' is {value!r}; a cluster job needs an absolute path that every node sees "
+                    f"(shared storage), or the runs land in the job's temporary copy of the working directory"
+                    + (" (override it with --runs-root)" if key == "runs_root" else "")
+                )
     token = find_token(token_file)
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    staged = stage(spec)
+    staged = stage(specs)
     try:
         client = JobSubmissionClient(address, headers=headers)
         job_id = client.submit_job(
-            entrypoint=entrypoint(f"sweeps/{Path(spec).name}", runs_root, max_parallel),
+            entrypoint=entrypoint([f"sweeps/{Path(spec).name}" for spec in specs], runs_root, max_parallel),
             runtime_env={"working_dir": str(staged)},
-            metadata={"sweep": sweep.name, "version": sweep.version},
+            metadata={
+                "sweeps": ", ".join(sweep.name for sweep in sweeps),
+                "versions": ", ".join(str(sweep.version) for sweep in sweeps),
+            },
         )
     except AuthenticationError as error:
         raise SubmitError(
@@ -105,7 +116,8 @@ def submit(
         ) from None
     finally:
         shutil.rmtree(staged, ignore_errors=True)  # uploaded by now
-    record_job(sweep.folder(runs_root), job_id, address)
+    for sweep in sweeps:
+        record_job(sweep.folder(runs_root), job_id, address)
     return job_id, client
 
 
