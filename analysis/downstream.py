@@ -101,7 +101,12 @@ def reference_auroc(table: Table, column: str) -> float | None:
 
 def frontier(table: Table) -> pl.DataFrame:
     """At each budget, the run with the lowest loss."""
-    return table.frame.sort("loss").group_by("budget", maintain_order=True).first().sort("budget")
+    return frontier_rows(table.frame)
+
+
+def frontier_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """At each budget, the row with the lowest loss (the sweep driver picks the runs to generate futures with)."""
+    return frame.sort("loss").group_by("budget", maintain_order=True).first().sort("budget")
 
 
 def _fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float] | None:

@@ -27,7 +27,7 @@ def run(spec: RunSpec, out: Path, log=print) -> ResultRecord:
                 log(f"not scored: {', '.join(skipped)} (see eval.json)")
         settings = spec.eval.zero_shot
         unsampled = [t for t in spec.tasks if t not in folder.zero_shot_tasks()] if result.status == "ok" else []
-        if settings is not None and unsampled and result.role != "trunk":
+        if spec.eval.at_run_end and unsampled and result.role != "trunk":
             rules = Path(settings.rules) if settings.rules else None
             evaluate_zero_shot(folder.path, tuple(unsampled), settings, rules, log=log)
     finally:

@@ -105,6 +105,11 @@ class Evaluation:
 
     zero_shot: Settings | None = None  # the timeline decoder's futures on the tasks (docs/evaluation.md)
 
+    @property
+    def at_run_end(self) -> bool:
+        """Whether the run generates its futures when it ends (with runs = "frontier" its sweep chooses)."""
+        return self.zero_shot is not None and self.zero_shot.runs == "every"
+
 
 def check_eval(source: dict, where: str) -> Evaluation:
     """The [eval] table: `zero_shot = { futures = 16, ... }` (any field of Settings), for the timeline family only."""

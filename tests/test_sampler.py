@@ -112,6 +112,10 @@ def test_a_future_ends_at_its_event_its_stop_code_or_its_horizon(model):
             assert ended == HORIZON and minutes[generated].sum() >= 120 and minutes[generated[:-1]].sum() < 120
         assert not np.isin(generated[:-1], [5, 6, 7, 8]).any()  # nothing ended it earlier
     assert set(futures.ended) == {EVENT, STOPPED, HORIZON}
+    # the host's reading of a recorded future (Watch.read) is the compiled step's
+    watch = _watch(event=event, stop=stop, minutes=minutes, horizon=120)
+    read = [watch.read(row[:steps], 3) for row, steps in zip(futures.tokens, futures.steps, strict=True)]
+    assert read == list(zip(futures.ended.tolist(), futures.steps.tolist(), strict=True))
 
 
 def test_a_value_event_follows_its_code(model):
@@ -126,6 +130,10 @@ def test_a_value_event_follows_its_code(model):
     for row, steps in zip(futures.tokens[hits], futures.steps[hits], strict=True):
         code, value = row[steps - 2], row[steps - 1]
         assert (code == 4 and 20 <= value < 24) or (code == 9 and 14 <= value < 16)
+    watch = _watch(event_after=after, event_values=values)
+    assert [watch.read(row[:steps], 2)[0] for row, steps in zip(futures.tokens, futures.steps, strict=True)] == list(
+        futures.ended
+    )
 
 
 def test_the_survival_estimator_agrees_with_the_monte_carlo_share(model):

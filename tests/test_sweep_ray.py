@@ -327,6 +327,24 @@ def test_two_sweeps_share_one_queue_and_each_keeps_its_own_folder_and_table(ray_
         run_sweeps([sweeps[0], sweeps[0]], log=quiet)
 
 
+def test_frontier_futures_are_generated_once_for_each_budgets_lowest_loss_run(ray_cluster, prepared, tmp_path):
+    zero_shot = {"futures": 2, "rows": 16, "max_new_tokens": 8, "runs": "frontier"}
+    sweep = parse_sweep(sweep_source(prepared[0], tmp_path, eval={"zero_shot": zero_shot}), "zs.toml")
+    messages = []
+    summary = run_sweep(sweep, log=messages.append)
+    assert summary.progress.done == 6 and summary.progress.skipped == 0 and not summary.failed
+    frame = pl.read_parquet(summary.runs_table)
+    best = set(frame.sort("loss").group_by("budget").first()["run_id"])
+    generated = {r for r in frame["run_id"] if TASK in RunFolder(summary.folder / r).zero_shot_tasks()}
+    assert generated == best and len(best) == 2, (generated, best)
+    assert any("zero-shot futures of 2 frontier runs (each budget's lowest loss)" in m for m in messages), messages
+    assert not any(m.startswith("tiny v1: 0 of") for m in messages), messages  # the futures are not runs to train
+    again_messages = []
+    again = run_sweep(sweep, log=again_messages.append)
+    assert again.progress.skipped == 6 and again.progress.done == 0 and not again.timings
+    assert not any("zero-shot futures" in m for m in again_messages), again_messages
+
+
 @pytest.mark.faults
 def test_killing_a_driver_of_two_sweeps_then_running_again_finishes_both(prepared, tmp_path):
     timeline, bags = _two_sweeps(prepared[0], tmp_path / "runs", budgets=(3e8, 3e9))

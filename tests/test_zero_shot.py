@@ -63,9 +63,13 @@ def test_rules_watch_the_right_tokens(prepared):
     vocab = PreparedDataset.open(prepared[0]).vocabulary()
     index = {token: i for i, token in enumerate(vocab.tokens)}
     mortality = zero_shot.read_rule(RULES["in_hospital_mortality"], vocab)
-    assert mortality.matched["outcome"] == ["MEDS_DEATH"]
+    # a death in hospital is MIMIC-IV's discharge to DIED, which comes before MEDS_DEATH at the same time
+    assert mortality.matched["outcome"] == ["HOSPITAL_DISCHARGE//DIED", "MEDS_DEATH"]
     assert mortality.matched["stop"] and all(t.startswith("HOSPITAL_DISCHARGE//") for t in mortality.matched["stop"])
-    assert np.flatnonzero(mortality.watch.event).tolist() == [index["MEDS_DEATH"]]
+    assert "HOSPITAL_DISCHARGE//DIED" not in mortality.matched["stop"]
+    assert np.flatnonzero(mortality.watch.event).tolist() == sorted(
+        [index["MEDS_DEATH"], index["HOSPITAL_DISCHARGE//DIED"]]
+    )
     # A long stay is reaching the horizon: the watched event is a discharge or a death, nothing stops a future.
     stay = zero_shot.read_rule(RULES["long_stay"], vocab)
     assert stay.watch.event[index["MEDS_DEATH"]] and not stay.watch.stop.any()
@@ -85,6 +89,29 @@ def test_rules_watch_the_right_tokens(prepared):
     assert minutes[index["TIME//1h-2h"]] == pytest.approx(math.sqrt(60 * 120))
     assert minutes[index["TIME//>6mt"]] == 259200
     assert minutes[index["MEDS_DEATH"]] == 0
+
+
+def test_every_built_in_rule_read_on_the_actual_futures_agrees_with_its_labels(prepared):
+    """A rule a perfect generator could not satisfy caps zero-shot AUROC whatever the model: read on what actually
+    came after each prediction time, each built-in rule must give the task's labels (the mortality rules once read
+    MIMIC-IV's discharge to DIED as a discharge, and no death ever)."""
+    dataset = PreparedDataset.open(prepared[0])
+    rules = built_in_rules(dataset.task_config())
+    timelines = dataset.timelines("held_out")
+    checked = {}
+    for task in ("in_hospital_mortality", "icu_mortality", "long_stay", "abnormal_creatinine"):
+        reading = zero_shot.read_rule(rules[task], dataset.vocabulary())
+        rows = dataset.task(task).join(dataset.splits(), on="subject_id").filter(pl.col("split") == "held_out")
+        inclusive = dataset.task_inputs(task) == "at_or_before"
+        cuts = rows["prediction_time"].dt.epoch("us").to_numpy()
+        history, _, keep = timelines.histories(rows["subject_id"].to_numpy(), cuts, inclusive)
+        rows = rows.filter(pl.Series(keep))
+        y = rows["boolean_value"].to_numpy().astype(np.int64)
+        checked[task] = zero_shot.rule_on_actual_futures(reading, timelines, rows, inclusive, history, y)
+        assert y.sum() > 0, task
+    for task, actual in checked.items():
+        assert actual["agreement"] >= 0.9 and actual["auroc"] >= 0.9 and actual["ended_by_rule"] >= 0.9, (task, actual)
+    assert checked["in_hospital_mortality"]["agreement"] == 1.0, checked
 
 
 def test_calibration_error_and_reliability_of_known_risks():
@@ -216,6 +243,10 @@ def test_eval_zero_shot_on_a_trained_decoder(prepared, tmp_path, monkeypatch):
     assert 0 <= shot["completed"] <= 1 and shot["generated_tokens"] > 0
     assert f"long_stay (zero-shot, 2 futures per row, {shot['n']} rows" in result.output
     assert "rollout     AUROC" in result.output and "ended by a rule" in result.output
+    # 16 tokens cut most futures: the output says so and why it matters
+    assert shot["completed"] < 0.95 and "reached the token limit and count as no outcome" in result.output
+    actual = shot["rule_on_actual_futures"]  # the rule on what really came after: the most it can give
+    assert actual["agreement"] >= 0.9 and "the rule on the patients' actual futures" in result.output
     predictions = pl.read_parquet(shot["predictions"]["path"])
     assert shot["predictions"]["path"].startswith(str(prep / "predictions"))
     assert predictions.height == shot["n"] and "predicted_boolean_probability" in predictions.columns
@@ -306,3 +337,18 @@ def test_eval_zero_shot_in_a_spec_is_parsed_and_its_mistakes_are_named(prepared)
         parse_sweep(
             sweep_source(prepared[0], "runs", family="labrador", eval={"zero_shot": {"futures": 2}}), "sweep.toml"
         )
+    # runs = "frontier": the sweep, not the run, generates (for each budget's lowest-loss run; tests/test_sweep_ray.py)
+    frontier = parse_spec(spec_dict(prepared[0], eval={"zero_shot": {"runs": "frontier"}}), "run.toml").eval
+    assert frontier.zero_shot.runs == "frontier" and not frontier.at_run_end and spec.eval.at_run_end
+    with pytest.raises(SpecError, match="runs must be one of every, frontier, got 'best'"):
+        parse_spec(spec_dict(prepared[0], eval={"zero_shot": {"runs": "best"}}), "run.toml")
+    # a sweep whose tasks lack a rule is refused before anything trains, naming the sweep and what to give
+    from scaling.data.dataset import PreparedDataset
+    from scaling.sweep.driver import check_zero_shot_rules
+
+    missing = parse_sweep(
+        sweep_source(prepared[0], "runs", eval={"zero_shot": {"rules": "/no/such/rules.toml"}}), "sweep.toml"
+    )
+    with pytest.raises(SpecError, match=r"sweep.toml: \[eval\] zero_shot: no rules file /no/such/rules.toml"):
+        check_zero_shot_rules(missing, PreparedDataset.open(prepared[0]))
+    check_zero_shot_rules(sweep, PreparedDataset.open(prepared[0]))  # long_stay has its built-in rule

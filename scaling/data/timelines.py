@@ -469,17 +469,28 @@ class Timelines:
         tokens, times = self.subject(index)
         return tokens[times <= cut_us] if inclusive else tokens[times < cut_us]
 
+    def future(self, index: int, cut_us: int, inclusive: bool = False) -> np.ndarray:
+        """The subject's tokens that its `history` at this time leaves out: what actually came after."""
+        tokens, times = self.subject(index)
+        return tokens[times > cut_us] if inclusive else tokens[times >= cut_us]
+
     def histories(
-        self, subject_ids: np.ndarray, cuts_us: np.ndarray, inclusive: bool = False
+        self,
+        subject_ids: np.ndarray,
+        cuts_us: np.ndarray,
+        inclusive: bool = False,
+        future: bool = False,
     ) -> tuple[list[np.ndarray], list[int], np.ndarray]:
-        """Per cohort row (a subject and a cut): its history (`history`), its static context's length, and which
-        rows' subjects have a timeline here (the lists hold those rows only)."""
+        """Per cohort row (a subject and a cut): its history (`history`; with `future`, what came after instead),
+        its static context's length, and which rows' subjects have a timeline here (the lists hold those rows
+        only)."""
         index = {int(s): i for i, s in enumerate(self.subject_ids)}
         keep = np.array([int(s) in index for s in subject_ids], bool)
+        read = self.future if future else self.history
         out, prefixes = [], []
         for subject, cut in zip(np.asarray(subject_ids)[keep], np.asarray(cuts_us)[keep], strict=True):
             i = index[int(subject)]
-            out.append(self.history(i, int(cut), inclusive))
+            out.append(read(i, int(cut), inclusive))
             prefixes.append(int(self.prefix_lengths[i]))
         return out, prefixes, keep
 

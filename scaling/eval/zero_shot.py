@@ -24,17 +24,18 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 from sklearn.calibration import calibration_curve
-from sklearn.metrics import brier_score_loss
+from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from scaling.data.dataset import PreparedDataset
 from scaling.data.tasks import sample_rows
 from scaling.data.timelines import Timelines, Vocabulary
 from scaling.eval.probe import MIN_CLASS, score
 from scaling.eval.zero_shot_rules import Settings, ZeroShotRule
-from scaling.models.sampler import EVENT, HORIZON, Sampler, Watch
+from scaling.models.sampler import EVENT, HORIZON, RUNNING, Sampler, Watch
 
 BATCH_ROWS = 256  # futures generated together: one compiled step for this many rows
 CALIBRATION_BINS = 10
+CENSORED_WARNING = 0.95  # below this share of futures ended by a rule, the output warns of the token limit's bias
 # Outcome frequency bands (a task's held-out prevalence), as zero-shot analyses report performance by them.
 BANDS = ((0.01, "rare (< 1%)"), (0.10, "uncommon (1-10%)"), (1.01, "common (>= 10%)"))
 
@@ -222,6 +223,7 @@ def zero_shot_task(
         prefixes = [p for p, bad in zip(prefixes, holds, strict=True) if not bad]
         rows = rows.filter(pl.Series(~holds))
     y = rows["boolean_value"].to_numpy().astype(np.int64)
+    actual = rule_on_actual_futures(reading, timelines, rows, inclusive, history, y)
     entry = {
         "status": "ok",
         "rule": {k: v for k, v in rule.__dict__.items() if v not in ((), None, "", False) and v != math.inf},
@@ -229,6 +231,7 @@ def zero_shot_task(
         "settings": asdict(settings),
         "rows_without_timeline": int((~keep).sum()),
         "rows_refused_outcome_in_history": refused,
+        "rule_on_actual_futures": actual,
     }
     positives = int(y.sum())
     if min(positives, len(y) - positives) < MIN_CLASS:
@@ -260,6 +263,24 @@ def zero_shot_task(
     return entry, rows.select("subject_id", "prediction_time", "boolean_value"), risk
 
 
+def rule_on_actual_futures(
+    reading: Reading, timelines: Timelines, rows: pl.DataFrame, inclusive: bool, history: list[np.ndarray], y
+) -> dict:
+    """The rule read on what actually came after each prediction time, against the labels: the most this rule can
+    give a perfect generator (a rule that disagrees with the task's labels caps zero-shot AUROC, whatever the
+    model). Aggregates only."""
+    cuts = rows["prediction_time"].dt.epoch("us").to_numpy()
+    futures, _, _ = timelines.histories(rows["subject_id"].to_numpy(), cuts, inclusive, future=True)
+    ends = np.array([reading.watch.read(f, int(h[-1]))[0] for f, h in zip(futures, history, strict=True)], np.int64)
+    read = reading.outcome(ends).astype(np.int64)
+    two_classes = 0 < y.sum() < len(y)
+    return {
+        "agreement": float((read == y).mean()) if len(y) else None,
+        "auroc": float(roc_auc_score(y, read)) if two_classes else None,
+        "ended_by_rule": float((ends != RUNNING).mean()) if len(y) else None,
+    }
+
+
 def predictions_path(folder: Path, task: str) -> Path:
     return Path(folder) / "zero_shot" / f"{task}.parquet"
 
@@ -288,6 +309,18 @@ def describe(task: str, entry: dict) -> str:
         f"  {entry['completed']:.1%} of futures ended by a rule ({entry['rollout_completed']:.1%} of the rollout's); "
         f"{entry['generated_tokens']:,} tokens in {entry['seconds']:.0f} s ({entry['tokens_per_second']:,.0f}/s)",
     ]
+    if entry["completed"] < CENSORED_WARNING:
+        lines.append(
+            f"  warning: {1 - entry['completed']:.1%} of futures reached the token limit and count as no outcome; "
+            "the longest futures are cut first, which biases the risk (for a long stay, against exactly the long "
+            "stays): raise --max-new-tokens until nearly all end by the rule"
+        )
+    actual = entry.get("rule_on_actual_futures") or {}
+    if actual.get("auroc") is not None:
+        lines.append(
+            f"  the rule on the patients' actual futures: agrees with the label on {actual['agreement']:.1%} of rows, "
+            f"AUROC {actual['auroc']:.3f} ({actual['ended_by_rule']:.1%} ended by the rule): the most it can give"
+        )
     if entry.get("rows_refused_outcome_in_history"):
         lines.append(
             f"  {entry['rows_refused_outcome_in_history']} rows refused: the outcome is already in the history"

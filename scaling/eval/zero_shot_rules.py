@@ -25,8 +25,13 @@ FUTURES = 16  # futures per prediction time (ETHOS used 20 for its MIMIC-IV task
 MAX_NEW_TOKENS = 256  # a future that has not ended by then counts as incomplete (no outcome)
 ROWS = 1000  # held-out rows scored, a seeded sample (0: all)
 RULES_FORMAT = 1  # the rules file's `format` (optional; a newer one is refused)
+RUNS = ("every", "frontier")  # which runs of a sweep generate: each at its end, or each budget's lowest loss after all
 DEATH = "^MEDS_DEATH$"
 HOSPITAL_DISCHARGE = "^" + re.escape(HOSPITAL_STAY[1])
+# MIMIC-IV's discharge_location DIED: its discharge token comes before MEDS_DEATH at the same time, so a death in
+# hospital is that token (stopping at it would read every death as a discharge)
+DIED_IN_HOSPITAL = HOSPITAL_DISCHARGE + "DIED$"
+DISCHARGED_ALIVE = HOSPITAL_DISCHARGE + "(?!DIED$)"
 ICU_DISCHARGE = "^" + re.escape(ICU_STAY[1])
 
 
@@ -36,7 +41,7 @@ class RuleError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    """How many futures, how long, for how many rows, drawn how."""
+    """How many futures, how long, for how many rows, drawn how, and (in a sweep) for which runs."""
 
     futures: int = FUTURES
     max_new_tokens: int = MAX_NEW_TOKENS
@@ -45,8 +50,11 @@ class Settings:
     top_k: int = 0
     seed: int = 0
     rules: str | None = None  # a rules file for tasks that are not built in
+    runs: str = "every"  # "frontier": the sweep generates for each budget's lowest-loss run, once all are trained
 
     def __post_init__(self) -> None:
+        if self.runs not in RUNS:
+            raise RuleError(f"runs must be one of {', '.join(RUNS)}, got {self.runs!r}")
         if self.futures < 1:
             raise RuleError(f"futures must be at least 1, got {self.futures}")
         if self.max_new_tokens < 1:
@@ -91,7 +99,7 @@ def built_in_rules(config: TaskConfig) -> dict[str, ZeroShotRule]:
     """The built-in tasks' rules, from the task configuration the dataset was prepared with."""
     stay_left = config.long_stay_days * 24 - config.prediction_hours
     return {
-        "in_hospital_mortality": ZeroShotRule(outcome=(DEATH,), stop=(HOSPITAL_DISCHARGE,), once=True),
+        "in_hospital_mortality": ZeroShotRule(outcome=(DEATH, DIED_IN_HOSPITAL), stop=(DISCHARGED_ALIVE,), once=True),
         "long_stay": ZeroShotRule(
             stop=(HOSPITAL_DISCHARGE, DEATH),
             horizon_hours=stay_left,
@@ -99,7 +107,9 @@ def built_in_rules(config: TaskConfig) -> dict[str, ZeroShotRule]:
             note=f"the stay lasts past {config.long_stay_days:g} days: no discharge or death in the {stay_left:g} h "
             "after the prediction time, on the clock of the generated time-gap tokens",
         ),
-        "icu_mortality": ZeroShotRule(outcome=(DEATH,), stop=(ICU_DISCHARGE, HOSPITAL_DISCHARGE), once=True),
+        "icu_mortality": ZeroShotRule(
+            outcome=(DEATH, DIED_IN_HOSPITAL), stop=(ICU_DISCHARGE, DISCHARGED_ALIVE), once=True
+        ),
         "abnormal_creatinine": ZeroShotRule(
             outcome=(config.creatinine_code,),
             value_above=config.creatinine_threshold,

@@ -39,6 +39,22 @@ class Watch:
     minutes: np.ndarray  # float: how far a token moves the future's clock (time-gap tokens; 0 for the rest)
     horizon_minutes: float = float("inf")  # a future whose clock reaches this ends (HORIZON)
 
+    def read(self, tokens: np.ndarray, previous: int) -> tuple[int, int]:
+        """How a recorded sequence of tokens ends under this watch, and after how many tokens: the rule the compiled
+        step applies, on the host (a patient's actual future is read so, to check a rule against the labels).
+        `previous`: the token before the first (a watched value follows its code)."""
+        clock = 0.0
+        for step, token in enumerate(np.asarray(tokens, np.int64), start=1):
+            clock += self.minutes[token]
+            if self.event[token] or self.event_values[self.event_after[previous], token]:
+                return EVENT, step
+            if self.stop[token]:
+                return STOPPED, step
+            if clock >= self.horizon_minutes:
+                return HORIZON, step
+            previous = token
+        return RUNNING, len(tokens)
+
     def arrays(self) -> dict[str, jax.Array]:
         return {
             "event": jnp.asarray(self.event, bool),

@@ -22,7 +22,7 @@ from pathlib import Path
 from scaling.data.atomic import temporary_sibling
 from scaling.data.dataset import PreparedDataset
 from scaling.record import SPEC, TRAIN_LOG, RunFolder
-from scaling.runspec import SpecError
+from scaling.runspec import Evaluation, SpecError
 from scaling.sweep.plan import Plan, PlannedRun, Unit, make_plan
 from scaling.sweep.refine import next_widths, read_refined, write_refined
 from scaling.sweep.spec import GPU_SHARE_USABLE, Resources, SweepSpec
@@ -214,6 +214,7 @@ class _Sweep:
     seen: set[str] = field(default_factory=set)
     finished_before: set[str] = field(default_factory=set)
     failed: dict[str, str] = field(default_factory=dict)
+    futures_only: set[str] = field(default_factory=set)  # frontier runs whose unit generates futures, trained before
     timings: list[Timing] = field(default_factory=list)
     preempted: dict[str, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
@@ -266,6 +267,7 @@ def run_sweeps(
             raise SpecError(f"{sweep.name} v{sweep.version} is given twice ({folder})")
         dataset = PreparedDataset.open(sweep.data)
         plan = make_plan(sweep, dataset, read_refined(folder))
+        check_zero_shot_rules(sweep, dataset)
         check_sweep_record(sweep, folder, data_hash(dataset))
         states.append(_Sweep(sweep, dataset, folder, plan, measured_throughput(folder.parent.parent, sweep), log=log))
     limit = 1
@@ -294,6 +296,19 @@ def run_sweeps(
             )
         first_round = False
         active = [state for state in active if _refine(state, log)]
+    # [eval] zero_shot with runs = "frontier": each budget's best run generates its futures, now that all are known
+    frontier = [(state, unit) for state in states for unit in _frontier_units(state)]
+    if frontier:
+        limit = _drive(
+            frontier,
+            address,
+            max_parallel,
+            lambda: report(combined([s.progress for s in states])),
+            log,
+            num_cpus,
+            dashboard,
+            announce=False,
+        )
     summaries = []
     for state in states:
         table, _, _ = write_runs_table(state.folder, spec_tasks=state.spec.tasks)
@@ -330,6 +345,51 @@ def _refine(state: _Sweep, log: Callable[[str], None]) -> bool:
     return True
 
 
+def check_zero_shot_rules(sweep: SweepSpec, dataset: PreparedDataset) -> None:
+    """Refuse, before anything trains, a sweep whose [eval] zero_shot has a task without a rule."""
+    settings = sweep.eval.zero_shot
+    if settings is None:
+        return
+    from scaling.eval.zero_shot_rules import RuleError, built_in_rules, read_rules, rule_for
+
+    try:
+        users = read_rules(Path(settings.rules)) if settings.rules else {}
+        built = built_in_rules(dataset.task_config())
+        for task in sweep.tasks:
+            rule_for(task, built, users)
+    except RuleError as error:
+        raise SpecError(f"{sweep.source}: [eval] zero_shot: {error} (in a sweep: zero_shot = {{ rules = ... }})")
+
+
+def _frontier_units(state: _Sweep) -> list[Unit]:
+    """With [eval] zero_shot runs = "frontier": a unit for each budget's lowest-loss run that has not generated its
+    futures yet. Its spec asks them at the run's end, so the worker skips the finished training and generates."""
+    settings = state.spec.eval.zero_shot
+    if settings is None or settings.runs != "frontier" or not state.spec.tasks:
+        return []
+    import polars as pl
+
+    from analysis.downstream import frontier_rows
+
+    _, frame, _ = write_runs_table(state.folder, spec_tasks=state.spec.tasks)
+    best = frontier_rows(frame.filter((pl.col("status") == "ok") & pl.col("loss").is_not_null()))["run_id"]
+    planned = {r.run_id: r for r in state.plan.runs}
+    at_end = Evaluation(dataclasses.replace(settings, runs="every"))
+    units = [
+        Unit(runs=(dataclasses.replace(planned[run_id], spec=dataclasses.replace(planned[run_id].spec, eval=at_end)),))
+        for run_id in best
+        if run_id in planned and not set(state.spec.tasks) <= RunFolder(state.folder / run_id).zero_shot_tasks()
+    ]
+    if units:
+        state.finished_before |= {u.name for u in units}  # trained already: the progress counts each run once
+        state.futures_only |= {u.name for u in units}
+        state.log(
+            f"{state.name}: zero-shot futures of {len(units)} frontier runs (each budget's lowest loss): "
+            + ", ".join(u.name for u in units)
+        )
+    return units
+
+
 def _queue(state: _Sweep) -> list[Unit]:
     """The plan's units with a run left to train; the runs that had finished before are counted as skipped once."""
     queue: list[Unit] = []
@@ -342,9 +402,7 @@ def _queue(state: _Sweep) -> list[Unit]:
         )
     for unit in state.plan.units():
         states = [
-            run_state(
-                folder / r.run_id, r.spec.tasks, r.candidate.steps, zero_shot=r.spec.eval.zero_shot is not None
-            ).finished
+            run_state(folder / r.run_id, r.spec.tasks, r.candidate.steps, zero_shot=r.spec.eval.at_run_end).finished
             for r in unit.runs
         ]
         fresh = [r.run_id not in state.seen for r in unit.runs]
@@ -377,9 +435,7 @@ def _reuse(state: _Sweep, run: PlannedRun) -> bool:
             or start.fingerprint != fingerprint
             or start.spec.get("probe_train_rows") != run.spec.probe_train_rows
             or (start.spec.get("eval") or {}).get("zero_shot") != run.spec.to_dict()["eval"]["zero_shot"]
-            or not run_state(
-                other, run.spec.tasks, run.candidate.steps, zero_shot=run.spec.eval.zero_shot is not None
-            ).finished
+            or not run_state(other, run.spec.tasks, run.candidate.steps, zero_shot=run.spec.eval.at_run_end).finished
         ):
             continue
         tmp = temporary_sibling(here)
@@ -413,9 +469,11 @@ def _room(available: dict[str, float], in_use: dict[str, float], resources: Reso
     return all(in_use.get(k, 0.0) + v <= available.get(k, 0.0) + 1e-9 for k, v in asks.items() if v)
 
 
-def _drive(queue: list[tuple[_Sweep, Unit]], address, max_parallel, report, log, num_cpus, dashboard) -> int:
+def _drive(
+    queue: list[tuple[_Sweep, Unit]], address, max_parallel, report, log, num_cpus, dashboard, announce=True
+) -> int:
     """Train the queue's units in order, as many at a time as the cluster holds beside those in flight (at most
-    `max_parallel`); returns that limit."""
+    `max_parallel`); returns that limit. `announce`: say what each sweep has to do (not for frontier futures)."""
     ray = connect(address, dashboard, num_cpus)
     sweeps = list({id(s): s for s, _ in queue}.values())
     envs = {id(s): worker_env(s.spec.resources) for s in sweeps}
@@ -428,11 +486,12 @@ def _drive(queue: list[tuple[_Sweep, Unit]], address, max_parallel, report, log,
         units = [u for s, u in queue if s is state]
         to_do = sum(r.run_id not in state.finished_before for u in units for r in u.runs)
         trunks = f" in {len(units)} tasks (WSD trunks with their branches)" if any(u.trunk for u in units) else ""
-        log(f"{state.name}: {to_do} of {state.progress.total} runs to do{trunks}, {limit} at a time")
+        if announce:
+            log(f"{state.name}: {to_do} of {state.progress.total} runs to do{trunks}, {limit} at a time")
         state.progress.slots = limit
         state.preempted |= {u.name: 0 for u in units}
         state.errors |= {u.name: 0 for u in units}
-    if len(sweeps) > 1:
+    if len(sweeps) > 1 and announce:
         log(f"one queue for {len(sweeps)} sweeps: {len(queue)} tasks, longest first")
     in_flight: dict = {}
     while queue or in_flight:
@@ -519,15 +578,17 @@ def _unfinished(folder: Path, unit: Unit) -> list:
     return [
         r
         for r in unit.runs
-        if not run_state(
-            folder / r.run_id, r.spec.tasks, r.candidate.steps, zero_shot=r.spec.eval.zero_shot is not None
-        ).finished
+        if not run_state(folder / r.run_id, r.spec.tasks, r.candidate.steps, zero_shot=r.spec.eval.at_run_end).finished
     ]
 
 
 def _fail(state: _Sweep, unit: Unit, message: str, log) -> None:
-    """Mark the unit's unfinished runs failed (a trunk's failure fails every branch still to train)."""
+    """Mark the unit's unfinished runs failed (a trunk's failure fails every branch still to train); a frontier run
+    whose futures failed stays as trained (its loss still counts), the error in the log."""
     progress = state.progress
+    if unit.name in state.futures_only:
+        log(f"{unit.name}: zero-shot futures failed, the run stays as trained: {message.splitlines()[-1]}")
+        return
     for r in _unfinished(state.folder, unit):
         RunFolder(state.folder / r.run_id).mark_failed(message)
         state.failed[r.run_id] = message

@@ -30,7 +30,7 @@ widths = [8, 12]
 [tracking]                     # backends = ["tensorboard", "wandb"]: each run's curves (docs/tracking.md)
 [resources]                    # per run: cpus, gpus, tpus (chips), accelerator_type
 [retries]                      # preemptions (worker lost) and failures (an error), counted apart
-[eval]                         # zero_shot = { futures = 16 }: the decoder's own futures (docs/evaluation.md)
+[eval]                         # zero_shot = { futures = 16, runs = "frontier" }: futures (docs/evaluation.md)
 ```
 
 Nothing in a spec executes. Every message names the file and the key.
@@ -132,7 +132,7 @@ class SweepSpec:
     tracking: Tracking = field(default_factory=Tracking)  # each run's tracker runs, grouped "<name>/v<version>"
     resources: Resources = field(default_factory=Resources)
     retries: Retries = field(default_factory=Retries)
-    eval: Evaluation = field(default_factory=Evaluation)  # [eval]: zero-shot futures for every run (timeline only)
+    eval: Evaluation = field(default_factory=Evaluation)  # zero-shot: every run, or the frontier
     # [fit] window: how `ehrscale fit` (and plot, report, optimal) fits this sweep's table when no --window is given:
     # each IsoFLOP parabola on the runs within this factor of its budget's best run's N (None: the analysis's 10x).
     # Not in result_fields: it changes no run.

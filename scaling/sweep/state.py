@@ -22,7 +22,7 @@ import polars as pl
 from scaling.data.atomic import write_json
 from scaling.recipe import BUDGET_TOLERANCE
 from scaling.record import Attempts, EvalRecord, ResultRecord, RunFolder, StartRecord
-from scaling.runspec import SpecError
+from scaling.runspec import SpecError, check_eval
 from scaling.sweep.plan import Plan
 from scaling.sweep.spec import SweepSpec
 
@@ -218,7 +218,7 @@ def run_state(
     zero_shot: bool | None = None,
 ) -> RunState:
     """Read a run's state from its folder (or from `read`, already read); `tasks` are those it must evaluate
-    (default: its spec's), zero-shot too when `zero_shot` (default: when its spec's [eval] asks)."""
+    (default: its spec's), zero-shot too when `zero_shot` (default: when its spec's [eval] asks it at the run's end)."""
     read = read or RunRead.of(run_dir)
     attempts, start = read.attempts, read.start
     counts = {"preemptions": attempts.preemptions, "failures": attempts.failures}
@@ -233,7 +233,7 @@ def run_state(
             return RunState("diverged", result.steps, result.steps, **counts)
         evaluated = read.evaluation.tasks
         if zero_shot is None:
-            zero_shot = bool(start and (start.spec.get("eval") or {}).get("zero_shot"))
+            zero_shot = bool(start) and check_eval(start.spec, str(run_dir)).at_run_end
         if set(tasks) <= set(evaluated) and not (zero_shot and any(evaluated[t].zero_shot is None for t in tasks)):
             return RunState("done", result.steps, result.steps, **counts)
         if attempts.failed is not None:
