@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from analysis.downstream import (  # noqa: E402
     ZERO_SHOT,
@@ -178,6 +179,7 @@ def zero_shot_inference(table: Table, out: Path) -> list[Path]:
             ax.plot(curve["flops"], curve["auroc"], marker="o", ms=3, color=colour, label=f"C = {curve['budget']:.2g}")
         ax.axhline(0.5, color="grey", lw=0.8)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # less than a decade wide: minor labels would overlap
         ax.set_xlabel("inference compute per prediction (FLOPs)")
         ax.set_ylabel(f"zero-shot AUROC, {task.replace('_', ' ')}")
         ax.set_title("more futures, per training budget", fontsize=9)

@@ -303,9 +303,17 @@ def _auroc_section(table: Table, laws: list[AurocLaw]) -> list[str]:
                     f"(1 + exp(-{law.k:.3g} (log10 C - {law.x0:.3g}))), {law.points} budgets."
                 )
         if zero:
+            ceiling = reference_auroc(table, f"zero_shot_rule_auroc_{task}")
             lines.append(
                 "Zero-shot: the decoder's own futures after each prediction time, the Monte Carlo share that reach the "
-                "outcome (docs/evaluation.md); zero_shot_vs_inference.png shows what more futures buy per budget."
+                "outcome, on a seeded sample of the held-out rows (docs/evaluation.md); zero_shot_vs_inference.png "
+                "shows what more futures buy per budget."
+                + (
+                    f" The task's rule read on the patients' actual futures scores {ceiling:.3f}: the most a perfect "
+                    "generator could reach with it."
+                    if ceiling is not None
+                    else ""
+                )
             )
         lines.append("")
     return lines

@@ -230,6 +230,8 @@ class TaskEval:
                 (f"zero_shot_ece_{task}", zero_shot["monte_carlo"]["ece"]),
                 (f"zero_shot_completed_{task}", zero_shot["completed"]),
                 (f"zero_shot_tokens_per_future_{task}", zero_shot["tokens_per_future"]),
+                # the rule read on the actual futures: the most zero-shot can give (absent before it was recorded)
+                (f"zero_shot_rule_auroc_{task}", (zero_shot.get("rule_on_actual_futures") or {}).get("auroc")),
                 *(
                     (f"zero_shot_auroc_{task}_futures{n}", auroc)
                     for n, auroc in zero_shot["monte_carlo"]["auroc_by_futures"].items()

@@ -136,6 +136,39 @@ def test_the_bundled_label_file_reads_with_none_dropped(demo):
     assert ours.equals(theirs)
 
 
+def test_the_zero_shot_rules_read_on_the_actual_futures_give_the_labels(demo):
+    """Real rows: each built-in zero-shot rule, read on what actually followed each prediction time (every split),
+    gives the task's labels. The reference ETL writes a death in hospital as HOSPITAL_DISCHARGE//DIED before
+    MEDS_DEATH at the same time: a rule that stops at every discharge never sees a death."""
+    from scaling.eval import zero_shot
+    from scaling.eval.zero_shot_rules import built_in_rules
+
+    dataset = PreparedDataset.open(demo[0])
+    rules = built_in_rules(dataset.task_config())
+    vocab = dataset.vocabulary()
+    assert {"HOSPITAL_DISCHARGE//DIED", "MEDS_DEATH"} <= set(vocab.tokens)
+    found = {}
+    for task in ("in_hospital_mortality", "icu_mortality", "long_stay"):
+        reading = zero_shot.read_rule(rules[task], vocab)
+        inclusive = dataset.task_inputs(task) == "at_or_before"
+        labels = dataset.task(task).join(dataset.splits(), on="subject_id")
+        agree, positives, read_positives, n = 0, 0, 0, 0
+        for split in ("train", "tuning", "held_out"):
+            rows = labels.filter(pl.col("split") == split)
+            timelines = dataset.timelines(split)
+            cuts = rows["prediction_time"].dt.epoch("us").to_numpy()
+            history, _, keep = timelines.histories(rows["subject_id"].to_numpy(), cuts, inclusive)
+            futures, _, _ = timelines.histories(rows["subject_id"].to_numpy(), cuts, inclusive, future=True)
+            y = rows.filter(pl.Series(keep))["boolean_value"].to_numpy()
+            ends = [reading.watch.read(f, int(h[-1]))[0] for f, h in zip(futures, history, strict=True)]
+            read = reading.outcome(np.array(ends, np.int64))
+            agree, n = agree + int((read == y).sum()), n + len(y)
+            positives, read_positives = positives + int(y.sum()), read_positives + int((read & y).sum())
+        found[task] = (agree / n, positives, read_positives)
+    for task, (agreement, positives, read_positives) in found.items():
+        assert positives > 0 and agreement >= 0.9 and read_positives >= 0.9 * positives, (task, found)
+
+
 @pytest.mark.parametrize("family", ["timeline", "labrador"])
 def test_tiny_models_train_on_real_rows(demo, tmp_path, family):
     prep, _, _ = demo

@@ -259,6 +259,7 @@ def test_eval_zero_shot_on_a_trained_decoder(prepared, tmp_path, monkeypatch):
     columns = task_eval.columns("long_stay")
     assert task_eval.probe["status"] != "not run" and task_eval.baselines  # the probe's evaluation ran
     assert columns["zero_shot_auroc_long_stay"] == shot["auroc"] and "oracle_auroc_long_stay" in columns
+    assert columns["zero_shot_rule_auroc_long_stay"] == actual["auroc"]
 
 
 def test_eval_zero_shot_refuses_what_it_cannot_do(prepared, tmp_path):
@@ -290,6 +291,7 @@ def test_the_report_shows_zero_shot_auroc_against_training_and_inference_compute
         zero_shot_auroc_mortality_lo=rise - 0.02,
         zero_shot_auroc_mortality_hi=rise + 0.02,
         zero_shot_tokens_per_future_mortality=pl.lit(40.0),
+        zero_shot_rule_auroc_mortality=pl.lit(0.97),
         flops_per_token=6 * pl.col("params"),
         **{f"zero_shot_auroc_mortality_futures{n}": rise - 0.1 / n for n in (1, 2, 4)},
     )
@@ -315,6 +317,7 @@ def test_the_report_shows_zero_shot_auroc_against_training_and_inference_compute
     assert "| probe AUROC [95%] | zero-shot AUROC [95%] |" in text
     assert "Saturating law of the zero-shot AUROC along the frontier" in text
     assert "zero_shot_vs_inference.png" in text
+    assert "rule read on the patients' actual futures scores 0.970" in text
 
 
 def test_eval_zero_shot_in_a_spec_is_parsed_and_its_mistakes_are_named(prepared):
