@@ -273,6 +273,13 @@ def run_sweeps(
     limit = 1
     active = list(states)
     first_round = True
+
+    def report_all() -> None:
+        report(combined([s.progress for s in states]))
+
+    def drive(queue: list[tuple[_Sweep, Unit]], announce: bool = True) -> int:
+        return _drive(queue, address, max_parallel, report_all, log, num_cpus, dashboard, announce)
+
     while active:
         queue: list[tuple[_Sweep, Unit]] = []
         for state in active:
@@ -285,30 +292,13 @@ def run_sweeps(
         # idle behind one long straggler; several sweeps interleave.
         queue.sort(key=lambda item: -item[0].unit_seconds(item[1]))
         if queue:
-            limit = _drive(
-                queue,
-                address,
-                max_parallel,
-                lambda: report(combined([s.progress for s in states])),
-                log,
-                num_cpus,
-                dashboard,
-            )
+            limit = drive(queue)
         first_round = False
         active = [state for state in active if _refine(state, log)]
     # [eval] zero_shot with runs = "frontier": each budget's best run generates its futures, now that all are known
     frontier = [(state, unit) for state in states for unit in _frontier_units(state)]
     if frontier:
-        limit = _drive(
-            frontier,
-            address,
-            max_parallel,
-            lambda: report(combined([s.progress for s in states])),
-            log,
-            num_cpus,
-            dashboard,
-            announce=False,
-        )
+        limit = drive(frontier, announce=False)
     summaries = []
     for state in states:
         table, _, _ = write_runs_table(state.folder, spec_tasks=state.spec.tasks)
