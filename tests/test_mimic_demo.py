@@ -158,10 +158,9 @@ def test_the_zero_shot_rules_read_on_the_actual_futures_give_the_labels(demo):
             timelines = dataset.timelines(split)
             cuts = rows["prediction_time"].dt.epoch("us").to_numpy()
             history, _, keep = timelines.histories(rows["subject_id"].to_numpy(), cuts, inclusive)
-            futures, _, _ = timelines.histories(rows["subject_id"].to_numpy(), cuts, inclusive, future=True)
-            y = rows.filter(pl.Series(keep))["boolean_value"].to_numpy()
-            ends = [reading.watch.read(f, int(h[-1]))[0] for f, h in zip(futures, history, strict=True)]
-            read = reading.outcome(np.array(ends, np.int64))
+            rows = rows.filter(pl.Series(keep))
+            y = rows["boolean_value"].to_numpy()
+            read, _ = zero_shot.read_actual_futures(reading, timelines, rows, inclusive, history)
             agree, n = agree + int((read == y).sum()), n + len(y)
             positives, read_positives = positives + int(y.sum()), read_positives + int((read & y).sum())
         found[task] = (agree / n, positives, read_positives)

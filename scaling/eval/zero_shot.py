@@ -263,16 +263,24 @@ def zero_shot_task(
     return entry, rows.select("subject_id", "prediction_time", "boolean_value"), risk
 
 
-def rule_on_actual_futures(
-    reading: Reading, timelines: Timelines, rows: pl.DataFrame, inclusive: bool, history: list[np.ndarray], y
-) -> dict:
-    """The rule read on what actually came after each prediction time, against the labels: the most this rule can
-    give a perfect generator (a rule that disagrees with the task's labels caps zero-shot AUROC, whatever the
-    model). Aggregates only."""
+def read_actual_futures(
+    reading: Reading, timelines: Timelines, rows: pl.DataFrame, inclusive: bool, history: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rule read on what actually came after each row's prediction time (rows whose subjects have a timeline
+    here, `history` theirs): whether each reached the outcome, and how each ended."""
     cuts = rows["prediction_time"].dt.epoch("us").to_numpy()
     futures, _, _ = timelines.histories(rows["subject_id"].to_numpy(), cuts, inclusive, future=True)
     ends = np.array([reading.watch.read(f, int(h[-1]))[0] for f, h in zip(futures, history, strict=True)], np.int64)
-    read = reading.outcome(ends).astype(np.int64)
+    return reading.outcome(ends), ends
+
+
+def rule_on_actual_futures(
+    reading: Reading, timelines: Timelines, rows: pl.DataFrame, inclusive: bool, history: list[np.ndarray], y
+) -> dict:
+    """The rule read on the actual futures against the labels: the most this rule can give a perfect generator (a
+    rule that disagrees with the task's labels caps zero-shot AUROC, whatever the model). Aggregates only."""
+    reached, ends = read_actual_futures(reading, timelines, rows, inclusive, history)
+    read = reached.astype(np.int64)
     two_classes = 0 < y.sum() < len(y)
     return {
         "agreement": float((read == y).mean()) if len(y) else None,
