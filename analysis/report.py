@@ -337,24 +337,51 @@ def has_masked_metrics(table: Table) -> bool:
     return all(c in frame.columns for c in MASKED) and not frame["masked_item_accuracy"].drop_nulls().is_empty()
 
 
+IMPUTATION = ("imputation_mse", "imputation_pearson_median")  # told the item (scaling/eval/imputation.py)
+IMPUTATION_BASELINES = (("item_mean", "the item's mean"), ("ridge", "ridge"), ("xgboost", "XGBoost"))
+
+
 def _masked_section(table: Table) -> list[str]:
-    """The lab-bag families' masked-lab metrics along the compute-optimal frontier (none for timelines)."""
+    """The lab-bag families' masked-lab metrics and imputation along the compute-optimal frontier (none for
+    timelines)."""
     if not has_masked_metrics(table):
         return []
+    frame = table.frame
+    imputed = "imputation_mse" in frame.columns and not frame["imputation_mse"].drop_nulls().is_empty()
+    extra = " imputation MSE | imputation median Pearson |" if imputed else ""
     lines = [
         "## Masked labs (the lowest-loss run of each budget, held-out bags)",
         "",
-        "| budget (FLOPs) | params | loss | masked item accuracy | value MSE (eCDF) | median per-item Pearson |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| budget (FLOPs) | params | loss | masked item accuracy | value MSE (eCDF) | median per-item Pearson |"
+        + extra,
+        "|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if imputed else ""),
     ]
     for row in frontier(table).iter_rows(named=True):
-        cells = [number(row[c]) for c in MASKED]
+        cells = [number(row[c]) for c in MASKED + (IMPUTATION if imputed else ())]
         lines.append(f"| {row['budget']:.3g} | {row['params']:,.0f} | {row['loss']:.4f} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "A constant prediction of 0.5 scores a value MSE of 1/12 = 0.0833 and no correlation (docs/models.md).",
+        "A constant prediction of 0.5 scores a value MSE of 1/12 = 0.0833 and no correlation (docs/models.md). "
+        "The value columns read the masked lab not told its item (the pre-training task); imputation tells it.",
         "",
     ]
+    if imputed:
+        known = frame.filter(pl.col("imputation_mse").is_not_null()).row(0, named=True)
+        named = [
+            f"{label} MSE {known[f'imputation_{name}_mse']:.4f}"
+            + (
+                f", r {known[f'imputation_{name}_pearson_median']:.3f}"
+                if known.get(f"imputation_{name}_pearson_median") is not None
+                else ""
+            )
+            for name, label in IMPUTATION_BASELINES
+            if known.get(f"imputation_{name}_mse") is not None
+        ]
+        lines += [
+            "Imputation (`ehrscale eval RUN --imputation`): the most frequent items masked in held-out bags, the model "
+            "told which; on the same bags, regressors on the bag's other labs: " + "; ".join(named) + ".",
+            "",
+        ]
     return lines
 
 

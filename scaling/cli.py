@@ -116,13 +116,21 @@ def eval_command(
     max_new_tokens: Annotated[
         int, typer.Option(help="--zero-shot: tokens a future may take before it counts as incomplete.")
     ] = MAX_NEW_TOKENS,
+    imputation: Annotated[
+        bool,
+        typer.Option(
+            "--imputation",
+            help="Instead of the probe: a lab-bag model imputes the most frequent labs of held-out bags, told the "
+            "item, beside the item's mean, ridge and XGBoost (imputation.json; docs/evaluation.md).",
+        ),
+    ] = False,
     temperature: Annotated[float, typer.Option(help="--zero-shot: sampling temperature.")] = 1.0,
     top_k: Annotated[int, typer.Option(min=0, help="--zero-shot: sample from the k likeliest tokens (0: all).")] = 0,
 ) -> None:
     """Linear-probe AUROC of a trained model on downstream tasks, beside XGBoost and the oracle (or, with
-    --zero-shot, the timeline decoder's own futures)."""
+    --zero-shot, the timeline decoder's own futures; with --imputation, a lab-bag model's imputation)."""
     from scaling.data.dataset import DatasetError
-    from scaling.eval.evaluate import evaluate, evaluate_zero_shot
+    from scaling.eval.evaluate import evaluate, evaluate_imputation, evaluate_zero_shot
     from scaling.eval.zero_shot_rules import RuleError, Settings
     from scaling.record import RunError
     from scaling.runspec import SpecError
@@ -130,7 +138,11 @@ def eval_command(
     log = lambda text: out_console.print(text, highlight=False, soft_wrap=True)  # noqa: E731
     chosen = tuple(tasks.split(",")) if tasks else None
     try:
-        if zero_shot:
+        if zero_shot and imputation:
+            raise UserError("--zero-shot (timeline decoder) and --imputation (lab-bag models): one at a time")
+        if imputation:
+            evaluate_imputation(run_dir, log)
+        elif zero_shot:
             settings = Settings(
                 futures=futures,
                 max_new_tokens=max_new_tokens,

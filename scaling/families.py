@@ -160,6 +160,7 @@ class Family:
     row_loss: str  # "module:function", (model, batch dict, dtype) -> per-row loss sums and their term counts
     probe_input: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, ...]] | None = None  # bags -> model.embed args
     masked_predictions: str | None = None  # "module:function", (model, bag batch) -> masked item and value per slot
+    imputed_values: str | None = None  # "module:function", (model, bag batch) -> the masked lab's value told its item
     extra_forward: Callable[[DecoderConfig | EncoderConfig], float] = lambda config: 0.0  # FLOPs/token beyond the stack
     read_forward: Callable[[DecoderConfig | EncoderConfig], float] = lambda config: 0.0  # per read slot, beyond logits
     # The recipe's lr = lr_width_product / width when a spec sets none: measured with `sweeps/lr-calibration*.toml`
@@ -167,6 +168,9 @@ class Family:
     lr_width_product: float = 1.0
     input_note: str = ""  # how the model card's input paragraph ends for this family, beyond its data kind's
     generates: bool = False  # a next-token model over timelines: it generates futures (zero-shot evaluation)
+    # Raised when the model or its loss changes what a run trains: the fingerprint covers it above 1, so a run of an
+    # earlier revision is never taken for one of this revision (nor resumed from its checkpoint).
+    revision: int = 1
 
     def inputs(self, dataset: PreparedDataset, context: int, bags_per_row: int | None = None) -> ModelInputs:
         """Vocabulary, context and epoch size (rows of `context` tokens) of this family's model on a dataset; bags
@@ -201,6 +205,9 @@ class Family:
     def masked_predictor(self) -> Callable | None:
         return _load(self.masked_predictions) if self.masked_predictions else None
 
+    def imputer(self) -> Callable | None:
+        return _load(self.imputed_values) if self.imputed_values else None
+
 
 def _load(path: str):
     module, name = path.split(":")
@@ -234,11 +241,13 @@ FAMILIES = {
         row_loss="scaling.models.labrador:labrador_row_loss",
         probe_input=_labrador_probe_input,
         masked_predictions="scaling.models.labrador:labrador_masked_predictions",
+        imputed_values="scaling.models.labrador:labrador_imputed_values",
         extra_forward=labrador_extra_forward,
         read_forward=labrador_read_forward,
         # lr-fit (sweeps/lr-calibration-labrador.toml, 1e12 FLOPs): best 0.422x and 0.539x of 1.0 / width at widths
         # 32 and 64, 0.25x (the edge) at 16 and 96; 1.0 / width lost at every width (docs/models.md)
         lr_width_product=0.48,
+        revision=2,  # 2: each item's own value direction, the per-item value head told the true item, VALUE_WEIGHT
     ),
     "bert": Family(
         name="bert",
@@ -254,6 +263,7 @@ FAMILIES = {
         row_loss="scaling.models.labrador:bert_row_loss",
         probe_input=_bert_probe_input,
         masked_predictions="scaling.models.labrador:bert_masked_predictions",
+        imputed_values="scaling.models.labrador:bert_imputed_values",
         # lr-fit (sweeps/lr-calibration-bert.toml, 1e12 FLOPs): best 0.393x of 1.0 / width at width 32, 0.25x (the
         # edge) at 16 and 64; 1.0 / width lost at every width (docs/models.md)
         lr_width_product=0.39,

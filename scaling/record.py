@@ -31,8 +31,10 @@ from scaling.data.atomic import write_json
 
 RESULT_FORMAT = 2
 EVAL_FORMAT = 3  # 3: a task's zero_shot entry (format 2 files read the same, without it)
+IMPUTATION_FORMAT = 1
 SPEC, METRICS, CHECKPOINTS, BRANCH_POINTS = "spec.json", "metrics.jsonl", "checkpoints", "branch_points"
 RESULT, EVAL, ATTEMPTS, TRAIN_LOG = "result.json", "eval.json", "attempts.json", "train.log"
+IMPUTATION = "imputation.json"
 
 
 class RunError(Exception):
@@ -262,6 +264,39 @@ class EvalRecord:
 
 
 @dataclass(frozen=True)
+class ImputationRecord:
+    """imputation.json: a lab-bag model's intrinsic task (scaling.eval.imputation): each of the most frequent items
+    masked in held-out bags and its value predicted, told the item; per item and over all, the model's MSE and
+    Pearson r on the eCDF scale beside the item's mean, a ridge and an XGBoost regressor on the bag's other labs."""
+
+    split: str
+    bags: int  # masked bags scored, all items together
+    model: dict  # {"mse", "mse_se", "pearson_median"}: over every scored bag; the median over items
+    baselines: dict  # name -> the same for item_mean, ridge, xgboost
+    items: list  # per item: {"item", "n", "model": {"mse", "pearson"}, <baseline>: {...}}
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"format": IMPUTATION_FORMAT} | _to_json(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ImputationRecord":
+        version = data.get("format", 1)
+        if version > IMPUTATION_FORMAT:
+            raise ValueError(f"format {version} is newer than this ehrscale reads ({IMPUTATION_FORMAT})")
+        return _from_json(cls, {k: v for k, v in data.items() if k != "format"})
+
+    def columns(self) -> dict[str, float]:
+        """The results table's columns: the model's imputation MSE and median Pearson r, and each baseline's."""
+        out = {"imputation_mse": self.model["mse"], "imputation_pearson_median": self.model["pearson_median"]}
+        for name, entry in self.baselines.items():
+            out[f"imputation_{name}_mse"] = entry["mse"]
+            out[f"imputation_{name}_pearson_median"] = entry["pearson_median"]
+        return {k: v for k, v in out.items() if v is not None}
+
+
+@dataclass(frozen=True)
 class Attempts:
     """attempts.json: what the sweep driver saw go wrong with a run (its last 10 errors), and whether it gave up."""
 
@@ -344,6 +379,19 @@ class RunFolder:
 
     def write_evaluation(self, record: EvalRecord) -> None:
         write_json(self.path / EVAL, record.to_json())
+
+    def imputation(self) -> ImputationRecord | None:
+        """imputation.json, or None before `ehrscale eval --imputation` (or a bag run's end) wrote it."""
+        path = self.path / IMPUTATION
+        if not path.exists():
+            return None
+        try:
+            return ImputationRecord.from_json(json.loads(path.read_text()))
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
+
+    def write_imputation(self, record: ImputationRecord) -> None:
+        write_json(self.path / IMPUTATION, record.to_json())
 
     def settled_tasks(self) -> set[str]:
         """Tasks evaluated already (scored, or found unscorable and reported in eval.json)."""

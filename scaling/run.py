@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from scaling.eval.evaluate import evaluate, evaluate_zero_shot
+from scaling.eval.evaluate import evaluate, evaluate_imputation, evaluate_zero_shot
+from scaling.families import FAMILIES
 from scaling.record import ResultRecord, RunFolder
 from scaling.runspec import RunSpec, Tracking
 from scaling.tracking import Trackers, tracked_run
@@ -10,8 +11,9 @@ from scaling.training.loop import train
 
 
 def run(spec: RunSpec, out: Path, log=print) -> ResultRecord:
-    """Train, then evaluate any listed task not evaluated yet (and, with [eval] zero_shot, generate its futures); the
-    spec's trackers see both (a finished run is not tracked again: `ehrscale track` replays it)."""
+    """Train, then evaluate any listed task not evaluated yet (and, with [eval] zero_shot, generate its futures; a
+    lab-bag run, its imputation); the spec's trackers see both (a finished run is not tracked again: `ehrscale
+    track` replays it)."""
     folder = RunFolder(out)
     tracking = spec.tracking if not folder.trained else Tracking()
     trackers = Trackers(tracking, tracked_run(spec, folder.path), warn=lambda text: log(f"warning: {text}"))
@@ -30,6 +32,9 @@ def run(spec: RunSpec, out: Path, log=print) -> ResultRecord:
         if spec.eval.at_run_end and unsampled and result.role != "trunk":
             rules = Path(settings.rules) if settings.rules else None
             evaluate_zero_shot(folder.path, tuple(unsampled), settings, rules, log=log)
+        imputes = FAMILIES[spec.family].imputed_values is not None
+        if imputes and result.status == "ok" and result.role != "trunk" and folder.imputation() is None:
+            evaluate_imputation(folder.path, log=log)
     finally:
         trackers.finish(tracker_summary(result, folder))
     return result

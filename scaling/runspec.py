@@ -162,8 +162,9 @@ class RunSpec:
         return float(steps)
 
     def result_fields(self, data_hash: str) -> dict:
-        """What the fingerprint covers."""
-        return {
+        """What the fingerprint covers (the family's model revision from 2 on: runs of revision 1 keep theirs)."""
+        revision = FAMILIES[self.family].revision
+        return ({"model_revision": revision} if revision > 1 else {}) | {
             "family": self.family,
             "width": self.width,
             "tokens": self.tokens,

@@ -174,7 +174,8 @@ def test_tiny_models_train_on_real_rows(demo, tmp_path, family):
     spec = make_spec(prep, family=family, width=16, tokens=30 * 8 * 64, recipe={"context": 64, "batch_rows": 8})
     result = train(spec, tmp_path / family, log=lambda _: None, peak_flops=1e11)
     metrics = [json.loads(line) for line in (tmp_path / family / "metrics.jsonl").read_text().splitlines()]
-    assert result.status == "ok" and np.isfinite(result.loss) and metrics[-1]["loss"] < metrics[0]["loss"]
+    # One batch's loss is noisy (Labrador's weighs the value 30x): the final held-out loss against the first step's.
+    assert result.status == "ok" and np.isfinite(result.loss) and result.loss < metrics[0]["loss"]
     if family == "labrador":
         assert 0 <= result.value_mse < 0.25 and result.masked_bags >= 64
     # Real subject ids stay in the data folder: none in the run folder.

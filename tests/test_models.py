@@ -157,7 +157,11 @@ def test_a_packed_bag_is_computed_as_if_alone():
     sums, terms = labrador_row_loss(labrador, batch, jnp.float32)
     assert float(terms[0]) == 2.0
     logp = jax.nn.log_softmax(logits[0], axis=-1)
-    expected = -logp[1, 1] - logp[5, 3] + (value[0, 1] - 0.5) ** 2 + (value[0, 5] - 0.5) ** 2
+    # The loss's value is the one told the true item (teacher forcing), weighted by the config's mse_weight.
+    _, told = labrador(codes, values, null, masked, segments, told_items=batch["target_code"])
+    assert not np.allclose(told[0, [1, 5]], value[0, [1, 5]])  # told, the head reads another item's unit
+    weight = config.mse_weight
+    expected = -logp[1, 1] - logp[5, 3] + weight * ((told[0, 1] - 0.5) ** 2 + (told[0, 5] - 0.5) ** 2)
     assert float(sums[0]) == pytest.approx(float(expected), rel=1e-5)
     bert = Bert(EncoderConfig(n_items=20, d_model=32, n_layers=2, n_heads=2, d_ff=64, context=10), nnx.Rngs(0))
     tokens = jnp.where(codes > 0, codes + 3, 0)

@@ -86,6 +86,22 @@ def test_a_lab_bag_report_shows_the_masked_metrics_and_the_same_bags_baselines()
     rows = [line for line in section.splitlines() if line.startswith("| 1e+") or line.startswith("| 3e+")]
     assert len(rows) == 6 and all("| 0.0612 | 0.432 |" in row for row in rows)  # one row per budget: its best run
     assert "XGBoost on the same bags' values 0.823; logistic regression on them 0.734" in text
+    assert "imputation MSE" not in section  # no run imputed: no such columns
+    imputed = prepare(
+        frame.with_columns(
+            imputation_mse=0.07 - 0.001 * pl.col("loss"),
+            imputation_pearson_median=pl.lit(0.3456),
+            imputation_item_mean_mse=pl.lit(0.0799),
+            imputation_ridge_mse=pl.lit(0.0521),
+            imputation_ridge_pearson_median=pl.lit(0.582),
+            imputation_xgboost_mse=pl.lit(0.0507),
+        )
+    )
+    text = render(imputed, fit_all(imputed, resamples=10), title="t", source="s", figures=None, report_dir=Path("."))
+    section = text[text.index("## Masked labs") : text.index("## AUROC")]
+    rows = [line for line in section.splitlines() if line.startswith("| 1e+") or line.startswith("| 3e+")]
+    assert len(rows) == 6 and all("| 0.0612 | 0.432 | 0.06" in row and row.endswith("| 0.346 |") for row in rows)
+    assert "the item's mean MSE 0.0799; ridge MSE 0.0521, r 0.582; XGBoost MSE 0.0507." in section
     assert "## Masked labs" not in render(
         prepare(chinchilla_like()),
         fit_all(prepare(chinchilla_like()), resamples=10),

@@ -193,7 +193,8 @@ class BagLoader:
     packed bag is computed exactly as if alone. `mask="epoch"` redraws the masked lab every epoch; `mask="fixed"`
     keeps one per bag (as Labrador). Mask ids: Labrador's is items + 1 (null is items + 2); BERT's is
     1 + items * 11. `bags_per_row` caps the bags of a row (and so the masked slots the heads read); None: as many
-    as fit, and `read_slots` as wide as the row."""
+    as fit, and `read_slots` as wide as the row. `mask_item` (a 1-based code) keeps only the bags where that item
+    has a value, and masks it in each (imputation: scaling/eval/imputation.py)."""
 
     def __init__(
         self,
@@ -205,6 +206,7 @@ class BagLoader:
         mask: str = "epoch",
         shuffle: bool = True,
         bags_per_row: int | None = None,
+        mask_item: int | None = None,
     ):
         if mask not in ("epoch", "fixed"):
             raise ValueError(f"mask must be 'epoch' or 'fixed', got {mask!r}")
@@ -219,14 +221,19 @@ class BagLoader:
         self.mask = mask
         self.shuffle = shuffle
         self.bags_per_row = min(bags_per_row or context, context)  # the width of read_slots
-        values = np.asarray(bags.values)
-        self.usable = np.flatnonzero((~np.isnan(values) & (np.asarray(bags.codes) > 0)).any(axis=1))
+        self.mask_item = mask_item
+        values, codes = np.asarray(bags.values), np.asarray(bags.codes)
+        self.usable = np.flatnonzero((~np.isnan(values) & self._maskable(codes)).any(axis=1))
         self._epoch: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
         self.steps_per_epoch = self._packing(0)[3] // rows
         if self.steps_per_epoch == 0:
             raise ValueError(
                 f"too few bags with a value ({len(self.usable)}) to fill a batch of {rows} rows of {context} slots"
             )
+
+    def _maskable(self, codes: np.ndarray) -> np.ndarray:
+        """The labs that may be masked (those with a value among them): any lab, or the `mask_item`'s."""
+        return codes == self.mask_item if self.mask_item is not None else codes > 0
 
     @property
     def mask_id(self) -> int:
@@ -259,7 +266,7 @@ class BagLoader:
         # One uniformly drawn non-null lab per bag, from a generator keyed by the bag (and the epoch unless fixed).
         draw_epoch = 0 if self.mask == "fixed" else epoch + 1
         u = _uniform(self.seed, draw_epoch, index)
-        candidates = (~np.isnan(values_in)) & (codes_in > 0)
+        candidates = (~np.isnan(values_in)) & self._maskable(codes_in)
         rank = np.floor(u * candidates.sum(axis=1)).astype(np.int64)
         masked_at = np.argmax(np.cumsum(candidates, axis=1) > rank[:, None], axis=1)
         # Scatter each bag's labs into its row: bag b's lab j goes to slot offset[b] + j.

@@ -122,6 +122,43 @@ PANELS: dict[str, tuple[int, ...]] = {
 PANEL_NAMES: tuple[str, ...] = tuple(PANELS)
 
 
+# Physiology shared by the labs of one draw, and by a patient's baseline, beyond the latent factors: axis -> {itemid:
+# loading}. Real labs are redundant (hematocrit is about three hemoglobins, INR is a function of PT, urea and
+# creatinine both follow filtration, sodium and chloride tonicity, AST and ALT hepatocellular injury): Labrador's
+# masked-value task reads one lab from the others. An item's per-draw noise (and its patient offset) is
+# sum_a loading_a x axis_a + sqrt(1 - sum_a loading_a^2) x its own, so its marginal spread is unchanged and two
+# items on one axis correlate at the product of their loadings.
+AXES: dict[str, dict[int, float]] = {
+    "red_cell_mass": {51221: 0.97, 51222: 0.97, 51279: 0.9},
+    "red_cell_size": {51250: 0.9, 51248: 0.85, 52172: 0.5},
+    "red_cell_width": {51277: 0.85, 52172: 0.8},
+    "neutrophils": {51301: 0.85, 52075: 0.95, 51256: 0.6, 52135: 0.4},
+    "lymphocytes": {51244: 0.85, 51133: 0.85},
+    "monocytes": {51254: 0.8, 52074: 0.8},
+    "eosinophils": {51200: 0.85, 52073: 0.85},
+    "basophils": {51146: 0.8, 52069: 0.8},
+    "filtration": {50912: 0.85, 51006: 0.8, 50970: 0.6, 50971: 0.35},
+    "potassium": {50971: 0.9, 50822: 0.9},
+    "tonicity": {50983: 0.8, 50902: 0.8},
+    "bicarbonate": {50882: 0.95, 50804: 0.95, 50802: 0.85, 50868: -0.5, 50820: 0.5},
+    "carbon_dioxide": {50818: 0.9, 50820: -0.7},
+    "glucose": {50931: 0.9, 50809: 0.9},
+    "calcium": {50893: 0.7, 50808: 0.7, 50862: 0.5},
+    "protein": {50862: 0.6, 50976: 0.8},
+    "hepatocellular": {50861: 0.85, 50878: 0.85, 50954: 0.4},
+    "cholestasis": {50885: 0.9, 50883: 0.9, 50863: 0.5, 50947: 0.8},
+    "hemolysis": {50934: 0.8, 50971: 0.25, 50954: 0.5},
+    "oxygenation": {50821: 0.85, 50817: 0.85},
+    "lactate": {50813: 0.7, 50868: 0.6},
+    "coagulation": {51274: 0.98, 51237: 0.98, 51275: 0.5},
+    "cholesterol": {50907: 0.9, 50905: 0.85},
+    "muscle": {50910: 0.7, 50911: 0.7, 51003: 0.4},
+    "urine_infection": {51486: 0.7, 51487: 0.5, 51516: 0.7, 51463: 0.7},
+    "urine_blood": {51466: 0.8, 51493: 0.8},
+}
+AXIS_NAMES: tuple[str, ...] = tuple(AXES)
+
+
 @dataclass(frozen=True)
 class LabItem:
     """One lab item: identity (real MIMIC-IV), reference range and how its value is generated."""
@@ -189,3 +226,16 @@ def loading_matrix(factors: tuple[str, ...]) -> np.ndarray:
         for key, value in item.effects.items():
             matrix[i, factors.index(key)] = value
     return matrix
+
+
+def axis_loadings() -> tuple[np.ndarray, np.ndarray]:
+    """Loadings [items, axes] of every item on the shared physiology axes, and each item's own share
+    sqrt(1 - sum of its squared loadings) [items]."""
+    matrix = np.zeros((len(LAB_ITEMS), len(AXIS_NAMES)))
+    for a, name in enumerate(AXIS_NAMES):
+        for itemid, loading in AXES[name].items():
+            matrix[ITEM_INDEX[itemid], a] = loading
+    shared = np.sum(matrix**2, axis=1)
+    if np.any(shared > 1):
+        raise ValueError(f"items loading more than 1 in variance on the axes: {np.flatnonzero(shared > 1)}")
+    return matrix, np.sqrt(1 - shared)

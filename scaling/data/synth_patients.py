@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scaling.data.synth_codes import BACKGROUND, CONDITION_DRUGS, CONDITIONS, DIAGNOSES, ICU_UNITS, PROBLEMS, WARDS
-from scaling.data.synth_labs import LAB_ITEMS, PANEL_NAMES
+from scaling.data.synth_labs import AXIS_NAMES, LAB_ITEMS, PANEL_NAMES, axis_loadings
 
 # Latent factors that lab values load on (see synth_labs): chronic conditions, acute severity, problems.
 FACTORS: tuple[str, ...] = CONDITIONS + ("sev",) + PROBLEMS
@@ -23,6 +23,7 @@ N_COND = len(CONDITIONS)
 SEV = N_COND
 PROBLEM_OFFSET = N_COND + 1
 HOUR = 1.0 / 24
+_AXIS_LOADINGS, _OWN_SHARE = axis_loadings()
 
 # Prevalence (logit at age 60), age slope per decade, and which earlier conditions raise the odds.
 _PREVALENCE = {
@@ -476,5 +477,9 @@ def simulate_chunk(seed: int, chunk_index: int, first_subject: int, n_patients: 
                     p.dod = t_death
                 break
         _outpatient_labs(r, chunk, p, pi, busy, stop)
-    chunk.offsets = np.random.default_rng([seed, chunk_index, 1]).normal(0.0, 0.45, (n_patients, len(LAB_ITEMS)))
+    # Each patient's baseline per lab: its own and along the shared physiology (hemoglobin and hematocrit together).
+    offset_rng = np.random.default_rng([seed, chunk_index, 1])
+    own = offset_rng.normal(0.0, 1.0, (n_patients, len(LAB_ITEMS)))
+    along = offset_rng.normal(0.0, 1.0, (n_patients, len(AXIS_NAMES)))
+    chunk.offsets = 0.45 * (own * _OWN_SHARE + along @ _AXIS_LOADINGS.T)
     return chunk

@@ -21,7 +21,15 @@ from scaling.data.synth_codes import (
     PROBLEM_PROCEDURES,
     PROCEDURES,
 )
-from scaling.data.synth_labs import ITEM_INDEX, LAB_ITEMS, PANEL_NAMES, PANELS, loading_matrix
+from scaling.data.synth_labs import (
+    AXIS_NAMES,
+    ITEM_INDEX,
+    LAB_ITEMS,
+    PANEL_NAMES,
+    PANELS,
+    axis_loadings,
+    loading_matrix,
+)
 from scaling.data.synth_patients import FACTORS, HOUR, Chunk
 
 # Column order of each MIMIC-IV table (v2.2 / v3.1).
@@ -112,6 +120,7 @@ ERROR_RATE = 0.001
 UPPER_LIMITS = {50963: 70000.0, 51516: 182.0, 50931: 1000.0}  # written as ">limit"
 ABNORMAL_CREATININE = 1.3
 _W = loading_matrix(FACTORS)
+_AXIS_LOADINGS, _OWN_SHARE = axis_loadings()
 _CENTER = np.array([i.center for i in LAB_ITEMS])
 _SPREAD = np.array([i.spread for i in LAB_ITEMS])
 _KIND = np.array([i.kind for i in LAB_ITEMS])
@@ -167,7 +176,11 @@ def lab_rows(chunk: Chunk, seed: int, chunk_index: int) -> tuple[pl.DataFrame, d
     patient = np.asarray(chunk.draw_patient)[draw]
     factors = np.stack(chunk.draw_factors).astype(np.float32)
     mean_z = chunk.offsets[patient, item] + np.einsum("rk,rk->r", factors[draw], _W[item])
-    z = mean_z + NOISE * rng.standard_normal(n)
+    # The draw's noise: its own per lab, and along the physiology its labs share (synth_labs.AXES), from a stream of
+    # its own so that every other draw of the chunk is as before.
+    along = np.random.default_rng([seed, chunk_index, 5]).standard_normal((len(panel), len(AXIS_NAMES)))
+    shared = np.einsum("ra,ra->r", along[draw], _AXIS_LOADINGS[item])
+    z = mean_z + NOISE * (_OWN_SHARE[item] * rng.standard_normal(n) + shared)
     kind = _KIND[item]
     value = np.where(kind == "linear", _CENTER[item] + _SPREAD[item] * z, _CENTER[item] * np.exp(_SPREAD[item] * z))
     value = np.where(item == ITEM_INDEX[50817], np.minimum(value, 100.0), value)

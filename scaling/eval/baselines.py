@@ -110,7 +110,7 @@ def _fit_score(model_name: str, splits: dict[str, Split], seed: int) -> dict:
     return score(held_out.y, best[1].predict_proba(prepare(held_out.x))[:, 1], seed)
 
 
-def _cached(dataset: PreparedDataset, name: str, compute: Callable[[], dict | None]) -> dict | None:
+def cached(dataset: PreparedDataset, name: str, compute: Callable[[], dict | None]) -> dict | None:
     """PREP/baselines/<name>.json, or `compute()` written there (null for None); written atomically, as sweep
     workers evaluating side by side may read it while another writes it."""
     cache = dataset.root / "baselines" / f"{name}.json"
@@ -129,7 +129,7 @@ def baselines(dataset: PreparedDataset, task: str, seed: int = 0) -> dict:
         frame, columns = features(dataset, dataset.task(task), dataset.task_inputs(task) == "at_or_before")
         return _score(_splits(dataset, frame, columns), seed, features=len(columns))
 
-    return _cached(dataset, task, compute)
+    return cached(dataset, task, compute)
 
 
 def _score(splits: dict[str, Split], seed: int, **facts) -> dict:
@@ -185,7 +185,7 @@ def bag_baselines(dataset: PreparedDataset, task: str, seed: int = 0) -> dict | 
             without[split] = int((~keep).sum())
         return _score(splits, seed, features=splits["train"].x.shape[1], rows_without_a_bag=without)
 
-    return _cached(dataset, f"{task}.bags", compute)
+    return cached(dataset, f"{task}.bags", compute)
 
 
 ORACLE = {  # task -> (oracle file, risk column, the time the prediction hours count from)
@@ -199,7 +199,7 @@ ORACLE = {  # task -> (oracle file, risk column, the time the prediction hours c
 def oracle(dataset: PreparedDataset, task: str, seed: int = 0) -> dict | None:
     """AUROC of the synthetic data's true risks on held_out (None when the source has no oracle/); cached per
     dataset and task like the baselines (scored for every run it took 0.7 s a task)."""
-    return _cached(dataset, f"{task}.oracle", lambda: _oracle(dataset, task, seed))
+    return cached(dataset, f"{task}.oracle", lambda: _oracle(dataset, task, seed))
 
 
 def _oracle(dataset: PreparedDataset, task: str, seed: int) -> dict | None:

@@ -33,11 +33,13 @@ from scaling.data.tasks import sample_rows
 from scaling.data.timelines import fit_history
 from scaling.eval import zero_shot
 from scaling.eval.baselines import bag_baselines, baselines, oracle
+from scaling.eval.imputation import describe as describe_imputation
+from scaling.eval.imputation import impute
 from scaling.eval.probe import Split, fit_probe
 from scaling.eval.zero_shot_rules import Settings, built_in_rules, read_rules, rule_for
 from scaling.families import FAMILIES, Family
 from scaling.models.sampler import Sampler
-from scaling.record import EvalRecord, RunError, RunFolder, TaskEval
+from scaling.record import EvalRecord, ImputationRecord, RunError, RunFolder, TaskEval
 from scaling.runspec import RunSpec
 from scaling.training.checkpoints import restore_model
 
@@ -299,3 +301,24 @@ def evaluate_zero_shot(
         run_folder.write_evaluation(report)  # after each task: an interrupted evaluation keeps what it scored
         log(zero_shot.describe(task, entry))
     return report
+
+
+def evaluate_imputation(out: Path, log=print) -> ImputationRecord:
+    """Labrador's intrinsic task on a finished lab-bag run (scaling.eval.imputation), written to imputation.json."""
+    run_folder = RunFolder(out)
+    spec, _ = run_folder.finished("evaluate")
+    imputer = FAMILIES[spec.family].imputer()
+    if imputer is None:
+        raise RunError(
+            f"{run_folder.path}: imputation masks a lab in a bag and predicts its value, which only the lab-bag "
+            f"families (labrador, bert) do; this is a {spec.family} run"
+        )
+    dataset = PreparedDataset.open(spec.data)
+    model = restore_model(run_folder.path, spec, dataset)
+    try:
+        record = impute(model, imputer, dataset, spec.recipe.context, seed=spec.seed)
+    except ValueError as error:
+        raise RunError(str(error)) from None
+    run_folder.write_imputation(record)
+    log(describe_imputation(record))
+    return record

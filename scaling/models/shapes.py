@@ -73,6 +73,12 @@ class DecoderConfig:
         return self.stack.params() + self.d_model
 
 
+# The value term's weight in Labrador's loss: a constant prediction's MSE on eCDF values is 1/12, against an item
+# cross-entropy of 1-5 nats. Measured at width 48 (docs/models.md, "Labrador's value"): 12 learnt nothing in 4,000
+# steps, 30 reached MSE 0.064 told the item (the ridge ceiling 0.050), 100 learnt the value faster, the item slower.
+VALUE_WEIGHT = 30.0
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
     """An encoder over bags: `n_items` lab items (Labrador) or BERT tokens, and the slots of a row of packed bags."""
@@ -83,7 +89,7 @@ class EncoderConfig:
     n_heads: int
     d_ff: int
     context: int  # slots per row of packed bags
-    mse_weight: float = 1.0
+    mse_weight: float = VALUE_WEIGHT  # Labrador's value term
     attention: str = "auto"  # StackConfig.attention
 
     @property
@@ -103,25 +109,27 @@ def labrador_params(c: EncoderConfig) -> tuple[int, int]:
     d = c.d_model
     table = (c.n_items + 3) * d  # padding, items, mask, null
     value = d + d + 2 * d  # Dense(1 -> d) weight and bias, the mask and null vectors
+    directions = (c.n_items + 3) * d  # each item's own value direction, a table like the code embedding
     project = d * d + d + 2 * d  # Dense(d) + bias, LayerNorm scale and bias
     read = d + c.n_items  # the continuous head reads the hidden state and the item probabilities
     categorical = d * d + d + d * c.n_items + c.n_items  # hidden Dense(d) + ReLU, then Dense(items)
-    continuous = read * read + read + read + 1  # hidden Dense(d + items) + ReLU, then Dense(1)
+    continuous = read * d + d + d * c.n_items + c.n_items  # hidden Dense(d) + ReLU, then Dense(items), mixed by item
     nonembed = value + project + c.stack.params() + d + categorical + continuous  # d: the final norm
-    return table + nonembed, nonembed
+    return table + directions + nonembed, nonembed
 
 
 def labrador_extra_forward(c: EncoderConfig) -> float:
-    """Forward FLOPs per slot of Labrador's input layers: the value input and the projection (+ ReLU, LayerNorm)."""
+    """Forward FLOPs per slot of Labrador's input layers: the value input (shared and the item's own direction)
+    and the projection (+ ReLU, LayerNorm)."""
     d = c.d_model
-    return float(2 * d + 2 * d * d + d + 8 * d)
+    return float(2 * d + 2 * d + 2 * d * d + d + 8 * d)
 
 
 def labrador_read_forward(c: EncoderConfig) -> float:
     """Forward FLOPs per read (masked) slot of Labrador's heads beyond the item logits: the categorical head's hidden
-    layer, the item probabilities, and the continuous head's hidden layer, output and sigmoid."""
+    layer, the item probabilities, and the continuous head's hidden layer, per-item output, mix and sigmoid."""
     d, read = c.d_model, c.d_model + c.n_items
-    return float(2 * d * d + d + 5 * c.n_items + 2 * read * read + read + 2 * read + 4)
+    return float(2 * d * d + d + 5 * c.n_items + 2 * read * d + d + 2 * d * c.n_items + 2 * c.n_items + 4)
 
 
 def bert_params(c: EncoderConfig) -> tuple[int, int]:

@@ -21,7 +21,7 @@ import polars as pl
 
 from scaling.data.atomic import write_json
 from scaling.recipe import BUDGET_TOLERANCE
-from scaling.record import Attempts, EvalRecord, ResultRecord, RunFolder, StartRecord
+from scaling.record import Attempts, EvalRecord, ImputationRecord, ResultRecord, RunFolder, StartRecord
 from scaling.runspec import SpecError, check_eval
 from scaling.sweep.plan import Plan
 from scaling.sweep.spec import SweepSpec
@@ -37,9 +37,9 @@ FIT_PARAMS = "params_nonembed"
 @dataclass(frozen=True)
 class RunRow:
     """One row of runs.parquet, in its column order: its columns are these fields (then one Float64 column per
-    evaluation number, `EvalRecord.columns`). A field that `ResultRecord`, `StartRecord` or a plan.json entry also
-    has is copied from them by name (analysis.table reads params, tokens, loss, flops, budget, status,
-    flops_per_token, fit_params)."""
+    evaluation number: `EvalRecord.columns`, `ImputationRecord.columns`). A field that `ResultRecord`,
+    `StartRecord` or a plan.json entry also has is copied from them by name (analysis.table reads params, tokens,
+    loss, flops, budget, status, flops_per_token, fit_params)."""
 
     run_id: str
     family: str | None = None
@@ -196,18 +196,19 @@ def read_plan_record(folder: Path) -> dict | None:
 @dataclass(frozen=True)
 class RunRead:
     """What a run folder holds, read once: attempts.json, spec.json, result.json (current format, with notes on an
-    older one) and eval.json."""
+    older one), eval.json and imputation.json."""
 
     folder: RunFolder
     attempts: Attempts
     start: StartRecord | None
     result: tuple[ResultRecord, list[str]] | None
     evaluation: EvalRecord
+    imputation: ImputationRecord | None = None
 
     @classmethod
     def of(cls, run_dir: Path) -> "RunRead":
         folder = RunFolder(run_dir)
-        return cls(folder, folder.attempts(), folder.start(), folder.result(), folder.evaluation())
+        return cls(folder, folder.attempts(), folder.start(), folder.result(), folder.evaluation(), folder.imputation())
 
 
 def run_state(
@@ -301,7 +302,7 @@ def _run_row(run_dir: Path, planned: dict | None, tasks, sweep: dict, notes: lis
                     "no budget in the run's own record: the budget of sweep.json within "
                     f"{tolerance:.0%} of its FLOPs is taken"
                 )
-    return row | read.evaluation.columns()
+    return row | read.evaluation.columns() | (read.imputation.columns() if read.imputation is not None else {})
 
 
 def collect(
