@@ -75,17 +75,13 @@ def test_regressors_read_the_physiology_and_the_record_reaches_the_table(prepare
     known = imputation.baseline_predictions(dataset, items)
     assert set(known) == {str(i) for i in items}
     assert (dataset.root / "baselines" / "imputation.json").exists()  # cached with the data, not the run
-    per_item, squared = [], {name: [] for name in ("model",) + imputation.BASELINES}
+    scored = []
     for item in items:
         entry = known[str(item)]
         true = np.asarray(entry["true"])
         guesses = {"model": np.asarray(entry["ridge"])} | {n: np.asarray(entry[n]) for n in imputation.BASELINES}
-        per_item.append(
-            {"item": str(item), "n": len(true)} | {n: imputation.scores(g, true) for n, g in guesses.items()}
-        )
-        for name, guess in guesses.items():
-            squared[name].append((guess - true) ** 2)
-    overall = imputation.summary(per_item, squared)
+        scored.append(({"item": str(item), "n": len(true)}, true, guesses))
+    per_item, overall = imputation.score_items(scored)
     assert overall["ridge"]["mse"] < 0.85 * overall["item_mean"]["mse"]
     assert overall["xgboost"]["mse"] < 0.9 * overall["item_mean"]["mse"]
     record = ImputationRecord(

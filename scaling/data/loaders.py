@@ -162,6 +162,17 @@ def longest_bag_error(lengths: np.ndarray, context: int) -> str | None:
     return None
 
 
+def maskable_labs(codes: np.ndarray, mask_item: int | None = None) -> np.ndarray:
+    """The labs that may be masked (those with a value among them): any lab, or the `mask_item`'s (a 1-based code)."""
+    return codes == mask_item if mask_item is not None else codes > 0
+
+
+def maskable_bags(bags: BagSplit, mask_item: int | None = None) -> np.ndarray:
+    """The indices of the bags with a lab that may be masked: one with a value (of `mask_item`, if given)."""
+    values, codes = np.asarray(bags.values), np.asarray(bags.codes)
+    return np.flatnonzero((~np.isnan(values) & maskable_labs(codes, mask_item)).any(axis=1))
+
+
 @dataclass(frozen=True)
 class BagBatch:
     """Rows of `context` slots holding whole bags; `segment_ids` int32 [R, T] number the bags of a row 1, 2, ...
@@ -222,18 +233,13 @@ class BagLoader:
         self.shuffle = shuffle
         self.bags_per_row = min(bags_per_row or context, context)  # the width of read_slots
         self.mask_item = mask_item
-        values, codes = np.asarray(bags.values), np.asarray(bags.codes)
-        self.usable = np.flatnonzero((~np.isnan(values) & self._maskable(codes)).any(axis=1))
+        self.usable = maskable_bags(bags, mask_item)
         self._epoch: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
         self.steps_per_epoch = self._packing(0)[3] // rows
         if self.steps_per_epoch == 0:
             raise ValueError(
                 f"too few bags with a value ({len(self.usable)}) to fill a batch of {rows} rows of {context} slots"
             )
-
-    def _maskable(self, codes: np.ndarray) -> np.ndarray:
-        """The labs that may be masked (those with a value among them): any lab, or the `mask_item`'s."""
-        return codes == self.mask_item if self.mask_item is not None else codes > 0
 
     @property
     def mask_id(self) -> int:
@@ -266,7 +272,7 @@ class BagLoader:
         # One uniformly drawn non-null lab per bag, from a generator keyed by the bag (and the epoch unless fixed).
         draw_epoch = 0 if self.mask == "fixed" else epoch + 1
         u = _uniform(self.seed, draw_epoch, index)
-        candidates = (~np.isnan(values_in)) & self._maskable(codes_in)
+        candidates = (~np.isnan(values_in)) & maskable_labs(codes_in, self.mask_item)
         rank = np.floor(u * candidates.sum(axis=1)).astype(np.int64)
         masked_at = np.argmax(np.cumsum(candidates, axis=1) > rank[:, None], axis=1)
         # Scatter each bag's labs into its row: bag b's lab j goes to slot offset[b] + j.

@@ -22,7 +22,7 @@ from sklearn.linear_model import Ridge
 from xgboost import XGBRegressor
 
 from scaling.data.dataset import PreparedDataset
-from scaling.data.loaders import BagLoader
+from scaling.data.loaders import BagLoader, maskable_bags
 from scaling.eval.baselines import cached
 from scaling.record import ImputationRecord
 
@@ -49,9 +49,7 @@ def masked_batches(dataset: PreparedDataset, split: str, item: int, context: int
     """Batches of one bag a row with `item` masked in each: the first bags of the split where it has a value, in
     the split's order, in whole batches of up to `ROWS` rows holding at most `limit` bags ([] if none)."""
     bags, items = dataset.bags(split), dataset.lab_vocabulary().size
-    codes, values = np.asarray(bags.codes), np.asarray(bags.values)
-    usable = int(np.sum(np.any((codes == item) & ~np.isnan(values), axis=1)))
-    rows = min(ROWS, usable, limit)
+    rows = min(ROWS, len(maskable_bags(bags, item)), limit)
     if rows == 0:
         return []
     loader = BagLoader(bags, items, rows, context, mask="fixed", shuffle=False, bags_per_row=1, mask_item=item)
@@ -94,6 +92,17 @@ def summary(per_item: list[dict], squared: dict[str, list[np.ndarray]]) -> dict[
             "pearson_median": float(np.median(pearsons)) if pearsons else None,
         }
     return out
+
+
+def score_items(items: list[tuple[dict, np.ndarray, dict[str, np.ndarray]]]) -> tuple[list[dict], dict[str, dict]]:
+    """Per item (its entry so far, the true values, each predictor's guesses): the entry with each predictor's
+    scores; and over all items, `summary` per predictor."""
+    per_item, squared = [], {}
+    for entry, true, guesses in items:
+        per_item.append(entry | {name: scores(guess, true) for name, guess in guesses.items()})
+        for name, guess in guesses.items():
+            squared.setdefault(name, []).append((guess - true) ** 2)
+    return per_item, summary(per_item, squared)
 
 
 def _regressors(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int) -> dict[str, np.ndarray]:
@@ -147,7 +156,7 @@ def impute(
     items = top_items(dataset)
     baselines = baseline_predictions(dataset, items, seed)
     predict = nnx.jit(imputed_values)
-    per_item, squared = [], {name: [] for name in ("model",) + BASELINES}
+    scored = []
     for item in items:
         if str(item) not in baselines:
             continue
@@ -161,13 +170,10 @@ def impute(
         assert len(values) == len(true), "the model and the regressors read the same bags"
         predicted = {"model": values} | {n: np.asarray(known[n]) for n in BASELINES}
         entry = {"item": vocabulary.items[item - 1], "n": len(true), "train_bags": known["train_bags"]}
-        for name, guess in predicted.items():
-            entry[name] = scores(guess, true)
-            squared[name].append((guess - true) ** 2)
-        per_item.append(entry)
-    if not per_item:
+        scored.append((entry, true, predicted))
+    if not scored:
         raise ValueError(f"{dataset.root}: no held-out bag has a value of any lab item; nothing to impute")
-    overall = summary(per_item, squared)
+    per_item, overall = score_items(scored)
     return ImputationRecord(
         split=SPLIT,
         bags=sum(entry["n"] for entry in per_item),
